@@ -1,0 +1,42 @@
+//! The OpenAPI document and Swagger UI (vendored, so it works offline).
+
+use axum::Router;
+use utoipa::OpenApi;
+use utoipa_swagger_ui::SwaggerUi;
+
+use super::AppState;
+
+/// The API description.
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "crawler master", description = "Control plane of a distributed web crawler."),
+    paths(
+        super::health::healthz,
+        super::health::readyz,
+        super::workers::list,
+        super::workers::get_one,
+    ),
+    components(schemas(
+        super::Problem,
+        super::health::Status,
+        super::workers::WorkerView,
+        super::workers::WorkerList,
+    )),
+    tags(
+        (name = "workers", description = "Crawler workers discovered through etcd"),
+        (name = "health", description = "Liveness and readiness"),
+    )
+)]
+pub struct ApiDoc;
+
+/// The spec as pretty JSON.
+pub fn spec_json() -> String {
+    ApiDoc::openapi()
+        .to_pretty_json()
+        .unwrap_or_else(|_| "{}".to_owned())
+}
+
+/// `/openapi.json` and `/swagger-ui/`.
+pub fn routes() -> Router<AppState> {
+    Router::from(SwaggerUi::new("/swagger-ui").url("/openapi.json", ApiDoc::openapi()))
+}

@@ -1,0 +1,36 @@
+//! A watch-driven, in-memory cache of one etcd prefix, written once and used for both workers
+//! and resources.
+//!
+//! Three layers, as in kube-runtime:
+//! - [`watcher`] is a state machine: list the prefix at a revision, watch from the next one,
+//!   resume after failures, and list again when the revision it needs was compacted.
+//! - [`Writer`] is the single writer that applies what the watcher sees.
+//! - [`Store`] is a cheap, cloneable reader: snapshots, the revision it reflects, readiness,
+//!   and a subscription to changes.
+//!
+//! A re-list is swapped in under one lock, so readers never see half a list.
+
+mod diff;
+mod store;
+pub mod watcher;
+
+pub use diff::{Event, diff};
+pub use store::{Change, Entry, Snapshot, Store, StoreStats, Writer};
+
+/// A value that can be decoded from an etcd key-value pair.
+pub trait Object: Sized + Send + Sync + 'static {
+    /// Decodes the value stored under `name` (the key with the prefix removed).
+    fn decode(name: &str, value: &[u8]) -> Result<Self, DecodeError>;
+}
+
+/// A value that could not be decoded; it is logged, counted and skipped.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct DecodeError(String);
+
+impl DecodeError {
+    /// A decode error with a reason.
+    pub fn new(reason: impl Into<String>) -> Self {
+        Self(reason.into())
+    }
+}

@@ -1,0 +1,408 @@
+//! The cache's state, its single writer and its cheap readers.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::Duration;
+
+use tokio::sync::{broadcast, watch};
+
+use super::diff::{Event, diff};
+
+/// One cached object and the etcd revisions of its key.
+#[derive(Debug)]
+pub struct Entry<T> {
+    /// The decoded value.
+    pub value: Arc<T>,
+    /// Revision at which the key was created.
+    pub create_revision: i64,
+    /// Revision of the key's last change.
+    pub mod_revision: i64,
+}
+
+impl<T> Clone for Entry<T> {
+    fn clone(&self) -> Self {
+        Self {
+            value: Arc::clone(&self.value),
+            create_revision: self.create_revision,
+            mod_revision: self.mod_revision,
+        }
+    }
+}
+
+/// A batch of changes, all at one revision or from one re-list.
+#[derive(Debug)]
+pub struct Change<T> {
+    /// The revision the cache reflects after the batch.
+    pub revision: i64,
+    /// True when the batch was derived from a re-list rather than watch events.
+    pub relisted: bool,
+    /// The changes, in order.
+    pub events: Vec<Event<T>>,
+}
+
+/// A consistent copy of the cache at one revision.
+#[derive(Debug)]
+pub struct Snapshot<T> {
+    /// The revision the copy reflects.
+    pub revision: i64,
+    /// Objects by name.
+    pub objects: BTreeMap<String, Entry<T>>,
+}
+
+/// Counters describing the cache's life, for logs, metrics and tests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StoreStats {
+    /// Values that could not be decoded and were skipped.
+    pub malformed: u64,
+    /// Full lists applied (the first one included).
+    pub lists: u64,
+    /// Watch events applied.
+    pub events: u64,
+}
+
+struct State<T> {
+    objects: BTreeMap<String, Entry<T>>,
+    revision: i64,
+}
+
+struct Shared<T> {
+    kind: &'static str,
+    state: RwLock<State<T>>,
+    revision: watch::Sender<i64>,
+    ready: watch::Sender<bool>,
+    live: AtomicBool,
+    changes: broadcast::Sender<Arc<Change<T>>>,
+    malformed: AtomicU64,
+    lists: AtomicU64,
+    events: AtomicU64,
+}
+
+impl<T> Shared<T> {
+    fn read(&self) -> RwLockReadGuard<'_, State<T>> {
+        // A panic while holding the lock cannot leave the map half-updated in a way readers
+        // could misinterpret (every update is a single insert, remove or swap), so a poisoned
+        // lock is still usable.
+        self.state.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, State<T>> {
+        self.state.write().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// A cheap, cloneable reader of the cache.
+pub struct Store<T> {
+    shared: Arc<Shared<T>>,
+}
+
+impl<T> Clone for Store<T> {
+    fn clone(&self) -> Self {
+        Self {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+/// The one writer of a cache; held by its watcher.
+pub struct Writer<T> {
+    shared: Arc<Shared<T>>,
+}
+
+/// How many change batches a slow subscriber may fall behind before it is told it lagged.
+const CHANGE_BUFFER: usize = 4096;
+
+impl<T: Send + Sync + 'static> Store<T> {
+    /// An empty, not yet ready cache and its writer. `kind` names it in logs.
+    pub fn new(kind: &'static str) -> (Store<T>, Writer<T>) {
+        let (changes, _) = broadcast::channel(CHANGE_BUFFER);
+        let shared = Arc::new(Shared {
+            kind,
+            state: RwLock::new(State {
+                objects: BTreeMap::new(),
+                revision: 0,
+            }),
+            revision: watch::channel(0).0,
+            ready: watch::channel(false).0,
+            live: AtomicBool::new(false),
+            changes,
+            malformed: AtomicU64::new(0),
+            lists: AtomicU64::new(0),
+            events: AtomicU64::new(0),
+        });
+        (
+            Store {
+                shared: Arc::clone(&shared),
+            },
+            Writer { shared },
+        )
+    }
+
+    /// What the cache holds (`workers`, `resources`).
+    pub fn kind(&self) -> &'static str {
+        self.shared.kind
+    }
+
+    /// One object.
+    pub fn get(&self, name: &str) -> Option<Entry<T>> {
+        self.shared.read().objects.get(name).cloned()
+    }
+
+    /// A consistent copy of every object and the revision it reflects.
+    pub fn snapshot(&self) -> Snapshot<T> {
+        let state = self.shared.read();
+        Snapshot {
+            revision: state.revision,
+            objects: state.objects.clone(),
+        }
+    }
+
+    /// Runs `f` over the objects and revision under the read lock, without copying. Keep `f`
+    /// short: the writer waits for it.
+    pub fn with<R>(&self, f: impl FnOnce(&BTreeMap<String, Entry<T>>, i64) -> R) -> R {
+        let state = self.shared.read();
+        f(&state.objects, state.revision)
+    }
+
+    /// Number of objects.
+    pub fn len(&self) -> usize {
+        self.shared.read().objects.len()
+    }
+
+    /// True when the cache holds nothing.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The etcd revision the cache reflects.
+    pub fn revision(&self) -> i64 {
+        *self.shared.revision.borrow()
+    }
+
+    /// True once the first list has been applied.
+    pub fn is_ready(&self) -> bool {
+        *self.shared.ready.borrow()
+    }
+
+    /// True while the cache's watch is connected and making progress.
+    pub fn is_live(&self) -> bool {
+        self.shared.live.load(Ordering::Acquire)
+    }
+
+    /// Waits until the first list has been applied.
+    pub async fn wait_ready(&self) {
+        let mut rx = self.shared.ready.subscribe();
+        // The sender lives as long as `self`, so this cannot fail.
+        let _ = rx.wait_for(|r| *r).await;
+    }
+
+    /// Waits, at most `timeout`, until the cache reflects at least `revision`. Returns whether
+    /// it did.
+    pub async fn wait_for_revision(&self, revision: i64, timeout: Duration) -> bool {
+        let mut rx = self.shared.revision.subscribe();
+        tokio::time::timeout(timeout, rx.wait_for(|r| *r >= revision))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+
+    /// A subscription to change batches. A subscriber that falls more than a few thousand
+    /// batches behind receives `Lagged` and should re-read a snapshot.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Change<T>>> {
+        self.shared.changes.subscribe()
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> StoreStats {
+        StoreStats {
+            malformed: self.shared.malformed.load(Ordering::Relaxed),
+            lists: self.shared.lists.load(Ordering::Relaxed),
+            events: self.shared.events.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// One decoded change from a watch response, before it is applied.
+pub(crate) enum Update<T> {
+    /// The key now holds this value.
+    Put {
+        name: String,
+        value: T,
+        create_revision: i64,
+        mod_revision: i64,
+    },
+    /// The key was deleted, or now holds a value that cannot be decoded.
+    Remove { name: String },
+}
+
+impl<T: Send + Sync + 'static> Writer<T> {
+    /// The revision the cache reflects.
+    pub(crate) fn revision(&self) -> i64 {
+        self.shared.read().revision
+    }
+
+    /// Counts a value that could not be decoded.
+    pub(crate) fn count_malformed(&self) {
+        self.shared.malformed.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Marks the watch as connected or not.
+    pub(crate) fn set_live(&self, live: bool) {
+        self.shared.live.store(live, Ordering::Release);
+    }
+
+    /// Replaces the whole state with a fresh list at `revision`, atomically.
+    pub(crate) fn replace(&self, objects: BTreeMap<String, Entry<T>>, revision: i64) {
+        let events = {
+            let mut state = self.shared.write();
+            let events = diff(&state.objects, &objects);
+            state.objects = objects;
+            state.revision = revision;
+            events
+        };
+        self.shared.lists.fetch_add(1, Ordering::Relaxed);
+        self.publish(Change {
+            revision,
+            relisted: true,
+            events,
+        });
+        self.shared.ready.send_replace(true);
+    }
+
+    /// Applies a batch of watch updates, in order, and moves the revision to `revision`.
+    pub(crate) fn apply(&self, updates: Vec<Update<T>>, revision: i64) {
+        let count = updates.len() as u64;
+        let events = {
+            let mut state = self.shared.write();
+            let mut events = Vec::with_capacity(updates.len());
+            for update in updates {
+                match update {
+                    Update::Put {
+                        name,
+                        value,
+                        create_revision,
+                        mod_revision,
+                    } => {
+                        let new = Entry {
+                            value: Arc::new(value),
+                            create_revision,
+                            mod_revision,
+                        };
+                        match state.objects.insert(name.clone(), new.clone()) {
+                            Some(old) => events.push(Event::Modified { name, old, new }),
+                            None => events.push(Event::Added { name, new }),
+                        }
+                    }
+                    Update::Remove { name } => {
+                        if let Some(old) = state.objects.remove(&name) {
+                            events.push(Event::Deleted { name, old });
+                        }
+                    }
+                }
+            }
+            state.revision = state.revision.max(revision);
+            events
+        };
+        self.shared.events.fetch_add(count, Ordering::Relaxed);
+        self.publish(Change {
+            revision,
+            relisted: false,
+            events,
+        });
+    }
+
+    /// Moves the revision forward without changes (a progress notification).
+    pub(crate) fn advance(&self, revision: i64) {
+        let mut state = self.shared.write();
+        if revision > state.revision {
+            state.revision = revision;
+            drop(state);
+            self.shared.revision.send_replace(revision);
+        }
+    }
+
+    fn publish(&self, change: Change<T>) {
+        let revision = change.revision;
+        if !change.events.is_empty() {
+            // No subscriber is not an error.
+            let _ = self.shared.changes.send(Arc::new(change));
+        }
+        self.shared
+            .revision
+            .send_modify(|r| *r = (*r).max(revision));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn put(name: &str, value: u32, rev: i64) -> Update<u32> {
+        Update::Put {
+            name: name.into(),
+            value,
+            create_revision: rev,
+            mod_revision: rev,
+        }
+    }
+
+    #[tokio::test]
+    async fn applies_batches_in_order_and_reports_changes() {
+        let (store, writer) = Store::<u32>::new("test");
+        let mut changes = store.subscribe();
+        assert!(!store.is_ready());
+        writer.replace(BTreeMap::new(), 5);
+        assert!(store.is_ready());
+        writer.apply(
+            vec![
+                put("a", 1, 6),
+                put("a", 2, 6),
+                Update::Remove { name: "a".into() },
+                put("b", 3, 6),
+            ],
+            6,
+        );
+        assert_eq!(store.revision(), 6);
+        assert!(store.get("a").is_none());
+        assert_eq!(store.get("b").map(|e| *e.value), Some(3));
+        let batch = changes.recv().await.expect("a batch");
+        assert_eq!(batch.revision, 6);
+        let kinds: Vec<_> = batch
+            .events
+            .iter()
+            .map(|e| match e {
+                Event::Added { .. } => "added",
+                Event::Modified { .. } => "modified",
+                Event::Deleted { .. } => "deleted",
+            })
+            .collect();
+        assert_eq!(kinds, ["added", "modified", "deleted", "added"]);
+        assert!(store.wait_for_revision(6, Duration::from_millis(10)).await);
+        assert!(!store.wait_for_revision(7, Duration::from_millis(10)).await);
+        writer.advance(7);
+        assert!(store.wait_for_revision(7, Duration::from_millis(10)).await);
+    }
+
+    #[tokio::test]
+    async fn relist_swaps_and_derives_events() {
+        let (store, writer) = Store::<u32>::new("test");
+        writer.apply(vec![put("a", 1, 2), put("b", 2, 3)], 3);
+        let mut changes = store.subscribe();
+        let mut fresh = BTreeMap::new();
+        fresh.insert(
+            "b".to_owned(),
+            Entry {
+                value: Arc::new(2),
+                create_revision: 3,
+                mod_revision: 3,
+            },
+        );
+        writer.replace(fresh, 10);
+        let snap = store.snapshot();
+        assert_eq!(snap.revision, 10);
+        assert_eq!(snap.objects.len(), 1);
+        let batch = changes.recv().await.expect("a batch");
+        assert!(batch.relisted);
+        assert_eq!(batch.events.len(), 1);
+        assert_eq!(batch.events[0].name(), "a");
+    }
+}

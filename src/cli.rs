@@ -1,0 +1,143 @@
+//! The command line. Flags override `config.yaml`, which overrides built-in defaults.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::{Config, ConfigError};
+
+/// Control plane of a distributed web crawler.
+#[derive(Debug, Parser)]
+#[command(name = "crawler", version, about)]
+pub struct Cli {
+    /// What to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a master: caches, election and the REST API.
+    Master(MasterArgs),
+    /// Run a worker agent.
+    Worker(WorkerArgs),
+    /// Print the OpenAPI document.
+    Openapi,
+}
+
+/// Flags shared by every process that talks to etcd.
+#[derive(Debug, Args)]
+pub struct Common {
+    /// etcd endpoints, comma-separated (default http://127.0.0.1:2379).
+    #[arg(long, value_delimiter = ',')]
+    pub etcd: Vec<String>,
+    /// Configuration file (YAML).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+}
+
+impl Common {
+    /// Loads the file and applies the flags over it.
+    pub fn load(&self) -> Result<Config, ConfigError> {
+        let mut config = Config::load(self.config.as_deref())?;
+        if !self.etcd.is_empty() {
+            config.etcd.endpoints = self.etcd.clone();
+        }
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+/// `crawler master`.
+#[derive(Debug, Args)]
+pub struct MasterArgs {
+    /// Master id, 0..=1023; also the snowflake node id.
+    #[arg(long, value_parser = clap::value_parser!(u16).range(0..=1023))]
+    pub id: u16,
+    /// Address to serve HTTP on, host:port.
+    #[arg(long)]
+    pub http: String,
+    /// URL clients and other masters use to reach this master (default: derived from --http).
+    #[arg(long)]
+    pub advertise: Option<String>,
+    /// etcd and config flags.
+    #[command(flatten)]
+    pub common: Common,
+}
+
+/// `crawler worker`.
+#[derive(Debug, Args)]
+pub struct WorkerArgs {
+    /// Worker id; the node id is `<service>-<id>`.
+    #[arg(long)]
+    pub id: u32,
+    /// Address to serve on and advertise, host:port.
+    #[arg(long)]
+    pub addr: String,
+    /// Most resources this worker takes (default: from config).
+    #[arg(long)]
+    pub capacity: Option<u32>,
+    /// etcd and config flags.
+    #[command(flatten)]
+    pub common: Common,
+}
+
+/// The URL to advertise for a master listening on `http`.
+pub fn advertise_url(http: &str) -> String {
+    let http = http.trim();
+    let host_port = http
+        .strip_prefix("0.0.0.0:")
+        .map(|port| format!("127.0.0.1:{port}"))
+        .unwrap_or_else(|| http.to_owned());
+    format!("http://{host_port}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn contract_flags_parse() {
+        let cli = Cli::try_parse_from([
+            "crawler",
+            "master",
+            "--id",
+            "3",
+            "--http",
+            "127.0.0.1:8080",
+            "--etcd",
+            "http://a:1,http://b:2",
+            "--advertise",
+            "http://m:8080",
+        ])
+        .expect("parses");
+        let Command::Master(m) = cli.command else {
+            panic!("expected master")
+        };
+        assert_eq!(m.id, 3);
+        assert_eq!(m.common.etcd, ["http://a:1", "http://b:2"]);
+        let cli = Cli::try_parse_from([
+            "crawler",
+            "worker",
+            "--id",
+            "2",
+            "--addr",
+            "127.0.0.1:9089",
+            "--capacity",
+            "5",
+        ])
+        .expect("parses");
+        let Command::Worker(w) = cli.command else {
+            panic!("expected worker")
+        };
+        assert_eq!(w.capacity, Some(5));
+        assert!(Cli::try_parse_from(["crawler", "master", "--id", "1024", "--http", "x"]).is_err());
+    }
+
+    #[test]
+    fn advertise_is_derived_from_http() {
+        assert_eq!(advertise_url("0.0.0.0:8080"), "http://127.0.0.1:8080");
+        assert_eq!(advertise_url("10.1.2.3:80"), "http://10.1.2.3:80");
+    }
+}

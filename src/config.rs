@@ -1,0 +1,245 @@
+//! Configuration: built-in defaults, overridden by `config.yaml`, overridden by flags.
+//!
+//! Every key is optional. Unknown keys are rejected so that a typo in an operator's file is
+//! reported at start-up instead of being silently ignored.
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::keys::KeyLayout;
+
+/// The whole configuration of a master or a worker.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// How to reach etcd.
+    pub etcd: EtcdConfig,
+    /// Where things live in etcd.
+    pub keys: KeyLayout,
+    /// Worker registration settings.
+    pub worker: WorkerConfig,
+    /// Master settings.
+    pub master: MasterConfig,
+    /// Seed crawl tasks the leader creates when they are missing.
+    pub tasks: Vec<SeedTask>,
+    /// Logging.
+    pub log: LogConfig,
+}
+
+/// Connection settings for etcd.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EtcdConfig {
+    /// Client URLs of the etcd members.
+    pub endpoints: Vec<String>,
+    /// Time allowed to open a connection, in milliseconds.
+    pub dial_timeout_ms: u64,
+    /// Interval of HTTP/2 keep-alive pings, in milliseconds.
+    pub keep_alive_interval_ms: u64,
+    /// Time to wait for a keep-alive ping's answer before the connection is declared dead.
+    pub keep_alive_timeout_ms: u64,
+    /// Deadline for a single unary etcd request, in milliseconds.
+    pub request_timeout_ms: u64,
+}
+
+impl Default for EtcdConfig {
+    fn default() -> Self {
+        Self {
+            endpoints: vec!["http://127.0.0.1:2379".to_owned()],
+            dial_timeout_ms: 2_000,
+            keep_alive_interval_ms: 1_000,
+            keep_alive_timeout_ms: 2_000,
+            request_timeout_ms: 3_000,
+        }
+    }
+}
+
+impl EtcdConfig {
+    /// Deadline for a single unary etcd request.
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_timeout_ms)
+    }
+}
+
+/// Worker registration settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WorkerConfig {
+    /// go-micro service name workers register under.
+    pub service: String,
+    /// TTL of a worker's registration lease, in seconds.
+    pub lease_ttl_secs: i64,
+    /// Most resources one worker takes, unless `--capacity` says otherwise.
+    pub capacity: u32,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        Self {
+            service: "go.micro.server.worker".to_owned(),
+            lease_ttl_secs: 10,
+            capacity: 1_000,
+        }
+    }
+}
+
+/// Master settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MasterConfig {
+    /// TTL of the election session lease, in seconds.
+    pub session_ttl_secs: i64,
+}
+
+impl Default for MasterConfig {
+    fn default() -> Self {
+        Self {
+            session_ttl_secs: 5,
+        }
+    }
+}
+
+/// One seed crawl task.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct SeedTask {
+    /// Resource name.
+    pub name: String,
+}
+
+/// Log output settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// `tracing` filter directive, e.g. `info` or `crawler=debug`.
+    pub level: String,
+    /// `text` or `json`.
+    pub format: LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            level: "info".to_owned(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The file is not valid YAML of the expected shape.
+    #[error("invalid config file {path}: {source}")]
+    Parse {
+        /// The file.
+        path: String,
+        /// The cause.
+        source: serde_yaml_ng::Error,
+    },
+    /// A value is out of its range.
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Parses a YAML document. An empty document gives the defaults.
+    pub fn from_yaml(text: &str, path: &str) -> Result<Self, ConfigError> {
+        if text.trim().is_empty() {
+            return Ok(Self::default());
+        }
+        let config: Self = serde_yaml_ng::from_str(text).map_err(|source| ConfigError::Parse {
+            path: path.to_owned(),
+            source,
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Loads a file, or the defaults when `path` is `None`.
+    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        let Some(path) = path else {
+            return Ok(Self::default());
+        };
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: shown.clone(),
+            source,
+        })?;
+        Self::from_yaml(&text, &shown)
+    }
+
+    /// Checks ranges that serde cannot express.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.etcd.endpoints.is_empty() {
+            return Err(ConfigError::Invalid("etcd.endpoints is empty".into()));
+        }
+        if self.worker.lease_ttl_secs < 2 {
+            return Err(ConfigError::Invalid(
+                "worker.lease_ttl_secs must be at least 2".into(),
+            ));
+        }
+        if self.master.session_ttl_secs < 2 {
+            return Err(ConfigError::Invalid(
+                "master.session_ttl_secs must be at least 2".into(),
+            ));
+        }
+        self.keys.validate().map_err(ConfigError::Invalid)?;
+        for task in &self.tasks {
+            crate::name::validate(&task.name)
+                .map_err(|e| ConfigError::Invalid(format!("tasks: {:?}: {e}", task.name)))?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shipped_config_parses_and_matches_defaults_where_uncustomised() {
+        let text = include_str!("../config.yaml");
+        let config = Config::from_yaml(text, "config.yaml").expect("shipped config parses");
+        let defaults = Config::default();
+        assert_eq!(config.etcd.endpoints, defaults.etcd.endpoints);
+        assert_eq!(config.keys, defaults.keys);
+        assert_eq!(config.worker.service, "go.micro.server.worker");
+        assert_eq!(config.worker.lease_ttl_secs, 10);
+        assert_eq!(config.master.session_ttl_secs, 5);
+    }
+
+    #[test]
+    fn empty_document_is_defaults() {
+        let config = Config::from_yaml("", "x").expect("empty is fine");
+        assert_eq!(config.keys.resources_prefix, "/resources/");
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_rejected() {
+        assert!(Config::from_yaml("etcd:\n  endpoint: x\n", "x").is_err());
+        assert!(Config::from_yaml("master:\n  session_ttl_secs: 1\n", "x").is_err());
+        assert!(Config::from_yaml("tasks:\n  - name: 'a/b'\n", "x").is_err());
+        assert!(Config::from_yaml("log:\n  format: xml\n", "x").is_err());
+    }
+}

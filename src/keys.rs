@@ -1,0 +1,91 @@
+//! The etcd key layout, in one place.
+//!
+//! Every key the project reads or writes is built here, so that the layout can be changed by
+//! configuration and audited by reading a single file.
+
+use serde::Deserialize;
+
+/// Where workers, resources and the election live in etcd.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct KeyLayout {
+    /// Prefix of worker registrations (go-micro's `/micro/registry/<service>/`).
+    pub worker_prefix: String,
+    /// Prefix of resources: `/resources/<name>`.
+    pub resources_prefix: String,
+    /// Name of the master election.
+    pub election: String,
+}
+
+impl Default for KeyLayout {
+    fn default() -> Self {
+        Self {
+            worker_prefix: "/micro/registry/go.micro.server.worker/".to_owned(),
+            resources_prefix: "/resources/".to_owned(),
+            election: "/crawler/election".to_owned(),
+        }
+    }
+}
+
+impl KeyLayout {
+    /// Checks that prefixes end in `/` and do not overlap.
+    pub fn validate(&self) -> Result<(), String> {
+        for (what, prefix) in [
+            ("keys.worker_prefix", &self.worker_prefix),
+            ("keys.resources_prefix", &self.resources_prefix),
+        ] {
+            if !prefix.starts_with('/') || !prefix.ends_with('/') || prefix.len() < 3 {
+                return Err(format!("{what} must start and end with '/'"));
+            }
+        }
+        if self.worker_prefix.starts_with(&self.resources_prefix)
+            || self.resources_prefix.starts_with(&self.worker_prefix)
+        {
+            return Err("keys.worker_prefix and keys.resources_prefix overlap".into());
+        }
+        if self.election.is_empty() {
+            return Err("keys.election is empty".into());
+        }
+        Ok(())
+    }
+
+    /// Key of one worker's registration.
+    pub fn worker_key(&self, node_id: &str) -> String {
+        format!("{}{node_id}", self.worker_prefix)
+    }
+
+    /// Key of one resource. The name must have passed [`crate::name::validate`].
+    pub fn resource_key(&self, name: &str) -> String {
+        format!("{}{name}", self.resources_prefix)
+    }
+
+    /// Prefix under which the election's candidates put their keys.
+    pub fn election_prefix(&self) -> String {
+        format!("{}/", self.election)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_follow_the_go_layout() {
+        let k = KeyLayout::default();
+        assert_eq!(
+            k.worker_key("go.micro.server.worker-2"),
+            "/micro/registry/go.micro.server.worker/go.micro.server.worker-2"
+        );
+        assert_eq!(k.resource_key("douban"), "/resources/douban");
+        assert!(k.validate().is_ok());
+    }
+
+    #[test]
+    fn overlapping_prefixes_are_rejected() {
+        let k = KeyLayout {
+            resources_prefix: "/micro/".into(),
+            ..KeyLayout::default()
+        };
+        assert!(k.validate().is_err());
+    }
+}

@@ -1,0 +1,19 @@
+//! `crawler`: the control plane ("master") of a distributed web crawler, and its worker agent.
+//!
+//! Workers register in etcd in go-micro's format; masters mirror workers and resources into
+//! watch-driven caches ([`cache`]) and serve a REST API from them ([`api`]).
+
+pub mod api;
+pub mod backoff;
+pub mod cache;
+pub mod cli;
+pub mod config;
+pub mod etcd;
+pub mod keys;
+pub mod logging;
+pub mod master;
+pub mod name;
+pub mod registry;
+pub mod resource;
+pub mod shutdown;
+pub mod worker;

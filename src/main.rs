@@ -1,0 +1,59 @@
+//! The `crawler` binary: parses the command line and runs a master or a worker.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use crawler::cli::{Cli, Command, advertise_url};
+use crawler::{logging, master, shutdown, worker};
+use tokio::net::TcpListener;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Openapi => {
+            println!("{}", crawler::api::openapi::spec_json());
+            Ok(())
+        }
+        Command::Master(args) => run_master(args).await,
+        Command::Worker(args) => run_worker(args).await,
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("crawler: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+async fn run_master(args: crawler::cli::MasterArgs) -> Result<(), BoxError> {
+    let config = args.common.load()?;
+    logging::init(&config.log);
+    let listener = TcpListener::bind(&args.http)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", args.http))?;
+    let options = master::MasterOptions {
+        id: args.id,
+        advertise: args.advertise.unwrap_or_else(|| advertise_url(&args.http)),
+    };
+    master::run(listener, config, options, shutdown::signal()).await?;
+    Ok(())
+}
+
+async fn run_worker(args: crawler::cli::WorkerArgs) -> Result<(), BoxError> {
+    let config = args.common.load()?;
+    logging::init(&config.log);
+    let listener = TcpListener::bind(&args.addr)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", args.addr))?;
+    let options = worker::WorkerOptions {
+        id: args.id,
+        address: args.addr.clone(),
+        capacity: args.capacity.unwrap_or(config.worker.capacity),
+    };
+    worker::run(listener, config, options, shutdown::signal()).await?;
+    Ok(())
+}

@@ -1,0 +1,185 @@
+//! go-micro's etcd registry format, so that Go workers and ours share one cluster.
+//!
+//! go-micro stores one key per node, `/micro/registry/<service>/<node-id>`, whose value is a
+//! whole `Service` document holding that node. Unknown fields are kept in `extra` so that a
+//! record written by a newer go-micro survives a round trip through this codec.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::cache::{DecodeError, Object};
+
+/// go-micro's `registry.Service`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Service {
+    /// Service name, e.g. `go.micro.server.worker`.
+    pub name: String,
+    /// Service version.
+    #[serde(default)]
+    pub version: String,
+    /// Free-form metadata; go-micro writes `null` when there is none.
+    #[serde(default)]
+    pub metadata: Option<BTreeMap<String, String>>,
+    /// Endpoint descriptions, kept as they are.
+    #[serde(default)]
+    pub endpoints: Option<Vec<Value>>,
+    /// The nodes; one per key in the etcd registry.
+    #[serde(default)]
+    pub nodes: Vec<Node>,
+    /// Fields this codec does not know, kept for the round trip.
+    #[serde(flatten)]
+    pub extra: BTreeMap<String, Value>,
+}
+
+/// go-micro's `registry.Node`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Node {
+    /// Node id, `<service>-<id>`.
+    pub id: String,
+    /// `host:port` the node serves on.
+    pub address: String,
+    /// Free-form metadata.
+    #[serde(default)]
+    pub metadata: Option<BTreeMap<String, String>>,
+    /// Fields this codec does not know, kept for the round trip.
+    #[serde(flatten)]
+    pub extra: BTreeMap<String, Value>,
+}
+
+/// A worker as the master sees it: one node of the worker service.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Worker {
+    /// Node id, e.g. `go.micro.server.worker-2`.
+    pub id: String,
+    /// Address the worker advertises.
+    pub address: String,
+    /// Node metadata merged over service metadata.
+    pub metadata: BTreeMap<String, String>,
+    /// Service version.
+    pub version: String,
+    /// The record as stored, so nothing is lost.
+    pub service: Service,
+}
+
+/// Metadata key for the most resources a worker takes.
+pub const CAPACITY_KEY: &str = "capacity";
+
+impl Worker {
+    /// The worker's capacity, from metadata; `None` means unbounded (e.g. Go workers).
+    pub fn capacity(&self) -> Option<u32> {
+        self.metadata
+            .get(CAPACITY_KEY)
+            .and_then(|c| c.trim().parse().ok())
+    }
+}
+
+/// Node id of worker `id` of `service`: `<service>-<id>`.
+pub fn node_id(service: &str, id: u32) -> String {
+    format!("{service}-{id}")
+}
+
+/// Builds the registration document a worker puts under its lease.
+pub fn registration(
+    service: &str,
+    node_id: &str,
+    address: &str,
+    metadata: BTreeMap<String, String>,
+) -> Service {
+    Service {
+        name: service.to_owned(),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        metadata: None,
+        endpoints: Some(Vec::new()),
+        nodes: vec![Node {
+            id: node_id.to_owned(),
+            address: address.to_owned(),
+            metadata: Some(metadata),
+            extra: BTreeMap::new(),
+        }],
+        extra: BTreeMap::new(),
+    }
+}
+
+impl Object for Worker {
+    fn decode(name: &str, value: &[u8]) -> Result<Self, DecodeError> {
+        let service: Service = serde_json::from_slice(value)
+            .map_err(|e| DecodeError::new(format!("not a go-micro service record: {e}")))?;
+        // The key names the node; prefer that node, fall back to the only one.
+        let node = service
+            .nodes
+            .iter()
+            .find(|n| n.id == name)
+            .or_else(|| (service.nodes.len() == 1).then(|| &service.nodes[0]))
+            .ok_or_else(|| DecodeError::new(format!("record has no node {name:?}")))?;
+        if node.id.is_empty() || node.address.is_empty() {
+            return Err(DecodeError::new("node id or address is empty"));
+        }
+        let mut metadata = service.metadata.clone().unwrap_or_default();
+        metadata.extend(node.metadata.clone().unwrap_or_default());
+        Ok(Worker {
+            id: node.id.clone(),
+            address: node.address.clone(),
+            metadata,
+            version: service.version.clone(),
+            service,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GO_RECORD: &str = r#"{"name":"go.micro.server.worker","version":"latest","metadata":null,"endpoints":[],"nodes":[{"id":"go.micro.server.worker-2","address":"192.168.0.107:9089","metadata":{"registry":"etcd","server":"grpc"}}]}"#;
+
+    #[test]
+    fn reads_a_go_worker_record_without_loss() {
+        let w = Worker::decode("go.micro.server.worker-2", GO_RECORD.as_bytes()).expect("decodes");
+        assert_eq!(w.id, "go.micro.server.worker-2");
+        assert_eq!(w.address, "192.168.0.107:9089");
+        assert_eq!(w.version, "latest");
+        assert_eq!(w.metadata.get("server").map(String::as_str), Some("grpc"));
+        assert_eq!(w.capacity(), None);
+        // Round trip: re-encoding gives back the same JSON value.
+        let again = serde_json::to_value(&w.service).expect("encodes");
+        let original: Value = serde_json::from_str(GO_RECORD).expect("json");
+        assert_eq!(again, original);
+    }
+
+    #[test]
+    fn unknown_fields_survive() {
+        let text = r#"{"name":"s","version":"1","nodes":[{"id":"s-1","address":"h:1","weight":3}],"ttl":9}"#;
+        let w = Worker::decode("s-1", text.as_bytes()).expect("decodes");
+        let again = serde_json::to_value(&w.service).expect("encodes");
+        assert_eq!(again["ttl"], 9);
+        assert_eq!(again["nodes"][0]["weight"], 3);
+    }
+
+    #[test]
+    fn our_registration_decodes_with_capacity() {
+        let mut md = BTreeMap::new();
+        md.insert(CAPACITY_KEY.to_owned(), "7".to_owned());
+        let id = node_id("go.micro.server.worker", 3);
+        let svc = registration("go.micro.server.worker", &id, "127.0.0.1:1", md);
+        let bytes = serde_json::to_vec(&svc).expect("encodes");
+        let w = Worker::decode(&id, &bytes).expect("decodes");
+        assert_eq!(w.id, "go.micro.server.worker-3");
+        assert_eq!(w.capacity(), Some(7));
+    }
+
+    #[test]
+    fn garbage_is_an_error_not_a_panic() {
+        for bad in [
+            &b"not json"[..],
+            b"{}",
+            b"{\"name\":\"s\",\"nodes\":[]}",
+            b"{\"name\":\"s\",\"nodes\":[{\"id\":\"\",\"address\":\"\"}]}",
+            b"\xff\xfe",
+            b"[]",
+        ] {
+            assert!(Worker::decode("x", bad).is_err());
+        }
+    }
+}
