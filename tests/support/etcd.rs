@@ -1,0 +1,157 @@
+//! A real etcd server, started from `PATH` on free loopback ports with a temp data dir, and
+//! killed on drop.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use etcd_client::{Client, GetOptions};
+
+use super::free_port;
+
+/// One etcd member.
+pub struct Etcd {
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+    client_port: u16,
+    peer_port: u16,
+    /// Client URL, `http://127.0.0.1:<port>`.
+    pub url: String,
+}
+
+fn etcd_binary() -> PathBuf {
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|p| p.join("etcd"))
+            .find(|p| p.is_file())
+    });
+    match found {
+        Some(path) => path,
+        None => panic!(
+            "etcd was not found on PATH. The integration tests need a real etcd server \
+             (Debian: `apt-get install etcd-server`); the README's test command installs it."
+        ),
+    }
+}
+
+impl Etcd {
+    /// Starts a fresh single-member cluster and waits until it answers.
+    pub async fn start() -> Etcd {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let client_port = free_port();
+        let peer_port = free_port();
+        let mut etcd = Etcd {
+            child: None,
+            dir,
+            client_port,
+            peer_port,
+            url: format!("http://127.0.0.1:{client_port}"),
+        };
+        etcd.spawn(true);
+        etcd.wait_healthy().await;
+        etcd
+    }
+
+    fn spawn(&mut self, new_cluster: bool) {
+        let peer = format!("http://127.0.0.1:{}", self.peer_port);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("etcd.log"))
+            .expect("etcd log file");
+        let child = Command::new(etcd_binary())
+            .arg("--name=test")
+            .arg(format!(
+                "--data-dir={}",
+                self.dir.path().join("data").display()
+            ))
+            .arg(format!("--listen-client-urls={}", self.url))
+            .arg(format!("--advertise-client-urls={}", self.url))
+            .arg(format!("--listen-peer-urls={peer}"))
+            .arg(format!("--initial-advertise-peer-urls={peer}"))
+            .arg(format!("--initial-cluster=test={peer}"))
+            .arg(format!(
+                "--initial-cluster-state={}",
+                if new_cluster { "new" } else { "existing" }
+            ))
+            .arg("--logger=zap")
+            .arg("--log-level=warn")
+            .env("ETCD_UNSUPPORTED_ARCH", "")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("start etcd");
+        self.child = Some(child);
+    }
+
+    /// A client of this member.
+    pub async fn client(&self) -> Client {
+        Client::connect([self.url.as_str()], None)
+            .await
+            .expect("etcd client")
+    }
+
+    async fn wait_healthy(&self) {
+        let start = Instant::now();
+        loop {
+            if let Ok(mut client) = Client::connect([self.url.as_str()], None).await
+                && let Ok(Ok(_)) =
+                    tokio::time::timeout(Duration::from_millis(500), client.status()).await
+            {
+                return;
+            }
+            if start.elapsed() > Duration::from_secs(20) {
+                let log =
+                    std::fs::read_to_string(self.dir.path().join("etcd.log")).unwrap_or_default();
+                panic!("etcd did not become healthy within 20 s; its log:\n{log}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Kills the server (SIGKILL) and waits for it.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the server again on the same data dir and ports.
+    pub async fn restart(&mut self) {
+        self.stop();
+        self.spawn(false);
+        self.wait_healthy().await;
+    }
+
+    /// Keys and mod revisions under `prefix` at `revision` (0: latest), for consistency checks.
+    pub async fn range_at(&self, prefix: &str, revision: i64) -> (i64, Vec<(String, i64)>) {
+        let mut client = self.client().await;
+        let resp = client
+            .get(
+                prefix,
+                Some(GetOptions::new().with_prefix().with_revision(revision)),
+            )
+            .await
+            .expect("range");
+        let rev = resp.header().map_or(0, |h| h.revision());
+        let items = resp
+            .kvs()
+            .iter()
+            .map(|kv| {
+                (
+                    String::from_utf8_lossy(kv.key()).into_owned(),
+                    kv.mod_revision(),
+                )
+            })
+            .collect();
+        (rev, items)
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
