@@ -4,6 +4,7 @@
 //! watch-driven caches ([`cache`]) and serve a REST API from them ([`api`]).
 
 pub mod api;
+pub mod assigner;
 pub mod backoff;
 pub mod cache;
 pub mod cli;
@@ -13,7 +14,9 @@ pub mod keys;
 pub mod logging;
 pub mod master;
 pub mod name;
+pub mod placement;
 pub mod registry;
 pub mod resource;
 pub mod shutdown;
+pub mod snowflake;
 pub mod worker;

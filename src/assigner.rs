@@ -1,0 +1,212 @@
+//! Least-loaded choice of a worker, with capacities and random tie-breaking.
+//!
+//! Workers with room are kept in buckets by load, so a choice is the lowest bucket's random
+//! member: O(log W) per assignment, with no re-sorting. Bulk assignment of thousands of
+//! resources is therefore near-linear. A full worker leaves the buckets until it has room.
+
+use std::collections::{BTreeMap, HashMap};
+
+use rand::RngExt;
+
+/// One worker as the assigner sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Slot {
+    address: String,
+    capacity: Option<u32>,
+    load: u32,
+}
+
+impl Slot {
+    fn has_room(&self) -> bool {
+        self.capacity.is_none_or(|c| self.load < c)
+    }
+}
+
+/// Loads of the present workers, and the choice of the least loaded.
+#[derive(Debug, Default)]
+pub struct Assigner {
+    slots: HashMap<String, Slot>,
+    /// Load → workers with room at that load.
+    buckets: BTreeMap<u32, Vec<String>>,
+    /// Worker → its index in its bucket.
+    positions: HashMap<String, usize>,
+}
+
+impl Assigner {
+    /// An assigner with no workers.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn unbucket(&mut self, id: &str) {
+        let Some(slot) = self.slots.get(id) else {
+            return;
+        };
+        let Some(index) = self.positions.remove(id) else {
+            return;
+        };
+        if let Some(bucket) = self.buckets.get_mut(&slot.load) {
+            bucket.swap_remove(index);
+            if let Some(moved) = bucket.get(index) {
+                self.positions.insert(moved.clone(), index);
+            }
+            if bucket.is_empty() {
+                self.buckets.remove(&slot.load);
+            }
+        }
+    }
+
+    fn bucket(&mut self, id: &str) {
+        let Some(slot) = self.slots.get(id) else {
+            return;
+        };
+        if !slot.has_room() || self.positions.contains_key(id) {
+            return;
+        }
+        let bucket = self.buckets.entry(slot.load).or_default();
+        self.positions.insert(id.to_owned(), bucket.len());
+        bucket.push(id.to_owned());
+    }
+
+    /// Adds a worker, or updates its address and capacity. `load` is what it holds now.
+    pub fn upsert(&mut self, id: &str, address: &str, capacity: Option<u32>, load: u32) {
+        self.unbucket(id);
+        self.slots.insert(
+            id.to_owned(),
+            Slot {
+                address: address.to_owned(),
+                capacity,
+                load,
+            },
+        );
+        self.bucket(id);
+    }
+
+    /// Removes a worker.
+    pub fn remove(&mut self, id: &str) {
+        self.unbucket(id);
+        self.slots.remove(id);
+    }
+
+    /// True when `id` is a present worker.
+    pub fn contains(&self, id: &str) -> bool {
+        self.slots.contains_key(id)
+    }
+
+    /// The load of a present worker.
+    pub fn load(&self, id: &str) -> Option<u32> {
+        self.slots.get(id).map(|s| s.load)
+    }
+
+    /// Changes a present worker's load by `delta` (saturating at 0). Unknown workers are
+    /// ignored: the load of an absent worker does not matter until it returns.
+    pub fn adjust(&mut self, id: &str, delta: i64) {
+        if !self.slots.contains_key(id) {
+            return;
+        }
+        self.unbucket(id);
+        if let Some(slot) = self.slots.get_mut(id) {
+            slot.load = (i64::from(slot.load) + delta).clamp(0, i64::from(u32::MAX)) as u32;
+        }
+        self.bucket(id);
+    }
+
+    /// Chooses the least-loaded worker with room (ties at random) and counts one more resource
+    /// on it. Returns its id and address, or `None` when no worker has room.
+    pub fn pick(&mut self) -> Option<(String, String)> {
+        let bucket = self.buckets.values().next()?;
+        let index = rand::rng().random_range(0..bucket.len());
+        let id = bucket[index].clone();
+        self.adjust(&id, 1);
+        let address = self.slots.get(&id).map(|s| s.address.clone())?;
+        Some((id, address))
+    }
+
+    /// Number of present workers.
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// True when no worker is present.
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    #[test]
+    fn picks_the_least_loaded() {
+        let mut a = Assigner::new();
+        a.upsert("old", "h:1", None, 2);
+        a.upsert("new", "h:2", None, 0);
+        let picks: Vec<String> = (0..4).filter_map(|_| a.pick().map(|(id, _)| id)).collect();
+        let new = picks.iter().filter(|p| *p == "new").count();
+        assert_eq!(new, 3, "{picks:?}");
+        assert_eq!(a.load("old"), Some(3));
+        assert_eq!(a.load("new"), Some(3));
+    }
+
+    #[test]
+    fn respects_capacity_and_reports_none_when_full() {
+        let mut a = Assigner::new();
+        a.upsert("small", "h:1", Some(1), 0);
+        a.upsert("big", "h:2", Some(3), 0);
+        let picks: Vec<String> = std::iter::from_fn(|| a.pick().map(|(id, _)| id)).collect();
+        assert_eq!(picks.len(), 4);
+        assert_eq!(picks.iter().filter(|p| *p == "small").count(), 1);
+        assert!(a.pick().is_none());
+        a.adjust("small", -1);
+        assert_eq!(a.pick().map(|(id, _)| id).as_deref(), Some("small"));
+    }
+
+    #[test]
+    fn ties_are_broken_at_random() {
+        let mut counts = HashMap::new();
+        for _ in 0..400 {
+            let mut a = Assigner::new();
+            for id in ["a", "b", "c", "d"] {
+                a.upsert(id, "h", None, 0);
+            }
+            let (id, _) = a.pick().expect("a worker");
+            *counts.entry(id).or_insert(0) += 1;
+        }
+        assert_eq!(counts.len(), 4, "every tied worker gets chosen: {counts:?}");
+    }
+
+    #[test]
+    fn stays_balanced_over_many_assignments_and_removals() {
+        let mut a = Assigner::new();
+        for i in 0..100 {
+            a.upsert(&format!("w{i}"), "h", None, 0);
+        }
+        for _ in 0..10_000 {
+            a.pick().expect("a worker");
+        }
+        for i in 0..100 {
+            assert_eq!(a.load(&format!("w{i}")), Some(100));
+        }
+        a.remove("w0");
+        assert!(!a.contains("w0"));
+        assert_eq!(a.len(), 99);
+        a.adjust("w0", 1);
+        a.upsert("w0", "h", Some(100), 100);
+        for _ in 0..99 {
+            assert_ne!(a.pick().map(|(id, _)| id).as_deref(), Some("w0"));
+        }
+    }
+
+    #[test]
+    fn upsert_moves_a_worker_between_buckets() {
+        let mut a = Assigner::new();
+        a.upsert("a", "h:1", None, 5);
+        a.upsert("b", "h:2", None, 1);
+        a.upsert("b", "h:3", None, 9);
+        assert_eq!(a.pick(), Some(("a".into(), "h:1".into())));
+        assert!(!a.is_empty());
+    }
+}
