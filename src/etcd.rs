@@ -22,6 +22,9 @@ pub enum EtcdError {
     /// No answer within the deadline.
     #[error("etcd did not answer within {0:?}")]
     Timeout(Duration),
+    /// etcd answered with something this code cannot use.
+    #[error("unexpected answer from etcd: {0}")]
+    Malformed(String),
 }
 
 /// Opens a client. The channel is lazy: this succeeds even while etcd is down, and requests

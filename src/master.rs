@@ -1,7 +1,12 @@
-//! The master process: caches fed by etcd watches, and the HTTP API over them.
+//! The master process: caches fed by etcd watches, the election, the leader's duties, and the
+//! HTTP API over them.
+//!
+//! Shutdown order: report not ready, stop accepting and drain in-flight requests, then resign
+//! and revoke the session lease (so another master takes over at once), then stop the caches.
 
 use std::future::Future;
-use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use etcd_client::Client;
 use tokio::net::TcpListener;
@@ -13,8 +18,12 @@ use crate::api::{AppState, router};
 use crate::cache::watcher::{self, WatchConfig};
 use crate::cache::{Event, Object, Store};
 use crate::config::Config;
+use crate::election::{self, Candidate, ElectionConfig};
+use crate::leader::{Leader, LeaderConfig};
+use crate::leadership::Leadership;
 use crate::registry::Worker;
 use crate::resource::Resource;
+use crate::snowflake::Generator;
 
 /// Who this master is.
 #[derive(Debug, Clone)]
@@ -34,6 +43,9 @@ pub enum MasterError {
     /// Serving HTTP failed.
     #[error("http server: {0}")]
     Serve(#[from] std::io::Error),
+    /// The master id does not fit a snowflake node id.
+    #[error(transparent)]
+    Id(#[from] crate::snowflake::SnowflakeError),
 }
 
 /// Starts a cache of `prefix` whose watcher runs in `tasks` until `cancel` fires.
@@ -110,17 +122,72 @@ pub async fn run(
         &cancel,
         &mut tasks,
     );
+    let candidates: Store<Candidate> = spawn_cache(
+        "masters",
+        &client,
+        &config,
+        &config.keys.election_prefix(),
+        &cancel,
+        &mut tasks,
+    );
     tasks.spawn(log_membership(workers.clone(), cancel.clone()));
-    let state = AppState::new(workers, resources);
+
+    let me = Candidate {
+        id: options.id,
+        url: options.advertise.clone(),
+    };
+    let leadership = Leadership::new();
+    let leader = Leader::new(
+        client.clone(),
+        LeaderConfig {
+            keys: config.keys.clone(),
+            seeds: config.tasks.iter().map(|t| t.name.clone()).collect(),
+            request_timeout: config.etcd.request_timeout(),
+        },
+        leadership.clone(),
+        resources.clone(),
+        workers.clone(),
+        Generator::new(u32::from(options.id))?,
+    );
+    // The election and the leader's duties stop after the HTTP server has drained, so that
+    // in-flight writes finish before we resign.
+    let campaign = CancellationToken::new();
+    let mut duties = JoinSet::new();
+    duties.spawn(leader.clone().run(campaign.clone()));
+    duties.spawn(election::run(
+        client.clone(),
+        ElectionConfig {
+            name: config.keys.election.clone(),
+            me: me.clone(),
+            ttl_secs: config.master.session_ttl_secs,
+            request_timeout: config.etcd.request_timeout(),
+        },
+        leadership,
+        candidates.clone(),
+        campaign.clone(),
+    ));
+
+    let state = AppState {
+        me,
+        workers,
+        resources,
+        candidates,
+        leader,
+        shutting_down: Arc::new(AtomicBool::new(false)),
+    };
     let shutting_down = state.shutting_down.clone();
     info!(id = options.id, advertise = %options.advertise, addr = ?listener.local_addr().ok(), "master serving");
     let served = axum::serve(listener, router(state))
         .with_graceful_shutdown(async move {
             shutdown.await;
+            // Not ready first, then the server stops accepting and drains.
             shutting_down.store(true, Ordering::Release);
             info!("shutting down: draining requests");
         })
         .await;
+    // Resign and revoke the session lease, then stop the caches.
+    campaign.cancel();
+    while duties.join_next().await.is_some() {}
     cancel.cancel();
     while tasks.join_next().await.is_some() {}
     info!("master stopped");

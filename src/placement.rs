@@ -33,6 +33,8 @@ pub struct Reservation {
 pub struct Move {
     /// The resource name.
     pub name: String,
+    /// Revision since which it needed a worker.
+    pub since: i64,
     /// The chosen worker.
     pub to: Reservation,
 }
@@ -41,8 +43,8 @@ pub struct Move {
 #[derive(Debug, Default)]
 pub struct Placement {
     assigner: Assigner,
-    /// Resource → the worker etcd says it is assigned to.
-    assigned: HashMap<String, String>,
+    /// Resource → the worker etcd says it is assigned to (`None`: unassigned).
+    resources: HashMap<String, Option<String>>,
     /// Worker → the resources assigned to it (present or not).
     members: HashMap<String, HashSet<String>>,
     /// Resources with no present worker → revision at which that became so.
@@ -68,11 +70,7 @@ impl Placement {
     /// Adds a worker or updates it. Its resources stop needing a worker.
     pub fn upsert_worker(&mut self, id: &str, address: &str, capacity: Option<u32>) {
         let held = self.members.get(id).map_or(0, HashSet::len);
-        let reserved = self
-            .reservations
-            .values()
-            .filter(|(w, _)| w == id)
-            .count();
+        let reserved = self.reservations.values().filter(|(w, _)| w == id).count();
         self.assigner
             .upsert(id, address, capacity, (held + reserved) as u32);
         if let Some(names) = self.members.get(id) {
@@ -100,7 +98,7 @@ impl Placement {
     /// Records what etcd says of resource `name` at `revision`: assigned to `worker`, unassigned
     /// (`Some(None)`), or deleted (`None`).
     pub fn set_resource(&mut self, name: &str, state: Option<Option<&str>>, revision: i64) {
-        let before = self.assigned.get(name).map(String::as_str);
+        let before = self.resources.get(name).and_then(|w| w.as_deref());
         let after = state.flatten();
         if before != after {
             if let Some(old) = before.map(str::to_owned) {
@@ -111,7 +109,6 @@ impl Placement {
                         self.members.remove(&old);
                     }
                 }
-                self.assigned.remove(name);
             }
             if let Some(new) = after {
                 self.assigner.adjust(new, 1);
@@ -119,9 +116,14 @@ impl Placement {
                     .entry(new.to_owned())
                     .or_default()
                     .insert(name.to_owned());
-                self.assigned.insert(name.to_owned(), new.to_owned());
             }
         }
+        match state {
+            None => self.resources.remove(name),
+            Some(worker) => self
+                .resources
+                .insert(name.to_owned(), worker.map(str::to_owned)),
+        };
         match state {
             None => {
                 self.needs.remove(name);
@@ -185,22 +187,34 @@ impl Placement {
     /// Chooses workers for up to `limit` resources that need one. Orphans whose cause is newer
     /// than `workers_revision` wait. Stops early when no worker has room.
     pub fn plan(&mut self, limit: usize, workers_revision: i64) -> Vec<Move> {
-        let ready: Vec<String> = self
+        let ready: Vec<(String, i64)> = self
             .needs
             .iter()
             .filter(|(name, since)| {
                 // Unassigned resources can go at once; orphans wait for the workers cache.
-                !self.assigned.contains_key(*name) || **since <= workers_revision
+                self.resources.get(*name).is_none_or(Option::is_none) || **since <= workers_revision
             })
-            .map(|(name, _)| name.clone())
+            .map(|(name, since)| (name.clone(), *since))
             .take(limit)
             .collect();
         let mut moves = Vec::with_capacity(ready.len());
-        for name in ready {
+        for (name, since) in ready {
             let Some(to) = self.reserve() else { break };
-            moves.push(Move { name, to });
+            self.needs.remove(&name);
+            moves.push(Move { name, since, to });
         }
         moves
+    }
+
+    /// A planned move was not written: release its worker, and the resource needs one again
+    /// if, as far as the placement now knows, it still exists without a present worker.
+    pub fn unplan(&mut self, m: &Move) {
+        self.cancel(m.to.token);
+        if let Some(worker) = self.resources.get(&m.name)
+            && worker.as_deref().is_none_or(|w| !self.assigner.contains(w))
+        {
+            self.needs.insert(m.name.clone(), m.since);
+        }
     }
 
     /// Number of resources that need a worker.
@@ -215,7 +229,7 @@ impl Placement {
 
     /// The worker resource `name` is assigned to, as far as the placement knows.
     pub fn assigned(&self, name: &str) -> Option<&str> {
-        self.assigned.get(name).map(String::as_str)
+        self.resources.get(name).and_then(|w| w.as_deref())
     }
 }
 
@@ -256,9 +270,17 @@ mod tests {
         // A concurrent create sees b's reservation and goes to... either, both at 1.
         assert_eq!(p.load("b"), Some(1));
         p.confirm(r.token, 7);
-        assert_eq!(p.load("b"), Some(1), "still reserved until revision 7 is applied");
+        assert_eq!(
+            p.load("b"),
+            Some(1),
+            "still reserved until revision 7 is applied"
+        );
         p.set_resource("new", Some(Some("b")), 7);
-        assert_eq!(p.load("b"), Some(2), "event and reservation overlap briefly");
+        assert_eq!(
+            p.load("b"),
+            Some(2),
+            "event and reservation overlap briefly"
+        );
         p.advance(7);
         assert_eq!(p.load("b"), Some(1), "counted once");
         let failed = p.reserve().expect("room");
@@ -297,11 +319,20 @@ mod tests {
         }
         p.remove_worker("a", 20);
         assert_eq!(p.pending(), 6);
-        assert!(p.plan(128, 19).is_empty(), "workers cache behind the removal");
+        assert!(
+            p.plan(128, 19).is_empty(),
+            "workers cache behind the removal"
+        );
         let moves = p.plan(4, 20);
         assert_eq!(moves.len(), 4, "limited batch");
         let to_b = moves.iter().filter(|m| m.to.worker == "b").count();
         assert_eq!(to_b, 2, "spread evenly: {moves:?}");
+        assert_eq!(p.pending(), 2, "planned moves are in flight, not pending");
+        p.unplan(&moves[0]);
+        assert_eq!(p.pending(), 3, "a failed move is pending again");
+        p.set_resource(&moves[1].name, None, 21);
+        p.unplan(&moves[1]);
+        assert_eq!(p.pending(), 3, "a deleted resource is not");
     }
 
     #[test]

@@ -2,9 +2,12 @@
 //!
 //! Reads are served from the local caches. Tests drive it with `router(state).oneshot(..)`.
 
+pub mod cluster;
 pub mod error;
 pub mod health;
+pub mod json;
 pub mod openapi;
+pub mod resources;
 pub mod workers;
 
 use std::sync::Arc;
@@ -13,9 +16,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use axum::Router;
 use axum::http::{HeaderName, HeaderValue};
 use axum::routing::get;
+use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::cache::Store;
+use crate::election::{Candidate, leader_of};
+use crate::leader::{Leader, WriteError};
+use crate::leadership::Term;
 use crate::registry::Worker;
 use crate::resource::Resource;
 
@@ -24,32 +31,65 @@ pub use error::{ApiError, Problem};
 /// Header carrying the etcd revision the serving cache reflected.
 pub const REVISION_HEADER: HeaderName = HeaderName::from_static("x-etcd-revision");
 
+/// Largest accepted request body, in bytes.
+pub const BODY_LIMIT: usize = 1024 * 1024;
+
 /// What every handler can reach. Cheap to clone.
 #[derive(Clone)]
 pub struct AppState {
+    /// This master.
+    pub me: Candidate,
     /// Workers, from the registry prefix.
     pub workers: Store<Worker>,
     /// Resources, from the resources prefix.
     pub resources: Store<Resource>,
+    /// Masters taking part in the election, from the election prefix.
+    pub candidates: Store<Candidate>,
+    /// The leader's duties (refuse unless this master leads).
+    pub leader: Leader,
     /// Set once shutdown starts, so `/readyz` turns 503 before the listener closes.
     pub shutting_down: Arc<AtomicBool>,
 }
 
 impl AppState {
-    /// State over two caches.
-    pub fn new(workers: Store<Worker>, resources: Store<Resource>) -> Self {
-        Self {
-            workers,
-            resources,
-            shutting_down: Arc::new(AtomicBool::new(false)),
-        }
-    }
-
-    /// True when the caches are synced and shutdown has not started.
+    /// True when the caches are synced, shutdown has not started, and, on the leader, the
+    /// take-over is done.
     pub fn is_ready(&self) -> bool {
         self.workers.is_ready()
             && self.resources.is_ready()
             && !self.shutting_down.load(Ordering::Acquire)
+            && !matches!(self.leader.leadership().term(), Term::Won(_))
+    }
+
+    /// The leader's URL, as the candidates cache shows it.
+    pub fn leader_url(&self) -> Option<String> {
+        leader_of(&self.candidates).map(|(_, c, _)| c.url)
+    }
+
+    /// The API error for a failed leader write.
+    pub fn write_error(&self, error: WriteError) -> ApiError {
+        match error {
+            WriteError::NotLeader => ApiError::NotLeader {
+                leader: self.leader_url().filter(|u| *u != self.me.url),
+            },
+            WriteError::Deposed => ApiError::NotLeader { leader: None },
+            WriteError::TakingOver => {
+                ApiError::unavailable("this master was just elected and is taking over")
+            }
+            WriteError::Exists => ApiError::Conflict {
+                what: "resource",
+                name: String::new(),
+            },
+            WriteError::NotFound => ApiError::NotFound {
+                what: "resource",
+                name: String::new(),
+            },
+            WriteError::Etcd(e) => {
+                tracing::warn!(error = %e, "etcd write failed");
+                ApiError::unavailable("etcd did not answer in time; retry")
+            }
+            other => ApiError::Internal(other.to_string()),
+        }
     }
 }
 
@@ -65,8 +105,18 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(health::readyz))
         .route("/api/v1/workers", get(workers::list))
         .route("/api/v1/workers/{id}", get(workers::get_one))
+        .route(
+            "/api/v1/resources",
+            get(resources::list).post(resources::create),
+        )
+        .route(
+            "/api/v1/resources/{name}",
+            get(resources::get_one).delete(resources::delete),
+        )
+        .route("/api/v1/cluster", get(cluster::get))
         .merge(openapi::routes())
         .fallback(health::not_found)
+        .layer(RequestBodyLimitLayer::new(BODY_LIMIT))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
 }

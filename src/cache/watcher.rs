@@ -205,7 +205,8 @@ fn decode_kv<T: Object>(prefix: &str, kv: &KeyValue, writer: &Writer<T>) -> Opti
     }
 }
 
-fn name_of(prefix: &str, key: &[u8]) -> Result<String, DecodeError> {
+/// The name of `key` under `prefix`: it must be UTF-8 and a direct child of the prefix.
+pub fn name_of(prefix: &str, key: &[u8]) -> Result<String, DecodeError> {
     let key = std::str::from_utf8(key).map_err(|_| DecodeError::new("key is not UTF-8"))?;
     let name = key
         .strip_prefix(prefix)

@@ -13,6 +13,7 @@ use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::AbortOnDropHandle;
 use tracing::info;
 
 use crate::cache::{Event, Store};
@@ -181,11 +182,12 @@ pub async fn run(
         cancel.clone(),
     ));
     let registered = cancel.child_token();
-    let registrar = tokio::spawn(registration::run(
+    // Aborted with this future, so a crashed worker stops refreshing its lease.
+    let registrar = AbortOnDropHandle::new(tokio::spawn(registration::run(
         client.clone(),
         registration,
         registered.clone(),
-    ));
+    )));
 
     let app = Router::new()
         .route("/healthz", get(healthz))

@@ -15,6 +15,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 pub use etcd::Etcd;
+#[allow(unused_imports)]
 pub use proxy::Proxy;
 
 /// A free loopback port (bound and released).
@@ -23,8 +24,12 @@ pub fn free_port() -> u16 {
     listener.local_addr().expect("local addr").port()
 }
 
-/// A configuration pointing at `endpoints`, with TTLs short enough for tests.
+/// A configuration pointing at `endpoints`, with TTLs short enough for tests. Logs of the
+/// in-process masters and workers are shown when `RUST_LOG` is set.
 pub fn test_config(endpoints: &[String]) -> Config {
+    if std::env::var_os("RUST_LOG").is_some() {
+        crawler::logging::init(&crawler::config::LogConfig::default());
+    }
     let mut config = Config::default();
     config.etcd.endpoints = endpoints.to_vec();
     config.etcd.request_timeout_ms = 2_000;
@@ -180,4 +185,93 @@ pub async fn worker_ids(master: &str) -> Option<Vec<String>> {
             .filter_map(|w| w["id"].as_str().map(str::to_owned))
             .collect(),
     )
+}
+
+/// POSTs a create and returns status and JSON body.
+pub async fn create(master: &str, name: &str) -> Option<(u16, serde_json::Value)> {
+    let resp = http()
+        .post(format!("{master}/api/v1/resources"))
+        .json(&serde_json::json!({ "name": name }))
+        .send()
+        .await
+        .ok()?;
+    let status = resp.status().as_u16();
+    Some((status, resp.json().await.ok()?))
+}
+
+/// The `/api/v1/cluster` view of a master.
+pub async fn cluster(master: &str) -> Option<serde_json::Value> {
+    let (status, _, body) = get_json(&format!("{master}/api/v1/cluster")).await?;
+    (status == 200).then_some(body)
+}
+
+/// Waits until one of `masters` says it is the leader and is ready; returns its index.
+pub async fn ready_leader(masters: &[&str], timeout: Duration) -> usize {
+    eventually("a ready leader", timeout, || async {
+        for (i, m) in masters.iter().enumerate() {
+            let Some(c) = cluster(m).await else { continue };
+            if c["self"]["role"] != "leader" {
+                continue;
+            }
+            let ready = http().get(format!("{m}/readyz")).send().await.ok()?;
+            if ready.status() == 200 {
+                return Some(i);
+            }
+        }
+        None
+    })
+    .await
+}
+
+/// Every resource in etcd under the default prefix, decoded.
+pub async fn stored_resources(etcd: &Etcd) -> Vec<crawler::resource::Resource> {
+    use crawler::cache::Object;
+    let mut client = etcd.client().await;
+    let resp = client
+        .get(
+            "/resources/",
+            Some(etcd_client::GetOptions::new().with_prefix()),
+        )
+        .await
+        .expect("range");
+    resp.kvs()
+        .iter()
+        .filter_map(|kv| {
+            let key = std::str::from_utf8(kv.key()).ok()?;
+            let name = key.strip_prefix("/resources/")?;
+            crawler::resource::Resource::decode(name, kv.value()).ok()
+        })
+        .collect()
+}
+
+/// Waits until `master` lists exactly `n` workers.
+pub async fn wait_workers(master: &str, n: usize) {
+    eventually(
+        &format!("{n} workers listed"),
+        Duration::from_secs(20),
+        || async { (worker_ids(master).await?.len() == n).then_some(()) },
+    )
+    .await;
+}
+
+/// A fresh etcd and one master that has become the ready leader.
+pub async fn etcd_and_leader() -> (Etcd, Config, Running) {
+    let etcd = Etcd::start().await;
+    let config = test_config(std::slice::from_ref(&etcd.url));
+    let master = start_master(config.clone(), 1).await;
+    ready_leader(&[&master.url], Duration::from_secs(20)).await;
+    (etcd, config, master)
+}
+
+/// Polls creates of fresh names on `master` until one gets 201; returns the time since
+/// `since` (how long until writes were accepted).
+pub async fn first_accepted_write(master: &str, since: Instant) -> Duration {
+    let mut attempt = 0u32;
+    eventually("a write is accepted", Duration::from_secs(30), || {
+        attempt += 1;
+        let name = format!("probe-{}-{attempt}", since.elapsed().as_micros());
+        async move { (create(master, &name).await?.0 == 201).then_some(()) }
+    })
+    .await;
+    since.elapsed()
 }

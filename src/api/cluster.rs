@@ -1,0 +1,74 @@
+//! Who leads, who this master is, and which masters take part in the election.
+
+use axum::Json;
+use axum::extract::State;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use super::AppState;
+use crate::election::leader_of;
+
+/// A master.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MasterView {
+    /// Master id.
+    pub id: u16,
+    /// URL it is reached on.
+    pub url: String,
+}
+
+/// This master and its role.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SelfView {
+    /// Master id.
+    pub id: u16,
+    /// `leader`, `follower` (a leader is known) or `candidate` (none is).
+    pub role: &'static str,
+}
+
+/// The cluster as this master sees it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ClusterView {
+    /// The leader, or null while none is elected.
+    pub leader: Option<MasterView>,
+    /// This master.
+    #[serde(rename = "self")]
+    pub me: SelfView,
+    /// Masters in the election, oldest campaign first.
+    pub masters: Vec<MasterView>,
+}
+
+/// The leader, this master's role and the masters in the election.
+#[utoipa::path(get, path = "/api/v1/cluster", tag = "cluster",
+    responses((status = 200, description = "The cluster", body = ClusterView)))]
+pub async fn get(State(state): State<AppState>) -> Json<ClusterView> {
+    let leader = leader_of(&state.candidates).map(|(_, c, _)| MasterView {
+        id: c.id,
+        url: c.url,
+    });
+    let role = if state.leader.leadership().is_leader() {
+        "leader"
+    } else if leader.is_some() {
+        "follower"
+    } else {
+        "candidate"
+    };
+    let masters = state.candidates.with(|objects, _| {
+        let mut all: Vec<_> = objects.values().collect();
+        all.sort_by_key(|e| e.create_revision);
+        all.iter()
+            .map(|e| MasterView {
+                id: e.value.id,
+                url: e.value.url.clone(),
+            })
+            .collect()
+    });
+    Json(ClusterView {
+        leader,
+        me: SelfView {
+            id: state.me.id,
+            role,
+        },
+        masters,
+    })
+}

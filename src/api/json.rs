@@ -1,0 +1,88 @@
+//! A JSON body extractor whose every rejection is an [`ApiError`], so bad bodies get the same
+//! problem+json shape as everything else, naming the field where serde can tell.
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{FromRequest, Request};
+use axum::http::StatusCode;
+use serde::de::DeserializeOwned;
+
+use super::ApiError;
+
+/// `Json<T>` with [`ApiError`] rejections.
+#[derive(Debug)]
+pub struct ApiJson<T>(pub T);
+
+impl<S, T> FromRequest<S> for ApiJson<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::Json::<T>::from_request(req, state).await {
+            Ok(axum::Json(value)) => Ok(Self(value)),
+            Err(rejection) => Err(rejection_to_error(rejection)),
+        }
+    }
+}
+
+fn rejection_to_error(rejection: JsonRejection) -> ApiError {
+    match rejection {
+        JsonRejection::MissingJsonContentType(_) => ApiError::UnsupportedMediaType,
+        JsonRejection::JsonDataError(e) => {
+            let detail = e.body_text();
+            ApiError::Unprocessable {
+                field: field_of(&detail),
+                detail: clip(&detail),
+            }
+        }
+        JsonRejection::JsonSyntaxError(e) => ApiError::BadRequest {
+            detail: clip(&e.body_text()),
+            field: None,
+        },
+        JsonRejection::BytesRejection(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            ApiError::PayloadTooLarge {
+                limit: super::BODY_LIMIT,
+            }
+        }
+        other => ApiError::BadRequest {
+            detail: clip(&other.body_text()),
+            field: None,
+        },
+    }
+}
+
+/// serde_path_to_error, which axum uses, reports `path: message`; the path is the field.
+fn field_of(detail: &str) -> Option<String> {
+    let rest = detail.split_once(": ")?.1;
+    if let Some(field) = rest.split_once("missing field `") {
+        return field.1.split('`').next().map(str::to_owned);
+    }
+    if let Some(field) = rest.split_once("unknown field `") {
+        return field.1.split('`').next().map(str::to_owned);
+    }
+    let (path, _) = rest.split_once(": ")?;
+    (!path.is_empty() && path != ".").then(|| path.to_owned())
+}
+
+fn clip(text: &str) -> String {
+    text.chars().take(300).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fields_are_named() {
+        assert_eq!(
+            field_of("Failed to deserialize the JSON body into the target type: name: invalid type: integer `1`, expected a string at line 1 column 9").as_deref(),
+            Some("name")
+        );
+        assert_eq!(
+            field_of("Failed to deserialize the JSON body into the target type: missing field `name` at line 1 column 2").as_deref(),
+            Some("name")
+        );
+    }
+}

@@ -1,0 +1,249 @@
+//! Crawl tasks ("resources"): reads from the local cache on every master, writes on the leader.
+//!
+//! A name is checked against the rules before anything touches etcd. Creates are decided by a
+//! txn (the key's create revision must be 0), never by reading first.
+
+use std::ops::Bound;
+use std::time::{Duration, UNIX_EPOCH};
+
+use axum::Json;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use super::json::ApiJson;
+use super::{ApiError, AppState, revision_header};
+use crate::leader::WriteError;
+use crate::name;
+use crate::resource::Resource;
+
+/// Default page size of a list.
+pub const DEFAULT_LIMIT: usize = 1000;
+/// Largest page size of a list.
+pub const MAX_LIMIT: usize = 10_000;
+
+/// The worker a resource is assigned to.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AssignedNode {
+    /// Node id, e.g. `go.micro.server.worker-2`.
+    pub id: String,
+    /// The worker's address when it was assigned.
+    pub address: String,
+}
+
+/// A resource, as the API shows it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ResourceView {
+    /// Snowflake id, as a decimal string.
+    pub id: String,
+    /// Name, unique.
+    pub name: String,
+    /// The worker it is assigned to, or null while no worker has room.
+    pub assigned_node: Option<AssignedNode>,
+    /// Creation time, RFC 3339.
+    pub creation_time: String,
+}
+
+impl ResourceView {
+    /// The view of a stored resource.
+    pub fn of(r: &Resource) -> Self {
+        let created = UNIX_EPOCH + Duration::from_nanos(r.creation_time.max(0) as u64);
+        Self {
+            id: r.id.clone(),
+            name: r.name.clone(),
+            assigned_node: r.assignment().map(|(id, address)| AssignedNode {
+                id: id.to_owned(),
+                address: address.to_owned(),
+            }),
+            creation_time: humantime::format_rfc3339_nanos(created).to_string(),
+        }
+    }
+}
+
+/// A page of resources.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ResourceList {
+    /// Resources, sorted by name.
+    pub items: Vec<ResourceView>,
+    /// Token for the next page, absent on the last one.
+    #[serde(rename = "continue", skip_serializing_if = "Option::is_none")]
+    pub continue_token: Option<String>,
+}
+
+/// Body of a create.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateResource {
+    /// 1 to 128 characters from `[A-Za-z0-9._-]`, not `.` or `..`.
+    pub name: String,
+}
+
+/// Query of a list.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListQuery {
+    /// Only resources assigned to this worker (node id).
+    pub worker: Option<String>,
+    /// Page size, 1 to 10000 (default 1000).
+    pub limit: Option<usize>,
+    /// The `continue` token of the previous page.
+    #[serde(rename = "continue")]
+    #[param(rename = "continue")]
+    pub continue_token: Option<String>,
+}
+
+fn checked_name(raw: &str) -> Result<&str, ApiError> {
+    name::validate(raw).map_err(|e| ApiError::Unprocessable {
+        detail: e.to_string(),
+        field: Some("name".to_owned()),
+    })?;
+    Ok(raw)
+}
+
+fn shown(name: &str) -> String {
+    name.chars().take(200).collect()
+}
+
+/// Creates a resource and assigns it to the least-loaded worker with room (or leaves it
+/// unassigned until one has room).
+#[utoipa::path(post, path = "/api/v1/resources", tag = "resources",
+    request_body = CreateResource,
+    responses(
+        (status = 201, description = "Created", body = ResourceView,
+            headers(("location" = String, description = "URL of the new resource"),
+                    ("x-etcd-revision" = i64, description = "Revision of the write"))),
+        (status = 400, description = "Malformed body", body = super::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The name exists", body = super::Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body too large", body = super::Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not JSON", body = super::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Name breaks the rules", body = super::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Not the leader, or etcd unavailable", body = super::Problem, content_type = "application/problem+json",
+            headers(("retry-after" = u32, description = "Seconds to wait")))))]
+pub async fn create(
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<CreateResource>,
+) -> Result<impl IntoResponse, ApiError> {
+    let name = checked_name(&body.name)?;
+    let created = state.leader.create(name).await.map_err(|e| match e {
+        WriteError::Exists => ApiError::Conflict {
+            what: "resource",
+            name: shown(name),
+        },
+        other => state.write_error(other),
+    })?;
+    let location = format!("/api/v1/resources/{name}");
+    Ok((
+        StatusCode::CREATED,
+        [
+            (header::LOCATION, location),
+            (super::REVISION_HEADER, created.revision.to_string()),
+        ],
+        Json(ResourceView::of(&created.resource)),
+    ))
+}
+
+/// Lists resources from the local cache, sorted by name, a page at a time.
+#[utoipa::path(get, path = "/api/v1/resources", tag = "resources",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "A page of resources", body = ResourceList,
+            headers(("x-etcd-revision" = i64, description = "etcd revision the cache reflected"))),
+        (status = 400, description = "Bad query", body = super::Problem, content_type = "application/problem+json")))]
+pub async fn list(
+    State(state): State<AppState>,
+    query: Result<Query<ListQuery>, QueryRejection>,
+) -> Result<impl IntoResponse, ApiError> {
+    let Query(query) = query.map_err(|e| ApiError::BadRequest {
+        detail: e.body_text().chars().take(300).collect(),
+        field: None,
+    })?;
+    let limit = query.limit.unwrap_or(DEFAULT_LIMIT);
+    if !(1..=MAX_LIMIT).contains(&limit) {
+        return Err(ApiError::bad_field(
+            "limit",
+            format!("limit must be between 1 and {MAX_LIMIT}"),
+        ));
+    }
+    if let Some(token) = &query.continue_token {
+        name::validate(token)
+            .map_err(|_| ApiError::bad_field("continue", "not a continue token"))?;
+    }
+    let start = match &query.continue_token {
+        Some(token) => Bound::Excluded(token.clone()),
+        None => Bound::Unbounded,
+    };
+    let (items, more, revision) = state.resources.with(|objects, revision| {
+        let mut page = objects
+            .range((start, Bound::Unbounded))
+            .filter(|(_, e)| match &query.worker {
+                Some(w) => e.value.assigned_worker() == Some(w.as_str()),
+                None => true,
+            })
+            .map(|(_, e)| ResourceView::of(&e.value));
+        let items: Vec<ResourceView> = page.by_ref().take(limit).collect();
+        let more = page.next().is_some();
+        (items, more, revision)
+    });
+    let continue_token = more.then(|| items.last().map(|r| r.name.clone())).flatten();
+    Ok((
+        [revision_header(revision)],
+        Json(ResourceList {
+            items,
+            continue_token,
+        }),
+    ))
+}
+
+/// One resource, from the local cache.
+#[utoipa::path(get, path = "/api/v1/resources/{name}", tag = "resources",
+    params(("name" = String, Path, description = "Resource name")),
+    responses(
+        (status = 200, description = "The resource", body = ResourceView,
+            headers(("x-etcd-revision" = i64, description = "etcd revision the cache reflected"))),
+        (status = 404, description = "No such resource", body = super::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Name breaks the rules", body = super::Problem, content_type = "application/problem+json")))]
+pub async fn get_one(
+    State(state): State<AppState>,
+    Path(raw): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    let name = checked_name(&raw)?;
+    let revision = state.resources.revision();
+    let entry = state
+        .resources
+        .get(name)
+        .ok_or_else(|| ApiError::NotFound {
+            what: "resource",
+            name: shown(name),
+        })?;
+    Ok((
+        [revision_header(revision)],
+        Json(ResourceView::of(&entry.value)),
+    ))
+}
+
+/// Deletes a resource.
+#[utoipa::path(delete, path = "/api/v1/resources/{name}", tag = "resources",
+    params(("name" = String, Path, description = "Resource name")),
+    responses(
+        (status = 204, description = "Deleted",
+            headers(("x-etcd-revision" = i64, description = "Revision of the write"))),
+        (status = 404, description = "No such resource", body = super::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Name breaks the rules", body = super::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Not the leader, or etcd unavailable", body = super::Problem, content_type = "application/problem+json")))]
+pub async fn delete(
+    State(state): State<AppState>,
+    Path(raw): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    let name = checked_name(&raw)?;
+    let revision = state.leader.delete(name).await.map_err(|e| match e {
+        WriteError::NotFound => ApiError::NotFound {
+            what: "resource",
+            name: shown(name),
+        },
+        other => state.write_error(other),
+    })?;
+    Ok((StatusCode::NO_CONTENT, [revision_header(revision)]))
+}

@@ -1,0 +1,91 @@
+//! Fenced writes: every write the leader makes is one etcd txn whose outer compare is our
+//! leader key's create revision, with the write itself (and its own compares) nested inside.
+//!
+//! The nesting tells the two failures apart in one round trip: the outer compare failing means
+//! we were deposed (step down, answer 503); the inner one failing means the write's own
+//! condition did not hold (the name exists, a resource changed under us).
+
+use std::time::Duration;
+
+use etcd_client::{Client, Compare, CompareOp, Txn, TxnOp, TxnOpResponse};
+
+use crate::etcd::{EtcdError, timed};
+use crate::leadership::Fence;
+
+/// Why a leader write did not apply.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    /// This master is not the leader.
+    #[error("this master is not the leader")]
+    NotLeader,
+    /// This master won the election and is still taking over.
+    #[error("the leader is taking over; retry shortly")]
+    TakingOver,
+    /// The fence compare failed: another master leads now.
+    #[error("this master was deposed")]
+    Deposed,
+    /// The resource already exists.
+    #[error("resource already exists")]
+    Exists,
+    /// The resource does not exist.
+    #[error("resource not found")]
+    NotFound,
+    /// etcd failed or did not answer in time.
+    #[error(transparent)]
+    Etcd(#[from] EtcdError),
+    /// No ID could be made.
+    #[error(transparent)]
+    Id(#[from] crate::snowflake::SnowflakeError),
+    /// A value could not be encoded.
+    #[error("encode: {0}")]
+    Encode(#[from] serde_json::Error),
+}
+
+/// The result of a fenced txn that was not refused by the fence.
+#[derive(Debug)]
+pub struct Written {
+    /// Whether the inner compares held (and so the inner operations applied).
+    pub applied: bool,
+    /// The revision after the txn.
+    pub revision: i64,
+    /// Responses of the inner operations.
+    pub responses: Vec<TxnOpResponse>,
+}
+
+/// Runs `ops` if `compares` hold, fenced by `fence`.
+pub async fn fenced(
+    client: &Client,
+    fence: &Fence,
+    deadline: Duration,
+    compares: Vec<Compare>,
+    ops: Vec<TxnOp>,
+) -> Result<Written, WriteError> {
+    let inner = Txn::new().when(compares).and_then(ops);
+    let outer = Txn::new()
+        .when([Compare::create_revision(
+            fence.key.as_bytes(),
+            CompareOp::Equal,
+            fence.create_revision,
+        )])
+        .and_then([TxnOp::txn(inner)]);
+    let mut kv = client.kv_client();
+    let resp = timed(deadline, kv.txn(outer)).await?;
+    if !resp.succeeded() {
+        return Err(WriteError::Deposed);
+    }
+    let revision = resp.header().map_or(0, |h| h.revision());
+    let inner = resp.op_responses().into_iter().find_map(|r| match r {
+        TxnOpResponse::Txn(t) => Some(t),
+        _ => None,
+    });
+    let Some(inner) = inner else {
+        return Err(WriteError::Etcd(EtcdError::Malformed(
+            "fenced txn answered without its nested txn".into(),
+        )));
+    };
+    Ok(Written {
+        applied: inner.succeeded(),
+        revision,
+        responses: inner.op_responses(),
+    })
+}

@@ -1,0 +1,457 @@
+//! Resource management against a real etcd: election, take-over, seeds, least-loaded
+//! assignment, reassignment after a worker dies, fencing, and concurrent creates.
+
+mod support;
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use crawler::resource::Resource;
+use support::*;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+fn assigned_counts(resources: &[Resource]) -> HashMap<String, usize> {
+    let mut counts = HashMap::new();
+    for r in resources {
+        if let Some(w) = r.assigned_worker() {
+            *counts.entry(w.to_owned()).or_insert(0) += 1;
+        }
+    }
+    counts
+}
+
+#[tokio::test]
+async fn seeds_are_stored_unassigned_then_assigned_when_a_worker_joins_and_survive_a_restart() {
+    let etcd = Etcd::start().await;
+    let mut config = test_config(std::slice::from_ref(&etcd.url));
+    config.tasks = vec![
+        crawler::config::SeedTask {
+            name: "douban".into(),
+        },
+        crawler::config::SeedTask {
+            name: "xiaohongshu".into(),
+        },
+    ];
+    let master = start_master(config.clone(), 1).await;
+    ready_leader(&[&master.url], WAIT).await;
+    let seeds = stored_resources(&etcd).await;
+    assert_eq!(seeds.len(), 2, "{seeds:?}");
+    assert!(
+        seeds.iter().all(|r| r.assigned_node.is_empty()),
+        "no worker yet: {seeds:?}"
+    );
+
+    let worker = start_worker(config.clone(), 1, 10).await;
+    let joined = Instant::now();
+    eventually("seeds assigned to the new worker", WAIT, || async {
+        let all = stored_resources(&etcd).await;
+        all.iter()
+            .all(|r| r.assigned_worker() == Some("go.micro.server.worker-1"))
+            .then_some(())
+    })
+    .await;
+    println!(
+        "measured: pending seeds assigned {:?} after the first worker started",
+        joined.elapsed()
+    );
+    let before: HashMap<String, (String, i64)> = stored_resources(&etcd)
+        .await
+        .into_iter()
+        .map(|r| (r.name.clone(), (r.id.clone(), r.creation_time)))
+        .collect();
+
+    // A restarted master neither re-adds seeds nor changes their IDs.
+    master.stop().await;
+    let master = start_master(config.clone(), 1).await;
+    ready_leader(&[&master.url], WAIT).await;
+    let after: HashMap<String, (String, i64)> = stored_resources(&etcd)
+        .await
+        .into_iter()
+        .map(|r| (r.name.clone(), (r.id.clone(), r.creation_time)))
+        .collect();
+    assert_eq!(before, after);
+    let (status, _, body) = get_json(&format!("{}/api/v1/resources/douban", master.url))
+        .await
+        .expect("get");
+    assert_eq!(status, 200);
+    assert_eq!(body["assigned_node"]["id"], "go.micro.server.worker-1");
+    assert_eq!(body["id"], before["douban"].0.as_str());
+    worker.stop().await;
+    master.stop().await;
+}
+
+#[tokio::test]
+async fn new_resources_go_to_the_least_loaded_worker() {
+    let (etcd, config, master) = etcd_and_leader().await;
+    let old = start_worker(config.clone(), 1, 100).await;
+    wait_workers(&master.url, 1).await;
+    for name in ["a", "b"] {
+        let (status, body) = create(&master.url, name).await.expect("create");
+        assert_eq!(status, 201, "{body}");
+        assert_eq!(body["assigned_node"]["id"], "go.micro.server.worker-1");
+    }
+    let new = start_worker(config.clone(), 2, 100).await;
+    wait_workers(&master.url, 2).await;
+    let mut to_new = 0;
+    for name in ["c", "d", "e", "f"] {
+        let (status, body) = create(&master.url, name).await.expect("create");
+        assert_eq!(status, 201, "{body}");
+        if body["assigned_node"]["id"] == "go.micro.server.worker-2" {
+            to_new += 1;
+        }
+    }
+    assert_eq!(to_new, 3, "the new worker takes 3 of 4, the old one 1");
+    let counts = assigned_counts(&stored_resources(&etcd).await);
+    assert_eq!(counts["go.micro.server.worker-1"], 3);
+    assert_eq!(counts["go.micro.server.worker-2"], 3);
+    // The API reports the same loads.
+    let (_, _, workers) = get_json(&format!("{}/api/v1/workers", master.url))
+        .await
+        .expect("workers");
+    let loads: Vec<i64> = workers["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|w| w["load"].as_i64().unwrap_or(-1))
+        .collect();
+    assert_eq!(loads, [3, 3]);
+    // Capacity is respected: a worker with room 1 takes at most 1.
+    let small = start_worker(config.clone(), 3, 1).await;
+    wait_workers(&master.url, 3).await;
+    for name in ["g", "h", "i"] {
+        assert_eq!(create(&master.url, name).await.expect("create").0, 201);
+    }
+    let counts = assigned_counts(&stored_resources(&etcd).await);
+    assert_eq!(counts["go.micro.server.worker-3"], 1, "{counts:?}");
+    small.stop().await;
+    old.stop().await;
+    new.stop().await;
+    master.stop().await;
+}
+
+#[tokio::test]
+async fn a_dead_workers_resources_are_reassigned_keeping_id_and_creation_time() {
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+
+    let (etcd, config, master) = etcd_and_leader().await;
+    let survivor = start_worker(config.clone(), 1, 1000).await;
+    // The victim is a real process, killed with SIGKILL: its lease must expire.
+    let port = free_port();
+    let dir = tempfile::tempdir().expect("dir");
+    let file = dir.path().join("config.yaml");
+    std::fs::write(&file, "worker:\n  lease_ttl_secs: 3\n").expect("config");
+    let mut victim = std::process::Command::new(env!("CARGO_BIN_EXE_crawler"))
+        .args(["worker", "--id", "9", "--capacity", "1000"])
+        .args(["--addr", &format!("127.0.0.1:{port}")])
+        .args(["--etcd", &etcd.url])
+        .arg("--config")
+        .arg(&file)
+        .env("RUST_LOG", "warn")
+        .spawn()
+        .expect("spawn worker");
+    wait_workers(&master.url, 2).await;
+    for i in 0..300 {
+        let (status, body) = create(&master.url, &format!("task-{i}"))
+            .await
+            .expect("create");
+        assert_eq!(status, 201, "{body}");
+    }
+    let before = stored_resources(&etcd).await;
+    let on_victim: Vec<&Resource> = before
+        .iter()
+        .filter(|r| r.assigned_worker() == Some("go.micro.server.worker-9"))
+        .collect();
+    assert!(on_victim.len() > 100, "{}", on_victim.len());
+
+    kill(Pid::from_raw(victim.id() as i32), Signal::SIGKILL).expect("SIGKILL");
+    let _ = victim.wait();
+    let killed = Instant::now();
+    wait_workers(&master.url, 1).await;
+    let gone = killed.elapsed();
+    let left = Instant::now();
+    eventually(
+        "every resource is on the survivor",
+        Duration::from_secs(30),
+        || async {
+            let all = stored_resources(&etcd).await;
+            all.iter()
+                .all(|r| r.assigned_worker() == Some("go.micro.server.worker-1"))
+                .then_some(())
+        },
+    )
+    .await;
+    println!(
+        "measured: SIGKILLed worker (lease TTL 3 s) left after {gone:?}; its {} resources were reassigned {:?} later ({:?} after the kill)",
+        on_victim.len(),
+        left.elapsed(),
+        killed.elapsed()
+    );
+    let after: HashMap<String, Resource> = stored_resources(&etcd)
+        .await
+        .into_iter()
+        .map(|r| (r.name.clone(), r))
+        .collect();
+    for r in &before {
+        let moved = &after[&r.name];
+        assert_eq!(moved.id, r.id, "a moved resource keeps its ID");
+        assert_eq!(moved.creation_time, r.creation_time);
+    }
+    survivor.stop().await;
+    master.stop().await;
+}
+
+#[tokio::test]
+async fn two_masters_elect_one_leader_and_the_other_takes_over() {
+    let etcd = Etcd::start().await;
+    let config = test_config(std::slice::from_ref(&etcd.url));
+    let m1 = start_master(config.clone(), 1).await;
+    let m2 = start_master(config.clone(), 2).await;
+    let urls = [m1.url.clone(), m2.url.clone()];
+    let first = ready_leader(&[&urls[0], &urls[1]], WAIT).await;
+    // Exactly one leader, and both agree on it.
+    let views = [
+        cluster(&urls[0]).await.expect("cluster"),
+        cluster(&urls[1]).await.expect("cluster"),
+    ];
+    let leaders = views
+        .iter()
+        .filter(|v| v["self"]["role"] == "leader")
+        .count();
+    assert_eq!(leaders, 1, "{views:?}");
+    eventually("both masters agree on the leader", WAIT, || async {
+        let a = cluster(&urls[0]).await?;
+        let b = cluster(&urls[1]).await?;
+        (a["leader"]["url"] == urls[first].as_str()
+            && b["leader"]["url"] == urls[first].as_str()
+            && a["masters"].as_array()?.len() == 2)
+            .then_some(())
+    })
+    .await;
+    // The follower refuses writes and names the leader.
+    let follower = 1 - first;
+    let (status, body) = create(&urls[follower], "x").await.expect("create");
+    assert_eq!(status, 503);
+    assert_eq!(body["leader"], urls[first].as_str());
+
+    // Crash the leader: no resignation, its session must expire (TTL 2 s).
+    let (leader, survivor) = if first == 0 { (m1, m2) } else { (m2, m1) };
+    leader.crash();
+    let took = first_accepted_write(&urls[follower], Instant::now()).await;
+    println!(
+        "measured: leader crashed (session TTL 2 s) -> new leader accepted a write after {took:?}"
+    );
+    let view = cluster(&urls[follower]).await.expect("cluster");
+    assert_eq!(view["self"]["role"], "leader");
+
+    // A graceful stop hands over at once: a third master takes over well before the TTL.
+    let m3 = start_master(config.clone(), 3).await;
+    eventually("m3 is a follower", WAIT, || async {
+        (cluster(&m3.url).await?["self"]["role"] == "follower").then_some(())
+    })
+    .await;
+    let stopping = Instant::now();
+    survivor.stop().await;
+    let took = first_accepted_write(&m3.url, stopping).await;
+    println!("measured: leader stopped gracefully -> new leader accepted a write after {took:?}");
+    m3.stop().await;
+}
+
+#[tokio::test]
+async fn a_deposed_leader_cannot_write_and_steps_down() {
+    let (etcd, config, master) = etcd_and_leader().await;
+    assert_eq!(create(&master.url, "before").await.expect("create").0, 201);
+
+    // Take the leader's session lease away behind its back.
+    let mut client = etcd.client().await;
+    let resp = client
+        .get(
+            format!("{}/", config.keys.election),
+            Some(etcd_client::GetOptions::new().with_prefix()),
+        )
+        .await
+        .expect("get");
+    let lease = resp.kvs()[0].lease();
+    client.lease_revoke(lease).await.expect("revoke");
+    let (status, body) = create(&master.url, "after").await.expect("create");
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        stored_resources(&etcd)
+            .await
+            .iter()
+            .all(|r| r.name != "after"),
+        "the deposed leader's write must not apply"
+    );
+    assert_ne!(
+        cluster(&master.url).await.expect("cluster")["self"]["role"],
+        "leader",
+        "it stepped down"
+    );
+    // It campaigns again on a new session and becomes leader again.
+    ready_leader(&[&master.url], WAIT).await;
+    assert_eq!(create(&master.url, "again").await.expect("create").0, 201);
+    master.stop().await;
+}
+
+#[tokio::test]
+async fn a_stale_fence_is_refused_by_etcd() {
+    use crawler::leader::writes::{WriteError, fenced};
+    use crawler::leadership::Fence;
+    use etcd_client::TxnOp;
+
+    let etcd = Etcd::start().await;
+    let client = etcd.client().await;
+    let mut kv = etcd.client().await;
+    let put = kv.put("/crawler/election/1", "x", None).await.expect("put");
+    let created = put.header().expect("header").revision();
+    let fence = Fence {
+        key: "/crawler/election/1".into(),
+        create_revision: created,
+        lease: 0,
+    };
+    let ok = fenced(
+        &client,
+        &fence,
+        Duration::from_secs(2),
+        vec![],
+        vec![TxnOp::put("/resources/a", "1", None)],
+    )
+    .await
+    .expect("fenced write");
+    assert!(ok.applied);
+    // The key is re-created (a new term): the old fence no longer matches.
+    kv.delete("/crawler/election/1", None)
+        .await
+        .expect("delete");
+    kv.put("/crawler/election/1", "y", None).await.expect("put");
+    let refused = fenced(
+        &client,
+        &fence,
+        Duration::from_secs(2),
+        vec![],
+        vec![TxnOp::put("/resources/b", "1", None)],
+    )
+    .await;
+    assert!(matches!(refused, Err(WriteError::Deposed)), "{refused:?}");
+    let resp = kv.get("/resources/b", None).await.expect("get");
+    assert!(resp.kvs().is_empty());
+}
+
+#[tokio::test]
+async fn concurrent_creates_of_one_name_give_exactly_one_201() {
+    let (_etcd, config, master) = etcd_and_leader().await;
+    let _worker = start_worker(config.clone(), 1, 1000).await;
+    let attempts: Vec<_> = (0..32)
+        .map(|_| {
+            let url = master.url.clone();
+            tokio::spawn(async move { create(&url, "contested").await.map(|(s, _)| s) })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for a in attempts {
+        statuses.push(a.await.expect("task").expect("response"));
+    }
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 201).count(),
+        1,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 409).count(),
+        31,
+        "{statuses:?}"
+    );
+    // Distinct names in parallel all succeed with distinct IDs.
+    let attempts: Vec<_> = (0..64)
+        .map(|i| {
+            let url = master.url.clone();
+            tokio::spawn(async move { create(&url, &format!("n{i}")).await })
+        })
+        .collect();
+    let mut ids = HashSet::new();
+    for a in attempts {
+        let (status, body) = a.await.expect("task").expect("response");
+        assert_eq!(status, 201);
+        assert!(ids.insert(body["id"].as_str().expect("id").to_owned()));
+    }
+    // Reads through the same master see every write at once (read-your-writes).
+    let (_, _, list) = get_json(&format!("{}/api/v1/resources", master.url))
+        .await
+        .expect("list");
+    assert_eq!(list["items"].as_array().expect("items").len(), 65);
+    master.stop().await;
+}
+
+#[tokio::test]
+async fn reads_pagination_filters_and_deletes() {
+    let (etcd, config, master) = etcd_and_leader().await;
+    let _w1 = start_worker(config.clone(), 1, 3).await;
+    wait_workers(&master.url, 1).await;
+    for i in 0..5 {
+        assert_eq!(
+            create(&master.url, &format!("r{i}")).await.expect("c").0,
+            201
+        );
+    }
+    // Pages of 2 cover all five, in name order.
+    let mut names = Vec::new();
+    let mut next: Option<String> = None;
+    loop {
+        let url = match &next {
+            Some(t) => format!("{}/api/v1/resources?limit=2&continue={t}", master.url),
+            None => format!("{}/api/v1/resources?limit=2", master.url),
+        };
+        let (status, _, page) = get_json(&url).await.expect("page");
+        assert_eq!(status, 200);
+        for item in page["items"].as_array().expect("items") {
+            names.push(item["name"].as_str().expect("name").to_owned());
+        }
+        match page["continue"].as_str() {
+            Some(t) => next = Some(t.to_owned()),
+            None => break,
+        }
+    }
+    assert_eq!(names, ["r0", "r1", "r2", "r3", "r4"]);
+    // Capacity 3: two stay unassigned; the worker filter shows the three.
+    let (_, _, mine) = get_json(&format!(
+        "{}/api/v1/resources?worker=go.micro.server.worker-1",
+        master.url
+    ))
+    .await
+    .expect("filtered");
+    assert_eq!(mine["items"].as_array().expect("items").len(), 3);
+    for bad in ["limit=0", "limit=abc", "limit=100000", "continue=a%2Fb"] {
+        let (status, _, body) = get_json(&format!("{}/api/v1/resources?{bad}", master.url))
+            .await
+            .expect("bad query");
+        assert_eq!(status, 400, "{bad}: {body}");
+    }
+    // Delete: 204, then 404; an unassigned resource takes the freed room.
+    let resp = http()
+        .delete(format!("{}/api/v1/resources/r0", master.url))
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(resp.status(), 204);
+    let resp = http()
+        .delete(format!("{}/api/v1/resources/r0", master.url))
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(resp.status(), 404);
+    eventually("the freed room is used", WAIT, || async {
+        let counts = assigned_counts(&stored_resources(&etcd).await);
+        (counts.get("go.micro.server.worker-1") == Some(&3)).then_some(())
+    })
+    .await;
+    let (status, _, _) = get_json(&format!("{}/api/v1/resources/r0", master.url))
+        .await
+        .expect("get");
+    assert_eq!(status, 404);
+    let (status, _, body) = get_json(&format!("{}/api/v1/resources/..", master.url))
+        .await
+        .expect("get");
+    assert!(status == 422 || status == 404, "{status} {body}");
+    master.stop().await;
+}
