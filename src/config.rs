@@ -22,6 +22,8 @@ pub struct Config {
     pub worker: WorkerConfig,
     /// Master settings.
     pub master: MasterConfig,
+    /// The master's HTTP API.
+    pub http: HttpConfig,
     /// Seed crawl tasks the leader creates when they are missing.
     pub tasks: Vec<SeedTask>,
     /// Logging.
@@ -97,6 +99,35 @@ impl Default for MasterConfig {
     fn default() -> Self {
         Self {
             session_ttl_secs: 5,
+        }
+    }
+}
+
+/// The master's HTTP API.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Largest accepted request body, in bytes.
+    pub max_body_bytes: usize,
+    /// Longest a read with `?min_revision=` waits for the cache, in milliseconds.
+    pub min_revision_wait_ms: u64,
+    /// Time allowed to connect to the leader when forwarding a write, in milliseconds.
+    pub proxy_connect_timeout_ms: u64,
+    /// Time allowed for a whole forwarded write, in milliseconds.
+    pub proxy_timeout_ms: u64,
+    /// Browser origins allowed by CORS (exact matches, e.g. `http://localhost:3000`); empty
+    /// allows none.
+    pub cors_origins: Vec<String>,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 1024 * 1024,
+            min_revision_wait_ms: 3_000,
+            proxy_connect_timeout_ms: 1_000,
+            proxy_timeout_ms: 10_000,
+            cors_origins: Vec::new(),
         }
     }
 }
@@ -205,6 +236,18 @@ impl Config {
             ));
         }
         self.keys.validate().map_err(ConfigError::Invalid)?;
+        if self.http.max_body_bytes == 0 {
+            return Err(ConfigError::Invalid(
+                "http.max_body_bytes must be positive".into(),
+            ));
+        }
+        for origin in &self.http.cors_origins {
+            if axum::http::HeaderValue::from_str(origin).is_err() || !origin.contains("://") {
+                return Err(ConfigError::Invalid(format!(
+                    "http.cors_origins: {origin:?} is not an origin like http://host:port"
+                )));
+            }
+        }
         for task in &self.tasks {
             crate::name::validate(&task.name)
                 .map_err(|e| ConfigError::Invalid(format!("tasks: {:?}: {e}", task.name)))?;

@@ -5,8 +5,10 @@
 //! and revoke the session lease (so another master takes over at once), then stop the caches.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use etcd_client::Client;
 use tokio::net::TcpListener;
@@ -14,6 +16,8 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
+use crate::api::events::{self, Feed};
+use crate::api::proxy::Forwarder;
 use crate::api::{AppState, router};
 use crate::cache::watcher::{self, WatchConfig};
 use crate::cache::{Event, Object, Store};
@@ -24,6 +28,11 @@ use crate::leadership::Leadership;
 use crate::registry::Worker;
 use crate::resource::Resource;
 use crate::snowflake::Generator;
+
+/// Changes kept for `Last-Event-ID` resumption.
+const FEED_HISTORY: usize = 10_000;
+/// Live changes a slow event-stream client may fall behind before it is dropped.
+const FEED_BUFFER: usize = 1_024;
 
 /// Who this master is.
 #[derive(Debug, Clone)]
@@ -43,6 +52,9 @@ pub enum MasterError {
     /// Serving HTTP failed.
     #[error("http server: {0}")]
     Serve(#[from] std::io::Error),
+    /// The HTTP client for forwarding could not be built.
+    #[error("http client: {0}")]
+    Http(String),
     /// The master id does not fit a snowflake node id.
     #[error(transparent)]
     Id(#[from] crate::snowflake::SnowflakeError),
@@ -167,17 +179,33 @@ pub async fn run(
         campaign.clone(),
     ));
 
+    let feed = Feed::new(FEED_HISTORY, FEED_BUFFER);
+    tasks.spawn(events::run(
+        feed.clone(),
+        workers.clone(),
+        resources.clone(),
+        cancel.clone(),
+    ));
+    let forwarder = Forwarder::new(
+        Duration::from_millis(config.http.proxy_connect_timeout_ms),
+        Duration::from_millis(config.http.proxy_timeout_ms),
+    )
+    .map_err(|e| MasterError::Http(e.to_string()))?;
     let state = AppState {
         me,
         workers,
         resources,
         candidates,
         leader,
+        feed,
+        forwarder,
+        http: config.http.clone(),
         shutting_down: Arc::new(AtomicBool::new(false)),
     };
     let shutting_down = state.shutting_down.clone();
     info!(id = options.id, advertise = %options.advertise, addr = ?listener.local_addr().ok(), "master serving");
-    let served = axum::serve(listener, router(state))
+    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+    let served = axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             shutdown.await;
             // Not ready first, then the server stops accepting and drains.

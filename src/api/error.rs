@@ -64,6 +64,9 @@ pub enum ApiError {
         /// Its name.
         name: String,
     },
+    /// `If-Match` did not match the current version.
+    #[error("the resource changed since the version given in If-Match; read it again")]
+    PreconditionFailed,
     /// Body too large.
     #[error("request body is larger than {limit} bytes")]
     PayloadTooLarge {
@@ -119,6 +122,11 @@ impl ApiError {
                 "Invalid value",
             ),
             Self::Conflict { .. } => (StatusCode::CONFLICT, "conflict", "Already exists"),
+            Self::PreconditionFailed => (
+                StatusCode::PRECONDITION_FAILED,
+                "precondition-failed",
+                "Precondition failed",
+            ),
             Self::PayloadTooLarge { .. } => (
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "payload-too-large",

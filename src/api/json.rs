@@ -6,28 +6,27 @@ use axum::extract::{FromRequest, Request};
 use axum::http::StatusCode;
 use serde::de::DeserializeOwned;
 
-use super::ApiError;
+use super::{ApiError, AppState};
 
 /// `Json<T>` with [`ApiError`] rejections.
 #[derive(Debug)]
 pub struct ApiJson<T>(pub T);
 
-impl<S, T> FromRequest<S> for ApiJson<T>
+impl<T> FromRequest<AppState> for ApiJson<T>
 where
     T: DeserializeOwned,
-    S: Send + Sync,
 {
     type Rejection = ApiError;
 
-    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
         match axum::Json::<T>::from_request(req, state).await {
             Ok(axum::Json(value)) => Ok(Self(value)),
-            Err(rejection) => Err(rejection_to_error(rejection)),
+            Err(rejection) => Err(rejection_to_error(rejection, state.http.max_body_bytes)),
         }
     }
 }
 
-fn rejection_to_error(rejection: JsonRejection) -> ApiError {
+fn rejection_to_error(rejection: JsonRejection, limit: usize) -> ApiError {
     match rejection {
         JsonRejection::MissingJsonContentType(_) => ApiError::UnsupportedMediaType,
         JsonRejection::JsonDataError(e) => {
@@ -42,9 +41,7 @@ fn rejection_to_error(rejection: JsonRejection) -> ApiError {
             field: None,
         },
         JsonRejection::BytesRejection(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            ApiError::PayloadTooLarge {
-                limit: super::BODY_LIMIT,
-            }
+            ApiError::PayloadTooLarge { limit }
         }
         other => ApiError::BadRequest {
             detail: clip(&other.body_text()),

@@ -3,10 +3,14 @@
 //! Reads are served from the local caches. Tests drive it with `router(state).oneshot(..)`.
 
 pub mod cluster;
+pub mod compat;
+pub mod consistency;
 pub mod error;
+pub mod events;
 pub mod health;
 pub mod json;
 pub mod openapi;
+pub mod proxy;
 pub mod resources;
 pub mod workers;
 
@@ -14,8 +18,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::Router;
-use axum::http::{HeaderName, HeaderValue};
-use axum::routing::get;
+use axum::http::{HeaderName, HeaderValue, Method, header};
+use axum::middleware::from_fn_with_state;
+use axum::routing::{get, post};
+use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::trace::TraceLayer;
 
@@ -31,9 +37,6 @@ pub use error::{ApiError, Problem};
 /// Header carrying the etcd revision the serving cache reflected.
 pub const REVISION_HEADER: HeaderName = HeaderName::from_static("x-etcd-revision");
 
-/// Largest accepted request body, in bytes.
-pub const BODY_LIMIT: usize = 1024 * 1024;
-
 /// What every handler can reach. Cheap to clone.
 #[derive(Clone)]
 pub struct AppState {
@@ -47,6 +50,12 @@ pub struct AppState {
     pub candidates: Store<Candidate>,
     /// The leader's duties (refuse unless this master leads).
     pub leader: Leader,
+    /// Changes for the event stream.
+    pub feed: events::Feed,
+    /// Client that forwards writes to the leader.
+    pub forwarder: proxy::Forwarder,
+    /// HTTP settings.
+    pub http: crate::config::HttpConfig,
     /// Set once shutdown starts, so `/readyz` turns 503 before the listener closes.
     pub shutting_down: Arc<AtomicBool>,
 }
@@ -84,6 +93,19 @@ impl AppState {
                 what: "resource",
                 name: String::new(),
             },
+            WriteError::PreconditionFailed => ApiError::PreconditionFailed,
+            WriteError::UnknownWorker(id) => ApiError::Unprocessable {
+                detail: format!(
+                    "no registered worker has id {:?}",
+                    id.chars().take(200).collect::<String>()
+                ),
+                field: Some("assigned_node".to_owned()),
+            },
+            WriteError::Invalid(field, detail) => ApiError::Unprocessable {
+                detail,
+                field: Some(field.to_owned()),
+            },
+            WriteError::Contended => ApiError::unavailable("the resource kept changing; retry"),
             WriteError::Etcd(e) => {
                 tracing::warn!(error = %e, "etcd write failed");
                 ApiError::unavailable("etcd did not answer in time; retry")
@@ -100,6 +122,8 @@ pub fn revision_header(revision: i64) -> (HeaderName, HeaderValue) {
 
 /// The whole API.
 pub fn router(state: AppState) -> Router {
+    let cors = cors(&state.http.cors_origins);
+    let limit = state.http.max_body_bytes;
     Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
@@ -111,12 +135,55 @@ pub fn router(state: AppState) -> Router {
         )
         .route(
             "/api/v1/resources/{name}",
-            get(resources::get_one).delete(resources::delete),
+            get(resources::get_one)
+                .put(resources::replace)
+                .patch(resources::patch)
+                .delete(resources::delete),
         )
         .route("/api/v1/cluster", get(cluster::get))
+        .route("/api/v1/events", get(events::stream))
+        .route(
+            "/crawler/resource",
+            post(compat::add).delete(compat::remove),
+        )
         .merge(openapi::routes())
         .fallback(health::not_found)
-        .layer(RequestBodyLimitLayer::new(BODY_LIMIT))
+        .layer(from_fn_with_state(state.clone(), proxy::forward_writes))
+        .layer(from_fn_with_state(state.clone(), consistency::revisions))
+        .layer(RequestBodyLimitLayer::new(limit))
+        .layer(cors)
         .layer(TraceLayer::new_for_http())
         .with_state(state)
+}
+
+/// CORS for the configured origins only (none by default). The exposed headers let browser
+/// code read versions, revisions and who served a response.
+fn cors(origins: &[String]) -> CorsLayer {
+    let allowed: Vec<HeaderValue> = origins
+        .iter()
+        .filter_map(|o| HeaderValue::from_str(o).ok())
+        .collect();
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::list(allowed))
+        .allow_methods([
+            Method::GET,
+            Method::POST,
+            Method::PUT,
+            Method::PATCH,
+            Method::DELETE,
+        ])
+        .allow_headers([
+            header::CONTENT_TYPE,
+            header::IF_MATCH,
+            header::AUTHORIZATION,
+            HeaderName::from_static("last-event-id"),
+        ])
+        .expose_headers([
+            header::ETAG,
+            header::LOCATION,
+            header::RETRY_AFTER,
+            REVISION_HEADER,
+            consistency::SERVED_BY,
+            consistency::LEADER,
+        ])
 }

@@ -3,13 +3,14 @@
 //! A name is checked against the rules before anything touches etcd. Creates are decided by a
 //! txn (the key's create revision must be 0), never by reading first.
 
+use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::time::{Duration, UNIX_EPOCH};
 
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::IntoResponse;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -45,6 +46,47 @@ pub struct ResourceView {
     pub assigned_node: Option<AssignedNode>,
     /// Creation time, RFC 3339.
     pub creation_time: String,
+    /// Free-form labels set by users.
+    pub labels: BTreeMap<String, String>,
+}
+
+/// Where labels are kept in the stored JSON (a field the Go crawler ignores).
+pub const LABELS_FIELD: &str = "Labels";
+/// Most labels on one resource.
+pub const MAX_LABELS: usize = 64;
+
+/// The labels stored in a resource; malformed ones are ignored.
+pub fn labels_of(r: &Resource) -> BTreeMap<String, String> {
+    r.extra
+        .get(LABELS_FIELD)
+        .and_then(|v| serde_json::from_value(v.clone()).ok())
+        .unwrap_or_default()
+}
+
+fn set_labels(r: &mut Resource, labels: &BTreeMap<String, String>) {
+    if labels.is_empty() {
+        r.extra.remove(LABELS_FIELD);
+    } else if let Ok(value) = serde_json::to_value(labels) {
+        r.extra.insert(LABELS_FIELD.to_owned(), value);
+    }
+}
+
+fn check_labels<'a>(
+    labels: impl IntoIterator<Item = (&'a String, Option<&'a String>)>,
+) -> Result<(), ApiError> {
+    for (key, value) in labels {
+        let key_ok = (1..=128).contains(&key.len()) && !key.chars().any(char::is_control);
+        let value_ok = value.is_none_or(|v| v.len() <= 256 && !v.chars().any(char::is_control));
+        if !key_ok || !value_ok {
+            return Err(ApiError::Unprocessable {
+                detail: "a label key is 1 to 128 characters and a value at most 256, with no \
+                         control characters"
+                    .into(),
+                field: Some("labels".into()),
+            });
+        }
+    }
+    Ok(())
 }
 
 impl ResourceView {
@@ -59,6 +101,7 @@ impl ResourceView {
                 address: address.to_owned(),
             }),
             creation_time: humantime::format_rfc3339_nanos(created).to_string(),
+            labels: labels_of(r),
         }
     }
 }
@@ -79,6 +122,56 @@ pub struct ResourceList {
 pub struct CreateResource {
     /// 1 to 128 characters from `[A-Za-z0-9._-]`, not `.` or `..`.
     pub name: String,
+}
+
+/// Body of a PUT: replaces what users may change.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReplaceResource {
+    /// Node id of a registered worker to move the resource to; null leaves the assignment to
+    /// the leader.
+    #[serde(default)]
+    pub assigned_node: Option<String>,
+    /// The labels; absent means none.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+/// Body of a PATCH (JSON merge patch): absent fields are kept, a label set to null is removed.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PatchResource {
+    /// Node id of a registered worker to move the resource to.
+    #[serde(default)]
+    pub assigned_node: Option<String>,
+    /// Labels to set (a string) or remove (null).
+    #[serde(default)]
+    pub labels: Option<BTreeMap<String, Option<String>>>,
+}
+
+/// The strong ETag of a version (a mod revision).
+pub fn etag(mod_revision: i64) -> String {
+    format!("\"{mod_revision}\"")
+}
+
+/// The version `If-Match` asks for: `None` when absent or `*`. A value that names no version
+/// this API hands out can match nothing: 412.
+pub fn if_match(headers: &HeaderMap) -> Result<Option<i64>, ApiError> {
+    let Some(value) = headers.get(header::IF_MATCH) else {
+        return Ok(None);
+    };
+    let text = value
+        .to_str()
+        .map_err(|_| ApiError::PreconditionFailed)?
+        .trim();
+    if text == "*" {
+        return Ok(None);
+    }
+    text.strip_prefix('"')
+        .and_then(|t| t.strip_suffix('"'))
+        .and_then(|t| t.parse::<i64>().ok())
+        .map(Some)
+        .ok_or(ApiError::PreconditionFailed)
 }
 
 /// Query of a list.
@@ -202,7 +295,8 @@ pub async fn list(
     params(("name" = String, Path, description = "Resource name")),
     responses(
         (status = 200, description = "The resource", body = ResourceView,
-            headers(("x-etcd-revision" = i64, description = "etcd revision the cache reflected"))),
+            headers(("x-etcd-revision" = i64, description = "etcd revision the cache reflected"),
+                    ("etag" = String, description = "Version (the key's mod revision), for If-Match"))),
         (status = 404, description = "No such resource", body = super::Problem, content_type = "application/problem+json"),
         (status = 422, description = "Name breaks the rules", body = super::Problem, content_type = "application/problem+json")))]
 pub async fn get_one(
@@ -226,24 +320,155 @@ pub async fn get_one(
 
 /// Deletes a resource.
 #[utoipa::path(delete, path = "/api/v1/resources/{name}", tag = "resources",
-    params(("name" = String, Path, description = "Resource name")),
+    params(("name" = String, Path, description = "Resource name"),
+           ("if-match" = Option<String>, Header, description = "Delete only this version (an ETag)")),
     responses(
         (status = 204, description = "Deleted",
             headers(("x-etcd-revision" = i64, description = "Revision of the write"))),
         (status = 404, description = "No such resource", body = super::Problem, content_type = "application/problem+json"),
+        (status = 412, description = "If-Match does not match", body = super::Problem, content_type = "application/problem+json"),
         (status = 422, description = "Name breaks the rules", body = super::Problem, content_type = "application/problem+json"),
         (status = 503, description = "Not the leader, or etcd unavailable", body = super::Problem, content_type = "application/problem+json")))]
 pub async fn delete(
     State(state): State<AppState>,
     Path(raw): Path<String>,
+    headers: HeaderMap,
 ) -> Result<impl IntoResponse, ApiError> {
     let name = checked_name(&raw)?;
-    let revision = state.leader.delete(name).await.map_err(|e| match e {
+    let wanted = if_match(&headers)?;
+    let revision = state
+        .leader
+        .delete(name, wanted)
+        .await
+        .map_err(|e| match e {
+            WriteError::NotFound => ApiError::NotFound {
+                what: "resource",
+                name: shown(name),
+            },
+            other => state.write_error(other),
+        })?;
+    Ok((StatusCode::NO_CONTENT, [revision_header(revision)]))
+}
+
+fn updated(created: crate::leader::Created) -> Result<impl IntoResponse, ApiError> {
+    Ok((
+        [
+            revision_header(created.revision),
+            (
+                header::ETAG,
+                HeaderValue::from_str(&etag(created.revision))
+                    .map_err(|e| ApiError::Internal(e.to_string()))?,
+            ),
+        ],
+        Json(ResourceView::of(&created.resource)),
+    ))
+}
+
+fn update_error(state: &AppState, name: &str, error: WriteError) -> ApiError {
+    match error {
         WriteError::NotFound => ApiError::NotFound {
             what: "resource",
             name: shown(name),
         },
         other => state.write_error(other),
-    })?;
-    Ok((StatusCode::NO_CONTENT, [revision_header(revision)]))
+    }
+}
+
+/// Replaces what users may change: the worker (pin) and the labels.
+#[utoipa::path(put, path = "/api/v1/resources/{name}", tag = "resources",
+    params(("name" = String, Path, description = "Resource name"),
+           ("if-match" = Option<String>, Header, description = "Change only this version (an ETag)")),
+    request_body = ReplaceResource,
+    responses(
+        (status = 200, description = "Changed", body = ResourceView,
+            headers(("x-etcd-revision" = i64, description = "Revision of the write"),
+                    ("etag" = String, description = "The new version"))),
+        (status = 400, description = "Malformed body", body = super::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such resource", body = super::Problem, content_type = "application/problem+json"),
+        (status = 412, description = "If-Match does not match", body = super::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Bad name, label or worker", body = super::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Not the leader, or etcd unavailable", body = super::Problem, content_type = "application/problem+json")))]
+pub async fn replace(
+    State(state): State<AppState>,
+    Path(raw): Path<String>,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<ReplaceResource>,
+) -> Result<impl IntoResponse, ApiError> {
+    let name = checked_name(&raw)?;
+    let wanted = if_match(&headers)?;
+    check_labels(body.labels.iter().map(|(k, v)| (k, Some(v))))?;
+    if body.labels.len() > MAX_LABELS {
+        return Err(ApiError::Unprocessable {
+            detail: format!("at most {MAX_LABELS} labels"),
+            field: Some("labels".into()),
+        });
+    }
+    let labels = body.labels;
+    let created = state
+        .leader
+        .update(
+            name,
+            |r| {
+                set_labels(r, &labels);
+                Ok(())
+            },
+            body.assigned_node.as_deref(),
+            wanted,
+        )
+        .await
+        .map_err(|e| update_error(&state, name, e))?;
+    updated(created)
+}
+
+/// Changes some of what users may change (JSON merge patch).
+#[utoipa::path(patch, path = "/api/v1/resources/{name}", tag = "resources",
+    params(("name" = String, Path, description = "Resource name"),
+           ("if-match" = Option<String>, Header, description = "Change only this version (an ETag)")),
+    request_body = PatchResource,
+    responses(
+        (status = 200, description = "Changed", body = ResourceView,
+            headers(("x-etcd-revision" = i64, description = "Revision of the write"),
+                    ("etag" = String, description = "The new version"))),
+        (status = 400, description = "Malformed body", body = super::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such resource", body = super::Problem, content_type = "application/problem+json"),
+        (status = 412, description = "If-Match does not match", body = super::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Bad name, label or worker", body = super::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Not the leader, or etcd unavailable", body = super::Problem, content_type = "application/problem+json")))]
+pub async fn patch(
+    State(state): State<AppState>,
+    Path(raw): Path<String>,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<PatchResource>,
+) -> Result<impl IntoResponse, ApiError> {
+    let name = checked_name(&raw)?;
+    let wanted = if_match(&headers)?;
+    let changes = body.labels.unwrap_or_default();
+    check_labels(changes.iter().map(|(k, v)| (k, v.as_ref())))?;
+    let created = state
+        .leader
+        .update(
+            name,
+            |r| {
+                let mut labels = labels_of(r);
+                for (key, value) in &changes {
+                    match value {
+                        Some(v) => labels.insert(key.clone(), v.clone()),
+                        None => labels.remove(key),
+                    };
+                }
+                if labels.len() > MAX_LABELS {
+                    return Err(WriteError::Invalid(
+                        "labels",
+                        format!("at most {MAX_LABELS} labels"),
+                    ));
+                }
+                set_labels(r, &labels);
+                Ok(())
+            },
+            body.assigned_node.as_deref(),
+            wanted,
+        )
+        .await
+        .map_err(|e| update_error(&state, name, e))?;
+    updated(created)
 }

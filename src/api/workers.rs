@@ -35,7 +35,8 @@ pub struct WorkerList {
     pub items: Vec<WorkerView>,
 }
 
-fn view(worker: &Worker, load: usize) -> WorkerView {
+/// The API view of a worker with `load` resources.
+pub fn view(worker: &Worker, load: usize) -> WorkerView {
     WorkerView {
         id: worker.id.clone(),
         address: worker.address.clone(),

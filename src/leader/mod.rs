@@ -213,22 +213,21 @@ impl Leader {
         })
     }
 
-    /// Deletes resource `name`. Returns the revision of the delete.
-    pub async fn delete(&self, name: &str) -> Result<i64, WriteError> {
+    /// Deletes resource `name`, only if its mod revision is `if_match` when given. Returns the
+    /// revision of the delete.
+    pub async fn delete(&self, name: &str, if_match: Option<i64>) -> Result<i64, WriteError> {
         let fence = self.fence()?;
         let key = self.inner.config.keys.resource_key(name);
-        let written = match writes::fenced(
-            &self.inner.client,
-            &fence,
-            self.inner.config.request_timeout,
-            Vec::new(),
-            vec![TxnOp::delete(key.as_bytes(), None)],
-        )
-        .await
-        {
-            Err(WriteError::Deposed) => return Err(self.deposed(&fence)),
-            other => other?,
-        };
+        let compares = if_match
+            .map(|rev| Compare::mod_revision(key.as_bytes(), CompareOp::Equal, rev))
+            .into_iter()
+            .collect();
+        let written = self
+            .write(&fence, compares, vec![TxnOp::delete(key.as_bytes(), None)])
+            .await?;
+        if !written.applied {
+            return Err(WriteError::PreconditionFailed);
+        }
         let deleted = written.responses.iter().any(|r| match r {
             TxnOpResponse::Delete(d) => d.deleted() > 0,
             _ => false,
@@ -238,6 +237,106 @@ impl Leader {
         }
         self.wait_applied(written.revision).await;
         Ok(written.revision)
+    }
+
+    /// Changes what users may change of resource `name` (its worker, its labels), only if its
+    /// mod revision is `if_match` when given. Returns the new value and the write's revision.
+    pub async fn update(
+        &self,
+        name: &str,
+        change: impl Fn(&mut Resource) -> Result<(), WriteError>,
+        pin: Option<&str>,
+        if_match: Option<i64>,
+    ) -> Result<Created, WriteError> {
+        let fence = self.fence()?;
+        let pinned = match pin {
+            Some(id) => {
+                let worker = self
+                    .inner
+                    .workers
+                    .with(|objects, _| objects.values().find(|e| e.value.id == id).cloned())
+                    .ok_or_else(|| WriteError::UnknownWorker(id.to_owned()))?;
+                Some(Resource::assigned_node_value(
+                    &worker.value.id,
+                    &worker.value.address,
+                ))
+            }
+            None => None,
+        };
+        let key = self.inner.config.keys.resource_key(name);
+        // Read-modify-write, each attempt fenced and compared on the version read.
+        for _ in 0..3 {
+            let mut kv = self.inner.client.kv_client();
+            let current = timed(
+                self.inner.config.request_timeout,
+                kv.get(key.as_bytes(), None),
+            )
+            .await?;
+            let Some(stored) = current.kvs().first() else {
+                return Err(if if_match.is_some() {
+                    WriteError::PreconditionFailed
+                } else {
+                    WriteError::NotFound
+                });
+            };
+            let version = stored.mod_revision();
+            if if_match.is_some_and(|wanted| wanted != version) {
+                return Err(WriteError::PreconditionFailed);
+            }
+            let mut resource = Resource::decode(name, stored.value())
+                .map_err(|e| WriteError::Etcd(crate::etcd::EtcdError::Malformed(e.to_string())))?;
+            change(&mut resource)?;
+            if let Some(node) = &pinned {
+                resource.assigned_node = node.clone();
+            }
+            let written = self
+                .write(
+                    &fence,
+                    vec![Compare::mod_revision(
+                        key.as_bytes(),
+                        CompareOp::Equal,
+                        version,
+                    )],
+                    vec![TxnOp::put(
+                        key.as_bytes(),
+                        serde_json::to_vec(&resource)?,
+                        None,
+                    )],
+                )
+                .await?;
+            if written.applied {
+                self.wait_applied(written.revision).await;
+                return Ok(Created {
+                    resource,
+                    revision: written.revision,
+                });
+            }
+            if if_match.is_some() {
+                return Err(WriteError::PreconditionFailed);
+            }
+        }
+        Err(WriteError::Contended)
+    }
+
+    /// A fenced write; a refused fence ends the term.
+    async fn write(
+        &self,
+        fence: &Fence,
+        compares: Vec<Compare>,
+        ops: Vec<TxnOp>,
+    ) -> Result<writes::Written, WriteError> {
+        match writes::fenced(
+            &self.inner.client,
+            fence,
+            self.inner.config.request_timeout,
+            compares,
+            ops,
+        )
+        .await
+        {
+            Err(WriteError::Deposed) => Err(self.deposed(fence)),
+            other => other,
+        }
     }
 
     /// Waits (bounded) until the placement, and so the caches, reflect `revision`: a client

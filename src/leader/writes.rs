@@ -30,6 +30,18 @@ pub enum WriteError {
     /// The resource does not exist.
     #[error("resource not found")]
     NotFound,
+    /// `If-Match` named a version that is not the current one.
+    #[error("the resource changed since the version given in If-Match")]
+    PreconditionFailed,
+    /// The named worker is not registered.
+    #[error("no such worker: {0}")]
+    UnknownWorker(String),
+    /// The requested change breaks a rule (the field, what is wrong).
+    #[error("{1}")]
+    Invalid(&'static str, String),
+    /// The resource kept changing under a read-modify-write.
+    #[error("the resource kept changing; retry")]
+    Contended,
     /// etcd failed or did not answer in time.
     #[error(transparent)]
     Etcd(#[from] EtcdError),

@@ -1,0 +1,102 @@
+//! The Go crawler's grpc-gateway routes, so that scripts written for the Go master keep
+//! working: `POST /crawler/resource` and `DELETE /crawler/resource`, with body `{"name": …}`.
+//! They are writes like any other, so followers forward them to the leader.
+
+use axum::Json;
+use axum::extract::State;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::json::ApiJson;
+use super::{ApiError, AppState};
+use crate::leader::WriteError;
+
+/// The Go gateway's request body.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct ResourceSpec {
+    /// Resource name.
+    pub name: String,
+}
+
+/// The Go gateway's answer to a create: the node the resource was assigned to.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct NodeSpec {
+    /// Node id of the assigned worker (empty while unassigned).
+    pub id: String,
+    /// Its address (empty while unassigned).
+    #[serde(rename = "Address")]
+    pub address: String,
+}
+
+/// The Go gateway's empty answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Empty {}
+
+fn checked(name: &str) -> Result<&str, ApiError> {
+    crate::name::validate(name).map_err(|e| ApiError::Unprocessable {
+        detail: e.to_string(),
+        field: Some("name".to_owned()),
+    })?;
+    Ok(name)
+}
+
+fn error(state: &AppState, name: &str, error: WriteError) -> ApiError {
+    let name: String = name.chars().take(200).collect();
+    match error {
+        WriteError::Exists => ApiError::Conflict {
+            what: "resource",
+            name,
+        },
+        WriteError::NotFound => ApiError::NotFound {
+            what: "resource",
+            name,
+        },
+        other => state.write_error(other),
+    }
+}
+
+/// Go-compatible create: answers with the assigned node.
+#[utoipa::path(post, path = "/crawler/resource", tag = "compatibility",
+    request_body = ResourceSpec,
+    responses(
+        (status = 200, description = "Created; the node it was assigned to", body = NodeSpec),
+        (status = 409, description = "The name exists", body = super::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Name breaks the rules", body = super::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "No leader, or etcd unavailable", body = super::Problem, content_type = "application/problem+json")))]
+pub async fn add(
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<ResourceSpec>,
+) -> Result<Json<NodeSpec>, ApiError> {
+    let name = checked(&body.name)?;
+    let created = state
+        .leader
+        .create(name)
+        .await
+        .map_err(|e| error(&state, name, e))?;
+    let (id, address) = created.resource.assignment().unwrap_or(("", ""));
+    Ok(Json(NodeSpec {
+        id: id.to_owned(),
+        address: address.to_owned(),
+    }))
+}
+
+/// Go-compatible delete.
+#[utoipa::path(delete, path = "/crawler/resource", tag = "compatibility",
+    request_body = ResourceSpec,
+    responses(
+        (status = 200, description = "Deleted", body = Empty),
+        (status = 404, description = "No such resource", body = super::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Name breaks the rules", body = super::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "No leader, or etcd unavailable", body = super::Problem, content_type = "application/problem+json")))]
+pub async fn remove(
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<ResourceSpec>,
+) -> Result<Json<Empty>, ApiError> {
+    let name = checked(&body.name)?;
+    state
+        .leader
+        .delete(name, None)
+        .await
+        .map_err(|e| error(&state, name, e))?;
+    Ok(Json(Empty {}))
+}

@@ -1,0 +1,122 @@
+//! What a client can rely on when it talks to any master.
+//!
+//! - Every response names the master that served it (`X-Served-By`) and the leader as this
+//!   master sees it (`X-Leader`), and carries an `X-Etcd-Revision`: for reads, the revision the
+//!   serving cache reflected; for writes, the revision of the write (set by the handler).
+//! - `?min_revision=N` on any GET waits, bounded, until the serving cache has reached N, so a
+//!   client that wrote through one master and reads through another sees its write. When the
+//!   cache does not get there in time the answer is 503 with `Retry-After`, never stale data.
+
+use std::time::Duration;
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderName, HeaderValue, Method};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use super::{ApiError, AppState, REVISION_HEADER};
+
+/// The master that served the response (its id).
+pub const SERVED_BY: HeaderName = HeaderName::from_static("x-served-by");
+/// The leader's URL as the serving master sees it; absent while none is known.
+pub const LEADER: HeaderName = HeaderName::from_static("x-leader");
+
+/// Which cache serves `path`.
+fn serves_workers(path: &str) -> bool {
+    path.starts_with("/api/v1/workers")
+}
+
+fn min_revision(query: Option<&str>) -> Result<Option<i64>, ApiError> {
+    let Some(query) = query else { return Ok(None) };
+    for pair in query.split('&') {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        if key == "min_revision" {
+            return value
+                .parse::<i64>()
+                .ok()
+                .filter(|r| *r >= 0)
+                .map(Some)
+                .ok_or_else(|| {
+                    ApiError::bad_field("min_revision", "min_revision must be a revision (>= 0)")
+                });
+        }
+    }
+    Ok(None)
+}
+
+/// Middleware: `min_revision` on reads, and the visibility headers on every response.
+pub async fn revisions(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let path = req.uri().path().to_owned();
+    let workers = serves_workers(&path);
+    if req.method() == Method::GET {
+        match min_revision(req.uri().query()) {
+            Ok(None) => {}
+            Ok(Some(wanted)) => {
+                let wait = Duration::from_millis(state.http.min_revision_wait_ms);
+                let reached = if workers {
+                    state.workers.wait_for_revision(wanted, wait).await
+                } else {
+                    state.resources.wait_for_revision(wanted, wait).await
+                };
+                if !reached {
+                    let mut response = ApiError::Unavailable {
+                        detail: format!(
+                            "this master's cache has not reached revision {wanted} yet; retry"
+                        ),
+                        retry_after: 1,
+                    }
+                    .into_response();
+                    stamp(&state, &mut response, workers);
+                    return response;
+                }
+            }
+            Err(error) => {
+                let mut response = error.into_response();
+                stamp(&state, &mut response, workers);
+                return response;
+            }
+        }
+    }
+    let mut response = next.run(req).await;
+    stamp(&state, &mut response, workers);
+    response
+}
+
+fn stamp(state: &AppState, response: &mut Response, workers: bool) {
+    let headers = response.headers_mut();
+    if !headers.contains_key(SERVED_BY) {
+        headers.insert(SERVED_BY, HeaderValue::from(state.me.id));
+    }
+    if !headers.contains_key(LEADER)
+        && let Some(url) = state.leader_url()
+        && let Ok(value) = HeaderValue::from_str(&url)
+    {
+        headers.insert(LEADER, value);
+    }
+    if !headers.contains_key(REVISION_HEADER) {
+        let revision = if workers {
+            state.workers.revision()
+        } else {
+            state.resources.revision()
+        };
+        headers.insert(REVISION_HEADER, HeaderValue::from(revision));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn min_revision_is_parsed_or_refused() {
+        assert_eq!(min_revision(None).ok(), Some(None));
+        assert_eq!(min_revision(Some("limit=1")).ok(), Some(None));
+        assert_eq!(
+            min_revision(Some("a=1&min_revision=42")).ok(),
+            Some(Some(42))
+        );
+        assert!(min_revision(Some("min_revision=x")).is_err());
+        assert!(min_revision(Some("min_revision=-1")).is_err());
+        assert!(min_revision(Some("min_revision")).is_err());
+    }
+}

@@ -1,0 +1,401 @@
+//! `GET /api/v1/events`: a Server-Sent Events stream of worker and resource changes.
+//!
+//! A [`Feed`] follows both caches and keeps a bounded history. Each change is one SSE event
+//! (`added`, `modified`, `deleted`) whose data names its kind, object and revision; the last
+//! event of each revision carries the revision as its SSE `id`, so a client that drops in the
+//! middle of a revision resumes from the previous one and misses nothing. A client that
+//! reconnects with `Last-Event-ID: N` first gets every kept change after N; when the history no
+//! longer reaches back to N it gets a `relist` event and should list again. A client that falls
+//! behind the live stream by more than the stream's buffer gets a final `dropped` event and is
+//! disconnected, so a slow client never holds memory without bound.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use axum::http::HeaderMap;
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use futures_util::Stream;
+use serde::{Deserialize, Serialize};
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+use utoipa::{IntoParams, ToSchema};
+
+use super::{ApiError, AppState};
+use crate::cache::{Change, Event, Store};
+use crate::registry::Worker;
+use crate::resource::Resource;
+
+/// What changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    /// A worker registration.
+    Workers,
+    /// A resource.
+    Resources,
+}
+
+/// One change, as streamed.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct FeedEvent {
+    /// `workers` or `resources`.
+    pub kind: Kind,
+    /// `added`, `modified` or `deleted`.
+    pub action: &'static str,
+    /// Worker node id or resource name.
+    pub name: String,
+    /// etcd revision of the change.
+    pub revision: i64,
+    /// The object after the change (absent on delete).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub object: Option<serde_json::Value>,
+    /// True on the last change of its revision (the one that carries the SSE id).
+    #[serde(skip)]
+    pub closes_revision: bool,
+}
+
+struct Log {
+    events: VecDeque<Arc<FeedEvent>>,
+    /// Every change with a revision above this is in `events`.
+    floor: i64,
+    /// False until both caches finished their first list.
+    started: bool,
+}
+
+/// The bounded history and live fan-out of changes. Cheap to clone.
+#[derive(Clone)]
+pub struct Feed {
+    log: Arc<Mutex<Log>>,
+    live: broadcast::Sender<Arc<FeedEvent>>,
+    history: usize,
+}
+
+/// Where a subscriber starts.
+pub enum Resume {
+    /// These kept changes first, then the live stream.
+    Replay(Vec<Arc<FeedEvent>>),
+    /// The history does not reach back far enough: list again.
+    Relist,
+}
+
+impl Feed {
+    /// A feed keeping `history` changes and buffering `buffer` live ones per subscriber.
+    pub fn new(history: usize, buffer: usize) -> Self {
+        Self {
+            log: Arc::new(Mutex::new(Log {
+                events: VecDeque::new(),
+                floor: i64::MAX,
+                started: false,
+            })),
+            live: broadcast::channel(buffer.max(1)).0,
+            history: history.max(1),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Log> {
+        self.log.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Starts keeping history: changes above `revision` are complete from now on.
+    pub fn start(&self, revision: i64) {
+        let mut log = self.lock();
+        if !log.started {
+            log.started = true;
+            log.floor = revision;
+        }
+    }
+
+    /// History before `revision` is incomplete (a subscription to a cache lagged).
+    pub fn gap(&self, revision: i64) {
+        let mut log = self.lock();
+        log.events.clear();
+        log.floor = log.floor.max(revision);
+    }
+
+    /// Appends changes and sends them to live subscribers.
+    pub fn publish(&self, events: Vec<FeedEvent>) {
+        let mut log = self.lock();
+        if !log.started {
+            return;
+        }
+        for event in events {
+            let event = Arc::new(event);
+            log.events.push_back(Arc::clone(&event));
+            // No subscriber is fine.
+            let _ = self.live.send(event);
+        }
+        while log.events.len() > self.history {
+            if let Some(old) = log.events.pop_front() {
+                log.floor = log.floor.max(old.revision);
+            }
+        }
+    }
+
+    /// Subscribes, resuming after revision `after` when given.
+    pub fn subscribe(&self, after: Option<i64>) -> (Resume, broadcast::Receiver<Arc<FeedEvent>>) {
+        let log = self.lock();
+        // Under the lock: nothing is both replayed and received live, nothing falls between.
+        let live = self.live.subscribe();
+        let resume = match after {
+            None => Resume::Replay(Vec::new()),
+            Some(n) if log.started && n >= log.floor => Resume::Replay(
+                log.events
+                    .iter()
+                    .filter(|e| e.revision > n)
+                    .cloned()
+                    .collect(),
+            ),
+            Some(_) => Resume::Relist,
+        };
+        (resume, live)
+    }
+}
+
+fn to_events<T>(
+    kind: Kind,
+    change: &Change<T>,
+    object: impl Fn(&T) -> Option<serde_json::Value>,
+) -> Vec<FeedEvent> {
+    let count = change.events.len();
+    change
+        .events
+        .iter()
+        .enumerate()
+        .map(|(i, event)| {
+            let (action, value) = match event {
+                Event::Added { new, .. } => ("added", object(&new.value)),
+                Event::Modified { new, .. } => ("modified", object(&new.value)),
+                Event::Deleted { .. } => ("deleted", None),
+            };
+            FeedEvent {
+                kind,
+                action,
+                name: event.name().to_owned(),
+                revision: change.revision,
+                object: value,
+                closes_revision: i + 1 == count,
+            }
+        })
+        .collect()
+}
+
+fn worker_object(worker: &Worker) -> Option<serde_json::Value> {
+    let mut value = serde_json::to_value(super::workers::view(worker, 0)).ok()?;
+    if let Some(map) = value.as_object_mut() {
+        map.remove("load");
+    }
+    Some(value)
+}
+
+fn resource_object(resource: &Resource) -> Option<serde_json::Value> {
+    serde_json::to_value(super::resources::ResourceView::of(resource)).ok()
+}
+
+/// The caches' first lists are not changes; watch events above the older cache's revision are.
+fn is_fresh<T>(change: &Change<T>, oldest: i64, newest: i64) -> bool {
+    if change.relisted {
+        change.revision > newest
+    } else {
+        change.revision > oldest
+    }
+}
+
+/// Feeds `feed` from both caches until `cancel` fires.
+pub async fn run(
+    feed: Feed,
+    workers: Store<Worker>,
+    resources: Store<Resource>,
+    cancel: CancellationToken,
+) {
+    let mut worker_changes = workers.subscribe();
+    let mut resource_changes = resources.subscribe();
+    tokio::select! {
+        () = cancel.cancelled() => return,
+        () = async { workers.wait_ready().await; resources.wait_ready().await } => {}
+    }
+    // The first lists are not changes; watch events above the older cache's revision are.
+    let oldest = workers.revision().min(resources.revision());
+    let newest = workers.revision().max(resources.revision());
+    feed.start(oldest);
+
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            change = worker_changes.recv() => match change {
+                Ok(c) if is_fresh(&c, oldest, newest) => {
+                    feed.publish(to_events(Kind::Workers, &c, worker_object));
+                }
+                Ok(_) => {}
+                Err(broadcast::error::RecvError::Lagged(_)) => feed.gap(workers.revision()),
+                Err(broadcast::error::RecvError::Closed) => return,
+            },
+            change = resource_changes.recv() => match change {
+                Ok(c) if is_fresh(&c, oldest, newest) => {
+                    feed.publish(to_events(Kind::Resources, &c, resource_object));
+                }
+                Ok(_) => {}
+                Err(broadcast::error::RecvError::Lagged(_)) => feed.gap(resources.revision()),
+                Err(broadcast::error::RecvError::Closed) => return,
+            },
+        }
+    }
+}
+
+/// Query of the event stream.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct EventsQuery {
+    /// Only changes of this kind: `workers` or `resources`.
+    pub kind: Option<Kind>,
+}
+
+fn sse(event: &FeedEvent) -> SseEvent {
+    let mut out = SseEvent::default().event(event.action);
+    out = match serde_json::to_string(event) {
+        Ok(data) => out.data(data),
+        Err(_) => out.data("{}"),
+    };
+    if event.closes_revision {
+        out = out.id(event.revision.to_string());
+    }
+    out
+}
+
+struct Subscriber {
+    replay: std::vec::IntoIter<Arc<FeedEvent>>,
+    live: broadcast::Receiver<Arc<FeedEvent>>,
+    kind: Option<Kind>,
+    relist: bool,
+    done: bool,
+}
+
+/// Streams worker and resource changes as Server-Sent Events.
+#[utoipa::path(get, path = "/api/v1/events", tag = "events",
+    params(EventsQuery,
+        ("last-event-id" = Option<i64>, Header, description = "Resume after this revision")),
+    responses(
+        (status = 200, description = "An event stream (text/event-stream). Events: added, modified, deleted (data: FeedEvent, id: revision on the last change of a revision); relist (history too short: list again); dropped (too slow: reconnect).",
+            content_type = "text/event-stream", body = FeedEvent),
+        (status = 400, description = "Bad query or Last-Event-ID", body = super::Problem, content_type = "application/problem+json")))]
+pub async fn stream(
+    State(state): State<AppState>,
+    query: Result<Query<EventsQuery>, QueryRejection>,
+    headers: HeaderMap,
+) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
+    let Query(query) =
+        query.map_err(|_| ApiError::bad_field("kind", "kind must be `workers` or `resources`"))?;
+    let after = match headers.get("last-event-id") {
+        None => None,
+        Some(v) => Some(
+            v.to_str()
+                .ok()
+                .and_then(|t| t.trim().parse::<i64>().ok())
+                .ok_or_else(|| {
+                    ApiError::bad_field("Last-Event-ID", "Last-Event-ID must be a revision")
+                })?,
+        ),
+    };
+    let (resume, live) = state.feed.subscribe(after);
+    let (replay, relist) = match resume {
+        Resume::Replay(events) => (events, false),
+        Resume::Relist => (Vec::new(), true),
+    };
+    let subscriber = Subscriber {
+        replay: replay.into_iter(),
+        live,
+        kind: query.kind,
+        relist,
+        done: false,
+    };
+    let events = futures_util::stream::unfold(subscriber, |mut s| async move {
+        if s.done {
+            return None;
+        }
+        if s.relist {
+            s.relist = false;
+            let e = SseEvent::default().event("relist").data(
+                r#"{"reason":"the history no longer reaches back to Last-Event-ID; list again"}"#,
+            );
+            return Some((Ok(e), s));
+        }
+        for event in s.replay.by_ref() {
+            if s.kind.is_none_or(|k| k == event.kind) {
+                return Some((Ok(sse(&event)), s));
+            }
+        }
+        loop {
+            match s.live.recv().await {
+                Ok(event) if s.kind.is_none_or(|k| k == event.kind) => {
+                    return Some((Ok(sse(&event)), s));
+                }
+                Ok(_) => {}
+                Err(broadcast::error::RecvError::Lagged(_)) => {
+                    s.done = true;
+                    let e = SseEvent::default().event("dropped").data(
+                        r#"{"reason":"this client fell too far behind; reconnect with Last-Event-ID"}"#,
+                    );
+                    return Some((Ok(e), s));
+                }
+                Err(broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    });
+    Ok(Sse::new(events).keep_alive(KeepAlive::default()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(revision: i64, name: &str) -> FeedEvent {
+        FeedEvent {
+            kind: Kind::Resources,
+            action: "added",
+            name: name.into(),
+            revision,
+            object: None,
+            closes_revision: true,
+        }
+    }
+
+    #[test]
+    fn resumes_after_a_revision_or_asks_to_relist() {
+        let feed = Feed::new(3, 16);
+        feed.publish(vec![event(1, "ignored before start")]);
+        feed.start(10);
+        feed.publish(vec![event(11, "a"), event(12, "b")]);
+        let (resume, _) = feed.subscribe(Some(11));
+        let Resume::Replay(events) = resume else {
+            panic!("expected a replay")
+        };
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].name, "b");
+        assert!(matches!(feed.subscribe(Some(9)).0, Resume::Relist));
+        // History is bounded: older changes fall out and the floor rises.
+        feed.publish(vec![event(13, "c"), event(14, "d")]);
+        assert!(matches!(feed.subscribe(Some(10)).0, Resume::Relist));
+        let Resume::Replay(events) = feed.subscribe(Some(11)).0 else {
+            panic!("expected a replay")
+        };
+        assert_eq!(events.len(), 3);
+        feed.gap(20);
+        assert!(matches!(feed.subscribe(Some(14)).0, Resume::Relist));
+    }
+
+    #[tokio::test]
+    async fn live_subscribers_receive_and_a_slow_one_lags() {
+        let feed = Feed::new(100, 2);
+        feed.start(0);
+        let (_, mut rx) = feed.subscribe(None);
+        feed.publish(vec![event(1, "a")]);
+        assert_eq!(rx.recv().await.map(|e| e.revision).ok(), Some(1));
+        feed.publish(vec![event(2, "b"), event(3, "c"), event(4, "d")]);
+        assert!(matches!(
+            rx.recv().await,
+            Err(broadcast::error::RecvError::Lagged(_))
+        ));
+    }
+}

@@ -1,0 +1,53 @@
+//! The committed OpenAPI document is what the code generates, and describes every route.
+
+use std::path::Path;
+
+#[test]
+fn committed_spec_is_in_sync() {
+    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("openapi/openapi.json");
+    let committed = std::fs::read_to_string(&file).expect("openapi/openapi.json is committed");
+    let generated = crawler::api::openapi::spec_json();
+    assert!(
+        committed.trim_end() == generated.trim_end(),
+        "openapi/openapi.json is stale: run `cargo run -- openapi > openapi/openapi.json`"
+    );
+}
+
+#[test]
+fn every_route_and_shared_parameter_is_described() {
+    let spec: serde_json::Value =
+        serde_json::from_str(&crawler::api::openapi::spec_json()).expect("json");
+    let paths = spec["paths"].as_object().expect("paths");
+    for (path, methods) in [
+        ("/api/v1/workers", &["get"][..]),
+        ("/api/v1/workers/{id}", &["get"]),
+        ("/api/v1/resources", &["get", "post"]),
+        (
+            "/api/v1/resources/{name}",
+            &["get", "put", "patch", "delete"],
+        ),
+        ("/api/v1/cluster", &["get"]),
+        ("/api/v1/events", &["get"]),
+        ("/crawler/resource", &["post", "delete"]),
+        ("/healthz", &["get"]),
+        ("/readyz", &["get"]),
+    ] {
+        for method in methods {
+            let op = &paths[path][*method];
+            assert!(op.is_object(), "{method} {path} is not described");
+            for (status, response) in op["responses"].as_object().expect("responses") {
+                assert!(
+                    response["headers"]["x-served-by"].is_object(),
+                    "{method} {path} {status} lacks X-Served-By"
+                );
+            }
+            if *method == "get" {
+                let params = op["parameters"].as_array().expect("parameters");
+                assert!(
+                    params.iter().any(|p| p["name"] == "min_revision"),
+                    "GET {path} lacks min_revision"
+                );
+            }
+        }
+    }
+}
