@@ -6,7 +6,6 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::AppState;
-use crate::election::leader_of;
 
 /// A master.
 #[derive(Debug, Serialize, ToSchema)]
@@ -42,7 +41,7 @@ pub struct ClusterView {
 #[utoipa::path(get, path = "/api/v1/cluster", tag = "cluster",
     responses((status = 200, description = "The cluster", body = ClusterView)))]
 pub async fn get(State(state): State<AppState>) -> Json<ClusterView> {
-    let leader = leader_of(&state.candidates).map(|(_, c, _)| MasterView {
+    let leader = state.known_leader().map(|c| MasterView {
         id: c.id,
         url: c.url,
     });

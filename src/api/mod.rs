@@ -70,9 +70,18 @@ impl AppState {
             && !matches!(self.leader.leadership().term(), Term::Won(_))
     }
 
-    /// The leader's URL, as the candidates cache shows it.
+    /// The leader as the candidates cache shows it (the oldest campaign key that names a
+    /// master). When that is this master but it does not lead, an older key this cache cannot
+    /// read holds the election: no leader is known.
+    pub fn known_leader(&self) -> Option<Candidate> {
+        leader_of(&self.candidates)
+            .map(|(_, c, _)| c)
+            .filter(|c| c.url != self.me.url || self.leader.leadership().is_leader())
+    }
+
+    /// The leader's URL, when one is known.
     pub fn leader_url(&self) -> Option<String> {
-        leader_of(&self.candidates).map(|(_, c, _)| c.url)
+        self.known_leader().map(|c| c.url)
     }
 
     /// The API error for a failed leader write.

@@ -312,8 +312,10 @@ pub async fn get_one(
             what: "resource",
             name: shown(name),
         })?;
+    let tag = HeaderValue::from_str(&etag(entry.mod_revision))
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
     Ok((
-        [revision_header(revision)],
+        [revision_header(revision), (header::ETAG, tag)],
         Json(ResourceView::of(&entry.value)),
     ))
 }

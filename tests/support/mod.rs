@@ -275,3 +275,11 @@ pub async fn first_accepted_write(master: &str, since: Instant) -> Duration {
     .await;
     since.elapsed()
 }
+
+/// Waits until `master` names `leader` as the leader.
+pub async fn wait_leader_known(master: &str, leader: &str) {
+    eventually("the leader is known", Duration::from_secs(20), || async {
+        (cluster(master).await?["leader"]["url"].as_str() == Some(leader)).then_some(())
+    })
+    .await;
+}
