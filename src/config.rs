@@ -24,6 +24,8 @@ pub struct Config {
     pub master: MasterConfig,
     /// The master's HTTP API.
     pub http: HttpConfig,
+    /// Who may use the API.
+    pub auth: AuthConfig,
     /// Seed crawl tasks the leader creates when they are missing.
     pub tasks: Vec<SeedTask>,
     /// Logging.
@@ -118,6 +120,32 @@ pub struct HttpConfig {
     /// Browser origins allowed by CORS (exact matches, e.g. `http://localhost:3000`); empty
     /// allows none.
     pub cors_origins: Vec<String>,
+    /// Longest one request may take before it is answered 503, in milliseconds (event
+    /// streams are exempt once they started).
+    pub request_timeout_ms: u64,
+    /// Longest the master waits for in-flight requests on shutdown, in milliseconds.
+    pub drain_timeout_ms: u64,
+}
+
+/// Who may use the API.
+#[derive(Clone, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Bearer tokens accepted by the API. The environment variable `CRAWLER_API_TOKENS`
+    /// (comma-separated) adds more. With none, the API is open.
+    pub tokens: Vec<String>,
+    /// Require a token for reads too (writes always need one when tokens are set).
+    pub protect_reads: bool,
+}
+
+impl std::fmt::Debug for AuthConfig {
+    // Tokens are secrets: never printed.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthConfig")
+            .field("tokens", &format_args!("[{} redacted]", self.tokens.len()))
+            .field("protect_reads", &self.protect_reads)
+            .finish()
+    }
 }
 
 impl Default for HttpConfig {
@@ -128,6 +156,8 @@ impl Default for HttpConfig {
             proxy_connect_timeout_ms: 1_000,
             proxy_timeout_ms: 10_000,
             cors_origins: Vec::new(),
+            request_timeout_ms: 15_000,
+            drain_timeout_ms: 5_000,
         }
     }
 }
@@ -236,6 +266,11 @@ impl Config {
             ));
         }
         self.keys.validate().map_err(ConfigError::Invalid)?;
+        if self.auth.tokens.iter().any(|t| t.trim().len() < 16) {
+            return Err(ConfigError::Invalid(
+                "auth.tokens: every token must be at least 16 characters".into(),
+            ));
+        }
         if self.http.max_body_bytes == 0 {
             return Err(ConfigError::Invalid(
                 "http.max_body_bytes must be positive".into(),

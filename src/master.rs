@@ -6,16 +6,15 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use etcd_client::Client;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use tracing::info;
+use tracing::{info, warn};
 
+use crate::api::auth::Auth;
 use crate::api::events::{self, Feed};
 use crate::api::proxy::Forwarder;
 use crate::api::{AppState, router};
@@ -108,6 +107,183 @@ async fn log_membership(workers: Store<Worker>, cancel: CancellationToken) {
     }
 }
 
+/// A started master: caches, election and the leader's duties are running; [`Master::serve`]
+/// serves the API until shutdown.
+pub struct Master {
+    state: AppState,
+    /// Stops the election and the leader's duties (resign, revoke).
+    campaign: CancellationToken,
+    duties: JoinSet<()>,
+    /// Stops the caches and the event feed.
+    cancel: CancellationToken,
+    tasks: JoinSet<()>,
+    drain: Duration,
+}
+
+impl Master {
+    /// Connects to etcd and starts the caches, the election and the leader's duties.
+    pub async fn start(config: Config, options: MasterOptions) -> Result<Self, MasterError> {
+        let client = crate::etcd::connect(&config.etcd).await?;
+        let cancel = CancellationToken::new();
+        let mut tasks = JoinSet::new();
+        let workers: Store<Worker> = spawn_cache(
+            "workers",
+            &client,
+            &config,
+            &config.keys.worker_prefix,
+            &cancel,
+            &mut tasks,
+        );
+        let resources: Store<Resource> = spawn_cache(
+            "resources",
+            &client,
+            &config,
+            &config.keys.resources_prefix,
+            &cancel,
+            &mut tasks,
+        );
+        let candidates: Store<Candidate> = spawn_cache(
+            "masters",
+            &client,
+            &config,
+            &config.keys.election_prefix(),
+            &cancel,
+            &mut tasks,
+        );
+        tasks.spawn(log_membership(workers.clone(), cancel.clone()));
+
+        let me = Candidate {
+            id: options.id,
+            url: options.advertise.clone(),
+        };
+        let leadership = Leadership::new();
+        let leader = Leader::new(
+            client.clone(),
+            LeaderConfig {
+                keys: config.keys.clone(),
+                seeds: config.tasks.iter().map(|t| t.name.clone()).collect(),
+                request_timeout: config.etcd.request_timeout(),
+            },
+            leadership.clone(),
+            resources.clone(),
+            workers.clone(),
+            Generator::new(u32::from(options.id))?,
+        );
+        // The election and the leader's duties stop after the HTTP server has drained, so
+        // that in-flight writes finish before we resign.
+        let campaign = CancellationToken::new();
+        let mut duties = JoinSet::new();
+        duties.spawn(leader.clone().run(campaign.clone()));
+        duties.spawn(election::run(
+            client.clone(),
+            ElectionConfig {
+                name: config.keys.election.clone(),
+                me: me.clone(),
+                ttl_secs: config.master.session_ttl_secs,
+                request_timeout: config.etcd.request_timeout(),
+            },
+            leadership,
+            candidates.clone(),
+            campaign.clone(),
+        ));
+
+        let feed = Feed::new(FEED_HISTORY, FEED_BUFFER);
+        tasks.spawn(events::run(
+            feed.clone(),
+            workers.clone(),
+            resources.clone(),
+            cancel.clone(),
+        ));
+        let forwarder = Forwarder::new(
+            Duration::from_millis(config.http.proxy_connect_timeout_ms),
+            Duration::from_millis(config.http.proxy_timeout_ms),
+        )
+        .map_err(|e| MasterError::Http(e.to_string()))?;
+        let auth = Auth::from_config(&config.auth);
+        if auth.is_open() {
+            warn!("no API tokens are configured: the API is open to anyone who can reach it");
+        }
+        let state = AppState {
+            me,
+            workers,
+            resources,
+            candidates,
+            leader,
+            feed,
+            forwarder,
+            auth,
+            http: config.http.clone(),
+            draining: CancellationToken::new(),
+        };
+        Ok(Self {
+            state,
+            campaign,
+            duties,
+            cancel,
+            tasks,
+            drain: Duration::from_millis(config.http.drain_timeout_ms),
+        })
+    }
+
+    /// The state the API serves from; `router(master.state())` can be driven without a socket.
+    pub fn state(&self) -> AppState {
+        self.state.clone()
+    }
+
+    /// Serves the API on `listener` until `shutdown` completes, then, in order: reports not
+    /// ready, stops accepting, drains in-flight requests (bounded), resigns, revokes the
+    /// session lease and stops the caches.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), MasterError> {
+        let draining = self.state.draining.clone();
+        info!(id = self.state.me.id, advertise = %self.state.me.url, addr = ?listener.local_addr().ok(), "master serving");
+        let app = router(self.state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+        let signal = {
+            let draining = draining.clone();
+            async move {
+                shutdown.await;
+                // Not ready first (and event streams end), then the server stops accepting.
+                draining.cancel();
+                info!("shutting down: draining requests");
+            }
+        };
+        let mut server = tokio::spawn(
+            axum::serve(listener, app)
+                .with_graceful_shutdown(signal)
+                .into_future(),
+        );
+        let served = tokio::select! {
+            r = &mut server => r,
+            () = draining.cancelled() => match tokio::time::timeout(self.drain, &mut server).await {
+                Ok(r) => r,
+                Err(_) => {
+                    warn!(drain_ms = self.drain.as_millis() as u64, "drain timed out; closing the remaining connections");
+                    server.abort();
+                    Ok(Ok(()))
+                }
+            },
+        };
+        self.stop().await;
+        match served {
+            Ok(result) => result.map_err(MasterError::Serve),
+            Err(join) => Err(MasterError::Serve(std::io::Error::other(join.to_string()))),
+        }
+    }
+
+    /// Resigns, revokes the session lease, and stops the caches.
+    pub async fn stop(mut self) {
+        self.state.draining.cancel();
+        self.campaign.cancel();
+        while self.duties.join_next().await.is_some() {}
+        self.cancel.cancel();
+        while self.tasks.join_next().await.is_some() {}
+        info!("master stopped");
+    }
+}
+
 /// Runs a master on an already-bound listener until `shutdown` completes.
 pub async fn run(
     listener: TcpListener,
@@ -115,109 +291,8 @@ pub async fn run(
     options: MasterOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), MasterError> {
-    let client = crate::etcd::connect(&config.etcd).await?;
-    let cancel = CancellationToken::new();
-    let mut tasks = JoinSet::new();
-    let workers: Store<Worker> = spawn_cache(
-        "workers",
-        &client,
-        &config,
-        &config.keys.worker_prefix,
-        &cancel,
-        &mut tasks,
-    );
-    let resources: Store<Resource> = spawn_cache(
-        "resources",
-        &client,
-        &config,
-        &config.keys.resources_prefix,
-        &cancel,
-        &mut tasks,
-    );
-    let candidates: Store<Candidate> = spawn_cache(
-        "masters",
-        &client,
-        &config,
-        &config.keys.election_prefix(),
-        &cancel,
-        &mut tasks,
-    );
-    tasks.spawn(log_membership(workers.clone(), cancel.clone()));
-
-    let me = Candidate {
-        id: options.id,
-        url: options.advertise.clone(),
-    };
-    let leadership = Leadership::new();
-    let leader = Leader::new(
-        client.clone(),
-        LeaderConfig {
-            keys: config.keys.clone(),
-            seeds: config.tasks.iter().map(|t| t.name.clone()).collect(),
-            request_timeout: config.etcd.request_timeout(),
-        },
-        leadership.clone(),
-        resources.clone(),
-        workers.clone(),
-        Generator::new(u32::from(options.id))?,
-    );
-    // The election and the leader's duties stop after the HTTP server has drained, so that
-    // in-flight writes finish before we resign.
-    let campaign = CancellationToken::new();
-    let mut duties = JoinSet::new();
-    duties.spawn(leader.clone().run(campaign.clone()));
-    duties.spawn(election::run(
-        client.clone(),
-        ElectionConfig {
-            name: config.keys.election.clone(),
-            me: me.clone(),
-            ttl_secs: config.master.session_ttl_secs,
-            request_timeout: config.etcd.request_timeout(),
-        },
-        leadership,
-        candidates.clone(),
-        campaign.clone(),
-    ));
-
-    let feed = Feed::new(FEED_HISTORY, FEED_BUFFER);
-    tasks.spawn(events::run(
-        feed.clone(),
-        workers.clone(),
-        resources.clone(),
-        cancel.clone(),
-    ));
-    let forwarder = Forwarder::new(
-        Duration::from_millis(config.http.proxy_connect_timeout_ms),
-        Duration::from_millis(config.http.proxy_timeout_ms),
-    )
-    .map_err(|e| MasterError::Http(e.to_string()))?;
-    let state = AppState {
-        me,
-        workers,
-        resources,
-        candidates,
-        leader,
-        feed,
-        forwarder,
-        http: config.http.clone(),
-        shutting_down: Arc::new(AtomicBool::new(false)),
-    };
-    let shutting_down = state.shutting_down.clone();
-    info!(id = options.id, advertise = %options.advertise, addr = ?listener.local_addr().ok(), "master serving");
-    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            // Not ready first, then the server stops accepting and drains.
-            shutting_down.store(true, Ordering::Release);
-            info!("shutting down: draining requests");
-        })
-        .await;
-    // Resign and revoke the session lease, then stop the caches.
-    campaign.cancel();
-    while duties.join_next().await.is_some() {}
-    cancel.cancel();
-    while tasks.join_next().await.is_some() {}
-    info!("master stopped");
-    served.map_err(MasterError::Serve)
+    Master::start(config, options)
+        .await?
+        .serve(listener, shutdown)
+        .await
 }

@@ -7,7 +7,7 @@ use axum::extract::State;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::json::ApiJson;
+use super::extract::ApiJson;
 use super::{ApiError, AppState};
 use crate::leader::WriteError;
 

@@ -67,6 +67,15 @@ pub enum ApiError {
     /// `If-Match` did not match the current version.
     #[error("the resource changed since the version given in If-Match; read it again")]
     PreconditionFailed,
+    /// A needed bearer token is missing or wrong.
+    #[error("{detail}")]
+    Unauthorized {
+        /// What is wrong.
+        detail: String,
+    },
+    /// The route exists but not with this method.
+    #[error("method not allowed on this route")]
+    MethodNotAllowed,
     /// Body too large.
     #[error("request body is larger than {limit} bytes")]
     PayloadTooLarge {
@@ -126,6 +135,12 @@ impl ApiError {
                 StatusCode::PRECONDITION_FAILED,
                 "precondition-failed",
                 "Precondition failed",
+            ),
+            Self::Unauthorized { .. } => (StatusCode::UNAUTHORIZED, "unauthorized", "Unauthorized"),
+            Self::MethodNotAllowed => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method-not-allowed",
+                "Method not allowed",
             ),
             Self::PayloadTooLarge { .. } => (
                 StatusCode::PAYLOAD_TOO_LARGE,
@@ -206,6 +221,12 @@ impl IntoResponse for ApiError {
             }
             Self::NotLeader { .. } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(1u32));
+            }
+            Self::Unauthorized { .. } => {
+                headers.insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer realm=\"crawler\""),
+                );
             }
             _ => {}
         }

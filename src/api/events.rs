@@ -13,11 +13,12 @@ use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Query, State};
+use axum::extract::State;
+
+use super::extract::ApiQuery;
 use axum::http::HeaderMap;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
-use futures_util::Stream;
+use futures_util::{Stream, StreamExt};
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
@@ -282,11 +283,9 @@ struct Subscriber {
         (status = 400, description = "Bad query or Last-Event-ID", body = super::Problem, content_type = "application/problem+json")))]
 pub async fn stream(
     State(state): State<AppState>,
-    query: Result<Query<EventsQuery>, QueryRejection>,
+    ApiQuery(query): ApiQuery<EventsQuery>,
     headers: HeaderMap,
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
-    let Query(query) =
-        query.map_err(|_| ApiError::bad_field("kind", "kind must be `workers` or `resources`"))?;
     let after = match headers.get("last-event-id") {
         None => None,
         Some(v) => Some(
@@ -343,6 +342,8 @@ pub async fn stream(
             }
         }
     });
+    // Streams end when the master starts shutting down, so draining is not held up by them.
+    let events = events.take_until(state.draining.clone().cancelled_owned());
     Ok(Sse::new(events).keep_alive(KeepAlive::default()))
 }
 

@@ -2,27 +2,30 @@
 //!
 //! Reads are served from the local caches. Tests drive it with `router(state).oneshot(..)`.
 
+pub mod auth;
 pub mod cluster;
 pub mod compat;
 pub mod consistency;
 pub mod error;
 pub mod events;
+pub mod extract;
 pub mod health;
-pub mod json;
 pub mod openapi;
 pub mod proxy;
 pub mod resources;
 pub mod workers;
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{HeaderName, HeaderValue, Method, header};
+use axum::middleware::Next;
 use axum::middleware::from_fn_with_state;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use tokio_util::sync::CancellationToken;
 use tower_http::cors::{AllowOrigin, CorsLayer};
-use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::cache::Store;
@@ -54,10 +57,13 @@ pub struct AppState {
     pub feed: events::Feed,
     /// Client that forwards writes to the leader.
     pub forwarder: proxy::Forwarder,
+    /// Who may use the API.
+    pub auth: auth::Auth,
     /// HTTP settings.
     pub http: crate::config::HttpConfig,
-    /// Set once shutdown starts, so `/readyz` turns 503 before the listener closes.
-    pub shutting_down: Arc<AtomicBool>,
+    /// Cancelled once shutdown starts: `/readyz` turns 503 and event streams end before the
+    /// listener closes.
+    pub draining: CancellationToken,
 }
 
 impl AppState {
@@ -66,7 +72,7 @@ impl AppState {
     pub fn is_ready(&self) -> bool {
         self.workers.is_ready()
             && self.resources.is_ready()
-            && !self.shutting_down.load(Ordering::Acquire)
+            && !self.draining.is_cancelled()
             && !matches!(self.leader.leadership().term(), Term::Won(_))
     }
 
@@ -157,12 +163,28 @@ pub fn router(state: AppState) -> Router {
         )
         .merge(openapi::routes())
         .fallback(health::not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(limit))
         .layer(from_fn_with_state(state.clone(), proxy::forward_writes))
+        .layer(from_fn_with_state(state.clone(), auth::require_token))
         .layer(from_fn_with_state(state.clone(), consistency::revisions))
-        .layer(RequestBodyLimitLayer::new(limit))
+        .layer(from_fn_with_state(state.clone(), deadline))
         .layer(cors)
         .layer(TraceLayer::new_for_http())
         .with_state(state)
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
+}
+
+/// Middleware: a request that takes longer than `http.request_timeout_ms` is answered 503.
+async fn deadline(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let limit = Duration::from_millis(state.http.request_timeout_ms);
+    match tokio::time::timeout(limit, next.run(req)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::unavailable("the request took too long; retry").into_response(),
+    }
 }
 
 /// CORS for the configured origins only (none by default). The exposed headers let browser

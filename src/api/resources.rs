@@ -8,14 +8,13 @@ use std::ops::Bound;
 use std::time::{Duration, UNIX_EPOCH};
 
 use axum::Json;
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::IntoResponse;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::json::ApiJson;
+use super::extract::{ApiJson, ApiPath, ApiQuery};
 use super::{ApiError, AppState, revision_header};
 use crate::leader::WriteError;
 use crate::name;
@@ -247,12 +246,8 @@ pub async fn create(
         (status = 400, description = "Bad query", body = super::Problem, content_type = "application/problem+json")))]
 pub async fn list(
     State(state): State<AppState>,
-    query: Result<Query<ListQuery>, QueryRejection>,
+    ApiQuery(query): ApiQuery<ListQuery>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let Query(query) = query.map_err(|e| ApiError::BadRequest {
-        detail: e.body_text().chars().take(300).collect(),
-        field: None,
-    })?;
     let limit = query.limit.unwrap_or(DEFAULT_LIMIT);
     if !(1..=MAX_LIMIT).contains(&limit) {
         return Err(ApiError::bad_field(
@@ -301,7 +296,7 @@ pub async fn list(
         (status = 422, description = "Name breaks the rules", body = super::Problem, content_type = "application/problem+json")))]
 pub async fn get_one(
     State(state): State<AppState>,
-    Path(raw): Path<String>,
+    ApiPath(raw): ApiPath<String>,
 ) -> Result<impl IntoResponse, ApiError> {
     let name = checked_name(&raw)?;
     let revision = state.resources.revision();
@@ -333,7 +328,7 @@ pub async fn get_one(
         (status = 503, description = "Not the leader, or etcd unavailable", body = super::Problem, content_type = "application/problem+json")))]
 pub async fn delete(
     State(state): State<AppState>,
-    Path(raw): Path<String>,
+    ApiPath(raw): ApiPath<String>,
     headers: HeaderMap,
 ) -> Result<impl IntoResponse, ApiError> {
     let name = checked_name(&raw)?;
@@ -392,7 +387,7 @@ fn update_error(state: &AppState, name: &str, error: WriteError) -> ApiError {
         (status = 503, description = "Not the leader, or etcd unavailable", body = super::Problem, content_type = "application/problem+json")))]
 pub async fn replace(
     State(state): State<AppState>,
-    Path(raw): Path<String>,
+    ApiPath(raw): ApiPath<String>,
     headers: HeaderMap,
     ApiJson(body): ApiJson<ReplaceResource>,
 ) -> Result<impl IntoResponse, ApiError> {
@@ -438,7 +433,7 @@ pub async fn replace(
         (status = 503, description = "Not the leader, or etcd unavailable", body = super::Problem, content_type = "application/problem+json")))]
 pub async fn patch(
     State(state): State<AppState>,
-    Path(raw): Path<String>,
+    ApiPath(raw): ApiPath<String>,
     headers: HeaderMap,
     ApiJson(body): ApiJson<PatchResource>,
 ) -> Result<impl IntoResponse, ApiError> {

@@ -3,11 +3,12 @@
 use std::collections::{BTreeMap, HashMap};
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::response::IntoResponse;
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use super::extract::ApiPath;
 use super::{ApiError, AppState, revision_header};
 use crate::registry::Worker;
 
@@ -86,7 +87,7 @@ pub async fn list(State(state): State<AppState>) -> impl IntoResponse {
             content_type = "application/problem+json")))]
 pub async fn get_one(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<impl IntoResponse, ApiError> {
     let revision = state.workers.revision();
     let found = state.workers.with(|objects, _| {

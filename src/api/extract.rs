@@ -1,9 +1,10 @@
-//! A JSON body extractor whose every rejection is an [`ApiError`], so bad bodies get the same
-//! problem+json shape as everything else, naming the field where serde can tell.
+//! Extractors whose every rejection is an [`ApiError`], so bad bodies, paths and queries get
+//! the same problem+json shape as everything else, naming the field where serde can tell.
 
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{FromRequest, Request};
+use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::StatusCode;
+use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
 
 use super::{ApiError, AppState};
@@ -22,6 +23,51 @@ where
         match axum::Json::<T>::from_request(req, state).await {
             Ok(axum::Json(value)) => Ok(Self(value)),
             Err(rejection) => Err(rejection_to_error(rejection, state.http.max_body_bytes)),
+        }
+    }
+}
+
+/// `Path<T>` with [`ApiError`] rejections (a path segment that is not UTF-8, say).
+#[derive(Debug)]
+pub struct ApiPath<T>(pub T);
+
+impl<T> FromRequestParts<AppState> for ApiPath<T>
+where
+    T: DeserializeOwned + Send,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(value)) => Ok(Self(value)),
+            Err(rejection) => Err(ApiError::BadRequest {
+                detail: clip(&rejection.body_text()),
+                field: Some("path".to_owned()),
+            }),
+        }
+    }
+}
+
+/// `Query<T>` with [`ApiError`] rejections.
+#[derive(Debug)]
+pub struct ApiQuery<T>(pub T);
+
+impl<T> FromRequestParts<AppState> for ApiQuery<T>
+where
+    T: DeserializeOwned + Send,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(value)) => Ok(Self(value)),
+            Err(rejection) => {
+                let detail = clip(&rejection.body_text());
+                Err(ApiError::BadRequest {
+                    field: field_of(&detail).or_else(|| Some("query".to_owned())),
+                    detail,
+                })
+            }
         }
     }
 }
