@@ -3,6 +3,7 @@
 //! - Every response names the master that served it (`X-Served-By`) and the leader as this
 //!   master sees it (`X-Leader`), and carries an `X-Etcd-Revision`: for reads, the revision the
 //!   serving cache reflected; for writes, the revision of the write (set by the handler).
+//! - A response served while the cache's watch is down says so: `X-Cache-Stale: true`.
 //! - `?min_revision=N` on any GET waits, bounded, until the serving cache has reached N, so a
 //!   client that wrote through one master and reads through another sees its write. When the
 //!   cache does not get there in time the answer is 503 with `Retry-After`, never stale data.
@@ -20,6 +21,8 @@ use super::{ApiError, AppState, REVISION_HEADER};
 pub const SERVED_BY: HeaderName = HeaderName::from_static("x-served-by");
 /// The leader's URL as the serving master sees it; absent while none is known.
 pub const LEADER: HeaderName = HeaderName::from_static("x-leader");
+/// Present (`true`) when the serving cache's watch is down: what it serves may be stale.
+pub const STALE: HeaderName = HeaderName::from_static("x-cache-stale");
 
 /// Which cache serves `path`.
 fn serves_workers(path: &str) -> bool {
@@ -52,20 +55,8 @@ pub async fn revisions(State(state): State<AppState>, req: Request, next: Next) 
         match min_revision(req.uri().query()) {
             Ok(None) => {}
             Ok(Some(wanted)) => {
-                let wait = Duration::from_millis(state.http.min_revision_wait_ms);
-                let reached = if workers {
-                    state.workers.wait_for_revision(wanted, wait).await
-                } else {
-                    state.resources.wait_for_revision(wanted, wait).await
-                };
-                if !reached {
-                    let mut response = ApiError::Unavailable {
-                        detail: format!(
-                            "this master's cache has not reached revision {wanted} yet; retry"
-                        ),
-                        retry_after: 1,
-                    }
-                    .into_response();
+                if let Err(error) = wait_for(&state, workers, wanted).await {
+                    let mut response = error.into_response();
                     stamp(&state, &mut response, workers);
                     return response;
                 }
@@ -82,6 +73,43 @@ pub async fn revisions(State(state): State<AppState>, req: Request, next: Next) 
     response
 }
 
+/// Waits until the serving cache reflects `wanted`. A revision etcd has not reached is no
+/// revision any client was given: 400 at once. Otherwise the wait is bounded: 503.
+async fn wait_for(state: &AppState, workers: bool, wanted: i64) -> Result<(), ApiError> {
+    let store_revision = || {
+        if workers {
+            state.workers.revision()
+        } else {
+            state.resources.revision()
+        }
+    };
+    if store_revision() >= wanted {
+        return Ok(());
+    }
+    if let Ok(current) = state.leader.current_revision().await
+        && wanted > current
+    {
+        return Err(ApiError::bad_field(
+            "min_revision",
+            format!("revision {wanted} does not exist yet (etcd is at {current})"),
+        ));
+    }
+    let wait = Duration::from_millis(state.http.min_revision_wait_ms);
+    let reached = if workers {
+        state.workers.wait_for_revision(wanted, wait).await
+    } else {
+        state.resources.wait_for_revision(wanted, wait).await
+    };
+    if reached {
+        Ok(())
+    } else {
+        Err(ApiError::Unavailable {
+            detail: format!("this master's cache has not reached revision {wanted} yet; retry"),
+            retry_after: 1,
+        })
+    }
+}
+
 fn stamp(state: &AppState, response: &mut Response, workers: bool) {
     let headers = response.headers_mut();
     if !headers.contains_key(SERVED_BY) {
@@ -93,13 +121,16 @@ fn stamp(state: &AppState, response: &mut Response, workers: bool) {
     {
         headers.insert(LEADER, value);
     }
+    let (revision, live) = if workers {
+        (state.workers.revision(), state.workers.is_live())
+    } else {
+        (state.resources.revision(), state.resources.is_live())
+    };
     if !headers.contains_key(REVISION_HEADER) {
-        let revision = if workers {
-            state.workers.revision()
-        } else {
-            state.resources.revision()
-        };
         headers.insert(REVISION_HEADER, HeaderValue::from(revision));
+    }
+    if !live && !headers.contains_key(STALE) {
+        headers.insert(STALE, HeaderValue::from_static("true"));
     }
 }
 

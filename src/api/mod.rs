@@ -216,5 +216,6 @@ fn cors(origins: &[String]) -> CorsLayer {
             REVISION_HEADER,
             consistency::SERVED_BY,
             consistency::LEADER,
+            consistency::STALE,
         ])
 }

@@ -347,6 +347,20 @@ impl Leader {
             .await;
     }
 
+    /// etcd's current revision (a linearizable read).
+    pub async fn current_revision(&self) -> Result<i64, WriteError> {
+        let mut kv = self.inner.client.kv_client();
+        let resp = timed(
+            self.inner.config.request_timeout,
+            kv.get(
+                self.inner.config.keys.election.as_bytes(),
+                Some(GetOptions::new().with_count_only()),
+            ),
+        )
+        .await?;
+        Ok(resp.header().map_or(0, |h| h.revision()))
+    }
+
     /// Load (resources held and being written) of a present worker, as the leader counts it.
     pub fn load(&self, worker: &str) -> Option<u32> {
         self.placement().load(worker)
