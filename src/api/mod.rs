@@ -170,7 +170,13 @@ pub fn router(state: AppState) -> Router {
         .layer(from_fn_with_state(state.clone(), consistency::revisions))
         .layer(from_fn_with_state(state.clone(), deadline))
         .layer(cors)
-        .layer(TraceLayer::new_for_http())
+        // Failures are 503s this code chose and logged with their cause; a bug's 500 is logged
+        // at error by `ApiError`. The trace layer's own failure log is therefore debug.
+        .layer(
+            TraceLayer::new_for_http().on_failure(
+                tower_http::trace::DefaultOnFailure::new().level(tracing::Level::DEBUG),
+            ),
+        )
         .with_state(state)
 }
 

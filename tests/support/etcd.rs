@@ -54,13 +54,18 @@ impl Etcd {
 
     fn spawn(&mut self, new_cluster: bool) {
         let peer = format!("http://127.0.0.1:{}", self.peer_port);
+        self.spawn_member("test", &format!("test={peer}"), new_cluster);
+    }
+
+    fn spawn_member(&mut self, name: &str, initial_cluster: &str, new_cluster: bool) {
+        let peer = format!("http://127.0.0.1:{}", self.peer_port);
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.dir.path().join("etcd.log"))
             .expect("etcd log file");
         let child = Command::new(etcd_binary())
-            .arg("--name=test")
+            .arg(format!("--name={name}"))
             .arg(format!(
                 "--data-dir={}",
                 self.dir.path().join("data").display()
@@ -69,7 +74,7 @@ impl Etcd {
             .arg(format!("--advertise-client-urls={}", self.url))
             .arg(format!("--listen-peer-urls={peer}"))
             .arg(format!("--initial-advertise-peer-urls={peer}"))
-            .arg(format!("--initial-cluster=test={peer}"))
+            .arg(format!("--initial-cluster={initial_cluster}"))
             .arg(format!(
                 "--initial-cluster-state={}",
                 if new_cluster { "new" } else { "existing" }
@@ -153,5 +158,49 @@ impl Etcd {
 impl Drop for Etcd {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// A three-member etcd cluster on loopback.
+pub struct EtcdCluster {
+    /// The members, in order.
+    pub members: Vec<Etcd>,
+}
+
+impl EtcdCluster {
+    /// Starts `n` members and waits until every one answers.
+    pub async fn start(n: usize) -> EtcdCluster {
+        let mut members: Vec<Etcd> = (0..n)
+            .map(|_| {
+                let dir = tempfile::tempdir().expect("temp dir");
+                let client_port = free_port();
+                let peer_port = free_port();
+                Etcd {
+                    child: None,
+                    dir,
+                    client_port,
+                    peer_port,
+                    url: format!("http://127.0.0.1:{client_port}"),
+                }
+            })
+            .collect();
+        let initial: Vec<String> = members
+            .iter()
+            .enumerate()
+            .map(|(i, m)| format!("m{i}=http://127.0.0.1:{}", m.peer_port))
+            .collect();
+        let initial = initial.join(",");
+        for (i, member) in members.iter_mut().enumerate() {
+            member.spawn_member(&format!("m{i}"), &initial, true);
+        }
+        for member in &members {
+            member.wait_healthy().await;
+        }
+        EtcdCluster { members }
+    }
+
+    /// Every member's client URL.
+    pub fn urls(&self) -> Vec<String> {
+        self.members.iter().map(|m| m.url.clone()).collect()
     }
 }

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod etcd;
+pub mod process;
 pub mod proxy;
 
 use std::future::Future;
@@ -14,7 +15,10 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-pub use etcd::Etcd;
+#[allow(unused_imports)]
+pub use etcd::{Etcd, EtcdCluster};
+#[allow(unused_imports)]
+pub use process::{Proc, fault_config};
 #[allow(unused_imports)]
 pub use proxy::Proxy;
 
@@ -282,4 +286,68 @@ pub async fn wait_leader_known(master: &str, leader: &str) {
         (cluster(master).await?["leader"]["url"].as_str() == Some(leader)).then_some(())
     })
     .await;
+}
+
+/// Asserts that `master`'s resources and workers equal an etcd range read at the revision the
+/// master's responses name (a consistency check for every fault test).
+pub async fn assert_consistent(etcd: &Etcd, master: &str) {
+    use crawler::cache::Object;
+    for (path, prefix) in [
+        ("/api/v1/resources?limit=10000", "/resources/"),
+        ("/api/v1/workers", "/micro/registry/go.micro.server.worker/"),
+    ] {
+        let (status, revision, body) = get_json(&format!("{master}{path}")).await.expect("list");
+        assert_eq!(status, 200);
+        let revision = revision.expect("revision header");
+        let mut client = etcd.client().await;
+        let resp = client
+            .get(
+                prefix,
+                Some(
+                    etcd_client::GetOptions::new()
+                        .with_prefix()
+                        .with_revision(revision),
+                ),
+            )
+            .await
+            .expect("range at the master's revision");
+        let mut from_etcd: Vec<(String, String)> = resp
+            .kvs()
+            .iter()
+            .filter_map(|kv| {
+                let key = std::str::from_utf8(kv.key()).ok()?;
+                let name = key.strip_prefix(prefix)?;
+                if prefix == "/resources/" {
+                    let r = crawler::resource::Resource::decode(name, kv.value()).ok()?;
+                    Some((r.name.clone(), r.assigned_worker().unwrap_or("").to_owned()))
+                } else {
+                    Some((name.to_owned(), String::new()))
+                }
+            })
+            .collect();
+        from_etcd.sort();
+        let mut from_master: Vec<(String, String)> = body["items"]
+            .as_array()
+            .expect("items")
+            .iter()
+            .map(|item| {
+                if prefix == "/resources/" {
+                    (
+                        item["name"].as_str().unwrap_or("").to_owned(),
+                        item["assigned_node"]["id"]
+                            .as_str()
+                            .unwrap_or("")
+                            .to_owned(),
+                    )
+                } else {
+                    (item["id"].as_str().unwrap_or("").to_owned(), String::new())
+                }
+            })
+            .collect();
+        from_master.sort();
+        assert_eq!(
+            from_master, from_etcd,
+            "{master}{path} differs from etcd at revision {revision}"
+        );
+    }
 }

@@ -1,0 +1,585 @@
+//! Fault tests against real processes: the project's binary and etcd. Each prints what it
+//! measured. Conditions are polled, never slept on, except where the fault itself is a span of
+//! time (a pause longer than the TTL).
+
+mod support;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+use serde_json::json;
+use support::*;
+use tokio_util::sync::CancellationToken;
+
+const WAIT: Duration = Duration::from_secs(30);
+/// The session TTL in `fault_config`.
+const TTL: Duration = Duration::from_secs(2);
+
+/// Starts `n` master processes and waits for a ready leader; returns them and its index.
+async fn masters(
+    n: u16,
+    etcd: &[String],
+    config: &std::path::Path,
+    env: &[(&str, &str)],
+) -> (Vec<Proc>, usize) {
+    let procs: Vec<Proc> = (1..=n)
+        .map(|id| Proc::master(id, etcd, config, env))
+        .collect();
+    let urls: Vec<&str> = procs.iter().map(|p| p.url.as_str()).collect();
+    let leader = ready_leader(&urls, WAIT).await;
+    for url in &urls {
+        wait_leader_known(url, urls[leader]).await;
+    }
+    (procs, leader)
+}
+
+/// What a load generator saw.
+#[derive(Default)]
+struct Load {
+    /// Names acknowledged with a 2xx, with the ID the response gave.
+    acked: HashMap<String, String>,
+    /// Times of acknowledged writes.
+    ack_times: Vec<Instant>,
+    /// Requests that failed (non-2xx or no answer).
+    failed: usize,
+}
+
+/// Creates resources at about `per_second` through `urls` in turn until `stop` fires.
+fn start_load(
+    urls: Vec<String>,
+    per_second: u32,
+    stop: CancellationToken,
+) -> (Arc<Mutex<Load>>, tokio::task::JoinHandle<()>) {
+    let load = Arc::new(Mutex::new(Load::default()));
+    let handle = {
+        let load = Arc::clone(&load);
+        tokio::spawn(async move {
+            let client = reqwest::Client::builder()
+                .timeout(Duration::from_secs(5))
+                .no_proxy()
+                .build()
+                .expect("client");
+            let mut tick = tokio::time::interval(Duration::from_secs(1) / per_second);
+            let mut inflight = tokio::task::JoinSet::new();
+            for i in 0u64.. {
+                tokio::select! {
+                    () = stop.cancelled() => break,
+                    _ = tick.tick() => {}
+                }
+                let url = format!("{}/api/v1/resources", urls[i as usize % urls.len()]);
+                let client = client.clone();
+                let load = Arc::clone(&load);
+                inflight.spawn(async move {
+                    let name = format!("load-{i}");
+                    let sent = client.post(url).json(&json!({ "name": name })).send().await;
+                    let ok = match sent {
+                        Ok(resp) if resp.status().is_success() => {
+                            resp.json::<serde_json::Value>().await.ok()
+                        }
+                        _ => None,
+                    };
+                    let mut load = load.lock().expect("lock");
+                    match ok.and_then(|v| v["id"].as_str().map(str::to_owned)) {
+                        Some(id) => {
+                            load.acked.insert(name, id);
+                            load.ack_times.push(Instant::now());
+                        }
+                        None => load.failed += 1,
+                    }
+                });
+            }
+            while inflight.join_next().await.is_some() {}
+        })
+    };
+    (load, handle)
+}
+
+#[tokio::test]
+async fn leader_killed_under_load_loses_nothing() {
+    let etcd = Etcd::start().await;
+    let dir = tempfile::tempdir().expect("dir");
+    let config = fault_config(dir.path());
+    let endpoints = vec![etcd.url.clone()];
+    let (mut procs, leader) = masters(3, &endpoints, &config, &[]).await;
+    let _w1 = Proc::worker(1, &endpoints, &config);
+    let mut w2 = Proc::worker(2, &endpoints, &config);
+    wait_workers(&procs[leader].url, 2).await;
+
+    let urls: Vec<String> = procs.iter().map(|p| p.url.clone()).collect();
+    let stop = CancellationToken::new();
+    let (load, generator) = start_load(urls.clone(), 100, stop.clone());
+    eventually("load is flowing", WAIT, || async {
+        (load.lock().expect("lock").acked.len() >= 50).then_some(())
+    })
+    .await;
+    // Kill the leader and a worker at once.
+    procs[leader].kill9();
+    w2.kill9();
+    let killed = Instant::now();
+    let survivors: Vec<String> = (0..urls.len())
+        .filter(|i| *i != leader)
+        .map(|i| urls[i].clone())
+        .collect();
+    let recovered = eventually("a write is acknowledged after the kill", WAIT, || async {
+        let load = load.lock().expect("lock");
+        load.ack_times
+            .iter()
+            .find(|t| **t > killed + Duration::from_millis(50))
+            .map(|t| t.duration_since(killed))
+    })
+    .await;
+    // Keep the load on for a while after recovery.
+    let before = load.lock().expect("lock").acked.len();
+    eventually("more writes after recovery", WAIT, || async {
+        (load.lock().expect("lock").acked.len() >= before + 100).then_some(())
+    })
+    .await;
+    stop.cancel();
+    let _ = generator.await;
+    let load = Arc::try_unwrap(load)
+        .map_err(|_| "load still shared")
+        .expect("load")
+        .into_inner()
+        .expect("lock");
+    println!(
+        "measured: leader SIGKILLed under ~100 creates/s (session TTL 2 s): first acknowledged write {recovered:?} after the kill; {} acknowledged, {} failed",
+        load.acked.len(),
+        load.failed
+    );
+    assert!(
+        recovered <= TTL + Duration::from_secs(2),
+        "a new leader must accept writes within TTL + 2 s, took {recovered:?}"
+    );
+
+    // Every acknowledged create exists, with the ID it was acknowledged with; no ID twice.
+    let stored = stored_resources(&etcd).await;
+    let by_name: HashMap<&str, &str> = stored
+        .iter()
+        .map(|r| (r.name.as_str(), r.id.as_str()))
+        .collect();
+    for (name, id) in &load.acked {
+        assert_eq!(
+            by_name.get(name.as_str()),
+            Some(&id.as_str()),
+            "{name} was acknowledged"
+        );
+    }
+    let ids: HashSet<&str> = stored.iter().map(|r| r.id.as_str()).collect();
+    assert_eq!(ids.len(), stored.len(), "duplicate IDs");
+
+    // No resource stays on the dead worker.
+    let moved = Instant::now();
+    eventually("nothing is left on the dead worker", WAIT, || async {
+        stored_resources(&etcd)
+            .await
+            .iter()
+            .all(|r| r.assigned_worker() == Some("go.micro.server.worker-1"))
+            .then_some(())
+    })
+    .await;
+    println!(
+        "measured: every resource of the SIGKILLed worker was on the live one {:?} after the checks began ({:?} after the kill)",
+        moved.elapsed(),
+        killed.elapsed()
+    );
+    for url in &survivors {
+        assert_consistent(&etcd, url).await;
+    }
+}
+
+#[tokio::test]
+async fn graceful_stop_hands_over_within_a_second() {
+    let etcd = Etcd::start().await;
+    let dir = tempfile::tempdir().expect("dir");
+    let config = fault_config(dir.path());
+    let endpoints = vec![etcd.url.clone()];
+    let (mut procs, leader) = masters(3, &endpoints, &config, &[]).await;
+    let other = procs
+        .iter()
+        .enumerate()
+        .find(|(i, _)| *i != leader)
+        .map(|(_, p)| p.url.clone())
+        .expect("another master");
+    let stopping = Instant::now();
+    procs[leader].signal(Signal::SIGTERM);
+    let took = first_accepted_write(&other, stopping).await;
+    println!("measured: SIGTERM to the leader -> another master accepted a write after {took:?}");
+    assert!(
+        took < Duration::from_secs(1),
+        "graceful hand-over took {took:?}"
+    );
+    assert!(procs[leader].wait_success(), "the old leader exits 0");
+}
+
+#[tokio::test]
+async fn a_paused_leader_is_fenced_off_and_rejoins_as_follower() {
+    let etcd = Etcd::start().await;
+    let dir = tempfile::tempdir().expect("dir");
+    let config = fault_config(dir.path());
+    let endpoints = vec![etcd.url.clone()];
+    let (procs, leader) = masters(3, &endpoints, &config, &[]).await;
+    let paused = procs[leader].url.clone();
+    procs[leader].signal(Signal::SIGSTOP);
+    let stopped = Instant::now();
+    // Writes sent to the paused leader wait in its socket until it resumes.
+    let queued: Vec<_> = (0..5)
+        .map(|i| {
+            let url = paused.clone();
+            tokio::spawn(async move {
+                let resp = reqwest::Client::builder()
+                    .timeout(Duration::from_secs(30))
+                    .no_proxy()
+                    .build()
+                    .expect("client")
+                    .post(format!("{url}/api/v1/resources"))
+                    .json(&json!({ "name": format!("paused-{i}") }))
+                    .send()
+                    .await;
+                resp.map(|r| r.status().as_u16()).unwrap_or(0)
+            })
+        })
+        .collect();
+    let others: Vec<&str> = procs
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != leader)
+        .map(|(_, p)| p.url.as_str())
+        .collect();
+    let new_leader = ready_leader(&others, WAIT).await;
+    let elected = stopped.elapsed();
+    // Stay paused well past the TTL, then resume.
+    while stopped.elapsed() < TTL * 2 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    procs[leader].signal(Signal::SIGCONT);
+    let mut statuses = Vec::new();
+    for q in queued {
+        statuses.push(q.await.expect("task"));
+    }
+    println!(
+        "measured: leader SIGSTOPped for {:?}; a new leader was ready {elected:?} after the pause; the old leader answered its queued writes with {statuses:?}",
+        TTL * 2
+    );
+    assert!(
+        statuses.iter().all(|s| !(200..300).contains(s)),
+        "{statuses:?}"
+    );
+    let stored = stored_resources(&etcd).await;
+    assert!(
+        stored.iter().all(|r| !r.name.starts_with("paused-")),
+        "a fenced-off leader's write reached etcd"
+    );
+    eventually("the old leader rejoins as follower", WAIT, || async {
+        let view = cluster(&paused).await?;
+        (view["self"]["role"] == "follower" && view["leader"]["url"] == others[new_leader])
+            .then_some(())
+    })
+    .await;
+    // Writes through it work again, carried out by the new leader.
+    let took = first_accepted_write(&paused, Instant::now()).await;
+    assert!(took < WAIT);
+}
+
+#[tokio::test]
+async fn masters_and_workers_recover_from_an_etcd_restart() {
+    let mut etcd = Etcd::start().await;
+    let dir = tempfile::tempdir().expect("dir");
+    let config = fault_config(dir.path());
+    let endpoints = vec![etcd.url.clone()];
+    let (procs, leader) = masters(2, &endpoints, &config, &[]).await;
+    let _w = Proc::worker(1, &endpoints, &config);
+    wait_workers(&procs[leader].url, 1).await;
+    for i in 0..10 {
+        assert_eq!(
+            create(&procs[leader].url, &format!("before-{i}"))
+                .await
+                .expect("c")
+                .0,
+            201
+        );
+    }
+    etcd.stop();
+    etcd.restart().await;
+    let restarted = Instant::now();
+    let urls: Vec<&str> = procs.iter().map(|p| p.url.as_str()).collect();
+    let now = ready_leader(&urls, WAIT).await;
+    let took = first_accepted_write(urls[now], restarted).await;
+    println!("measured: etcd restarted -> writes accepted again after {took:?}");
+    for url in &urls {
+        wait_workers(url, 1).await;
+        assert_consistent(&etcd, url).await;
+    }
+}
+
+#[tokio::test]
+async fn a_master_relists_after_compaction_while_cut_off() {
+    let etcd = Etcd::start().await;
+    let proxy = Proxy::start(etcd.url.trim_start_matches("http://")).await;
+    let dir = tempfile::tempdir().expect("dir");
+    let config = fault_config(dir.path());
+    let direct = vec![etcd.url.clone()];
+    // The leader talks to etcd directly; the follower through the proxy.
+    let leader = Proc::master(1, &direct, &config, &[]);
+    ready_leader(&[&leader.url], WAIT).await;
+    let follower = Proc::master(2, std::slice::from_ref(&proxy.url), &config, &[]);
+    wait_leader_known(&follower.url, &leader.url).await;
+    for i in 0..5 {
+        assert_eq!(
+            create(&leader.url, &format!("r{i}")).await.expect("c").0,
+            201
+        );
+    }
+    proxy.cut();
+    // While the follower cannot see etcd: deletes, creates, and compaction of that history.
+    let client = http();
+    for i in 0..3 {
+        let resp = client
+            .delete(format!("{}/api/v1/resources/r{i}", leader.url))
+            .send()
+            .await
+            .expect("delete");
+        assert_eq!(resp.status(), 204);
+    }
+    for i in 0..3 {
+        assert_eq!(
+            create(&leader.url, &format!("n{i}")).await.expect("c").0,
+            201
+        );
+    }
+    let mut raw = etcd.client().await;
+    let revision = raw
+        .get("/", None)
+        .await
+        .expect("get")
+        .header()
+        .expect("h")
+        .revision();
+    raw.compact(revision, None).await.expect("compact");
+    proxy.restore();
+    let restored = Instant::now();
+    eventually("the follower re-listed and converged", WAIT, || async {
+        let (_, _, body) = get_json(&format!("{}/api/v1/resources", follower.url)).await?;
+        let names: Vec<&str> = body["items"]
+            .as_array()?
+            .iter()
+            .filter_map(|r| r["name"].as_str())
+            .collect();
+        (names == ["n0", "n1", "n2", "r3", "r4"]).then_some(())
+    })
+    .await;
+    println!(
+        "measured: after compaction past its watch, the follower converged {:?} after reconnecting",
+        restored.elapsed()
+    );
+    assert_consistent(&etcd, &follower.url).await;
+}
+
+#[tokio::test]
+async fn the_api_survives_losing_the_etcd_member_it_uses() {
+    let cluster3 = EtcdCluster::start(3).await;
+    let dir = tempfile::tempdir().expect("dir");
+    let config = fault_config(dir.path());
+    let endpoints = cluster3.urls();
+    let (procs, leader) = masters(2, &endpoints, &config, &[]).await;
+    let mut acked = Vec::new();
+    for i in 0..20 {
+        let (status, _) = create(&procs[leader].url, &format!("before-{i}"))
+            .await
+            .expect("c");
+        assert_eq!(status, 201);
+        acked.push(format!("before-{i}"));
+    }
+    let mut members = cluster3.members;
+    members[0].stop();
+    let killed = Instant::now();
+    // Reads keep being served from the caches throughout.
+    for p in &procs {
+        let (status, _, _) = get_json(&format!("{}/api/v1/resources", p.url))
+            .await
+            .expect("read");
+        assert_eq!(status, 200);
+    }
+    let urls: Vec<&str> = procs.iter().map(|p| p.url.as_str()).collect();
+    let mut resumed = None;
+    let deadline = Instant::now() + WAIT;
+    let mut i = 0;
+    while Instant::now() < deadline {
+        i += 1;
+        let name = format!("after-{i}");
+        if let Some((201, _)) = create(urls[i % urls.len()], &name).await {
+            resumed.get_or_insert(killed.elapsed());
+            acked.push(name);
+            if acked.len() >= 40 {
+                break;
+            }
+        }
+    }
+    let resumed = resumed.expect("writes resumed");
+    println!("measured: killed an etcd member the masters used; writes resumed after {resumed:?}");
+    // No acknowledged write is lost: read from a surviving member.
+    let survivor = &members[1];
+    let stored: HashSet<String> = stored_resources(survivor)
+        .await
+        .into_iter()
+        .map(|r| r.name)
+        .collect();
+    for name in &acked {
+        assert!(
+            stored.contains(name),
+            "{name} was acknowledged but is missing"
+        );
+    }
+    for url in &urls {
+        assert_consistent(survivor, url).await;
+    }
+}
+
+#[tokio::test]
+async fn a_master_cut_off_from_etcd_stops_writing_and_says_its_cache_is_stale() {
+    let etcd = Etcd::start().await;
+    let proxy = Proxy::start(etcd.url.trim_start_matches("http://")).await;
+    let dir = tempfile::tempdir().expect("dir");
+    let config = fault_config(dir.path());
+    let cut = Proc::master(1, std::slice::from_ref(&proxy.url), &config, &[]);
+    ready_leader(&[&cut.url], WAIT).await;
+    let direct = vec![etcd.url.clone()];
+    let m2 = Proc::master(2, &direct, &config, &[]);
+    let m3 = Proc::master(3, &direct, &config, &[]);
+    for url in [&m2.url, &m3.url] {
+        wait_leader_known(url, &cut.url).await;
+    }
+    assert_eq!(create(&cut.url, "before").await.expect("c").0, 201);
+
+    proxy.cut();
+    let cut_at = Instant::now();
+    let refused = eventually("the cut-off master refuses writes", WAIT, || async {
+        let (status, _) = create(&cut.url, &format!("x{}", cut_at.elapsed().as_millis())).await?;
+        (status == 503).then(|| cut_at.elapsed())
+    })
+    .await;
+    let stepped_down = eventually("the cut-off master steps down", WAIT, || async {
+        (cluster(&cut.url).await?["self"]["role"] != "leader").then(|| cut_at.elapsed())
+    })
+    .await;
+    let new_leader = ready_leader(&[&m2.url, &m3.url], WAIT).await;
+    let elected = cut_at.elapsed();
+    println!(
+        "measured: master cut off from etcd (TTL 2 s) refused writes after {refused:?}, stepped down after {stepped_down:?}; a new leader was ready after {elected:?}"
+    );
+    assert!(refused <= TTL, "{refused:?}");
+    assert!(
+        stepped_down <= TTL + Duration::from_millis(500),
+        "{stepped_down:?}"
+    );
+    let leader_url = if new_leader == 0 { &m2.url } else { &m3.url };
+    let resp = http()
+        .post(format!("{leader_url}/api/v1/resources"))
+        .json(&json!({"name": "after-cut"}))
+        .send()
+        .await
+        .expect("create");
+    assert_eq!(resp.status(), 201);
+    let written: i64 = resp.headers()["x-etcd-revision"]
+        .to_str()
+        .expect("rev")
+        .parse()
+        .expect("rev");
+    // The cut-off master never serves its cache as fresh.
+    let resp = http()
+        .get(format!("{}/api/v1/resources", cut.url))
+        .send()
+        .await
+        .expect("read");
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["x-cache-stale"], "true");
+    let resp = http()
+        .get(format!(
+            "{}/api/v1/resources?min_revision={written}",
+            cut.url
+        ))
+        .send()
+        .await
+        .expect("read");
+    assert_eq!(resp.status(), 503);
+    assert!(resp.headers().contains_key("retry-after"));
+    // Nothing it tried while cut off reached etcd.
+    assert!(
+        stored_resources(&etcd)
+            .await
+            .iter()
+            .all(|r| !r.name.starts_with('x'))
+    );
+    // Reconnected, it catches up and follows.
+    proxy.restore();
+    eventually("the master rejoins", WAIT, || async {
+        let resp = http()
+            .get(format!(
+                "{}/api/v1/resources/after-cut?min_revision={written}",
+                cut.url
+            ))
+            .send()
+            .await
+            .ok()?;
+        (resp.status() == 200 && !resp.headers().contains_key("x-cache-stale")).then_some(())
+    })
+    .await;
+    assert_consistent(&etcd, &cut.url).await;
+}
+
+#[tokio::test]
+async fn tokens_are_required_and_pass_through_a_follower() {
+    let etcd = Etcd::start().await;
+    let dir = tempfile::tempdir().expect("dir");
+    let config = fault_config(dir.path());
+    let endpoints = vec![etcd.url.clone()];
+    let token = "s3cret-token-for-the-fault-test";
+    let (procs, leader) = masters(2, &endpoints, &config, &[("CRAWLER_API_TOKENS", token)]).await;
+    let follower = &procs[1 - leader].url;
+    let resp = http()
+        .post(format!("{follower}/api/v1/resources"))
+        .json(&json!({"name": "no-token"}))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(resp.status(), 401);
+    assert!(
+        resp.headers()["www-authenticate"]
+            .to_str()
+            .expect("h")
+            .starts_with("Bearer")
+    );
+    let resp = http()
+        .post(format!("{follower}/api/v1/resources"))
+        .bearer_auth("wrong-token-wrong-token")
+        .json(&json!({"name": "bad-token"}))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(resp.status(), 401);
+    let start = Instant::now();
+    let resp = http()
+        .post(format!("{follower}/api/v1/resources"))
+        .bearer_auth(token)
+        .json(&json!({"name": "with-token"}))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(resp.status(), 201);
+    println!(
+        "measured: authenticated create through a follower answered in {:?}",
+        start.elapsed()
+    );
+    // Reads stay open unless protect_reads is set.
+    let (status, _, _) = get_json(&format!("{follower}/api/v1/resources"))
+        .await
+        .expect("get");
+    assert_eq!(status, 200);
+    let names: Vec<String> = stored_resources(&etcd)
+        .await
+        .into_iter()
+        .map(|r| r.name)
+        .collect();
+    assert_eq!(names, ["with-token"]);
+}
