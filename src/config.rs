@@ -33,7 +33,7 @@ pub struct Config {
 }
 
 /// Connection settings for etcd.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct EtcdConfig {
     /// Client URLs of the etcd members.
@@ -46,6 +46,27 @@ pub struct EtcdConfig {
     pub keep_alive_timeout_ms: u64,
     /// Deadline for a single unary etcd request, in milliseconds.
     pub request_timeout_ms: u64,
+    /// etcd user, when etcd has authentication enabled.
+    pub username: Option<String>,
+    /// Its password; the environment variable `CRAWLER_ETCD_PASSWORD` overrides it, so the
+    /// file need not hold it.
+    pub password: Option<String>,
+    /// TLS to etcd (https endpoints).
+    pub tls: Option<EtcdTls>,
+}
+
+/// TLS settings for etcd.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct EtcdTls {
+    /// PEM file of the CA that signed etcd's server certificates.
+    pub ca_file: Option<std::path::PathBuf>,
+    /// PEM client certificate, for etcd's `--client-cert-auth`.
+    pub cert_file: Option<std::path::PathBuf>,
+    /// PEM key of the client certificate.
+    pub key_file: Option<std::path::PathBuf>,
+    /// Name to check etcd's certificate against (default: the endpoint's host).
+    pub domain: Option<String>,
 }
 
 impl Default for EtcdConfig {
@@ -56,7 +77,22 @@ impl Default for EtcdConfig {
             keep_alive_interval_ms: 1_000,
             keep_alive_timeout_ms: 2_000,
             request_timeout_ms: 3_000,
+            username: None,
+            password: None,
+            tls: None,
         }
+    }
+}
+
+impl std::fmt::Debug for EtcdConfig {
+    // The password is a secret: never printed.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EtcdConfig")
+            .field("endpoints", &self.endpoints)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("tls", &self.tls)
+            .finish_non_exhaustive()
     }
 }
 
@@ -266,6 +302,13 @@ impl Config {
             ));
         }
         self.keys.validate().map_err(ConfigError::Invalid)?;
+        if let Some(tls) = &self.etcd.tls
+            && tls.cert_file.is_some() != tls.key_file.is_some()
+        {
+            return Err(ConfigError::Invalid(
+                "etcd.tls: cert_file and key_file go together".into(),
+            ));
+        }
         if self.auth.tokens.iter().any(|t| t.trim().len() < 16) {
             return Err(ConfigError::Invalid(
                 "auth.tokens: every token must be at least 16 characters".into(),

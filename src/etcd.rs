@@ -9,7 +9,7 @@
 use std::future::Future;
 use std::time::Duration;
 
-use etcd_client::{Client, ConnectOptions};
+use etcd_client::{Certificate, Client, ConnectOptions, Identity, TlsOptions};
 
 use crate::config::EtcdConfig;
 
@@ -27,10 +27,39 @@ pub enum EtcdError {
     Malformed(String),
 }
 
-/// Opens a client. The channel is lazy: this succeeds even while etcd is down, and requests
-/// fail (or time out) until it is back.
+/// Opens a client. Without etcd authentication the channel is lazy: this succeeds even while
+/// etcd is down, and requests fail (or time out) until it is back. With a user, the client must
+/// log in first, so this retries with backoff until etcd answers or rejects the credentials.
 pub async fn connect(config: &EtcdConfig) -> Result<Client, EtcdError> {
-    let options = ConnectOptions::new()
+    let options = options(config)?;
+    let mut backoff = crate::backoff::Backoff::default();
+    loop {
+        match Client::connect(&config.endpoints, Some(options.clone())).await {
+            Ok(client) => return Ok(client),
+            Err(error) if config.username.is_some() && !is_rejection(&error) => {
+                let delay = backoff.next_delay();
+                tracing::warn!(%error, retry_in_ms = delay.as_millis() as u64, "cannot log in to etcd yet");
+                tokio::time::sleep(delay).await;
+            }
+            Err(error) => return Err(error.into()),
+        }
+    }
+}
+
+/// True when etcd refused the credentials (no point retrying): gRPC codes 3 (invalid
+/// argument: bad user or password), 7 (permission denied), 9 (failed precondition: auth not
+/// enabled) and 16 (unauthenticated).
+fn is_rejection(error: &etcd_client::Error) -> bool {
+    matches!(error, etcd_client::Error::GRpcStatus(status)
+        if matches!(i32::from(status.code()), 3 | 7 | 9 | 16))
+}
+
+fn read(path: &std::path::Path) -> Result<Vec<u8>, EtcdError> {
+    std::fs::read(path).map_err(|e| EtcdError::Malformed(format!("{}: {e}", path.display())))
+}
+
+fn options(config: &EtcdConfig) -> Result<ConnectOptions, EtcdError> {
+    let mut options = ConnectOptions::new()
         .with_connect_timeout(Duration::from_millis(config.dial_timeout_ms))
         .with_keep_alive(
             Duration::from_millis(config.keep_alive_interval_ms),
@@ -39,7 +68,27 @@ pub async fn connect(config: &EtcdConfig) -> Result<Client, EtcdError> {
         .with_keep_alive_while_idle(true)
         .with_tcp_keepalive(Duration::from_secs(10))
         .with_require_leader(true);
-    Ok(Client::connect(&config.endpoints, Some(options)).await?)
+    if let Some(user) = &config.username {
+        let password = std::env::var("CRAWLER_ETCD_PASSWORD")
+            .ok()
+            .or_else(|| config.password.clone())
+            .unwrap_or_default();
+        options = options.with_user(user.clone(), password);
+    }
+    if let Some(tls) = &config.tls {
+        let mut settings = TlsOptions::new();
+        if let Some(ca) = &tls.ca_file {
+            settings = settings.ca_certificate(Certificate::from_pem(read(ca)?));
+        }
+        if let (Some(cert), Some(key)) = (&tls.cert_file, &tls.key_file) {
+            settings = settings.identity(Identity::from_pem(read(cert)?, read(key)?));
+        }
+        if let Some(domain) = &tls.domain {
+            settings = settings.domain_name(domain.clone());
+        }
+        options = options.with_tls(settings);
+    }
+    Ok(options)
 }
 
 /// Runs one etcd request with a deadline.
