@@ -24,6 +24,37 @@ pub enum Command {
     Worker(WorkerArgs),
     /// Print the OpenAPI document.
     Openapi,
+    /// Run the benchmarks (starts its own etcd, masters and load) and write a report.
+    Bench(BenchArgs),
+    /// The bare HTTP server the benchmark compares cached reads with.
+    #[command(hide = true)]
+    BenchBare(BenchBareArgs),
+}
+
+/// `crawler bench`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Tiny counts: a smoke test of every scenario in seconds, not figures to quote.
+    #[arg(long)]
+    pub quick: bool,
+    /// Where to write the Markdown report (default BENCHMARKS.md, or
+    /// target/BENCHMARKS-quick.md with --quick).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Run only these scenarios (numbers 1 to 7, comma-separated), e.g. when profiling one.
+    #[arg(long, value_delimiter = ',')]
+    pub only: Vec<u8>,
+}
+
+/// `crawler bench-bare`.
+#[derive(Debug, Args)]
+pub struct BenchBareArgs {
+    /// Address to serve on.
+    #[arg(long)]
+    pub addr: String,
+    /// File whose bytes every response carries.
+    #[arg(long)]
+    pub body: PathBuf,
 }
 
 /// Flags shared by every process that talks to etcd.

@@ -56,6 +56,9 @@ pub fn leader_of(candidates: &Store<Candidate>) -> Option<(String, Candidate, i6
     })
 }
 
+/// A term at least this long resets the backoff between campaigns.
+const STABLE_TERM: Duration = Duration::from_secs(30);
+
 /// What the election needs.
 #[derive(Debug, Clone)]
 pub struct ElectionConfig {
@@ -104,6 +107,7 @@ pub async fn run(
             }
         };
         let session = cancel.child_token();
+        let session_started = tokio::time::Instant::now();
         // The keep-alive runs in this task, so that aborting the task (a crash in tests) also
         // stops it and the lease expires as a dead process's would.
         let keeper = async {
@@ -143,9 +147,12 @@ pub async fn run(
             resign(&client, &config, fence).await;
         }
         lease::revoke(&client, lease, config.request_timeout).await;
-        if outcome.is_some() {
+        // A long term forgives past failures; a session or term that ended quickly (a take-over
+        // that failed, a lease lost at once) waits with growing backoff, never a hot loop.
+        if outcome.is_some() && session_started.elapsed() >= STABLE_TERM {
             backoff.reset();
-        } else if !cancel.is_cancelled() {
+        }
+        if !cancel.is_cancelled() {
             let delay = backoff.next_delay();
             tokio::select! {
                 () = cancel.cancelled() => return,

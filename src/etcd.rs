@@ -9,7 +9,9 @@
 use std::future::Future;
 use std::time::Duration;
 
-use etcd_client::{Certificate, Client, ConnectOptions, Identity, TlsOptions};
+use etcd_client::{
+    Certificate, Client, ConnectOptions, GetOptions, Identity, KeyValue, TlsOptions,
+};
 
 use crate::config::EtcdConfig;
 
@@ -99,5 +101,80 @@ pub async fn timed<T>(
     match tokio::time::timeout(deadline, request).await {
         Ok(result) => Ok(result?),
         Err(_) => Err(EtcdError::Timeout(deadline)),
+    }
+}
+
+/// Keys per page when listing a prefix. etcd-client refuses responses over 4 MiB, so a large
+/// prefix (100,000 resources is about 20 MB) is read in pages at one revision.
+const PAGE: i64 = 1_000;
+
+/// The end of the range of keys that start with `prefix`.
+fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    // Every byte was 0xff: the range runs to the end of the keyspace.
+    vec![0]
+}
+
+/// Every key-value under `prefix` at one revision (the current one when `revision` is 0),
+/// handed to `page` a page at a time, so that a large prefix is never held twice (raw and
+/// decoded). Returns the revision read at. A page too large for a response is split further.
+pub async fn list_prefix(
+    client: &Client,
+    prefix: &str,
+    revision: i64,
+    deadline: Duration,
+    mut page_of: impl FnMut(Vec<KeyValue>),
+) -> Result<i64, EtcdError> {
+    let mut kv = client.kv_client();
+    let end = prefix_end(prefix.as_bytes());
+    let mut start = prefix.as_bytes().to_vec();
+    let mut revision = revision;
+    let mut page = PAGE;
+    loop {
+        let options = GetOptions::new()
+            .with_range(end.clone())
+            .with_limit(page)
+            .with_revision(revision);
+        let mut resp = match timed(deadline, kv.get(start.clone(), Some(options))).await {
+            Ok(resp) => resp,
+            Err(EtcdError::Client(e))
+                if page > 1 && e.to_string().contains("message length too large") =>
+            {
+                page = (page / 4).max(1);
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        if revision == 0 {
+            revision = resp.header().map_or(0, |h| h.revision());
+        }
+        let more = resp.more();
+        let kvs = resp.take_kvs();
+        if let Some(last) = kvs.last() {
+            start = last.key().to_vec();
+            start.push(0);
+        }
+        page_of(kvs);
+        if !more {
+            return Ok(revision);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_ends() {
+        assert_eq!(prefix_end(b"/resources/"), b"/resources0".to_vec());
+        assert_eq!(prefix_end(b"a\xff"), b"b".to_vec());
+        assert_eq!(prefix_end(b"\xff\xff"), vec![0]);
     }
 }

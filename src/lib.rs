@@ -6,6 +6,7 @@
 pub mod api;
 pub mod assigner;
 pub mod backoff;
+pub mod bench;
 pub mod cache;
 pub mod cli;
 pub mod config;

@@ -16,6 +16,28 @@ async fn main() -> ExitCode {
             Ok(())
         }
         Command::Master(args) => run_master(args).await,
+        Command::Bench(args) => {
+            let out = args.out.unwrap_or_else(|| {
+                if args.quick {
+                    "target/BENCHMARKS-quick.md".into()
+                } else {
+                    "BENCHMARKS.md".into()
+                }
+            });
+            crawler::bench::run(crawler::bench::BenchOptions {
+                quick: args.quick,
+                out,
+                only: args.only,
+            })
+            .await
+            .map_err(Into::into)
+        }
+        Command::BenchBare(args) => match std::fs::read(&args.body) {
+            Ok(body) => crawler::bench::procs::serve_bare(&args.addr, body)
+                .await
+                .map_err(Into::into),
+            Err(e) => Err(format!("cannot read {}: {e}", args.body.display()).into()),
+        },
         Command::Worker(args) => run_worker(args).await,
     };
     match result {

@@ -8,6 +8,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use axum::serve::ListenerExt;
 use etcd_client::Client;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
@@ -17,7 +18,7 @@ use tracing::{info, warn};
 use crate::api::auth::Auth;
 use crate::api::events::{self, Feed};
 use crate::api::proxy::Forwarder;
-use crate::api::{AppState, router};
+use crate::api::{AppState, Shared, router};
 use crate::cache::watcher::{self, WatchConfig};
 use crate::cache::{Event, Object, Store};
 use crate::config::Config;
@@ -203,7 +204,7 @@ impl Master {
         if auth.is_open() {
             warn!("no API tokens are configured: the API is open to anyone who can reach it");
         }
-        let state = AppState {
+        let state = AppState::new(Shared {
             me,
             workers,
             resources,
@@ -214,7 +215,7 @@ impl Master {
             auth,
             http: config.http.clone(),
             draining: CancellationToken::new(),
-        };
+        });
         Ok(Self {
             state,
             campaign,
@@ -250,6 +251,10 @@ impl Master {
                 info!("shutting down: draining requests");
             }
         };
+        // Small responses and event-stream frames go out at once, not after Nagle's delay.
+        let listener = listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         let mut server = tokio::spawn(
             axum::serve(listener, app)
                 .with_graceful_shutdown(signal)

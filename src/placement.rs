@@ -217,6 +217,11 @@ impl Placement {
         }
     }
 
+    /// True when resource `name` needs a worker.
+    pub fn needs(&self, name: &str) -> bool {
+        self.needs.contains_key(name)
+    }
+
     /// Number of resources that need a worker.
     pub fn pending(&self) -> usize {
         self.needs.len()

@@ -454,3 +454,62 @@ async fn reads_pagination_filters_and_deletes() {
     assert!(status == 422 || status == 404, "{status} {body}");
     master.stop().await;
 }
+
+#[tokio::test]
+async fn a_prefix_larger_than_one_grpc_message_is_listed_in_pages() {
+    use etcd_client::{Txn, TxnOp};
+    let etcd = Etcd::start().await;
+    let config = test_config(std::slice::from_ref(&etcd.url));
+    // About 6 MB of resources: more than etcd-client accepts in one response (4 MiB).
+    let padding = "p".repeat(200);
+    let client = etcd.client().await;
+    let count = 25_000;
+    let mut batches = tokio::task::JoinSet::new();
+    for chunk in 0..(count / 125) {
+        let mut client = client.clone();
+        let padding = padding.clone();
+        batches.spawn(async move {
+            let ops: Vec<TxnOp> = (chunk * 125..(chunk + 1) * 125)
+                .map(|i| {
+                    let name = format!("big-{i:05}");
+                    let value = serde_json::json!({"ID": format!("{}", 1000 + i), "Name": name,
+                        "AssignedNode": "", "CreationTime": 1, "Note": padding});
+                    TxnOp::put(format!("/resources/{name}"), value.to_string(), None)
+                })
+                .collect();
+            client.txn(Txn::new().and_then(ops)).await.expect("txn");
+        });
+        if batches.len() >= 8 {
+            batches.join_next().await;
+        }
+    }
+    while batches.join_next().await.is_some() {}
+    let started = Instant::now();
+    let master = start_master(config.clone(), 1).await;
+    ready_leader(&[&master.url], WAIT).await;
+    println!(
+        "measured: {count} resources (~6 MB) listed and taken over in {:?}",
+        started.elapsed()
+    );
+    let (status, _, page) = get_json(&format!("{}/api/v1/resources?limit=10000", master.url))
+        .await
+        .expect("list");
+    assert_eq!(status, 200);
+    assert_eq!(page["items"].as_array().expect("items").len(), 10_000);
+    // The extra field is kept when the leader rewrites a resource.
+    let _worker = start_worker(config.clone(), 1, 100_000).await;
+    eventually("pending resources are assigned", WAIT, || async {
+        let stored = stored_resources(&etcd).await;
+        (stored.iter().all(|r| !r.assigned_node.is_empty()) && stored.len() == count)
+            .then_some(stored)
+    })
+    .await
+    .iter()
+    .for_each(|r| {
+        assert_eq!(
+            r.extra.get("Note").and_then(|v| v.as_str()),
+            Some(padding.as_str())
+        )
+    });
+    master.stop().await;
+}

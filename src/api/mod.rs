@@ -15,6 +15,7 @@ pub mod proxy;
 pub mod resources;
 pub mod workers;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -40,9 +41,28 @@ pub use error::{ApiError, Problem};
 /// Header carrying the etcd revision the serving cache reflected.
 pub const REVISION_HEADER: HeaderName = HeaderName::from_static("x-etcd-revision");
 
-/// What every handler can reach. Cheap to clone.
+/// What every handler can reach: one `Arc`, so the clone each extractor and middleware makes
+/// per request costs one atomic increment.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl AppState {
+    /// State over `shared`.
+    pub fn new(shared: Shared) -> Self {
+        Self(Arc::new(shared))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// The parts of [`AppState`].
+pub struct Shared {
     /// This master.
     pub me: Candidate,
     /// Workers, from the registry prefix.
@@ -66,7 +86,7 @@ pub struct AppState {
     pub draining: CancellationToken,
 }
 
-impl AppState {
+impl Shared {
     /// True when the caches are synced, shutdown has not started, and, on the leader, the
     /// take-over is done.
     pub fn is_ready(&self) -> bool {

@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use etcd_client::{Client, EventType, GetOptions, KeyValue, WatchOptions};
+use etcd_client::{Client, EventType, KeyValue, WatchOptions};
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -25,7 +25,7 @@ use tracing::{debug, info, warn};
 use super::store::{Entry, Update, Writer};
 use super::{DecodeError, Object};
 use crate::backoff::Backoff;
-use crate::etcd::{EtcdError, timed};
+use crate::etcd::{EtcdError, list_prefix, timed};
 
 /// How a watcher behaves.
 #[derive(Debug, Clone)]
@@ -149,33 +149,26 @@ async fn list<T: Object>(
     config: &WatchConfig,
     writer: &Writer<T>,
 ) -> Result<i64, EtcdError> {
-    let mut kv = client.kv_client();
-    let resp = timed(
-        config.request_timeout,
-        kv.get(
-            config.prefix.as_bytes(),
-            Some(GetOptions::new().with_prefix()),
-        ),
-    )
-    .await?;
-    let revision = resp.header().map_or(0, |h| h.revision());
     let mut objects = BTreeMap::new();
-    for kv in resp.kvs() {
-        if let Some(Update::Put {
-            name,
-            value,
-            create_revision,
-            mod_revision,
-        }) = decode_kv::<T>(&config.prefix, kv, writer)
-        {
-            let entry = Entry {
-                value: Arc::new(value),
+    let revision = list_prefix(client, &config.prefix, 0, config.request_timeout, |kvs| {
+        for kv in &kvs {
+            if let Some(Update::Put {
+                name,
+                value,
                 create_revision,
                 mod_revision,
-            };
-            objects.insert(name, entry);
+            }) = decode_kv::<T>(&config.prefix, kv, writer)
+            {
+                let entry = Entry {
+                    value: Arc::new(value),
+                    create_revision,
+                    mod_revision,
+                };
+                objects.insert(name, entry);
+            }
         }
-    }
+    })
+    .await?;
     writer.replace(objects, revision);
     Ok(revision)
 }

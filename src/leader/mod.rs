@@ -12,7 +12,7 @@
 
 pub mod writes;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -23,7 +23,7 @@ use tracing::{debug, info, warn};
 
 use crate::cache::watcher::name_of;
 use crate::cache::{Change, Event, Object, Store};
-use crate::etcd::timed;
+use crate::etcd::{list_prefix, timed};
 use crate::keys::KeyLayout;
 use crate::leadership::{Fence, Leadership, Term};
 use crate::placement::{Move, Placement};
@@ -433,22 +433,31 @@ impl Leader {
             }
         }
         placement.advance(revision);
-        *self.placement() = placement;
-        self.inner.applied.send_replace(revision);
         info!(
             revision,
             resources = resources.len(),
             workers = workers.len(),
             "leader loaded resources and workers"
         );
-
-        // The take-over works from what it loaded (the caches may still be behind it).
+        let present: HashSet<String> = self
+            .inner
+            .config
+            .seeds
+            .iter()
+            .filter(|seed| resources.iter().any(|(r, _)| &r.name == *seed))
+            .cloned()
+            .collect();
+        // The take-over works from what it loaded (the caches may still be behind it); only
+        // the resources that need a worker are kept for that.
         let mut loaded: HashMap<String, (Resource, i64)> = resources
             .into_iter()
+            .filter(|(r, _)| placement.needs(&r.name))
             .map(|(r, rev)| (r.name.clone(), (r, rev)))
             .collect();
+        *self.placement() = placement;
+        self.inner.applied.send_replace(revision);
         for seed in &self.inner.config.seeds {
-            if loaded.contains_key(seed) {
+            if present.contains(seed) {
                 continue;
             }
             match self.create_fenced(fence, seed).await {
@@ -481,29 +490,21 @@ impl Leader {
     ) -> Result<(i64, Vec<(Resource, i64)>, Vec<Worker>), WriteError> {
         let deadline = self.inner.config.request_timeout;
         let keys = &self.inner.config.keys;
-        let mut kv = self.inner.client.kv_client();
-        let listed = timed(
-            deadline,
-            kv.get(
-                keys.resources_prefix.as_bytes(),
-                Some(GetOptions::new().with_prefix()),
-            ),
-        )
+        let client = &self.inner.client;
+        let mut resources = Vec::new();
+        let revision = list_prefix(client, &keys.resources_prefix, 0, deadline, |kvs| {
+            resources.extend(decode_all::<Resource>(&keys.resources_prefix, &kvs));
+        })
         .await?;
-        let revision = listed.header().map_or(0, |h| h.revision());
-        let resources = decode_all::<Resource>(&keys.resources_prefix, listed.kvs());
-        let listed = timed(
-            deadline,
-            kv.get(
-                keys.worker_prefix.as_bytes(),
-                Some(GetOptions::new().with_prefix().with_revision(revision)),
-            ),
-        )
+        let mut workers = Vec::new();
+        list_prefix(client, &keys.worker_prefix, revision, deadline, |kvs| {
+            workers.extend(
+                decode_all::<Worker>(&keys.worker_prefix, &kvs)
+                    .into_iter()
+                    .map(|(w, _)| w),
+            );
+        })
         .await?;
-        let workers = decode_all::<Worker>(&keys.worker_prefix, listed.kvs())
-            .into_iter()
-            .map(|(w, _)| w)
-            .collect();
         Ok((revision, resources, workers))
     }
 

@@ -8,6 +8,7 @@ use std::future::Future;
 
 use axum::extract::State;
 use axum::routing::get;
+use axum::serve::ListenerExt;
 use axum::{Json, Router};
 use serde::Serialize;
 use tokio::net::TcpListener;
@@ -197,6 +198,9 @@ pub async fn run(
             resources,
         });
     info!(%node_id, address = %options.address, capacity = options.capacity, "worker serving");
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     let served = axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             shutdown.await;

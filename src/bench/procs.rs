@@ -1,0 +1,195 @@
+//! The processes a benchmark runs: an etcd from `PATH` on a temp data dir, masters and a bare
+//! HTTP server from this very binary, all on free loopback ports, all killed on drop.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::BenchError;
+
+/// A free loopback port (bound and released).
+pub fn free_port() -> Result<u16, BenchError> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(listener.local_addr()?.port())
+}
+
+/// A child process, killed (SIGKILL) on drop unless it already exited.
+pub struct Proc {
+    child: Option<Child>,
+    /// Its base URL or address.
+    pub url: String,
+}
+
+impl Proc {
+    /// The OS process id.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Sends a signal with `kill(1)`'s numbering (9 = KILL, 15 = TERM).
+    pub fn signal(&self, signal: i32) {
+        if let Some(pid) = self.pid() {
+            let _ = Command::new("kill")
+                .arg(format!("-{signal}"))
+                .arg(pid.to_string())
+                .status();
+        }
+    }
+
+    /// Kills it and reaps it.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Resident set size in bytes, from `/proc`.
+    pub fn rss_bytes(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()?)).ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+        let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kb * 1024)
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A scratch directory removed on drop.
+pub struct Scratch(pub PathBuf);
+
+impl Scratch {
+    /// A new empty directory under the system temp dir.
+    pub fn new(tag: &str) -> Result<Self, BenchError> {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let dir = std::env::temp_dir().join(format!(
+            "crawler-bench-{tag}-{}-{nanos}",
+            std::process::id()
+        ));
+        std::fs::create_dir_all(&dir)?;
+        Ok(Self(dir))
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Starts etcd on free ports with its data in `dir`, and waits until it answers.
+pub async fn etcd(dir: &Path) -> Result<Proc, BenchError> {
+    let client = free_port()?;
+    let peer = free_port()?;
+    let url = format!("http://127.0.0.1:{client}");
+    let peer_url = format!("http://127.0.0.1:{peer}");
+    let log = std::fs::File::create(dir.join("etcd.log"))?;
+    let child = Command::new("etcd")
+        .arg("--name=bench")
+        .arg(format!("--data-dir={}", dir.join("etcd").display()))
+        .arg(format!("--listen-client-urls={url}"))
+        .arg(format!("--advertise-client-urls={url}"))
+        .arg(format!("--listen-peer-urls={peer_url}"))
+        .arg(format!("--initial-advertise-peer-urls={peer_url}"))
+        .arg(format!("--initial-cluster=bench={peer_url}"))
+        .arg("--quota-backend-bytes=8589934592")
+        .arg("--log-level=warn")
+        .arg("--logger=zap")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()
+        .map_err(|e| {
+            BenchError::Setup(format!(
+                "cannot start etcd ({e}); install it with `apt-get install etcd-server`"
+            ))
+        })?;
+    let proc = Proc {
+        child: Some(child),
+        url,
+    };
+    let started = Instant::now();
+    loop {
+        if let Ok(mut c) = etcd_client::Client::connect([proc.url.as_str()], None).await
+            && c.status().await.is_ok()
+        {
+            return Ok(proc);
+        }
+        if started.elapsed() > Duration::from_secs(20) {
+            return Err(BenchError::Setup("etcd did not start within 20 s".into()));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Writes the masters' config: session TTL `ttl_secs`, quiet logs.
+pub fn master_config(dir: &Path, ttl_secs: u64) -> Result<PathBuf, BenchError> {
+    let path = dir.join("config.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            "master:\n  session_ttl_secs: {ttl_secs}\nworker:\n  lease_ttl_secs: 3\nlog:\n  level: {log}\n",
+            log = std::env::var("CRAWLER_BENCH_LOG").unwrap_or_else(|_| "error".into())
+        ),
+    )?;
+    Ok(path)
+}
+
+fn this_binary() -> Result<PathBuf, BenchError> {
+    Ok(std::env::current_exe()?)
+}
+
+/// `crawler master --id <id>` on a free port.
+pub fn master(id: u16, etcd: &str, config: &Path) -> Result<Proc, BenchError> {
+    let port = free_port()?;
+    let child = Command::new(this_binary()?)
+        .args(["master", "--id", &id.to_string()])
+        .args(["--http", &format!("127.0.0.1:{port}")])
+        .args(["--etcd", etcd])
+        .arg("--config")
+        .arg(config)
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .spawn()?;
+    Ok(Proc {
+        child: Some(child),
+        url: format!("http://127.0.0.1:{port}"),
+    })
+}
+
+/// The hidden `crawler bench-bare` server answering every request with `body`.
+pub fn bare(body: &Path) -> Result<Proc, BenchError> {
+    let port = free_port()?;
+    let child = Command::new(this_binary()?)
+        .args(["bench-bare", "--addr", &format!("127.0.0.1:{port}")])
+        .arg("--body")
+        .arg(body)
+        .stdin(Stdio::null())
+        .spawn()?;
+    Ok(Proc {
+        child: Some(child),
+        url: format!("http://127.0.0.1:{port}"),
+    })
+}
+
+/// Serves `body` as `application/json` to every GET: the baseline for cached reads.
+pub async fn serve_bare(addr: &str, body: Vec<u8>) -> std::io::Result<()> {
+    use axum::http::header;
+    use axum::serve::ListenerExt;
+    let body = axum::body::Bytes::from(body);
+    let app = axum::Router::new().fallback(move || {
+        let body = body.clone();
+        async move { ([(header::CONTENT_TYPE, "application/json")], body) }
+    });
+    // Same socket options as the master, so the comparison is of the handlers.
+    let listener = tokio::net::TcpListener::bind(addr).await?.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+    axum::serve(listener, app).await
+}
