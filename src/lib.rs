@@ -18,6 +18,7 @@ pub mod leadership;
 pub mod lease;
 pub mod logging;
 pub mod master;
+pub mod metrics;
 pub mod name;
 pub mod placement;
 pub mod registry;

@@ -6,6 +6,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::serve::ListenerExt;
@@ -25,6 +26,7 @@ use crate::config::Config;
 use crate::election::{self, Candidate, ElectionConfig};
 use crate::leader::{Leader, LeaderConfig};
 use crate::leadership::Leadership;
+use crate::metrics::Metrics;
 use crate::registry::Worker;
 use crate::resource::Resource;
 use crate::snowflake::Generator;
@@ -158,6 +160,7 @@ impl Master {
             url: options.advertise.clone(),
         };
         let leadership = Leadership::new();
+        let metrics = Arc::new(Metrics::new());
         let leader = Leader::new(
             client.clone(),
             LeaderConfig {
@@ -169,6 +172,7 @@ impl Master {
             resources.clone(),
             workers.clone(),
             Generator::new(u32::from(options.id))?,
+            Arc::clone(&metrics),
         );
         // The election and the leader's duties stop after the HTTP server has drained, so
         // that in-flight writes finish before we resign.
@@ -213,6 +217,7 @@ impl Master {
             feed,
             forwarder,
             auth,
+            metrics,
             http: config.http.clone(),
             draining: CancellationToken::new(),
         });

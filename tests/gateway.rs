@@ -654,3 +654,56 @@ async fn a_leader_change_in_the_middle_of_a_request_ends_in_201_or_503() {
     m2.stop().await;
     m3.stop().await;
 }
+
+#[tokio::test]
+async fn metrics_are_scraped_in_prometheus_text() {
+    let c = three_masters(|_| {}).await;
+    let _worker = start_worker(test_config(std::slice::from_ref(&c.etcd.url)), 7, 100).await;
+    wait_workers(c.url(c.leader), 1).await;
+    let f = c.followers()[0];
+    assert_eq!(create(c.url(f), "measured").await.expect("c").0, 201);
+    let scrape = |url: String| async move {
+        let resp = http()
+            .get(format!("{url}/metrics"))
+            .send()
+            .await
+            .expect("scrape");
+        assert_eq!(resp.status(), 200);
+        assert!(
+            resp.headers()["content-type"]
+                .to_str()
+                .expect("ct")
+                .starts_with("application/openmetrics-text")
+        );
+        resp.text().await.expect("text")
+    };
+    let leader = scrape(c.url(c.leader).to_owned()).await;
+    for needle in [
+        "crawler_is_leader 1",
+        "crawler_workers 1",
+        "crawler_worker_load{worker=\"go.micro.server.worker-7\"} 1",
+        "crawler_assignments_total 1",
+        "crawler_http_requests_total{route=\"/api/v1/resources\",method=\"POST\",status=\"201\"} 1",
+        "crawler_cache_objects{cache=\"resources\"} 1",
+        "crawler_leader_changes_total 1",
+        "crawler_etcd_write_duration_seconds_count",
+        "# EOF",
+    ] {
+        assert!(
+            leader.contains(needle),
+            "leader metrics lack {needle:?}:\n{leader}"
+        );
+    }
+    let follower = scrape(c.url(f).to_owned()).await;
+    for needle in [
+        "crawler_is_leader 0",
+        "crawler_proxied_requests_total{outcome=\"ok\"} 1",
+        "crawler_cache_revision{cache=\"resources\"}",
+        "crawler_watch_events_total{cache=\"workers\"}",
+    ] {
+        assert!(
+            follower.contains(needle),
+            "follower metrics lack {needle:?}:\n{follower}"
+        );
+    }
+}

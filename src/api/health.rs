@@ -47,3 +47,57 @@ pub async fn not_found(uri: Uri) -> ApiError {
         name: uri.path().chars().take(200).collect(),
     }
 }
+
+/// Prometheus metrics in the text exposition format.
+#[utoipa::path(get, path = "/metrics", tag = "health",
+    responses((status = 200, description = "Prometheus text format", content_type = "application/openmetrics-text", body = String)))]
+pub async fn metrics(State(state): State<AppState>) -> impl axum::response::IntoResponse {
+    use crate::metrics::{CacheLabels, Metrics, WorkerLabels};
+    let text = state.metrics.render(|m| {
+        for (cache, stats, len, revision) in [
+            (
+                "workers",
+                state.workers.stats(),
+                state.workers.len(),
+                state.workers.revision(),
+            ),
+            (
+                "resources",
+                state.resources.stats(),
+                state.resources.len(),
+                state.resources.revision(),
+            ),
+            (
+                "masters",
+                state.candidates.stats(),
+                state.candidates.len(),
+                state.candidates.revision(),
+            ),
+        ] {
+            let labels = CacheLabels {
+                cache: cache.to_owned(),
+            };
+            m.cache_objects.get_or_create(&labels).set(len as i64);
+            m.cache_revision.get_or_create(&labels).set(revision);
+            Metrics::catch_up(&m.watch_events.get_or_create(&labels), stats.events);
+            Metrics::catch_up(&m.relists.get_or_create(&labels), stats.lists);
+            Metrics::catch_up(&m.malformed.get_or_create(&labels), stats.malformed);
+        }
+        m.is_leader
+            .set(i64::from(state.leader.leadership().is_leader()));
+        m.workers.set(state.workers.len() as i64);
+        m.worker_load.clear();
+        for (worker, load) in super::workers::loads(&state) {
+            m.worker_load
+                .get_or_create(&WorkerLabels { worker })
+                .set(load as i64);
+        }
+    });
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        text,
+    )
+}

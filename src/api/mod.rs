@@ -79,6 +79,8 @@ pub struct Shared {
     pub forwarder: proxy::Forwarder,
     /// Who may use the API.
     pub auth: auth::Auth,
+    /// Prometheus metrics.
+    pub metrics: Arc<crate::metrics::Metrics>,
     /// HTTP settings.
     pub http: crate::config::HttpConfig,
     /// Cancelled once shutdown starts: `/readyz` turns 503 and event streams end before the
@@ -176,6 +178,7 @@ pub fn router(state: AppState) -> Router {
                 .delete(resources::delete),
         )
         .route("/api/v1/cluster", get(cluster::get))
+        .route("/metrics", get(health::metrics))
         .route("/api/v1/events", get(events::stream))
         .route(
             "/crawler/resource",
@@ -189,6 +192,7 @@ pub fn router(state: AppState) -> Router {
         .layer(from_fn_with_state(state.clone(), auth::require_token))
         .layer(from_fn_with_state(state.clone(), consistency::revisions))
         .layer(from_fn_with_state(state.clone(), deadline))
+        .layer(from_fn_with_state(state.clone(), count_request))
         .layer(cors)
         // Failures are 503s this code chose and logged with their cause; a bug's 500 is logged
         // at error by `ApiError`. The trace layer's own failure log is therefore debug.
@@ -202,6 +206,25 @@ pub fn router(state: AppState) -> Router {
 
 async fn method_not_allowed() -> ApiError {
     ApiError::MethodNotAllowed
+}
+
+/// Middleware: counts every request by matched route, method and status, with its latency.
+async fn count_request(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or("unmatched", |p| p.as_str())
+        .to_owned();
+    let method = req.method().clone();
+    let started = std::time::Instant::now();
+    let response = next.run(req).await;
+    state.metrics.request(
+        &route,
+        method.as_str(),
+        response.status().as_u16(),
+        started.elapsed(),
+    );
+    response
 }
 
 /// Middleware: a request that takes longer than `http.request_timeout_ms` is answered 503.

@@ -17,6 +17,7 @@ use super::AppState;
     paths(
         super::health::healthz,
         super::health::readyz,
+        super::health::metrics,
         super::workers::list,
         super::workers::get_one,
         super::resources::create,

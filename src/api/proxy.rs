@@ -138,6 +138,14 @@ async fn forward(state: &AppState, leader: &str, req: Request) -> Result<Respons
         .body(reqwest::Body::wrap_stream(body.into_data_stream()))
         .send()
         .await;
+    let outcome = if sent.is_ok() { "ok" } else { "error" };
+    state
+        .metrics
+        .proxied
+        .get_or_create(&crate::metrics::OutcomeLabels {
+            outcome: outcome.to_owned(),
+        })
+        .inc();
     let upstream = sent.map_err(|error| {
         warn!(%leader, %error, "could not forward a write to the leader");
         ApiError::Unavailable {

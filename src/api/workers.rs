@@ -49,7 +49,7 @@ pub fn view(worker: &Worker, load: usize) -> WorkerView {
 }
 
 /// Counts resources per assigned worker in one pass over the resources cache.
-fn loads(state: &AppState) -> HashMap<String, usize> {
+pub fn loads(state: &AppState) -> HashMap<String, usize> {
     state.resources.with(|objects, _| {
         let mut loads = HashMap::new();
         for entry in objects.values() {

@@ -26,6 +26,7 @@ use crate::cache::{Change, Event, Object, Store};
 use crate::etcd::{list_prefix, timed};
 use crate::keys::KeyLayout;
 use crate::leadership::{Fence, Leadership, Term};
+use crate::metrics::Metrics;
 use crate::placement::{Move, Placement};
 use crate::registry::Worker;
 use crate::resource::Resource;
@@ -48,6 +49,7 @@ pub struct LeaderConfig {
 }
 
 struct Inner {
+    metrics: Arc<Metrics>,
     client: Client,
     config: LeaderConfig,
     leadership: Leadership,
@@ -85,9 +87,11 @@ impl Leader {
         resources: Store<Resource>,
         workers: Store<Worker>,
         ids: Generator,
+        metrics: Arc<Metrics>,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
+                metrics,
                 client,
                 config,
                 leadership,
@@ -155,22 +159,22 @@ impl Leader {
         };
         let key = self.inner.config.keys.resource_key(name);
         let value = serde_json::to_vec(&resource)?;
-        let result = writes::fenced(
-            &self.inner.client,
-            fence,
-            self.inner.config.request_timeout,
-            vec![Compare::create_revision(
-                key.as_bytes(),
-                CompareOp::Equal,
-                0,
-            )],
-            vec![TxnOp::put(key.as_bytes(), value, None)],
-        )
-        .await;
+        let result = self
+            .txn(
+                fence,
+                vec![Compare::create_revision(
+                    key.as_bytes(),
+                    CompareOp::Equal,
+                    0,
+                )],
+                vec![TxnOp::put(key.as_bytes(), value, None)],
+            )
+            .await;
         match result {
             Ok(w) if w.applied => {
                 if let Some(r) = &reservation {
                     self.placement().confirm(r.token, w.revision);
+                    self.inner.metrics.assignments.inc();
                 }
                 debug!(%name, id = %resource.id, node = %resource.assigned_node, revision = w.revision, "created");
                 Ok(Created {
@@ -325,18 +329,36 @@ impl Leader {
         compares: Vec<Compare>,
         ops: Vec<TxnOp>,
     ) -> Result<writes::Written, WriteError> {
-        match writes::fenced(
+        match self.txn(fence, compares, ops).await {
+            Err(WriteError::Deposed) => Err(self.deposed(fence)),
+            other => other,
+        }
+    }
+
+    /// One fenced txn, timed and counted.
+    async fn txn(
+        &self,
+        fence: &Fence,
+        compares: Vec<Compare>,
+        ops: Vec<TxnOp>,
+    ) -> Result<writes::Written, WriteError> {
+        let started = std::time::Instant::now();
+        let result = writes::fenced(
             &self.inner.client,
             fence,
             self.inner.config.request_timeout,
             compares,
             ops,
         )
-        .await
-        {
-            Err(WriteError::Deposed) => Err(self.deposed(fence)),
-            other => other,
+        .await;
+        let metrics = &self.inner.metrics;
+        metrics
+            .etcd_latency
+            .observe(started.elapsed().as_secs_f64());
+        if matches!(result, Err(WriteError::Etcd(_))) {
+            metrics.etcd_errors.inc();
         }
+        result
     }
 
     /// Waits (bounded) until the placement, and so the caches, reflect `revision`: a client
@@ -374,6 +396,7 @@ impl Leader {
         loop {
             let term = terms.borrow_and_update().clone();
             if let Term::Won(fence) = term {
+                self.inner.metrics.leader_changes.inc();
                 let mut ending = terms.clone();
                 tokio::select! {
                     () = cancel.cancelled() => return,
@@ -641,11 +664,15 @@ impl Leader {
         let mut compares = Vec::with_capacity(moves.len());
         let mut ops = Vec::with_capacity(moves.len());
         let mut writing = Vec::with_capacity(moves.len());
+        let mut orphans = 0u64;
         for m in moves {
             let Some((mut moved, mod_revision)) = lookup(&m.name) else {
                 self.placement().unplan(m);
                 continue;
             };
+            if !moved.assigned_node.is_empty() {
+                orphans += 1;
+            }
             moved.assigned_node = Resource::assigned_node_value(&m.to.worker, &m.to.address);
             let key = self.inner.config.keys.resource_key(&m.name);
             compares.push(Compare::mod_revision(
@@ -663,14 +690,7 @@ impl Leader {
         if writing.is_empty() {
             return Ok(false);
         }
-        let result = writes::fenced(
-            &self.inner.client,
-            fence,
-            self.inner.config.request_timeout,
-            compares,
-            ops,
-        )
-        .await;
+        let result = self.txn(fence, compares, ops).await;
         let mut placement = self.placement();
         match result {
             Ok(w) if w.applied => {
@@ -679,9 +699,12 @@ impl Leader {
                 }
                 info!(
                     count = writing.len(),
+                    moved = orphans,
                     revision = w.revision,
                     "resources assigned"
                 );
+                self.inner.metrics.assignments.inc_by(writing.len() as u64);
+                self.inner.metrics.reassignments.inc_by(orphans);
                 Ok(true)
             }
             other => {

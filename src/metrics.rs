@@ -1,0 +1,263 @@
+//! Prometheus metrics, through prometheus-client (the Prometheus project's Rust client), one
+//! registry per master so that several masters in one test process keep theirs apart.
+//!
+//! Request metrics are recorded as requests happen; cache, leadership and worker figures are
+//! read from their owners when `/metrics` is scraped, so nothing on a hot path keeps them.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// Labels of one HTTP request.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// The matched route, e.g. `/api/v1/resources/{name}`.
+    pub route: String,
+    /// The method.
+    pub method: String,
+    /// The status code.
+    pub status: u16,
+}
+
+/// Labels naming a route and method.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    /// The matched route.
+    pub route: String,
+    /// The method.
+    pub method: String,
+}
+
+/// Labels naming a cache.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CacheLabels {
+    /// `workers`, `resources` or `masters`.
+    pub cache: String,
+}
+
+/// Labels naming a worker.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WorkerLabels {
+    /// Node id.
+    pub worker: String,
+}
+
+/// Labels naming an outcome.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    /// `ok` or `error`.
+    pub outcome: String,
+}
+
+/// Every metric of one master.
+pub struct Metrics {
+    registry: Registry,
+    /// Requests by route, method and status.
+    pub requests: Family<RequestLabels, Counter>,
+    /// Request latency by route and method.
+    pub latency: Family<RouteLabels, Histogram>,
+    /// Writes forwarded to the leader, by outcome.
+    pub proxied: Family<OutcomeLabels, Counter>,
+    /// Objects per cache.
+    pub cache_objects: Family<CacheLabels, Gauge>,
+    /// Revision per cache.
+    pub cache_revision: Family<CacheLabels, Gauge>,
+    /// Watch events applied per cache.
+    pub watch_events: Family<CacheLabels, Counter>,
+    /// Full lists per cache (the first one and every re-list).
+    pub relists: Family<CacheLabels, Counter>,
+    /// Malformed values skipped per cache.
+    pub malformed: Family<CacheLabels, Counter>,
+    /// 1 while this master leads.
+    pub is_leader: Gauge,
+    /// Terms this master won.
+    pub leader_changes: Counter,
+    /// Resources assigned by this master as leader (creates and moves).
+    pub assignments: Counter,
+    /// Resources moved off a worker that left.
+    pub reassignments: Counter,
+    /// Latency of the leader's etcd writes.
+    pub etcd_latency: Histogram,
+    /// Failed leader etcd writes.
+    pub etcd_errors: Counter,
+    /// Registered workers.
+    pub workers: Gauge,
+    /// Resources assigned per worker.
+    pub worker_load: Family<WorkerLabels, Gauge>,
+    scrape: Mutex<()>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// A registry with every metric registered.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("crawler");
+        let requests = Family::<RequestLabels, Counter>::default();
+        let latency = Family::<RouteLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.000_1, 2.0, 18))
+        });
+        let proxied = Family::<OutcomeLabels, Counter>::default();
+        let cache_objects = Family::<CacheLabels, Gauge>::default();
+        let cache_revision = Family::<CacheLabels, Gauge>::default();
+        let watch_events = Family::<CacheLabels, Counter>::default();
+        let relists = Family::<CacheLabels, Counter>::default();
+        let malformed = Family::<CacheLabels, Counter>::default();
+        let is_leader = Gauge::default();
+        let leader_changes = Counter::default();
+        let assignments = Counter::default();
+        let reassignments = Counter::default();
+        let etcd_latency = Histogram::new(exponential_buckets(0.000_1, 2.0, 18));
+        let etcd_errors = Counter::default();
+        let workers = Gauge::default();
+        let worker_load = Family::<WorkerLabels, Gauge>::default();
+        registry.register("http_requests", "HTTP requests", requests.clone());
+        registry.register(
+            "http_request_duration_seconds",
+            "HTTP request latency",
+            latency.clone(),
+        );
+        registry.register(
+            "proxied_requests",
+            "Writes forwarded to the leader",
+            proxied.clone(),
+        );
+        registry.register("cache_objects", "Objects in a cache", cache_objects.clone());
+        registry.register(
+            "cache_revision",
+            "etcd revision a cache reflects",
+            cache_revision.clone(),
+        );
+        registry.register("watch_events", "Watch events applied", watch_events.clone());
+        registry.register(
+            "cache_lists",
+            "Full lists (first list and re-lists)",
+            relists.clone(),
+        );
+        registry.register(
+            "malformed_values",
+            "Malformed values skipped",
+            malformed.clone(),
+        );
+        registry.register("is_leader", "1 while this master leads", is_leader.clone());
+        registry.register(
+            "leader_changes",
+            "Terms this master won",
+            leader_changes.clone(),
+        );
+        registry.register(
+            "assignments",
+            "Resources assigned to a worker",
+            assignments.clone(),
+        );
+        registry.register(
+            "reassignments",
+            "Resources moved off a worker that left",
+            reassignments.clone(),
+        );
+        registry.register(
+            "etcd_write_duration_seconds",
+            "Latency of the leader's etcd writes",
+            etcd_latency.clone(),
+        );
+        registry.register(
+            "etcd_write_errors",
+            "Failed leader etcd writes",
+            etcd_errors.clone(),
+        );
+        registry.register("workers", "Registered workers", workers.clone());
+        registry.register(
+            "worker_load",
+            "Resources assigned to a worker",
+            worker_load.clone(),
+        );
+        Self {
+            registry,
+            requests,
+            latency,
+            proxied,
+            cache_objects,
+            cache_revision,
+            watch_events,
+            relists,
+            malformed,
+            is_leader,
+            leader_changes,
+            assignments,
+            reassignments,
+            etcd_latency,
+            etcd_errors,
+            workers,
+            worker_load,
+            scrape: Mutex::new(()),
+        }
+    }
+
+    /// Records one HTTP request.
+    pub fn request(&self, route: &str, method: &str, status: u16, took: Duration) {
+        self.requests
+            .get_or_create(&RequestLabels {
+                route: route.to_owned(),
+                method: method.to_owned(),
+                status,
+            })
+            .inc();
+        self.latency
+            .get_or_create(&RouteLabels {
+                route: route.to_owned(),
+                method: method.to_owned(),
+            })
+            .observe(took.as_secs_f64());
+    }
+
+    /// Brings a counter up to `total` (counters mirrored from an owner's monotonic total).
+    pub fn catch_up(counter: &Counter, total: u64) {
+        let now = counter.get();
+        if total > now {
+            counter.inc_by(total - now);
+        }
+    }
+
+    /// The text exposition, after `refresh` has updated the scrape-time figures.
+    pub fn render(&self, refresh: impl FnOnce(&Self)) -> String {
+        let _one_scrape_at_a_time = self.scrape.lock().unwrap_or_else(|p| p.into_inner());
+        refresh(self);
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_prometheus_text() {
+        let m = Metrics::new();
+        m.request("/api/v1/resources", "GET", 200, Duration::from_millis(2));
+        Metrics::catch_up(&m.assignments, 5);
+        Metrics::catch_up(&m.assignments, 3);
+        let text = m.render(|m| {
+            m.workers.set(2);
+        });
+        assert!(text.contains(
+            "crawler_http_requests_total{route=\"/api/v1/resources\",method=\"GET\",status=\"200\"} 1"
+        ));
+        assert!(text.contains("crawler_assignments_total 5"));
+        assert!(text.contains("crawler_workers 2"));
+        assert!(text.contains("# EOF"));
+    }
+}
