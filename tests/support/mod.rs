@@ -227,25 +227,22 @@ pub async fn ready_leader(masters: &[&str], timeout: Duration) -> usize {
     .await
 }
 
-/// Every resource in etcd under the default prefix, decoded.
+/// Every resource in etcd under the default prefix, decoded (read in pages, as the master
+/// does, so that large prefixes fit etcd-client's message limit).
 pub async fn stored_resources(etcd: &Etcd) -> Vec<crawler::resource::Resource> {
     use crawler::cache::Object;
-    let mut client = etcd.client().await;
-    let resp = client
-        .get(
-            "/resources/",
-            Some(etcd_client::GetOptions::new().with_prefix()),
-        )
-        .await
-        .expect("range");
-    resp.kvs()
-        .iter()
-        .filter_map(|kv| {
+    let client = etcd.client().await;
+    let mut out = Vec::new();
+    crawler::etcd::list_prefix(&client, "/resources/", 0, Duration::from_secs(10), |kvs| {
+        out.extend(kvs.iter().filter_map(|kv| {
             let key = std::str::from_utf8(kv.key()).ok()?;
             let name = key.strip_prefix("/resources/")?;
             crawler::resource::Resource::decode(name, kv.value()).ok()
-        })
-        .collect()
+        }));
+    })
+    .await
+    .expect("range");
+    out
 }
 
 /// Waits until `master` lists exactly `n` workers.
