@@ -24,11 +24,30 @@ pub enum Command {
     Worker(WorkerArgs),
     /// Print the OpenAPI document.
     Openapi,
+    /// Run a local cluster: etcd (if none answers), 3 masters and 3 workers.
+    Dev(DevArgs),
     /// Run the benchmarks (starts its own etcd, masters and load) and write a report.
     Bench(BenchArgs),
     /// The bare HTTP server the benchmark compares cached reads with.
     #[command(hide = true)]
     BenchBare(BenchBareArgs),
+}
+
+/// `crawler dev`.
+#[derive(Debug, Args)]
+pub struct DevArgs {
+    /// Configuration file (YAML): etcd endpoints, key layout, seed tasks.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// First master port; the masters use it and the next two.
+    #[arg(long, default_value_t = 8081)]
+    pub http_port: u16,
+    /// First worker port; the workers use it and the next two.
+    #[arg(long, default_value_t = 9091)]
+    pub worker_port: u16,
+    /// Show every process's logs here instead of writing them to files.
+    #[arg(long)]
+    pub verbose: bool,
 }
 
 /// `crawler bench`.

@@ -16,6 +16,17 @@ async fn main() -> ExitCode {
             Ok(())
         }
         Command::Master(args) => run_master(args).await,
+        Command::Dev(args) => crawler::dev::run(
+            crawler::dev::DevOptions {
+                config: args.config,
+                http_port: args.http_port,
+                worker_port: args.worker_port,
+                verbose: args.verbose,
+            },
+            shutdown::wait_for_signal(),
+        )
+        .await
+        .map_err(Into::into),
         Command::Bench(args) => {
             let out = args.out.unwrap_or_else(|| {
                 if args.quick {
@@ -33,7 +44,7 @@ async fn main() -> ExitCode {
             .map_err(Into::into)
         }
         Command::BenchBare(args) => match std::fs::read(&args.body) {
-            Ok(body) => crawler::bench::procs::serve_bare(&args.addr, body)
+            Ok(body) => crawler::procs::serve_bare(&args.addr, body)
                 .await
                 .map_err(Into::into),
             Err(e) => Err(format!("cannot read {}: {e}", args.body.display()).into()),

@@ -14,7 +14,8 @@ pub async fn signal() {
     });
 }
 
-async fn wait_for_signal() {
+/// Completes on the next SIGTERM or SIGINT (no second-signal handler).
+pub async fn wait_for_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};

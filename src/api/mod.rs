@@ -6,6 +6,7 @@ pub mod auth;
 pub mod cluster;
 pub mod compat;
 pub mod consistency;
+pub mod dashboard;
 pub mod error;
 pub mod events;
 pub mod extract;
@@ -162,6 +163,7 @@ pub fn router(state: AppState) -> Router {
     let cors = cors(&state.http.cors_origins);
     let limit = state.http.max_body_bytes;
     Router::new()
+        .route("/", get(dashboard::page))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/api/v1/workers", get(workers::list))

@@ -18,6 +18,7 @@ use super::AppState;
         super::health::healthz,
         super::health::readyz,
         super::health::metrics,
+        super::dashboard::page,
         super::workers::list,
         super::workers::get_one,
         super::resources::create,

@@ -7,7 +7,6 @@
 //! with tiny counts, as a smoke test.
 
 pub mod load;
-pub mod procs;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -19,8 +18,8 @@ use etcd_client::{Client, Compare, CompareOp, GetOptions, PutOptions, Txn, TxnOp
 use futures_util::StreamExt;
 use serde_json::json;
 
+use crate::procs::{self, Proc, Scratch};
 use load::{Stats, percentile};
-use procs::{Proc, Scratch};
 
 /// Why a benchmark could not run.
 #[derive(Debug, thiserror::Error)]

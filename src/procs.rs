@@ -1,11 +1,13 @@
-//! The processes a benchmark runs: an etcd from `PATH` on a temp data dir, masters and a bare
-//! HTTP server from this very binary, all on free loopback ports, all killed on drop.
+//! Child processes for `crawler bench` and `crawler dev`: an etcd from `PATH` on a temp data
+//! dir, masters, workers and a bare HTTP server from this very binary, all on loopback, all
+//! killed on drop.
 
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::BenchError;
+use crate::bench::BenchError;
 
 /// A free loopback port (bound and released).
 pub fn free_port() -> Result<u16, BenchError> {
@@ -85,8 +87,11 @@ impl Drop for Scratch {
 
 /// Starts etcd on free ports with its data in `dir`, and waits until it answers.
 pub async fn etcd(dir: &Path) -> Result<Proc, BenchError> {
-    let client = free_port()?;
-    let peer = free_port()?;
+    etcd_on(dir, free_port()?, free_port()?, Stdio::null()).await
+}
+
+/// Starts etcd on the given client and peer ports, and waits until it answers.
+pub async fn etcd_on(dir: &Path, client: u16, peer: u16, stdin: Stdio) -> Result<Proc, BenchError> {
     let url = format!("http://127.0.0.1:{client}");
     let peer_url = format!("http://127.0.0.1:{peer}");
     let log = std::fs::File::create(dir.join("etcd.log"))?;
@@ -101,7 +106,9 @@ pub async fn etcd(dir: &Path) -> Result<Proc, BenchError> {
         .arg("--quota-backend-bytes=8589934592")
         .arg("--log-level=warn")
         .arg("--logger=zap")
-        .stdin(Stdio::null())
+        .stdin(stdin)
+        // Its own process group: a Ctrl-C reaches only the parent, which stops it last.
+        .process_group(0)
         .stdout(log.try_clone()?)
         .stderr(log)
         .spawn()
@@ -147,7 +154,17 @@ fn this_binary() -> Result<PathBuf, BenchError> {
 
 /// `crawler master --id <id>` on a free port.
 pub fn master(id: u16, etcd: &str, config: &Path) -> Result<Proc, BenchError> {
-    let port = free_port()?;
+    master_on(id, free_port()?, etcd, config, Stdio::inherit())
+}
+
+/// `crawler master --id <id>` on `port`, its output going to `output`.
+pub fn master_on(
+    id: u16,
+    port: u16,
+    etcd: &str,
+    config: &Path,
+    output: Stdio,
+) -> Result<Proc, BenchError> {
     let child = Command::new(this_binary()?)
         .args(["master", "--id", &id.to_string()])
         .args(["--http", &format!("127.0.0.1:{port}")])
@@ -156,11 +173,59 @@ pub fn master(id: u16, etcd: &str, config: &Path) -> Result<Proc, BenchError> {
         .arg(config)
         .env_remove("RUST_LOG")
         .stdin(Stdio::null())
+        .stderr(output)
+        .process_group(0)
         .spawn()?;
     Ok(Proc {
         child: Some(child),
         url: format!("http://127.0.0.1:{port}"),
     })
+}
+
+/// `crawler worker --id <id>` on `port`, its output going to `output`.
+pub fn worker_on(
+    id: u32,
+    port: u16,
+    etcd: &str,
+    config: &Path,
+    output: Stdio,
+) -> Result<Proc, BenchError> {
+    let child = Command::new(this_binary()?)
+        .args(["worker", "--id", &id.to_string()])
+        .args(["--addr", &format!("127.0.0.1:{port}")])
+        .args(["--etcd", etcd])
+        .arg("--config")
+        .arg(config)
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stderr(output)
+        .process_group(0)
+        .spawn()?;
+    Ok(Proc {
+        child: Some(child),
+        url: format!("127.0.0.1:{port}"),
+    })
+}
+
+impl Proc {
+    /// Waits (at most `limit`) for the process to exit; returns whether it did.
+    pub async fn wait_exit(&mut self, limit: Duration) -> bool {
+        let started = Instant::now();
+        loop {
+            match self.child.as_mut().map(Child::try_wait) {
+                None | Some(Ok(Some(_))) => {
+                    self.child = None;
+                    return true;
+                }
+                Some(Err(_)) => return false,
+                Some(Ok(None)) => {}
+            }
+            if started.elapsed() > limit {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
 }
 
 /// The hidden `crawler bench-bare` server answering every request with `body`.

@@ -1,0 +1,238 @@
+//! `crawler dev`: a complete local cluster from one command, for a first look and for demos.
+//!
+//! It uses the etcd at the configured endpoint when one answers, and otherwise starts one as a
+//! child process on a temp data dir at that endpoint's port. Then it starts three masters on
+//! consecutive ports and three workers, all as child processes of this same binary, reports
+//! progress as it goes ("etcd ready", "leader elected", "3/3 workers registered") and prints
+//! where to look. Ctrl-C stops everything in order: workers deregister, masters resign, and
+//! the child etcd stops last. Full logs go to files in a temp dir, or to the terminal with
+//! `--verbose`.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use crate::bench::BenchError;
+use crate::config::Config;
+use crate::procs::{self, Proc, Scratch};
+
+/// How to run the local cluster.
+#[derive(Debug, Clone)]
+pub struct DevOptions {
+    /// The config file (its seeds, key layout and etcd endpoints are used).
+    pub config: Option<PathBuf>,
+    /// First master port; masters use it and the next two.
+    pub http_port: u16,
+    /// First worker port; workers use it and the next two.
+    pub worker_port: u16,
+    /// Show every process's logs instead of writing them to files.
+    pub verbose: bool,
+}
+
+fn say(line: &str) {
+    println!("  {line}");
+}
+
+fn output(verbose: bool, logs: &Path, name: &str) -> Stdio {
+    if verbose {
+        return Stdio::inherit();
+    }
+    std::fs::File::create(logs.join(format!("{name}.log"))).map_or(Stdio::null(), Stdio::from)
+}
+
+async fn etcd_answers(endpoints: &[String]) -> bool {
+    let connect = etcd_client::Client::connect(
+        endpoints,
+        Some(etcd_client::ConnectOptions::new().with_connect_timeout(Duration::from_millis(500))),
+    );
+    match tokio::time::timeout(Duration::from_secs(2), connect).await {
+        Ok(Ok(mut client)) => tokio::time::timeout(Duration::from_secs(2), client.status())
+            .await
+            .is_ok_and(|r| r.is_ok()),
+        _ => false,
+    }
+}
+
+fn port_of(endpoint: &str) -> Option<u16> {
+    endpoint
+        .rsplit(':')
+        .next()?
+        .trim_end_matches('/')
+        .parse()
+        .ok()
+}
+
+async fn get_json(client: &reqwest::Client, url: &str) -> Option<serde_json::Value> {
+    client.get(url).send().await.ok()?.json().await.ok()
+}
+
+/// Runs the cluster until `shutdown` completes.
+pub async fn run(
+    options: DevOptions,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), BenchError> {
+    let started = Instant::now();
+    let config =
+        Config::load(options.config.as_deref()).map_err(|e| BenchError::Setup(e.to_string()))?;
+    let scratch = Scratch::new("dev")?;
+    let logs = scratch.0.clone();
+    let config_path = match &options.config {
+        Some(path) => path.clone(),
+        None => {
+            let path = scratch.0.join("config.yaml");
+            std::fs::write(&path, "{}\n")?;
+            path
+        }
+    };
+    println!("crawler dev: a local cluster of 3 masters and 3 workers");
+    let endpoints = config.etcd.endpoints.clone();
+    let mut etcd = None;
+    if etcd_answers(&endpoints).await {
+        say(&format!("etcd ready (using {})", endpoints.join(",")));
+    } else {
+        let first = endpoints.first().cloned().unwrap_or_default();
+        let client_port = port_of(&first).unwrap_or(2379);
+        let peer_port = procs::free_port()?;
+        etcd = Some(procs::etcd_on(&scratch.0, client_port, peer_port, Stdio::null()).await?);
+        say(&format!(
+            "etcd ready (started on 127.0.0.1:{client_port}, data in {})",
+            scratch.0.display()
+        ));
+    }
+    let etcd_arg = if etcd.is_some() {
+        format!(
+            "http://127.0.0.1:{}",
+            port_of(endpoints.first().map_or("", String::as_str)).unwrap_or(2379)
+        )
+    } else {
+        endpoints.join(",")
+    };
+
+    let mut masters = Vec::new();
+    for i in 0..3u16 {
+        masters.push(procs::master_on(
+            i + 1,
+            options.http_port + i,
+            &etcd_arg,
+            &config_path,
+            output(options.verbose, &logs, &format!("master-{}", i + 1)),
+        )?);
+    }
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(2))
+        .build()?;
+    let leader = loop {
+        let mut found = None;
+        for m in &masters {
+            if let Some(view) = get_json(&client, &format!("{}/api/v1/cluster", m.url)).await
+                && view["self"]["role"] == "leader"
+            {
+                found = view["self"]["id"].as_u64();
+            }
+        }
+        if let Some(id) = found {
+            break id;
+        }
+        if started.elapsed() > Duration::from_secs(60) {
+            return Err(BenchError::Setup(format!(
+                "no leader within 60 s; see the logs in {}",
+                logs.display()
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    say(&format!("leader elected: master-{leader}"));
+
+    let mut workers = Vec::new();
+    for i in 0..3u16 {
+        workers.push(procs::worker_on(
+            u32::from(i) + 1,
+            options.worker_port + i,
+            &etcd_arg,
+            &config_path,
+            output(options.verbose, &logs, &format!("worker-{}", i + 1)),
+        )?);
+    }
+    let api = &masters[0].url;
+    let mut shown = 0;
+    while shown < 3 {
+        let count = get_json(&client, &format!("{api}/api/v1/workers"))
+            .await
+            .and_then(|v| v["items"].as_array().map(Vec::len))
+            .unwrap_or(0);
+        if count > shown {
+            shown = count;
+            say(&format!("{shown}/3 workers registered"));
+        }
+        if started.elapsed() > Duration::from_secs(60) {
+            return Err(BenchError::Setup(
+                "workers did not register within 60 s".into(),
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let seeds = config.tasks.len();
+    println!(
+        "
+  ready in {:.1} s{}
+
+  dashboard    {api}/
+  Swagger UI   {api}/swagger-ui/
+  masters      {}
+  logs         {}
+
+  Try:
+    curl -s {api}/api/v1/cluster
+    curl -s -XPOST {api}/api/v1/resources -H 'content-type: application/json' -d '{{\"name\":\"example.com\"}}'
+    curl -s {api}/api/v1/workers
+
+  Ctrl-C stops everything.
+",
+        started.elapsed().as_secs_f64(),
+        if seeds > 0 {
+            format!(", {seeds} seed tasks loaded")
+        } else {
+            String::new()
+        },
+        masters
+            .iter()
+            .map(|m| m.url.as_str())
+            .collect::<Vec<_>>()
+            .join("  "),
+        if options.verbose {
+            "shown here".to_owned()
+        } else {
+            logs.display().to_string()
+        },
+    );
+    shutdown.await;
+    println!(
+        "\n  stopping: workers deregister, masters resign, then etcd (Ctrl-C again: kill all)"
+    );
+    let orderly = async {
+        stop_all(&mut workers).await;
+        stop_all(&mut masters).await;
+        if let Some(etcd) = etcd.as_mut() {
+            etcd.signal(15);
+            etcd.wait_exit(Duration::from_secs(5)).await;
+        }
+    };
+    tokio::select! {
+        () = orderly => say("stopped"),
+        () = crate::shutdown::wait_for_signal() => say("killed"),
+    }
+    // Whatever still runs is killed as the handles drop.
+    Ok(())
+}
+
+async fn stop_all(procs: &mut [Proc]) {
+    for p in procs.iter() {
+        p.signal(15);
+    }
+    for p in procs.iter_mut() {
+        if !p.wait_exit(Duration::from_secs(10)).await {
+            p.kill();
+        }
+    }
+}
