@@ -23,6 +23,9 @@ use crate::master::spawn_cache;
 use crate::registry::{self, CAPACITY_KEY};
 use crate::resource::Resource;
 
+/// The worker's health route (compose healthchecks and tests use it).
+pub const HEALTHZ: &str = "/healthz";
+
 /// Who this worker is.
 #[derive(Debug, Clone)]
 pub struct WorkerOptions {
@@ -191,7 +194,7 @@ pub async fn run(
     )));
 
     let app = Router::new()
-        .route("/healthz", get(healthz))
+        .route(HEALTHZ, get(healthz))
         .route("/tasks", get(tasks))
         .with_state(WorkerState {
             node_id: node_id.clone(),
