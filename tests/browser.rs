@@ -1,0 +1,262 @@
+//! The dashboard in a real browser: headless Chromium, driven through chromedriver's WebDriver
+//! API, against a real master, workers and etcd. It creates a resource through the UI, sees it
+//! appear, sees an error for a duplicate, kills the worker that runs it and sees the resource
+//! move. A screenshot is saved to `target/browser/dashboard.png`.
+//!
+//! Run alone with `cargo test --test browser` (needs Debian's `chromium` and
+//! `chromium-driver`, which `scripts/setup.sh` installs).
+
+mod support;
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use serde_json::{Value, json};
+use support::*;
+
+const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
+
+struct Driver {
+    child: Child,
+    url: String,
+    session: String,
+    http: reqwest::Client,
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn find_on_path(name: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|p| p.join(name))
+            .find(|p| p.is_file())
+    })
+}
+
+impl Driver {
+    async fn start(profile: &std::path::Path) -> Driver {
+        let driver = find_on_path("chromedriver").unwrap_or_else(|| {
+            panic!(
+                "chromedriver was not found on PATH. The browser test needs Debian's chromium and \
+                 chromium-driver (`apt-get install chromium chromium-driver`); scripts/setup.sh \
+                 installs them."
+            )
+        });
+        let browser = find_on_path("chromium").expect("chromium on PATH next to chromedriver");
+        let port = free_port();
+        let child = Command::new(driver)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start chromedriver");
+        let url = format!("http://127.0.0.1:{port}");
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(Duration::from_secs(60))
+            .build()
+            .expect("client");
+        let capabilities = json!({"capabilities": {"alwaysMatch": {
+            "browserName": "chrome",
+            "goog:chromeOptions": {
+                "binary": browser,
+                "args": ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                    "--no-first-run", "--disable-background-networking",
+                    "--disable-component-update", "--disable-sync",
+                    "--disable-dev-shm-usage", "--window-size=1280,900",
+                    format!("--user-data-dir={}", profile.display())]
+            }
+        }}});
+        let session = eventually(
+            "chromedriver starts a session",
+            Duration::from_secs(30),
+            || {
+                let http = http.clone();
+                let url = url.clone();
+                let capabilities = capabilities.clone();
+                async move {
+                    let resp = http
+                        .post(format!("{url}/session"))
+                        .json(&capabilities)
+                        .send()
+                        .await
+                        .ok()?;
+                    let body: Value = resp.json().await.ok()?;
+                    body["value"]["sessionId"].as_str().map(str::to_owned)
+                }
+            },
+        )
+        .await;
+        Driver {
+            child,
+            url,
+            session,
+            http,
+        }
+    }
+
+    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+        let url = format!("{}/session/{}{path}", self.url, self.session);
+        let mut req = self.http.request(method, url);
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        let resp = req.send().await.expect("webdriver call");
+        let body: Value = resp.json().await.expect("webdriver json");
+        body["value"].clone()
+    }
+
+    async fn goto(&self, url: &str) {
+        self.call(reqwest::Method::POST, "/url", Some(json!({ "url": url })))
+            .await;
+    }
+
+    async fn find(&self, css: &str) -> Option<String> {
+        let v = self
+            .call(
+                reqwest::Method::POST,
+                "/element",
+                Some(json!({"using": "css selector", "value": css})),
+            )
+            .await;
+        v[ELEMENT].as_str().map(str::to_owned)
+    }
+
+    async fn text(&self, css: &str) -> Option<String> {
+        let id = self.find(css).await?;
+        let v = self
+            .call(reqwest::Method::GET, &format!("/element/{id}/text"), None)
+            .await;
+        v.as_str().map(str::to_owned)
+    }
+
+    async fn type_into(&self, css: &str, text: &str) {
+        let id = self.find(css).await.expect("input");
+        self.call(
+            reqwest::Method::POST,
+            &format!("/element/{id}/value"),
+            Some(json!({ "text": text })),
+        )
+        .await;
+    }
+
+    async fn click(&self, css: &str) {
+        let id = self.find(css).await.expect("button");
+        self.call(
+            reqwest::Method::POST,
+            &format!("/element/{id}/click"),
+            Some(json!({})),
+        )
+        .await;
+    }
+
+    async fn screenshot(&self, path: &std::path::Path) {
+        let v = self.call(reqwest::Method::GET, "/screenshot", None).await;
+        let png = base64::engine::general_purpose::STANDARD
+            .decode(v.as_str().expect("base64 png"))
+            .expect("decode");
+        std::fs::create_dir_all(path.parent().expect("dir")).expect("mkdir");
+        std::fs::write(path, png).expect("write screenshot");
+    }
+}
+
+#[tokio::test]
+async fn create_in_the_dashboard_then_watch_a_dead_workers_resource_move() {
+    let etcd = Etcd::start().await;
+    let dir = tempfile::tempdir().expect("dir");
+    let config = fault_config(dir.path());
+    let endpoints = vec![etcd.url.clone()];
+    let master = start_master(test_config(&endpoints), 1).await;
+    ready_leader(&[&master.url], Duration::from_secs(20)).await;
+    let mut workers = vec![
+        Proc::worker(1, &endpoints, &config),
+        Proc::worker(2, &endpoints, &config),
+    ];
+    wait_workers(&master.url, 2).await;
+
+    let profile = tempfile::tempdir().expect("profile");
+    let driver = Driver::start(profile.path()).await;
+    driver.goto(&format!("{}/", master.url)).await;
+    eventually(
+        "the dashboard lists both workers",
+        Duration::from_secs(20),
+        || async {
+            let text = driver.text("#workers").await?;
+            (text.contains("go.micro.server.worker-1") && text.contains("go.micro.server.worker-2"))
+                .then_some(())
+        },
+    )
+    .await;
+    eventually(
+        "the event stream is live",
+        Duration::from_secs(20),
+        || async { (driver.text("#live").await? == "live").then_some(()) },
+    )
+    .await;
+
+    // Create through the UI.
+    driver.type_into("#name", "from-the-ui").await;
+    driver.click("#create-button").await;
+    let row = "tr[data-resource=\"from-the-ui\"] .worker";
+    let first = eventually(
+        "the new resource appears with its worker",
+        Duration::from_secs(20),
+        || async {
+            let worker = driver.text(row).await?;
+            worker
+                .starts_with("go.micro.server.worker-")
+                .then_some(worker)
+        },
+    )
+    .await;
+    let stored = stored_resources(&etcd).await;
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0].assigned_worker(), Some(first.as_str()));
+
+    // A duplicate is refused, and the UI says why.
+    driver.type_into("#name", "from-the-ui").await;
+    driver.click("#create-button").await;
+    eventually("the error is shown", Duration::from_secs(20), || async {
+        driver
+            .text("#error")
+            .await?
+            .contains("already exists")
+            .then_some(())
+    })
+    .await;
+
+    // Kill the worker that runs it: the dashboard shows it moving to the other one.
+    let victim = if first.ends_with("-1") { 0 } else { 1 };
+    workers[victim].kill9();
+    let killed = Instant::now();
+    let second = eventually(
+        "the resource moves to the live worker",
+        Duration::from_secs(30),
+        || async {
+            let worker = driver.text(row).await?;
+            (worker.starts_with("go.micro.server.worker-") && worker != first).then_some(worker)
+        },
+    )
+    .await;
+    println!(
+        "measured: the dashboard showed {first}'s resource on {second} {:?} after the kill (worker lease TTL 3 s)",
+        killed.elapsed()
+    );
+    let shot = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/browser/dashboard.png");
+    driver.screenshot(&shot).await;
+    let size = std::fs::metadata(&shot).expect("screenshot").len();
+    assert!(
+        size > 10_000,
+        "a real screenshot, not an empty page ({size} bytes)"
+    );
+    println!("screenshot: {}", shot.display());
+    driver.call(reqwest::Method::DELETE, "", None).await;
+    master.stop().await;
+}
