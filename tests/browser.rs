@@ -175,7 +175,7 @@ async fn create_in_the_dashboard_then_watch_a_dead_workers_resource_move() {
     let endpoints = vec![etcd.url.clone()];
     let master = start_master(test_config(&endpoints), 1).await;
     ready_leader(&[&master.url], Duration::from_secs(20)).await;
-    let mut workers = vec![
+    let mut workers = [
         Proc::worker(1, &endpoints, &config),
         Proc::worker(2, &endpoints, &config),
     ];

@@ -95,10 +95,14 @@ async fn writes_through_a_follower_are_visible_on_every_master() {
         reqwest::Method::POST,
         &format!("{}/api/v1/resources", c.url(f)),
         Some(json!({"name": "via-follower"})),
-        &[],
+        &[("x-request-id", "trace-me-123")],
     )
     .await;
     assert_eq!(status, 201, "{created}");
+    assert_eq!(
+        headers["x-request-id"], "trace-me-123",
+        "the id reached the leader"
+    );
     assert_eq!(headers["location"], "/api/v1/resources/via-follower");
     assert_eq!(headers["x-served-by"], leader_id.as_str());
     assert_eq!(

@@ -195,6 +195,7 @@ pub fn router(state: AppState) -> Router {
         .layer(from_fn_with_state(state.clone(), consistency::revisions))
         .layer(from_fn_with_state(state.clone(), deadline))
         .layer(from_fn_with_state(state.clone(), count_request))
+        .layer(axum::middleware::from_fn(request_id))
         .layer(cors)
         // Failures are 503s this code chose and logged with their cause; a bug's 500 is logged
         // at error by `ApiError`. The trace layer's own failure log is therefore debug.
@@ -208,6 +209,30 @@ pub fn router(state: AppState) -> Router {
 
 async fn method_not_allowed() -> ApiError {
     ApiError::MethodNotAllowed
+}
+
+/// Header carrying the request id; kept from the client or a forwarding master, else made here.
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Middleware: every request gets an id (the caller's, when it sent a sane one), logged on the
+/// request's span, sent back, and forwarded to the leader with a proxied write.
+async fn request_id(mut req: Request, next: Next) -> Response {
+    let id = req
+        .headers()
+        .get(&REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 64 && v.bytes().all(|b| b.is_ascii_graphic()))
+        .map(str::to_owned)
+        .unwrap_or_else(|| format!("{:016x}", rand::random::<u64>()));
+    let value = HeaderValue::from_str(&id).unwrap_or_else(|_| HeaderValue::from_static("invalid"));
+    req.headers_mut().insert(REQUEST_ID, value.clone());
+    let span = tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.uri().path());
+    let mut response = tracing::Instrument::instrument(next.run(req), span).await;
+    // A forwarded write's response already carries the id as the leader saw it.
+    if !response.headers().contains_key(REQUEST_ID) {
+        response.headers_mut().insert(REQUEST_ID, value);
+    }
+    response
 }
 
 /// Middleware: counts every request by matched route, method and status, with its latency.
@@ -268,5 +293,6 @@ fn cors(origins: &[String]) -> CorsLayer {
             consistency::SERVED_BY,
             consistency::LEADER,
             consistency::STALE,
+            REQUEST_ID,
         ])
 }
