@@ -46,7 +46,10 @@ fn readme_config_table_matches_config_yaml() {
         .collect();
     assert!(!table.is_empty(), "README has a configuration table");
     let missing: Vec<_> = in_file.difference(&table).collect();
-    assert!(missing.is_empty(), "config.yaml keys missing from the README table: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "config.yaml keys missing from the README table: {missing:?}"
+    );
     // Every key the table names is one the configuration accepts (unknown keys are refused).
     for key in &table {
         let mut doc = String::new();
@@ -78,5 +81,8 @@ fn readme_shows_the_two_commands_and_they_exist() {
         assert!(root.join(command).is_file(), "{command} exists");
     }
     let ci = std::fs::read_to_string(root.join(".ci/run")).expect(".ci/run");
-    assert!(ci.contains("scripts/test"), ".ci/run runs the README's test command");
+    assert!(
+        ci.contains("scripts/test"),
+        ".ci/run runs the README's test command"
+    );
 }
