@@ -165,21 +165,17 @@ pub fn master_on(
     config: &Path,
     output: Stdio,
 ) -> Result<Proc, BenchError> {
-    let child = Command::new(this_binary()?)
-        .args(["master", "--id", &id.to_string()])
-        .args(["--http", &format!("127.0.0.1:{port}")])
-        .args(["--etcd", etcd])
-        .arg("--config")
-        .arg(config)
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null())
-        .stderr(output)
-        .process_group(0)
-        .spawn()?;
-    Ok(Proc {
-        child: Some(child),
-        url: format!("http://127.0.0.1:{port}"),
-    })
+    let url = format!("http://127.0.0.1:{port}");
+    spawn_role(
+        "master",
+        &id.to_string(),
+        "--http",
+        port,
+        etcd,
+        config,
+        output,
+        url,
+    )
 }
 
 /// `crawler worker --id <id>` on `port`, its output going to `output`.
@@ -190,9 +186,35 @@ pub fn worker_on(
     config: &Path,
     output: Stdio,
 ) -> Result<Proc, BenchError> {
+    let url = format!("127.0.0.1:{port}");
+    spawn_role(
+        "worker",
+        &id.to_string(),
+        "--addr",
+        port,
+        etcd,
+        config,
+        output,
+        url,
+    )
+}
+
+/// `crawler <role> --id <id> <listen flag> 127.0.0.1:<port> --etcd .. --config ..`, in its
+/// own process group (a Ctrl-C reaches only the parent, which stops it in order).
+#[allow(clippy::too_many_arguments)]
+fn spawn_role(
+    role: &str,
+    id: &str,
+    listen_flag: &str,
+    port: u16,
+    etcd: &str,
+    config: &Path,
+    output: Stdio,
+    url: String,
+) -> Result<Proc, BenchError> {
     let child = Command::new(this_binary()?)
-        .args(["worker", "--id", &id.to_string()])
-        .args(["--addr", &format!("127.0.0.1:{port}")])
+        .args([role, "--id", id])
+        .args([listen_flag, &format!("127.0.0.1:{port}")])
         .args(["--etcd", etcd])
         .arg("--config")
         .arg(config)
@@ -203,7 +225,7 @@ pub fn worker_on(
         .spawn()?;
     Ok(Proc {
         child: Some(child),
-        url: format!("127.0.0.1:{port}"),
+        url,
     })
 }
 

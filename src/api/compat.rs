@@ -8,8 +8,8 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::extract::ApiJson;
+use super::resources::checked_name;
 use super::{ApiError, AppState};
-use crate::leader::WriteError;
 
 /// The Go gateway's request body.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -32,29 +32,6 @@ pub struct NodeSpec {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Empty {}
 
-fn checked(name: &str) -> Result<&str, ApiError> {
-    crate::name::validate(name).map_err(|e| ApiError::Unprocessable {
-        detail: e.to_string(),
-        field: Some("name".to_owned()),
-    })?;
-    Ok(name)
-}
-
-fn error(state: &AppState, name: &str, error: WriteError) -> ApiError {
-    let name: String = name.chars().take(200).collect();
-    match error {
-        WriteError::Exists => ApiError::Conflict {
-            what: "resource",
-            name,
-        },
-        WriteError::NotFound => ApiError::NotFound {
-            what: "resource",
-            name,
-        },
-        other => state.write_error(other),
-    }
-}
-
 /// Go-compatible create: answers with the assigned node.
 #[utoipa::path(post, path = "/crawler/resource", tag = "compatibility",
     request_body = ResourceSpec,
@@ -67,12 +44,12 @@ pub async fn add(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<ResourceSpec>,
 ) -> Result<Json<NodeSpec>, ApiError> {
-    let name = checked(&body.name)?;
+    let name = checked_name(&body.name)?;
     let created = state
         .leader
         .create(name)
         .await
-        .map_err(|e| error(&state, name, e))?;
+        .map_err(|e| state.write_error(name, e))?;
     let (id, address) = created.resource.assignment().unwrap_or(("", ""));
     Ok(Json(NodeSpec {
         id: id.to_owned(),
@@ -92,11 +69,11 @@ pub async fn remove(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<ResourceSpec>,
 ) -> Result<Json<Empty>, ApiError> {
-    let name = checked(&body.name)?;
+    let name = checked_name(&body.name)?;
     state
         .leader
         .delete(name, None)
         .await
-        .map_err(|e| error(&state, name, e))?;
+        .map_err(|e| state.write_error(name, e))?;
     Ok(Json(Empty {}))
 }

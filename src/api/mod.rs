@@ -113,8 +113,9 @@ impl Shared {
         self.known_leader().map(|c| c.url)
     }
 
-    /// The API error for a failed leader write.
-    pub fn write_error(&self, error: WriteError) -> ApiError {
+    /// The API error for a failed leader write on resource `name`.
+    pub fn write_error(&self, name: &str, error: WriteError) -> ApiError {
+        let name: String = name.chars().take(200).collect();
         match error {
             WriteError::NotLeader => ApiError::NotLeader {
                 leader: self.leader_url().filter(|u| *u != self.me.url),
@@ -125,11 +126,11 @@ impl Shared {
             }
             WriteError::Exists => ApiError::Conflict {
                 what: "resource",
-                name: String::new(),
+                name,
             },
             WriteError::NotFound => ApiError::NotFound {
                 what: "resource",
-                name: String::new(),
+                name,
             },
             WriteError::PreconditionFailed => ApiError::PreconditionFailed,
             WriteError::UnknownWorker(id) => ApiError::Unprocessable {

@@ -187,7 +187,8 @@ pub struct ListQuery {
     pub continue_token: Option<String>,
 }
 
-fn checked_name(raw: &str) -> Result<&str, ApiError> {
+/// A resource name from a request, checked against the rules before anything touches etcd.
+pub fn checked_name(raw: &str) -> Result<&str, ApiError> {
     name::validate(raw).map_err(|e| ApiError::Unprocessable {
         detail: e.to_string(),
         field: Some("name".to_owned()),
@@ -219,13 +220,11 @@ pub async fn create(
     ApiJson(body): ApiJson<CreateResource>,
 ) -> Result<impl IntoResponse, ApiError> {
     let name = checked_name(&body.name)?;
-    let created = state.leader.create(name).await.map_err(|e| match e {
-        WriteError::Exists => ApiError::Conflict {
-            what: "resource",
-            name: shown(name),
-        },
-        other => state.write_error(other),
-    })?;
+    let created = state
+        .leader
+        .create(name)
+        .await
+        .map_err(|e| state.write_error(name, e))?;
     let location = format!("/api/v1/resources/{name}");
     Ok((
         StatusCode::CREATED,
@@ -337,13 +336,7 @@ pub async fn delete(
         .leader
         .delete(name, wanted)
         .await
-        .map_err(|e| match e {
-            WriteError::NotFound => ApiError::NotFound {
-                what: "resource",
-                name: shown(name),
-            },
-            other => state.write_error(other),
-        })?;
+        .map_err(|e| state.write_error(name, e))?;
     Ok((StatusCode::NO_CONTENT, [revision_header(revision)]))
 }
 
@@ -359,16 +352,6 @@ fn updated(created: crate::leader::Created) -> Result<impl IntoResponse, ApiErro
         ],
         Json(ResourceView::of(&created.resource)),
     ))
-}
-
-fn update_error(state: &AppState, name: &str, error: WriteError) -> ApiError {
-    match error {
-        WriteError::NotFound => ApiError::NotFound {
-            what: "resource",
-            name: shown(name),
-        },
-        other => state.write_error(other),
-    }
 }
 
 /// Replaces what users may change: the worker (pin) and the labels.
@@ -413,7 +396,7 @@ pub async fn replace(
             wanted,
         )
         .await
-        .map_err(|e| update_error(&state, name, e))?;
+        .map_err(|e| state.write_error(name, e))?;
     updated(created)
 }
 
@@ -466,6 +449,6 @@ pub async fn patch(
             wanted,
         )
         .await
-        .map_err(|e| update_error(&state, name, e))?;
+        .map_err(|e| state.write_error(name, e))?;
     updated(created)
 }
