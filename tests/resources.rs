@@ -513,3 +513,66 @@ async fn a_prefix_larger_than_one_grpc_message_is_listed_in_pages() {
     });
     master.stop().await;
 }
+
+#[tokio::test]
+async fn a_candidate_whose_campaign_key_was_deleted_campaigns_again() {
+    let (etcd, config, m1) = etcd_and_leader().await;
+    let m2 = start_master(config.clone(), 2).await;
+    wait_leader_known(&m2.url, &m1.url).await;
+    // Both campaign keys exist; delete the waiting candidate's key (not its lease) behind its
+    // back. Its Campaign call would otherwise wait on a key that no longer exists.
+    let mut client = etcd.client().await;
+    let keys = eventually("two campaign keys", WAIT, || {
+        let mut client = client.clone();
+        async move {
+            let resp = client
+                .get(
+                    "/crawler/election/",
+                    Some(etcd_client::GetOptions::new().with_prefix()),
+                )
+                .await
+                .ok()?;
+            let mut kvs: Vec<(i64, String)> = resp
+                .kvs()
+                .iter()
+                .map(|kv| {
+                    (
+                        kv.create_revision(),
+                        String::from_utf8_lossy(kv.key()).into_owned(),
+                    )
+                })
+                .collect();
+            kvs.sort();
+            (kvs.len() == 2).then_some(kvs)
+        }
+    })
+    .await;
+    client
+        .delete(keys[1].1.as_str(), None)
+        .await
+        .expect("delete");
+    eventually("the candidate puts a new campaign key", WAIT, || {
+        let mut client = client.clone();
+        let old = keys[1].1.clone();
+        async move {
+            let resp = client
+                .get(
+                    "/crawler/election/",
+                    Some(etcd_client::GetOptions::new().with_prefix()),
+                )
+                .await
+                .ok()?;
+            (resp.kvs().len() == 2 && resp.kvs().iter().all(|kv| kv.key() != old.as_bytes()))
+                .then_some(())
+        }
+    })
+    .await;
+    // When the leader stops, the candidate takes over: its campaign is alive again.
+    let stopping = Instant::now();
+    m1.stop().await;
+    let took = first_accepted_write(&m2.url, stopping).await;
+    println!(
+        "measured: after its campaign key was deleted, the candidate took over {took:?} after the leader stopped"
+    );
+    m2.stop().await;
+}
