@@ -4,8 +4,9 @@
 //! (`added`, `modified`, `deleted`) whose data names its kind, object and revision; the last
 //! event of each revision carries the revision as its SSE `id`, so a client that drops in the
 //! middle of a revision resumes from the previous one and misses nothing. A client that
-//! reconnects with `Last-Event-ID: N` first gets every kept change after N; when the history no
-//! longer reaches back to N it gets a `relist` event and should list again. A client that falls
+//! reconnects with `Last-Event-ID: N` first gets every kept change this master sent after N
+//! (or, for an id from another master, every kept change above revision N); when the history
+//! no longer reaches back to N it gets a `relist` event and should list again. A client that falls
 //! behind the live stream by more than the stream's buffer gets a final `dropped` event and is
 //! disconnected, so a slow client never holds memory without bound.
 
@@ -142,13 +143,25 @@ impl Feed {
         let live = self.live.subscribe();
         let resume = match after {
             None => Resume::Replay(Vec::new()),
-            Some(n) if log.started && n >= log.floor => Resume::Replay(
-                log.events
+            Some(n) if log.started && n >= log.floor => {
+                // The two caches' batches arrive in their own order, so a batch with a lower
+                // revision can follow one with a higher. When this master sent `n`, resume
+                // right after where it sent it; otherwise (an id from another master) send
+                // everything kept above `n`.
+                let sent_here = log
+                    .events
                     .iter()
-                    .filter(|e| e.revision > n)
-                    .cloned()
-                    .collect(),
-            ),
+                    .rposition(|e| e.revision == n && e.closes_revision);
+                Resume::Replay(match sent_here {
+                    Some(at) => log.events.iter().skip(at + 1).cloned().collect(),
+                    None => log
+                        .events
+                        .iter()
+                        .filter(|e| e.revision > n)
+                        .cloned()
+                        .collect(),
+                })
+            }
             Some(_) => Resume::Relist,
         };
         (resume, live)
@@ -384,6 +397,23 @@ mod tests {
         assert_eq!(events.len(), 3);
         feed.gap(20);
         assert!(matches!(feed.subscribe(Some(14)).0, Resume::Relist));
+    }
+
+    #[test]
+    fn a_lower_revision_arriving_later_is_not_lost_on_resume() {
+        let feed = Feed::new(100, 16);
+        feed.start(10);
+        // A resources batch at 12 is published before a workers batch at 11.
+        feed.publish(vec![event(12, "resource")]);
+        let mut worker = event(11, "worker");
+        worker.kind = Kind::Workers;
+        feed.publish(vec![worker]);
+        // A client that received only the first (id 12) resumes: it gets the second.
+        let Resume::Replay(events) = feed.subscribe(Some(12)).0 else {
+            panic!("expected a replay")
+        };
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].name, "worker");
     }
 
     #[tokio::test]
