@@ -444,39 +444,46 @@ impl Leader {
 
     /// Steps 1 to 4 of a take-over. Returns the revision everything was loaded at.
     async fn take_over(&self, fence: &Fence) -> Result<i64, WriteError> {
-        let (revision, resources, workers) = self.load_at_one_revision().await?;
+        // Both prefixes are read at one revision, page by page straight into the placement;
+        // only the resources that need a worker are kept whole.
+        let deadline = self.inner.config.request_timeout;
+        let keys = &self.inner.config.keys;
+        let client = &self.inner.client;
+        let revision = self.current_revision().await?;
         let mut placement = Placement::new();
-        for worker in &workers {
-            placement.upsert_worker(&worker.id, &worker.address, worker.capacity());
-        }
-        for (r, _) in &resources {
-            placement.set_resource(&r.name, Some(r.assigned_worker()), revision);
-            if let Ok(id) = r.id.parse::<u64>() {
-                self.inner.ids.advance_past(id);
+        let mut workers = 0usize;
+        list_prefix(client, &keys.worker_prefix, revision, deadline, |kvs| {
+            for (w, _) in decode_all::<Worker>(&keys.worker_prefix, &kvs) {
+                placement.upsert_worker(&w.id, &w.address, w.capacity());
+                workers += 1;
             }
-        }
+        })
+        .await?;
+        let seeds: HashSet<&str> = self.inner.config.seeds.iter().map(String::as_str).collect();
+        let mut present: HashSet<String> = HashSet::new();
+        let mut resources = 0usize;
+        let mut loaded: HashMap<String, (Resource, i64)> = HashMap::new();
+        list_prefix(client, &keys.resources_prefix, revision, deadline, |kvs| {
+            for (r, mod_revision) in decode_all::<Resource>(&keys.resources_prefix, &kvs) {
+                resources += 1;
+                placement.set_resource(&r.name, Some(r.assigned_worker()), revision);
+                if let Ok(id) = r.id.parse::<u64>() {
+                    self.inner.ids.advance_past(id);
+                }
+                if seeds.contains(r.name.as_str()) {
+                    present.insert(r.name.clone());
+                }
+                if placement.needs(&r.name) {
+                    loaded.insert(r.name.clone(), (r, mod_revision));
+                }
+            }
+        })
+        .await?;
         placement.advance(revision);
         info!(
             revision,
-            resources = resources.len(),
-            workers = workers.len(),
-            "leader loaded resources and workers"
+            resources, workers, "leader loaded resources and workers"
         );
-        let present: HashSet<String> = self
-            .inner
-            .config
-            .seeds
-            .iter()
-            .filter(|seed| resources.iter().any(|(r, _)| &r.name == *seed))
-            .cloned()
-            .collect();
-        // The take-over works from what it loaded (the caches may still be behind it); only
-        // the resources that need a worker are kept for that.
-        let mut loaded: HashMap<String, (Resource, i64)> = resources
-            .into_iter()
-            .filter(|(r, _)| placement.needs(&r.name))
-            .map(|(r, rev)| (r.name.clone(), (r, rev)))
-            .collect();
         *self.placement() = placement;
         self.inner.applied.send_replace(revision);
         for seed in &self.inner.config.seeds {
@@ -506,29 +513,6 @@ impl Leader {
             }
         }
         Ok(revision)
-    }
-
-    async fn load_at_one_revision(
-        &self,
-    ) -> Result<(i64, Vec<(Resource, i64)>, Vec<Worker>), WriteError> {
-        let deadline = self.inner.config.request_timeout;
-        let keys = &self.inner.config.keys;
-        let client = &self.inner.client;
-        let mut resources = Vec::new();
-        let revision = list_prefix(client, &keys.resources_prefix, 0, deadline, |kvs| {
-            resources.extend(decode_all::<Resource>(&keys.resources_prefix, &kvs));
-        })
-        .await?;
-        let mut workers = Vec::new();
-        list_prefix(client, &keys.worker_prefix, revision, deadline, |kvs| {
-            workers.extend(
-                decode_all::<Worker>(&keys.worker_prefix, &kvs)
-                    .into_iter()
-                    .map(|(w, _)| w),
-            );
-        })
-        .await?;
-        Ok((revision, resources, workers))
     }
 
     fn on_resources(
