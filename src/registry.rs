@@ -49,18 +49,22 @@ pub struct Node {
 }
 
 /// A worker as the master sees it: one node of the worker service.
+///
+/// Masters cache thousands of these, so the record is kept compact: the fields the API shows,
+/// metadata as a sorted list rather than a map, and the record exactly as stored (so nothing is
+/// lost) instead of a second, parsed copy.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Worker {
     /// Node id, e.g. `go.micro.server.worker-2`.
     pub id: String,
     /// Address the worker advertises.
     pub address: String,
-    /// Node metadata merged over service metadata.
-    pub metadata: BTreeMap<String, String>,
+    /// Node metadata merged over service metadata, sorted by key.
+    pub metadata: Vec<(String, String)>,
     /// Service version.
     pub version: String,
-    /// The record as stored, so nothing is lost.
-    pub service: Service,
+    /// The record as stored.
+    pub raw: Box<str>,
 }
 
 /// Metadata key for the most resources a worker takes.
@@ -69,9 +73,20 @@ pub const CAPACITY_KEY: &str = "capacity";
 impl Worker {
     /// The worker's capacity, from metadata; `None` means unbounded (e.g. Go workers).
     pub fn capacity(&self) -> Option<u32> {
+        self.meta(CAPACITY_KEY).and_then(|c| c.trim().parse().ok())
+    }
+
+    /// One metadata value.
+    pub fn meta(&self, key: &str) -> Option<&str> {
         self.metadata
-            .get(CAPACITY_KEY)
-            .and_then(|c| c.trim().parse().ok())
+            .binary_search_by(|(k, _)| k.as_str().cmp(key))
+            .ok()
+            .map(|i| self.metadata[i].1.as_str())
+    }
+
+    /// The metadata as a map.
+    pub fn metadata_map(&self) -> BTreeMap<String, String> {
+        self.metadata.iter().cloned().collect()
     }
 }
 
@@ -118,12 +133,15 @@ impl Object for Worker {
         }
         let mut metadata = service.metadata.clone().unwrap_or_default();
         metadata.extend(node.metadata.clone().unwrap_or_default());
+        let raw = std::str::from_utf8(value)
+            .map_err(|_| DecodeError::new("record is not UTF-8"))?
+            .into();
         Ok(Worker {
             id: node.id.clone(),
             address: node.address.clone(),
-            metadata,
+            metadata: metadata.into_iter().collect(),
             version: service.version.clone(),
-            service,
+            raw,
         })
     }
 }
@@ -140,10 +158,14 @@ mod tests {
         assert_eq!(w.id, "go.micro.server.worker-2");
         assert_eq!(w.address, "192.168.0.107:9089");
         assert_eq!(w.version, "latest");
-        assert_eq!(w.metadata.get("server").map(String::as_str), Some("grpc"));
+        assert_eq!(w.meta("server"), Some("grpc"));
+        assert_eq!(w.meta("registry"), Some("etcd"));
+        assert_eq!(w.meta("nope"), None);
         assert_eq!(w.capacity(), None);
-        // Round trip: re-encoding gives back the same JSON value.
-        let again = serde_json::to_value(&w.service).expect("encodes");
+        assert_eq!(&*w.raw, GO_RECORD, "the record is kept as stored");
+        // Round trip through the codec gives back the same JSON value.
+        let service: Service = serde_json::from_str(GO_RECORD).expect("decodes");
+        let again = serde_json::to_value(&service).expect("encodes");
         let original: Value = serde_json::from_str(GO_RECORD).expect("json");
         assert_eq!(again, original);
     }
@@ -151,8 +173,9 @@ mod tests {
     #[test]
     fn unknown_fields_survive() {
         let text = r#"{"name":"s","version":"1","nodes":[{"id":"s-1","address":"h:1","weight":3}],"ttl":9}"#;
-        let w = Worker::decode("s-1", text.as_bytes()).expect("decodes");
-        let again = serde_json::to_value(&w.service).expect("encodes");
+        assert!(Worker::decode("s-1", text.as_bytes()).is_ok());
+        let service: Service = serde_json::from_str(text).expect("decodes");
+        let again = serde_json::to_value(&service).expect("encodes");
         assert_eq!(again["ttl"], 9);
         assert_eq!(again["nodes"][0]["weight"], 3);
     }

@@ -41,7 +41,7 @@ pub fn view(worker: &Worker, load: usize) -> WorkerView {
     WorkerView {
         id: worker.id.clone(),
         address: worker.address.clone(),
-        metadata: worker.metadata.clone(),
+        metadata: worker.metadata_map(),
         version: worker.version.clone(),
         capacity: worker.capacity(),
         load,
