@@ -380,3 +380,60 @@ async fn garbage_values_are_skipped_and_counted() {
     cancel.cancel();
     while tasks.join_next().await.is_some() {}
 }
+
+#[tokio::test]
+async fn a_watch_response_carrying_several_revisions_is_applied_one_revision_at_a_time() {
+    let etcd = Etcd::start().await;
+    let proxy = Proxy::start(etcd.url.trim_start_matches("http://")).await;
+    let config = test_config(std::slice::from_ref(&proxy.url));
+    let prefix = config.keys.worker_prefix.clone();
+    let client = crawler::etcd::connect(&config.etcd).await.expect("connect");
+    let cancel = CancellationToken::new();
+    let mut tasks = tokio::task::JoinSet::new();
+    let store: Store<Worker> =
+        crawler::master::spawn_cache("workers", &client, &config, &prefix, &cancel, &mut tasks);
+    store.wait_ready().await;
+    eventually("the watch is live", WAIT, || async {
+        store.is_live().then_some(())
+    })
+    .await;
+    let mut changes = store.subscribe();
+    // While the watch is cut, three writes at three revisions; on reconnection etcd sends the
+    // backlog, typically in one response.
+    proxy.cut();
+    let mut raw = etcd.client().await;
+    let mut written = Vec::new();
+    for i in 1..=3 {
+        let id = format!("go.micro.server.worker-{i}");
+        let put = raw
+            .put(
+                format!("{prefix}{id}"),
+                GO_RECORD.replace("go.micro.server.worker-2", &id),
+                None,
+            )
+            .await
+            .expect("put");
+        written.push(put.header().expect("header").revision());
+    }
+    proxy.restore();
+    let mut seen = Vec::new();
+    while seen.len() < 3 {
+        let batch = tokio::time::timeout(WAIT, changes.recv())
+            .await
+            .expect("a batch in time")
+            .expect("a batch");
+        for event in &batch.events {
+            let crawler::cache::Event::Added { new, .. } = event else {
+                panic!("only additions were made")
+            };
+            assert_eq!(
+                new.mod_revision, batch.revision,
+                "every change is reported at its own revision"
+            );
+            seen.push(batch.revision);
+        }
+    }
+    assert_eq!(seen, written);
+    cancel.cancel();
+    while tasks.join_next().await.is_some() {}
+}

@@ -270,11 +270,16 @@ async fn watch<T: Object>(
                     }
                     continue;
                 }
+                // One response can carry several revisions: each becomes its own batch, in
+                // order, so every change is reported at its own revision.
                 let mut updates = Vec::with_capacity(events.len());
                 let mut revision = 0;
                 for event in events {
                     let Some(kv) = event.kv() else { continue };
-                    revision = revision.max(kv.mod_revision());
+                    if kv.mod_revision() != revision && !updates.is_empty() {
+                        writer.apply(std::mem::take(&mut updates), revision);
+                    }
+                    revision = kv.mod_revision();
                     match event.event_type() {
                         EventType::Put => match decode_kv::<T>(&config.prefix, kv, writer) {
                             Some(put) => updates.push(put),
@@ -293,7 +298,12 @@ async fn watch<T: Object>(
                         }
                     }
                 }
-                writer.apply(updates, revision);
+                if !updates.is_empty() {
+                    writer.apply(updates, revision);
+                } else if revision > 0 {
+                    // Only keys outside the layout changed: the revision still moved.
+                    writer.advance(revision);
+                }
             }
         }
     }
