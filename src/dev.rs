@@ -12,9 +12,8 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use crate::bench::BenchError;
 use crate::config::Config;
-use crate::procs::{self, Proc, Scratch};
+use crate::procs::{self, Proc, Scratch, ToolError};
 
 /// How to run the local cluster.
 #[derive(Debug, Clone)]
@@ -70,10 +69,10 @@ async fn get_json(client: &reqwest::Client, url: &str) -> Option<serde_json::Val
 pub async fn run(
     options: DevOptions,
     shutdown: impl std::future::Future<Output = ()>,
-) -> Result<(), BenchError> {
+) -> Result<(), ToolError> {
     let started = Instant::now();
     let config =
-        Config::load(options.config.as_deref()).map_err(|e| BenchError::Setup(e.to_string()))?;
+        Config::load(options.config.as_deref()).map_err(|e| ToolError::Setup(e.to_string()))?;
     let scratch = Scratch::new("dev")?;
     let logs = scratch.0.clone();
     let config_path = match &options.config {
@@ -135,7 +134,7 @@ pub async fn run(
             break id;
         }
         if started.elapsed() > Duration::from_secs(60) {
-            return Err(BenchError::Setup(format!(
+            return Err(ToolError::Setup(format!(
                 "no leader within 60 s; see the logs in {}",
                 logs.display()
             )));
@@ -166,7 +165,7 @@ pub async fn run(
             say(&format!("{shown}/3 workers registered"));
         }
         if started.elapsed() > Duration::from_secs(60) {
-            return Err(BenchError::Setup(
+            return Err(ToolError::Setup(
                 "workers did not register within 60 s".into(),
             ));
         }

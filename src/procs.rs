@@ -7,10 +7,25 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::bench::BenchError;
+/// Why a tool (`crawler bench`, `crawler dev`) could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum ToolError {
+    /// Something it needs could not be set up.
+    #[error("setup: {0}")]
+    Setup(String),
+    /// A file or process operation failed.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    /// etcd failed.
+    #[error("etcd: {0}")]
+    Etcd(#[from] etcd_client::Error),
+    /// An HTTP request failed.
+    #[error("http: {0}")]
+    Http(#[from] reqwest::Error),
+}
 
 /// A free loopback port (bound and released).
-pub fn free_port() -> Result<u16, BenchError> {
+pub fn free_port() -> Result<u16, ToolError> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     Ok(listener.local_addr()?.port())
 }
@@ -66,7 +81,7 @@ pub struct Scratch(pub PathBuf);
 
 impl Scratch {
     /// A new empty directory under the system temp dir.
-    pub fn new(tag: &str) -> Result<Self, BenchError> {
+    pub fn new(tag: &str) -> Result<Self, ToolError> {
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos());
@@ -86,12 +101,12 @@ impl Drop for Scratch {
 }
 
 /// Starts etcd on free ports with its data in `dir`, and waits until it answers.
-pub async fn etcd(dir: &Path) -> Result<Proc, BenchError> {
+pub async fn etcd(dir: &Path) -> Result<Proc, ToolError> {
     etcd_on(dir, free_port()?, free_port()?, Stdio::null()).await
 }
 
 /// Starts etcd on the given client and peer ports, and waits until it answers.
-pub async fn etcd_on(dir: &Path, client: u16, peer: u16, stdin: Stdio) -> Result<Proc, BenchError> {
+pub async fn etcd_on(dir: &Path, client: u16, peer: u16, stdin: Stdio) -> Result<Proc, ToolError> {
     let url = format!("http://127.0.0.1:{client}");
     let peer_url = format!("http://127.0.0.1:{peer}");
     let log = std::fs::File::create(dir.join("etcd.log"))?;
@@ -113,7 +128,7 @@ pub async fn etcd_on(dir: &Path, client: u16, peer: u16, stdin: Stdio) -> Result
         .stderr(log)
         .spawn()
         .map_err(|e| {
-            BenchError::Setup(format!(
+            ToolError::Setup(format!(
                 "cannot start etcd ({e}); install it with `apt-get install etcd-server`"
             ))
         })?;
@@ -129,14 +144,14 @@ pub async fn etcd_on(dir: &Path, client: u16, peer: u16, stdin: Stdio) -> Result
             return Ok(proc);
         }
         if started.elapsed() > Duration::from_secs(20) {
-            return Err(BenchError::Setup("etcd did not start within 20 s".into()));
+            return Err(ToolError::Setup("etcd did not start within 20 s".into()));
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
 /// Writes the masters' config: session TTL `ttl_secs`, quiet logs.
-pub fn master_config(dir: &Path, ttl_secs: u64) -> Result<PathBuf, BenchError> {
+pub fn master_config(dir: &Path, ttl_secs: u64) -> Result<PathBuf, ToolError> {
     let path = dir.join("config.yaml");
     std::fs::write(
         &path,
@@ -148,12 +163,12 @@ pub fn master_config(dir: &Path, ttl_secs: u64) -> Result<PathBuf, BenchError> {
     Ok(path)
 }
 
-fn this_binary() -> Result<PathBuf, BenchError> {
+fn this_binary() -> Result<PathBuf, ToolError> {
     Ok(std::env::current_exe()?)
 }
 
 /// `crawler master --id <id>` on a free port.
-pub fn master(id: u16, etcd: &str, config: &Path) -> Result<Proc, BenchError> {
+pub fn master(id: u16, etcd: &str, config: &Path) -> Result<Proc, ToolError> {
     master_on(id, free_port()?, etcd, config, Stdio::inherit())
 }
 
@@ -164,7 +179,7 @@ pub fn master_on(
     etcd: &str,
     config: &Path,
     output: Stdio,
-) -> Result<Proc, BenchError> {
+) -> Result<Proc, ToolError> {
     let url = format!("http://127.0.0.1:{port}");
     spawn_role(
         "master",
@@ -185,7 +200,7 @@ pub fn worker_on(
     etcd: &str,
     config: &Path,
     output: Stdio,
-) -> Result<Proc, BenchError> {
+) -> Result<Proc, ToolError> {
     let url = format!("127.0.0.1:{port}");
     spawn_role(
         "worker",
@@ -211,7 +226,7 @@ fn spawn_role(
     config: &Path,
     output: Stdio,
     url: String,
-) -> Result<Proc, BenchError> {
+) -> Result<Proc, ToolError> {
     let child = Command::new(this_binary()?)
         .args([role, "--id", id])
         .args([listen_flag, &format!("127.0.0.1:{port}")])
@@ -251,7 +266,7 @@ impl Proc {
 }
 
 /// The hidden `crawler bench-bare` server answering every request with `body`.
-pub fn bare(body: &Path) -> Result<Proc, BenchError> {
+pub fn bare(body: &Path) -> Result<Proc, ToolError> {
     let port = free_port()?;
     let child = Command::new(this_binary()?)
         .args(["bench-bare", "--addr", &format!("127.0.0.1:{port}")])

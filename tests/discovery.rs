@@ -96,15 +96,7 @@ async fn worker_binary_appears_and_is_gone_within_a_second_of_sigterm() {
     let etcd = Etcd::start().await;
     let config = test_config(std::slice::from_ref(&etcd.url));
     let master = start_master(config, 1).await;
-    eventually("master ready", WAIT, || async {
-        let resp = http()
-            .get(format!("{}/readyz", master.url))
-            .send()
-            .await
-            .ok()?;
-        (resp.status() == 200).then_some(())
-    })
-    .await;
+    wait_ready(&master.url).await;
 
     let port = free_port();
     let started = Instant::now();
@@ -165,15 +157,7 @@ async fn in_process_registration_latency() {
     let config = test_config(std::slice::from_ref(&etcd.url));
     let master = start_master(config, 1).await;
     let mut client = etcd.client().await;
-    eventually("master ready", WAIT, || async {
-        let resp = http()
-            .get(format!("{}/readyz", master.url))
-            .send()
-            .await
-            .ok()?;
-        (resp.status() == 200).then_some(())
-    })
-    .await;
+    wait_ready(&master.url).await;
     let mut samples = Vec::new();
     for i in 0..20 {
         let id = format!("go.micro.server.worker-{}", 100 + i);

@@ -61,6 +61,11 @@ fn revision(headers: &HeaderMap) -> i64 {
         .expect("x-etcd-revision header")
 }
 
+/// A GET with no extra headers.
+async fn get(url: &str) -> (u16, HeaderMap, Value) {
+    send(reqwest::Method::GET, url, None, &[]).await
+}
+
 async fn send(
     method: reqwest::Method,
     url: &str,
@@ -114,15 +119,10 @@ async fn writes_through_a_follower_are_visible_on_every_master() {
 
     // Read-your-writes on every master with min_revision.
     for i in 0..3 {
-        let (status, headers, body) = send(
-            reqwest::Method::GET,
-            &format!(
-                "{}/api/v1/resources/via-follower?min_revision={written}",
-                c.url(i)
-            ),
-            None,
-            &[],
-        )
+        let (status, headers, body) = get(&format!(
+            "{}/api/v1/resources/via-follower?min_revision={written}",
+            c.url(i)
+        ))
         .await;
         assert_eq!(status, 200, "master {i}: {body}");
         assert_eq!(body, created, "master {i} shows the same resource");
@@ -143,12 +143,10 @@ async fn writes_through_a_follower_are_visible_on_every_master() {
     assert_eq!(body["type"], "urn:crawler:problem:conflict");
 
     // Update through a follower with the ETag read from another master.
-    let (_, headers, _) = send(
-        reqwest::Method::GET,
-        &format!("{}/api/v1/resources/via-follower", c.url(c.leader)),
-        None,
-        &[],
-    )
+    let (_, headers, _) = get(&format!(
+        "{}/api/v1/resources/via-follower",
+        c.url(c.leader)
+    ))
     .await;
     let etag = headers["etag"].to_str().expect("etag").to_owned();
     let (status, headers, patched) = send(
@@ -163,15 +161,10 @@ async fn writes_through_a_follower_are_visible_on_every_master() {
     assert_eq!(patched["id"], created["id"], "an update keeps the ID");
     let updated = revision(&headers);
     let other = c.followers()[1];
-    let (_, _, seen) = send(
-        reqwest::Method::GET,
-        &format!(
-            "{}/api/v1/resources/via-follower?min_revision={updated}",
-            c.url(other)
-        ),
-        None,
-        &[],
-    )
+    let (_, _, seen) = get(&format!(
+        "{}/api/v1/resources/via-follower?min_revision={updated}",
+        c.url(other)
+    ))
     .await;
     assert_eq!(seen["labels"]["team"], "news");
 
@@ -205,15 +198,10 @@ async fn writes_through_a_follower_are_visible_on_every_master() {
     assert_eq!(problem["field"], "assigned_node");
 
     // Delete through a follower with the current ETag: 204, then gone everywhere.
-    let (_, headers, _) = send(
-        reqwest::Method::GET,
-        &format!(
-            "{}/api/v1/resources/via-follower?min_revision={updated}",
-            c.url(f)
-        ),
-        None,
-        &[],
-    )
+    let (_, headers, _) = get(&format!(
+        "{}/api/v1/resources/via-follower?min_revision={updated}",
+        c.url(f)
+    ))
     .await;
     let current = headers["etag"].to_str().expect("etag").to_owned();
     let (status, headers, _) = send(
@@ -226,15 +214,10 @@ async fn writes_through_a_follower_are_visible_on_every_master() {
     assert_eq!(status, 204);
     let deleted = revision(&headers);
     for i in 0..3 {
-        let (status, _, _) = send(
-            reqwest::Method::GET,
-            &format!(
-                "{}/api/v1/resources/via-follower?min_revision={deleted}",
-                c.url(i)
-            ),
-            None,
-            &[],
-        )
+        let (status, _, _) = get(&format!(
+            "{}/api/v1/resources/via-follower?min_revision={deleted}",
+            c.url(i)
+        ))
         .await;
         assert_eq!(status, 404, "master {i}");
     }
@@ -245,13 +228,7 @@ async fn min_revision_that_does_not_exist_yet_or_is_malformed_is_a_400() {
     let c = three_masters(|config| config.http.min_revision_wait_ms = 300).await;
     let f = c.followers()[0];
     for query in ["min_revision=999999", "min_revision=abc", "min_revision=-3"] {
-        let (status, _, body) = send(
-            reqwest::Method::GET,
-            &format!("{}/api/v1/resources?{query}", c.url(f)),
-            None,
-            &[],
-        )
-        .await;
+        let (status, _, body) = get(&format!("{}/api/v1/resources?{query}", c.url(f))).await;
         assert_eq!(status, 400, "{query}: {body}");
         assert_eq!(body["field"], "min_revision");
     }
@@ -334,13 +311,7 @@ async fn go_gateway_routes_swagger_and_cors() {
         .expect("swagger");
     assert_eq!(resp.status(), 200);
     assert!(resp.text().await.expect("html").contains("swagger-ui"));
-    let (status, _, spec) = send(
-        reqwest::Method::GET,
-        &format!("{}/openapi.json", c.url(f)),
-        None,
-        &[],
-    )
-    .await;
+    let (status, _, spec) = get(&format!("{}/openapi.json", c.url(f))).await;
     assert_eq!(status, 200);
     assert!(spec["paths"]["/api/v1/events"].is_object());
 
@@ -482,15 +453,7 @@ async fn events_stream_in_order_and_resume_with_last_event_id() {
     // A master started after those changes has no history of them: a client resuming there
     // is told to re-list.
     let late = start_master(test_config(std::slice::from_ref(&c.etcd.url)), 4).await;
-    eventually("the late master is ready", WAIT, || async {
-        let resp = http()
-            .get(format!("{}/readyz", late.url))
-            .send()
-            .await
-            .ok()?;
-        (resp.status() == 200).then_some(())
-    })
-    .await;
+    wait_ready(&late.url).await;
     let resp = http()
         .get(format!("{}/api/v1/events", late.url))
         .header("last-event-id", ids[0].to_string())
@@ -499,13 +462,7 @@ async fn events_stream_in_order_and_resume_with_last_event_id() {
         .expect("events");
     let told = read_events(resp, 1).await;
     assert_eq!(told[0].0, "relist");
-    let (status, _, body) = send(
-        reqwest::Method::GET,
-        &format!("{}/api/v1/events?kind=cats", c.url(f)),
-        None,
-        &[],
-    )
-    .await;
+    let (status, _, body) = get(&format!("{}/api/v1/events?kind=cats", c.url(f))).await;
     assert_eq!(status, 400, "{body}");
 }
 

@@ -18,25 +18,8 @@ use etcd_client::{Client, Compare, CompareOp, GetOptions, PutOptions, Txn, TxnOp
 use futures_util::StreamExt;
 use serde_json::json;
 
-use crate::procs::{self, Proc, Scratch};
+use crate::procs::{self, Proc, Scratch, ToolError};
 use load::{Stats, percentile};
-
-/// Why a benchmark could not run.
-#[derive(Debug, thiserror::Error)]
-pub enum BenchError {
-    /// Something it needs could not be set up.
-    #[error("setup: {0}")]
-    Setup(String),
-    /// A file or process operation failed.
-    #[error(transparent)]
-    Io(#[from] std::io::Error),
-    /// etcd failed.
-    #[error("etcd: {0}")]
-    Etcd(#[from] etcd_client::Error),
-    /// An HTTP request failed.
-    #[error("http: {0}")]
-    Http(#[from] reqwest::Error),
-}
 
 /// How to run.
 #[derive(Debug, Clone)]
@@ -121,7 +104,7 @@ fn rate(r: f64) -> String {
     format!("{r:.0}/s")
 }
 
-fn http_client(concurrency: usize) -> Result<reqwest::Client, BenchError> {
+fn http_client(concurrency: usize) -> Result<reqwest::Client, ToolError> {
     Ok(reqwest::Client::builder()
         .pool_max_idle_per_host(concurrency)
         .no_proxy()
@@ -129,7 +112,7 @@ fn http_client(concurrency: usize) -> Result<reqwest::Client, BenchError> {
         .build()?)
 }
 
-async fn wait_until<F, Fut>(what: &str, timeout: Duration, mut check: F) -> Result<(), BenchError>
+async fn wait_until<F, Fut>(what: &str, timeout: Duration, mut check: F) -> Result<(), ToolError>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
@@ -137,11 +120,20 @@ where
     let start = Instant::now();
     while !check().await {
         if start.elapsed() > timeout {
-            return Err(BenchError::Setup(format!("timed out waiting for {what}")));
+            return Err(ToolError::Setup(format!("timed out waiting for {what}")));
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     Ok(())
+}
+
+/// True once a master's caches are synced (and, on the leader, its take-over is done).
+async fn is_ready(client: &reqwest::Client, url: &str) -> bool {
+    client
+        .get(format!("{url}/readyz"))
+        .send()
+        .await
+        .is_ok_and(|r| r.status() == 200)
 }
 
 async fn is_ready_leader(client: &reqwest::Client, url: &str) -> bool {
@@ -151,12 +143,7 @@ async fn is_ready_leader(client: &reqwest::Client, url: &str) -> bool {
     let Ok(view) = resp.json::<serde_json::Value>().await else {
         return false;
     };
-    view["self"]["role"] == "leader"
-        && client
-            .get(format!("{url}/readyz"))
-            .send()
-            .await
-            .is_ok_and(|r| r.status() == 200)
+    view["self"]["role"] == "leader" && is_ready(client, url).await
 }
 
 async fn create(client: &reqwest::Client, url: &str, name: &str) -> bool {
@@ -169,7 +156,7 @@ async fn create(client: &reqwest::Client, url: &str, name: &str) -> bool {
 }
 
 /// Runs every scenario and writes the report.
-pub async fn run(options: BenchOptions) -> Result<(), BenchError> {
+pub async fn run(options: BenchOptions) -> Result<(), ToolError> {
     let q = options.quick;
     let mut report = Report { rows: Vec::new() };
     println!(
@@ -196,14 +183,8 @@ pub async fn run(options: BenchOptions) -> Result<(), BenchError> {
         create_on_leader(&mut report, q, &client, &leader, &raw).await?;
     }
     let follower = procs::master(2, &etcd.url, &config)?;
-    wait_until("the follower", Duration::from_secs(30), || async {
-        client
-            .get(format!("{}/api/v1/cluster", follower.url))
-            .send()
-            .await
-            .ok()
-            .map(|r| r.status() == 200)
-            .unwrap_or(false)
+    wait_until("the follower", Duration::from_secs(30), || {
+        is_ready(&client, &follower.url)
     })
     .await?;
     if options.runs(3) {
@@ -246,9 +227,9 @@ async fn cached_read(
     client: &reqwest::Client,
     leader: &Proc,
     raw: &Client,
-) -> Result<(), BenchError> {
+) -> Result<(), ToolError> {
     if !create(client, &leader.url, "bench-read").await {
-        return Err(BenchError::Setup("could not create the read target".into()));
+        return Err(ToolError::Setup("could not create the read target".into()));
     }
     let url = format!("{}/api/v1/resources/bench-read", leader.url);
     let body = client.get(&url).send().await?.bytes().await?;
@@ -289,8 +270,8 @@ async fn cached_read(
         }
     }
     let (ours, base) = (
-        ours.ok_or_else(|| BenchError::Setup("no run".into()))?,
-        base.ok_or_else(|| BenchError::Setup("no run".into()))?,
+        ours.ok_or_else(|| ToolError::Setup("no run".into()))?,
+        base.ok_or_else(|| ToolError::Setup("no run".into()))?,
     );
     let etcd_n = if q { 500 } else { 20_000 };
     let key = "/resources/bench-read";
@@ -364,7 +345,7 @@ async fn create_on_leader(
     client: &reqwest::Client,
     leader: &Proc,
     raw: &Client,
-) -> Result<(), BenchError> {
+) -> Result<(), ToolError> {
     let mut c = raw.clone();
     let put = c.put("/bench/fence", "x", None).await?;
     let fence = (
@@ -462,7 +443,7 @@ async fn through_follower(
     client: &reqwest::Client,
     leader: &Proc,
     follower: &Proc,
-) -> Result<(), BenchError> {
+) -> Result<(), ToolError> {
     let n = if q { 50 } else { 1_000 };
     let (mut direct, mut proxied) = (Vec::new(), Vec::new());
     for i in 0..n {
@@ -504,7 +485,7 @@ async fn through_follower(
 async fn sse(
     client: &reqwest::Client,
     url: String,
-) -> Result<tokio::sync::mpsc::UnboundedReceiver<(String, Instant)>, BenchError> {
+) -> Result<tokio::sync::mpsc::UnboundedReceiver<(String, Instant)>, ToolError> {
     let resp = client.get(url).send().await?;
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     tokio::spawn(async move {
@@ -550,7 +531,7 @@ async fn propagation(
     leader: &Proc,
     follower: &Proc,
     raw: &Client,
-) -> Result<(), BenchError> {
+) -> Result<(), ToolError> {
     let n = if q { 30 } else { 500 };
     let mut resources = sse(
         client,
@@ -653,7 +634,7 @@ async fn failover(
     etcd: &Proc,
     config: &std::path::Path,
     ttl_secs: u64,
-) -> Result<(), BenchError> {
+) -> Result<(), ToolError> {
     let ttl = Duration::from_secs(ttl_secs);
     let first_write = |url: String, since: Instant| {
         let client = client.clone();
@@ -692,22 +673,13 @@ async fn failover(
         Some(r <= 1.3),
     );
     let third = procs::master(3, &etcd.url, config)?;
+    // Ready: its caches, the masters' campaign keys included, are synced.
     wait_until(
         "the third master to follow",
         Duration::from_secs(30),
-        || async {
-            client
-                .get(format!("{}/api/v1/cluster", third.url))
-                .send()
-                .await
-                .ok()
-                .map(|r| r.status() == 200)
-                .unwrap_or(false)
-        },
+        || is_ready(client, &third.url),
     )
     .await?;
-    // Let the third master's caches and candidate view settle.
-    tokio::time::sleep(Duration::from_millis(300)).await;
     follower.signal(15);
     let stopping = Instant::now();
     let graceful = first_write(third.url.clone(), stopping).await;
@@ -750,7 +722,7 @@ async fn bulk_put(
     raw: &Client,
     kvs: Vec<(String, String)>,
     lease: Option<i64>,
-) -> Result<usize, BenchError> {
+) -> Result<usize, ToolError> {
     let bytes = kvs.iter().map(|(k, v)| k.len() + v.len()).sum();
     let batches: Vec<Vec<(String, String)>> = kvs.chunks(128).map(<[_]>::to_vec).collect();
     let batches = Arc::new(std::sync::Mutex::new(batches));
@@ -772,13 +744,13 @@ async fn bulk_put(
     }
     while let Some(done) = tasks.join_next().await {
         if let Ok(Err(e)) = done {
-            return Err(BenchError::Etcd(e));
+            return Err(ToolError::Etcd(e));
         }
     }
     Ok(bytes)
 }
 
-async fn scale(report: &mut Report, q: bool) -> Result<(), BenchError> {
+async fn scale(report: &mut Report, q: bool) -> Result<(), ToolError> {
     let (n_workers, n_resources) = if q { (100, 1_000) } else { (10_000, 100_000) };
     let scratch = Scratch::new("scale")?;
     let etcd = procs::etcd(&scratch.0).await?;
@@ -812,13 +784,7 @@ async fn scale(report: &mut Report, q: bool) -> Result<(), BenchError> {
     wait_until(
         "the second master's caches",
         Duration::from_secs(120),
-        || async {
-            client
-                .get(format!("{}/readyz", b.url))
-                .send()
-                .await
-                .is_ok_and(|r| r.status() == 200)
-        },
+        || is_ready(&client, &b.url),
     )
     .await?;
     a.signal(15);
@@ -854,12 +820,8 @@ async fn scale(report: &mut Report, q: bool) -> Result<(), BenchError> {
     );
     // A follower holds the caches but not the leader's placement.
     let c = procs::master(3, &etcd.url, &config)?;
-    wait_until("a follower's caches", Duration::from_secs(120), || async {
-        client
-            .get(format!("{}/readyz", c.url))
-            .send()
-            .await
-            .is_ok_and(|r| r.status() == 200)
+    wait_until("a follower's caches", Duration::from_secs(120), || {
+        is_ready(&client, &c.url)
     })
     .await?;
     let follower_rss = c.rss_bytes().unwrap_or(0);
@@ -1024,11 +986,7 @@ fn machine() -> String {
     format!("{cpu}, {cores} cores, {memory} memory; {etcd}; one etcd member on loopback")
 }
 
-fn write_report(
-    options: &BenchOptions,
-    report: &Report,
-    total: Duration,
-) -> Result<(), BenchError> {
+fn write_report(options: &BenchOptions, report: &Report, total: Duration) -> Result<(), ToolError> {
     let date = humantime::format_rfc3339_seconds(std::time::SystemTime::now());
     let mut md = String::new();
     let _ = writeln!(md, "# Benchmarks\n");

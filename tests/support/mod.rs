@@ -209,6 +209,15 @@ pub async fn cluster(master: &str) -> Option<serde_json::Value> {
     (status == 200).then_some(body)
 }
 
+/// Waits until `master` answers `/readyz` with 200 (caches synced).
+pub async fn wait_ready(master: &str) {
+    eventually("the master is ready", Duration::from_secs(20), || async {
+        let resp = http().get(format!("{master}/readyz")).send().await.ok()?;
+        (resp.status() == 200).then_some(())
+    })
+    .await;
+}
+
 /// Waits until one of `masters` says it is the leader and is ready; returns its index.
 pub async fn ready_leader(masters: &[&str], timeout: Duration) -> usize {
     eventually("a ready leader", timeout, || async {
