@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::keys::KeyLayout;
+use crate::etcd::keys::KeyLayout;
 
 /// The whole configuration of a master or a worker.
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -327,7 +327,7 @@ impl Config {
             }
         }
         for task in &self.tasks {
-            crate::name::validate(&task.name)
+            crate::model::name::validate(&task.name)
                 .map_err(|e| ConfigError::Invalid(format!("tasks: {:?}: {e}", task.name)))?;
         }
         Ok(())

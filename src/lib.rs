@@ -1,30 +1,25 @@
 //! `crawler`: the control plane ("master") of a distributed web crawler, and its worker agent.
 //!
-//! Workers register in etcd in go-micro's format; masters mirror workers and resources into
-//! watch-driven caches ([`cache`]) and serve a REST API from them ([`api`]).
+//! The parts, from the bottom up:
+//! - [`etcd`]: connection, leases, the key layout and the generic watch-driven cache;
+//! - [`model`]: resources, go-micro worker records, names and snowflake IDs;
+//! - [`master`]: the master process: election, leadership, the leader's duties and placement;
+//! - [`api`]: the master's REST API, event stream, dashboard and gateway;
+//! - [`worker`]: the worker agent;
+//! - [`tools`]: `crawler dev` and `crawler bench`;
+//! - process plumbing shared by every command: [`cli`], [`config`], [`logging`], [`metrics`],
+//!   [`shutdown`].
+//!
+//! The worker and the master both depend on `etcd` and `model`, never on each other.
 
 pub mod api;
-pub mod assigner;
-pub mod backoff;
-pub mod bench;
-pub mod cache;
 pub mod cli;
 pub mod config;
-pub mod dev;
-pub mod election;
 pub mod etcd;
-pub mod keys;
-pub mod leader;
-pub mod leadership;
-pub mod lease;
 pub mod logging;
 pub mod master;
 pub mod metrics;
-pub mod name;
-pub mod placement;
-pub mod procs;
-pub mod registry;
-pub mod resource;
+pub mod model;
 pub mod shutdown;
-pub mod snowflake;
+pub mod tools;
 pub mod worker;

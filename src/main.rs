@@ -16,8 +16,8 @@ async fn main() -> ExitCode {
             Ok(())
         }
         Command::Master(args) => run_master(args).await,
-        Command::Dev(args) => crawler::dev::run(
-            crawler::dev::DevOptions {
+        Command::Dev(args) => crawler::tools::dev::run(
+            crawler::tools::dev::DevOptions {
                 config: args.config,
                 http_port: args.http_port,
                 worker_port: args.worker_port,
@@ -35,7 +35,7 @@ async fn main() -> ExitCode {
                     "BENCHMARKS.md".into()
                 }
             });
-            crawler::bench::run(crawler::bench::BenchOptions {
+            crawler::tools::bench::run(crawler::tools::bench::BenchOptions {
                 quick: args.quick,
                 out,
                 only: args.only,
@@ -44,7 +44,7 @@ async fn main() -> ExitCode {
             .map_err(Into::into)
         }
         Command::BenchBare(args) => match std::fs::read(&args.body) {
-            Ok(body) => crawler::procs::serve_bare(&args.addr, body)
+            Ok(body) => crawler::tools::procs::serve_bare(&args.addr, body)
                 .await
                 .map_err(Into::into),
             Err(e) => Err(format!("cannot read {}: {e}", args.body.display()).into()),

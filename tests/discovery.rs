@@ -5,9 +5,9 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use crawler::cache::Store;
 use crawler::config::Config;
-use crawler::registry::Worker;
+use crawler::etcd::cache::Store;
+use crawler::model::registry::Worker;
 use etcd_client::PutOptions;
 use support::*;
 use tokio_util::sync::CancellationToken;
@@ -331,7 +331,7 @@ async fn garbage_values_are_skipped_and_counted() {
     let cancel = CancellationToken::new();
     let mut tasks = tokio::task::JoinSet::new();
     let store: Store<Worker> =
-        crawler::master::spawn_cache("workers", &client, &config, &prefix, &cancel, &mut tasks);
+        crawler::etcd::cache::spawn("workers", &client, &config, &prefix, &cancel, &mut tasks);
     store.wait_ready().await;
     assert_eq!(store.len(), 1);
     assert_eq!(store.stats().malformed, 2);
@@ -375,7 +375,7 @@ async fn a_watch_response_carrying_several_revisions_is_applied_one_revision_at_
     let cancel = CancellationToken::new();
     let mut tasks = tokio::task::JoinSet::new();
     let store: Store<Worker> =
-        crawler::master::spawn_cache("workers", &client, &config, &prefix, &cancel, &mut tasks);
+        crawler::etcd::cache::spawn("workers", &client, &config, &prefix, &cancel, &mut tasks);
     store.wait_ready().await;
     eventually("the watch is live", WAIT, || async {
         store.is_live().then_some(())
@@ -407,7 +407,7 @@ async fn a_watch_response_carrying_several_revisions_is_applied_one_revision_at_
             .expect("a batch in time")
             .expect("a batch");
         for event in &batch.events {
-            let crawler::cache::Event::Added { new, .. } = event else {
+            let crawler::etcd::cache::Event::Added { new, .. } = event else {
                 panic!("only additions were made")
             };
             assert_eq!(

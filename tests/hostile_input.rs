@@ -348,7 +348,10 @@ fn no_input_gets_a_5xx_or_leaves_a_stray_key() {
             let name = key
                 .strip_prefix("/resources/")
                 .unwrap_or_else(|| panic!("stray key outside the layout: {key:?}"));
-            assert!(crawler::name::validate(name).is_ok(), "stray key {key:?}");
+            assert!(
+                crawler::model::name::validate(name).is_ok(),
+                "stray key {key:?}"
+            );
             assert!(
                 created.contains(name),
                 "{key:?} exists but was never created with a 2xx"

@@ -6,7 +6,7 @@ mod support;
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-use crawler::resource::Resource;
+use crawler::model::resource::Resource;
 use support::*;
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -295,8 +295,8 @@ async fn a_deposed_leader_cannot_write_and_steps_down() {
 
 #[tokio::test]
 async fn a_stale_fence_is_refused_by_etcd() {
-    use crawler::leader::writes::{WriteError, fenced};
-    use crawler::leadership::Fence;
+    use crawler::master::leader::writes::{WriteError, fenced};
+    use crawler::master::leadership::Fence;
     use etcd_client::TxnOp;
 
     let etcd = Etcd::start().await;

@@ -26,9 +26,9 @@ use tokio_util::sync::CancellationToken;
 use utoipa::{IntoParams, ToSchema};
 
 use super::{ApiError, AppState};
-use crate::cache::{Change, Event, Store};
-use crate::registry::Worker;
-use crate::resource::Resource;
+use crate::etcd::cache::{Change, Event, Store};
+use crate::model::registry::Worker;
+use crate::model::resource::Resource;
 
 /// What changed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]

@@ -30,12 +30,12 @@ use tokio_util::sync::CancellationToken;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::trace::TraceLayer;
 
-use crate::cache::Store;
-use crate::election::{Candidate, leader_of};
-use crate::leader::{Leader, WriteError};
-use crate::leadership::Term;
-use crate::registry::Worker;
-use crate::resource::Resource;
+use crate::etcd::cache::Store;
+use crate::master::election::{Candidate, leader_of};
+use crate::master::leader::{Leader, WriteError};
+use crate::master::leadership::Term;
+use crate::model::registry::Worker;
+use crate::model::resource::Resource;
 
 pub use error::{ApiError, Problem};
 

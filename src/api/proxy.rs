@@ -18,7 +18,7 @@ use axum::response::{IntoResponse, Response};
 use tracing::warn;
 
 use super::{ApiError, AppState};
-use crate::leadership::Term;
+use crate::master::leadership::Term;
 
 /// Marks a forwarded request; its value is the forwarding master's id.
 pub const FORWARDED_BY: HeaderName = HeaderName::from_static("x-crawler-forwarded-by");

@@ -16,9 +16,9 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::extract::{ApiJson, ApiPath, ApiQuery};
 use super::{ApiError, AppState, revision_header};
-use crate::leader::WriteError;
-use crate::name;
-use crate::resource::Resource;
+use crate::master::leader::WriteError;
+use crate::model::name;
+use crate::model::resource::Resource;
 
 /// Default page size of a list.
 pub const DEFAULT_LIMIT: usize = 1000;
@@ -340,7 +340,7 @@ pub async fn delete(
     Ok((StatusCode::NO_CONTENT, [revision_header(revision)]))
 }
 
-fn updated(created: crate::leader::Created) -> Result<impl IntoResponse, ApiError> {
+fn updated(created: crate::master::leader::Created) -> Result<impl IntoResponse, ApiError> {
     Ok((
         [
             revision_header(created.revision),

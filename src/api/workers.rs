@@ -10,7 +10,7 @@ use utoipa::ToSchema;
 
 use super::extract::ApiPath;
 use super::{ApiError, AppState, revision_header};
-use crate::registry::Worker;
+use crate::model::registry::Worker;
 
 /// A worker, as listed by the API.
 #[derive(Debug, Serialize, ToSchema)]

@@ -17,11 +17,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
 use tracing::info;
 
-use crate::cache::{Event, Store};
 use crate::config::Config;
-use crate::master::spawn_cache;
-use crate::registry::{self, CAPACITY_KEY};
-use crate::resource::Resource;
+use crate::etcd::cache::{self, Event, Store};
+use crate::model::registry::{self, CAPACITY_KEY};
+use crate::model::resource::Resource;
 
 /// The worker's health route (compose healthchecks and tests use it).
 pub const HEALTHZ: &str = "/healthz";
@@ -172,7 +171,7 @@ pub async fn run(
 
     let cancel = CancellationToken::new();
     let mut background = JoinSet::new();
-    let resources: Store<Resource> = spawn_cache(
+    let resources: Store<Resource> = cache::spawn(
         "resources",
         &client,
         &config,

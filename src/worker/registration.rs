@@ -1,7 +1,7 @@
 //! Keeping a worker registered: a lease, a key under it, and a keep-alive loop that this code
 //! drives itself (etcd-client neither loops nor reconnects).
 //!
-//! [`crate::lease::keep_alive`] refreshes the lease; when it reports the lease lost (etcd
+//! [`crate::etcd::lease::keep_alive`] refreshes the lease; when it reports the lease lost (etcd
 //! restarted past the TTL, a partition, expiry), a new lease is granted and the key put again.
 //! On cancellation the lease is revoked, so masters see the worker leave at once.
 
@@ -11,9 +11,9 @@ use etcd_client::{Client, PutOptions};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::backoff::Backoff;
+use crate::etcd::backoff::Backoff;
+use crate::etcd::lease::{self, LeaseEnd};
 use crate::etcd::{EtcdError, timed};
-use crate::lease::{self, LeaseEnd};
 
 /// What to keep registered.
 #[derive(Debug, Clone)]

@@ -238,15 +238,15 @@ pub async fn ready_leader(masters: &[&str], timeout: Duration) -> usize {
 
 /// Every resource in etcd under the default prefix, decoded (read in pages, as the master
 /// does, so that large prefixes fit etcd-client's message limit).
-pub async fn stored_resources(etcd: &Etcd) -> Vec<crawler::resource::Resource> {
-    use crawler::cache::Object;
+pub async fn stored_resources(etcd: &Etcd) -> Vec<crawler::model::resource::Resource> {
+    use crawler::etcd::cache::Object;
     let client = etcd.client().await;
     let mut out = Vec::new();
     crawler::etcd::list_prefix(&client, "/resources/", 0, Duration::from_secs(10), |kvs| {
         out.extend(kvs.iter().filter_map(|kv| {
             let key = std::str::from_utf8(kv.key()).ok()?;
             let name = key.strip_prefix("/resources/")?;
-            crawler::resource::Resource::decode(name, kv.value()).ok()
+            crawler::model::resource::Resource::decode(name, kv.value()).ok()
         }));
     })
     .await
@@ -297,7 +297,7 @@ pub async fn wait_leader_known(master: &str, leader: &str) {
 /// Asserts that `master`'s resources and workers equal an etcd range read at the revision the
 /// master's responses name (a consistency check for every fault test).
 pub async fn assert_consistent(etcd: &Etcd, master: &str) {
-    use crawler::cache::Object;
+    use crawler::etcd::cache::Object;
     for (path, prefix) in [
         ("/api/v1/resources?limit=10000", "/resources/"),
         ("/api/v1/workers", "/micro/registry/go.micro.server.worker/"),
@@ -324,7 +324,7 @@ pub async fn assert_consistent(etcd: &Etcd, master: &str) {
                 let key = std::str::from_utf8(kv.key()).ok()?;
                 let name = key.strip_prefix(prefix)?;
                 if prefix == "/resources/" {
-                    let r = crawler::resource::Resource::decode(name, kv.value()).ok()?;
+                    let r = crawler::model::resource::Resource::decode(name, kv.value()).ok()?;
                     Some((r.name.clone(), r.assigned_worker().unwrap_or("").to_owned()))
                 } else {
                     Some((name.to_owned(), String::new()))

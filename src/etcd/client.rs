@@ -34,7 +34,7 @@ pub enum EtcdError {
 /// log in first, so this retries with backoff until etcd answers or rejects the credentials.
 pub async fn connect(config: &EtcdConfig) -> Result<Client, EtcdError> {
     let options = options(config)?;
-    let mut backoff = crate::backoff::Backoff::default();
+    let mut backoff = crate::etcd::backoff::Backoff::default();
     loop {
         match Client::connect(&config.endpoints, Some(options.clone())).await {
             Ok(client) => return Ok(client),

@@ -13,7 +13,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use crate::config::Config;
-use crate::procs::{self, Proc, Scratch, ToolError};
+use crate::tools::procs::{self, Proc, Scratch, ToolError};
 
 /// How to run the local cluster.
 #[derive(Debug, Clone)]

@@ -24,7 +24,7 @@ use tracing::{debug, info, warn};
 
 use super::store::{Entry, Update, Writer};
 use super::{DecodeError, Object};
-use crate::backoff::Backoff;
+use crate::etcd::backoff::Backoff;
 use crate::etcd::{EtcdError, list_prefix, timed};
 
 /// How a watcher behaves.

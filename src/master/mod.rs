@@ -1,8 +1,19 @@
-//! The master process: caches fed by etcd watches, the election, the leader's duties, and the
-//! HTTP API over them.
+//! The master role: the process wiring (this file: caches fed by etcd watches, the election,
+//! the leader's duties, and the HTTP API over them), the election and the leadership value
+//! ([`election`], [`leadership`]), the leader's duties split by kind ([`leader`]), and where
+//! resources go ([`placement`], [`assigner`]).
+//!
+//! What does not live here: the HTTP handlers (see [`crate::api`]), etcd plumbing and the
+//! generic cache (see [`crate::etcd`]), and the stored formats (see [`crate::model`]).
 //!
 //! Shutdown order: report not ready, stop accepting and drain in-flight requests, then resign
 //! and revoke the session lease (so another master takes over at once), then stop the caches.
+
+pub mod assigner;
+pub mod election;
+pub mod leader;
+pub mod leadership;
+pub mod placement;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -10,7 +21,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::serve::ListenerExt;
-use etcd_client::Client;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -20,16 +30,15 @@ use crate::api::auth::Auth;
 use crate::api::events::{self, Feed};
 use crate::api::proxy::Forwarder;
 use crate::api::{AppState, Shared, router};
-use crate::cache::watcher::{self, WatchConfig};
-use crate::cache::{Event, Object, Store};
 use crate::config::Config;
-use crate::election::{self, Candidate, ElectionConfig};
-use crate::leader::{Leader, LeaderConfig};
-use crate::leadership::Leadership;
+use crate::etcd::cache::{self, Event, Store};
 use crate::metrics::Metrics;
-use crate::registry::Worker;
-use crate::resource::Resource;
-use crate::snowflake::Generator;
+use crate::model::registry::Worker;
+use crate::model::resource::Resource;
+use crate::model::snowflake::Generator;
+use election::{Candidate, ElectionConfig};
+use leader::{Leader, LeaderConfig};
+use leadership::Leadership;
 
 /// Changes kept for `Last-Event-ID` resumption.
 const FEED_HISTORY: usize = 10_000;
@@ -59,22 +68,7 @@ pub enum MasterError {
     Http(String),
     /// The master id does not fit a snowflake node id.
     #[error(transparent)]
-    Id(#[from] crate::snowflake::SnowflakeError),
-}
-
-/// Starts a cache of `prefix` whose watcher runs in `tasks` until `cancel` fires.
-pub fn spawn_cache<T: Object>(
-    kind: &'static str,
-    client: &Client,
-    config: &Config,
-    prefix: &str,
-    cancel: &CancellationToken,
-    tasks: &mut JoinSet<()>,
-) -> Store<T> {
-    let (store, writer) = Store::new(kind);
-    let watch = WatchConfig::new(prefix, config.etcd.request_timeout());
-    tasks.spawn(watcher::run(client.clone(), watch, writer, cancel.clone()));
-    store
+    Id(#[from] crate::model::snowflake::SnowflakeError),
 }
 
 /// Logs worker membership the way the original master does:
@@ -129,7 +123,7 @@ impl Master {
         let client = crate::etcd::connect(&config.etcd).await?;
         let cancel = CancellationToken::new();
         let mut tasks = JoinSet::new();
-        let workers: Store<Worker> = spawn_cache(
+        let workers: Store<Worker> = cache::spawn(
             "workers",
             &client,
             &config,
@@ -137,7 +131,7 @@ impl Master {
             &cancel,
             &mut tasks,
         );
-        let resources: Store<Resource> = spawn_cache(
+        let resources: Store<Resource> = cache::spawn(
             "resources",
             &client,
             &config,
@@ -145,7 +139,7 @@ impl Master {
             &cancel,
             &mut tasks,
         );
-        let candidates: Store<Candidate> = spawn_cache(
+        let candidates: Store<Candidate> = cache::spawn(
             "masters",
             &client,
             &config,

@@ -17,6 +17,12 @@ pub mod watcher;
 pub use diff::{Event, diff};
 pub use store::{Change, Entry, Snapshot, Store, StoreStats, Writer};
 
+use etcd_client::Client;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use watcher::WatchConfig;
+
 /// A value that can be decoded from an etcd key-value pair.
 pub trait Object: Sized + Send + Sync + 'static {
     /// Decodes the value stored under `name` (the key with the prefix removed).
@@ -33,4 +39,19 @@ impl DecodeError {
     pub fn new(reason: impl Into<String>) -> Self {
         Self(reason.into())
     }
+}
+
+/// Starts a cache of `prefix` whose watcher runs in `tasks` until `cancel` fires.
+pub fn spawn<T: Object>(
+    kind: &'static str,
+    client: &Client,
+    config: &crate::config::Config,
+    prefix: &str,
+    cancel: &CancellationToken,
+    tasks: &mut JoinSet<()>,
+) -> Store<T> {
+    let (store, writer) = Store::new(kind);
+    let watch = WatchConfig::new(prefix, config.etcd.request_timeout());
+    tasks.spawn(watcher::run(client.clone(), watch, writer, cancel.clone()));
+    store
 }

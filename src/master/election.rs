@@ -24,11 +24,11 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::backoff::Backoff;
-use crate::cache::{DecodeError, Object, Store};
+use crate::etcd::backoff::Backoff;
+use crate::etcd::cache::{DecodeError, Object, Store};
+use crate::etcd::lease::{self, LeaseEnd};
 use crate::etcd::{EtcdError, timed};
-use crate::leadership::{Fence, Leadership};
-use crate::lease::{self, LeaseEnd};
+use crate::master::leadership::{Fence, Leadership};
 
 /// A master taking part in the election, as its campaign value says.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -54,7 +54,7 @@ impl KeyLayout {
         format!("{}{node_id}", self.worker_prefix)
     }
 
-    /// Key of one resource. The name must have passed [`crate::name::validate`].
+    /// Key of one resource. The name must have passed [`crate::model::name::validate`].
     pub fn resource_key(&self, name: &str) -> String {
         format!("{}{name}", self.resources_prefix)
     }

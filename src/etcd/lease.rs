@@ -14,7 +14,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
-use crate::backoff::Backoff;
+use crate::etcd::backoff::Backoff;
 use crate::etcd::{EtcdError, timed};
 
 /// Why [`keep_alive`] returned.

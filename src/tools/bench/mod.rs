@@ -18,7 +18,7 @@ use etcd_client::{Client, Compare, CompareOp, GetOptions, PutOptions, Txn, TxnOp
 use futures_util::StreamExt;
 use serde_json::json;
 
-use crate::procs::{self, Proc, Scratch, ToolError};
+use crate::tools::procs::{self, Proc, Scratch, ToolError};
 use load::{Stats, percentile};
 
 /// How to run.
@@ -352,7 +352,7 @@ async fn create_on_leader(
         "/bench/fence".to_owned(),
         put.header().map_or(0, |h| h.revision()),
     );
-    let value = serde_json::to_vec(&crate::resource::Resource {
+    let value = serde_json::to_vec(&crate::model::resource::Resource {
         id: "2125152218540679168".into(),
         name: "bench-raw-000000".into(),
         assigned_node: String::new(),
@@ -930,7 +930,7 @@ async fn scale(report: &mut Report, q: bool) -> Result<(), ToolError> {
 
 fn ids(report: &mut Report, q: bool) {
     let n: u64 = if q { 1_000_000 } else { 20_000_000 };
-    let Ok(generator) = crate::snowflake::Generator::new(1) else {
+    let Ok(generator) = crate::model::snowflake::Generator::new(1) else {
         return;
     };
     let started = Instant::now();

@@ -10,7 +10,7 @@ use std::time::Duration;
 use etcd_client::{Client, Compare, CompareOp, Txn, TxnOp, TxnOpResponse};
 
 use crate::etcd::{EtcdError, timed};
-use crate::leadership::Fence;
+use crate::master::leadership::Fence;
 
 /// Why a leader write did not apply.
 #[derive(Debug, thiserror::Error)]
@@ -47,7 +47,7 @@ pub enum WriteError {
     Etcd(#[from] EtcdError),
     /// No ID could be made.
     #[error(transparent)]
-    Id(#[from] crate::snowflake::SnowflakeError),
+    Id(#[from] crate::model::snowflake::SnowflakeError),
     /// A value could not be encoded.
     #[error("encode: {0}")]
     Encode(#[from] serde_json::Error),

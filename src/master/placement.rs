@@ -15,7 +15,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use crate::assigner::Assigner;
+use crate::master::assigner::Assigner;
 
 /// A worker chosen for one resource, counted in its load until released.
 #[derive(Debug, Clone, PartialEq, Eq)]

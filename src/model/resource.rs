@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::cache::{DecodeError, Object};
+use crate::etcd::cache::{DecodeError, Object};
 
 /// A resource as stored in etcd.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -1,0 +1,259 @@
+//! The leader's duties: take over, then create, delete and (re)assign resources. This file holds
+//! the term loop and what the duties share; each duty has a file of its own: [`takeover`],
+//! [`requests`] (create, delete, update), [`reassign`], and [`writes`] (the fenced txn).
+//!
+//! Each term starts with the take-over, in order: load all resources and workers at one etcd
+//! revision, rebuild each worker's load, add the missing seed tasks, assign every resource that
+//! has no live worker, and only then declare the term ready (writes accepted, `/readyz` 200).
+//! During the term the [`Placement`] follows both caches, and resources that need a worker are
+//! handed out in fenced txns of at most [`BATCH`] operations.
+//!
+//! Rebalancing policy: a worker that joins receives pending resources (unassigned ones, and
+//! those of workers that left) and every new resource while it is the least loaded; resources
+//! already running on a live worker are never moved, so a join causes no churn.
+
+mod reassign;
+mod requests;
+mod takeover;
+pub mod writes;
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use etcd_client::{Client, Compare, GetOptions, TxnOp};
+use tokio::sync::{Notify, watch};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::etcd::cache::Store;
+use crate::etcd::keys::KeyLayout;
+use crate::etcd::timed;
+use crate::master::leadership::{Fence, Leadership, Term};
+use crate::master::placement::Placement;
+use crate::metrics::Metrics;
+use crate::model::registry::Worker;
+use crate::model::resource::Resource;
+use crate::model::snowflake::Generator;
+pub use writes::WriteError;
+
+/// Most resources moved by one reassignment txn. etcd allows 128 operations per txn and gives
+/// a nested txn what its parent leaves: the fence's txn holds one, the nested one 127.
+pub const BATCH: usize = 127;
+
+/// What the leader needs.
+#[derive(Debug, Clone)]
+pub struct LeaderConfig {
+    /// Key layout.
+    pub keys: KeyLayout,
+    /// Seed task names, created when missing.
+    pub seeds: Vec<String>,
+    /// Deadline for one etcd request.
+    pub request_timeout: Duration,
+}
+
+struct Inner {
+    metrics: Arc<Metrics>,
+    client: Client,
+    config: LeaderConfig,
+    leadership: Leadership,
+    resources: Store<Resource>,
+    workers: Store<Worker>,
+    placement: Mutex<Placement>,
+    ids: Generator,
+    /// Revision of resources the placement has applied.
+    applied: watch::Sender<i64>,
+    /// Wakes the reconciler.
+    kick: Notify,
+}
+
+/// The leader's duties. Cheap to clone; write methods refuse unless this master leads.
+#[derive(Clone)]
+pub struct Leader {
+    inner: Arc<Inner>,
+}
+
+/// A resource the leader created.
+#[derive(Debug, Clone)]
+pub struct Created {
+    /// The stored value.
+    pub resource: Resource,
+    /// Revision of the write.
+    pub revision: i64,
+}
+
+impl Leader {
+    /// Duties over the given caches; they start when [`Leader::run`] sees a won term.
+    pub fn new(
+        client: Client,
+        config: LeaderConfig,
+        leadership: Leadership,
+        resources: Store<Resource>,
+        workers: Store<Worker>,
+        ids: Generator,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                metrics,
+                client,
+                config,
+                leadership,
+                resources,
+                workers,
+                placement: Mutex::new(Placement::new()),
+                ids,
+                applied: watch::channel(0).0,
+                kick: Notify::new(),
+            }),
+        }
+    }
+
+    fn placement(&self) -> MutexGuard<'_, Placement> {
+        // Placement updates are single calls that leave it consistent; a panic elsewhere
+        // cannot leave it half-updated.
+        self.inner
+            .placement
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The leadership this leader acts for.
+    pub fn leadership(&self) -> &Leadership {
+        &self.inner.leadership
+    }
+
+    fn fence(&self) -> Result<Fence, WriteError> {
+        match self.inner.leadership.term() {
+            Term::Ready(f) => Ok(f),
+            Term::Won(_) => Err(WriteError::TakingOver),
+            Term::None => Err(WriteError::NotLeader),
+        }
+    }
+
+    fn deposed(&self, fence: &Fence) -> WriteError {
+        if self.inner.leadership.step_down(fence) {
+            warn!(key = %fence.key, "a fenced write was refused: stepping down");
+        }
+        WriteError::Deposed
+    }
+
+    /// A fenced write; a refused fence ends the term.
+    async fn write(
+        &self,
+        fence: &Fence,
+        compares: Vec<Compare>,
+        ops: Vec<TxnOp>,
+    ) -> Result<writes::Written, WriteError> {
+        match self.txn(fence, compares, ops).await {
+            Err(WriteError::Deposed) => Err(self.deposed(fence)),
+            other => other,
+        }
+    }
+
+    /// One fenced txn, timed and counted.
+    async fn txn(
+        &self,
+        fence: &Fence,
+        compares: Vec<Compare>,
+        ops: Vec<TxnOp>,
+    ) -> Result<writes::Written, WriteError> {
+        let started = std::time::Instant::now();
+        let result = writes::fenced(
+            &self.inner.client,
+            fence,
+            self.inner.config.request_timeout,
+            compares,
+            ops,
+        )
+        .await;
+        let metrics = &self.inner.metrics;
+        metrics
+            .etcd_latency
+            .observe(started.elapsed().as_secs_f64());
+        if matches!(result, Err(WriteError::Etcd(_))) {
+            metrics.etcd_errors.inc();
+        }
+        result
+    }
+
+    /// Waits (bounded) until the placement, and so the caches, reflect `revision`: a client
+    /// that reads from this master after a write sees it.
+    async fn wait_applied(&self, revision: i64) {
+        let mut applied = self.inner.applied.subscribe();
+        let _ = tokio::time::timeout(Duration::from_secs(2), applied.wait_for(|r| *r >= revision))
+            .await;
+    }
+
+    /// etcd's current revision (a linearizable read).
+    pub async fn current_revision(&self) -> Result<i64, WriteError> {
+        let mut kv = self.inner.client.kv_client();
+        let resp = timed(
+            self.inner.config.request_timeout,
+            kv.get(
+                self.inner.config.keys.election.as_bytes(),
+                Some(GetOptions::new().with_count_only()),
+            ),
+        )
+        .await?;
+        Ok(resp.header().map_or(0, |h| h.revision()))
+    }
+
+    /// Load (resources held and being written) of a present worker, as the leader counts it.
+    pub fn load(&self, worker: &str) -> Option<u32> {
+        self.placement().load(worker)
+    }
+
+    /// Runs the duties of every term this master wins, until `cancel` fires. A term's duties
+    /// are dropped the moment the term ends; a write in flight then may or may not apply, and
+    /// the next term's take-over reads whatever it left.
+    pub async fn run(self, cancel: CancellationToken) {
+        let mut terms = self.inner.leadership.subscribe();
+        loop {
+            let term = terms.borrow_and_update().clone();
+            if let Term::Won(fence) = term {
+                self.inner.metrics.leader_changes.inc();
+                let mut ending = terms.clone();
+                tokio::select! {
+                    () = cancel.cancelled() => return,
+                    _ = ending.wait_for(|t| t.fence() != Some(&fence)) => {}
+                    result = self.serve_term(&fence) => if let Err(error) = result {
+                        warn!(%error, "leader term failed; stepping down");
+                        self.inner.leadership.step_down(&fence);
+                    }
+                }
+            }
+            tokio::select! {
+                () = cancel.cancelled() => return,
+                changed = terms.changed() => if changed.is_err() { return },
+            }
+        }
+    }
+
+    async fn serve_term(&self, fence: &Fence) -> Result<(), WriteError> {
+        let started = std::time::Instant::now();
+        // Subscribe before loading, so nothing after the load is missed.
+        let mut resource_changes = self.inner.resources.subscribe();
+        let mut worker_changes = self.inner.workers.subscribe();
+        let revision = self.take_over(fence).await?;
+        if self.inner.leadership.ready(fence) {
+            info!(
+                revision,
+                takeover_ms = started.elapsed().as_millis() as u64,
+                pending = self.placement().pending(),
+                "leader ready: accepting writes"
+            );
+        }
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                change = resource_changes.recv() => self.on_resources(change, revision),
+                change = worker_changes.recv() => self.on_workers(change, revision),
+                () = self.inner.kick.notified() => {}
+                _ = tick.tick() => {}
+            }
+            if self.placement().pending() > 0 {
+                self.reconcile(fence).await?;
+            }
+        }
+    }
+}

@@ -1,0 +1,207 @@
+//! The writes clients ask for: create, delete and update of one resource, each one fenced txn.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use etcd_client::{Compare, CompareOp, TxnOp, TxnOpResponse};
+use tracing::debug;
+
+use super::{Created, Leader, WriteError};
+use crate::etcd::cache::Object;
+use crate::etcd::timed;
+use crate::master::leadership::Fence;
+use crate::master::placement::Placement;
+use crate::model::resource::Resource;
+
+impl Leader {
+    /// Creates resource `name` (already validated), assigned to the least-loaded worker with
+    /// room, or unassigned when there is none. Fails with `Exists` when the name is taken.
+    pub async fn create(&self, name: &str) -> Result<Created, WriteError> {
+        let fence = self.fence()?;
+        let created = self.create_fenced(&fence, name).await?;
+        self.wait_applied(created.revision).await;
+        Ok(created)
+    }
+
+    pub(super) async fn create_fenced(
+        &self,
+        fence: &Fence,
+        name: &str,
+    ) -> Result<Created, WriteError> {
+        let reservation = self.placement().reserve();
+        let release = |p: &mut Placement| {
+            if let Some(r) = &reservation {
+                p.cancel(r.token);
+            }
+        };
+        let resource = match self.new_resource(name, reservation.as_ref()) {
+            Ok(r) => r,
+            Err(e) => {
+                release(&mut self.placement());
+                return Err(e);
+            }
+        };
+        let key = self.inner.config.keys.resource_key(name);
+        let value = serde_json::to_vec(&resource)?;
+        let result = self
+            .txn(
+                fence,
+                vec![Compare::create_revision(
+                    key.as_bytes(),
+                    CompareOp::Equal,
+                    0,
+                )],
+                vec![TxnOp::put(key.as_bytes(), value, None)],
+            )
+            .await;
+        match result {
+            Ok(w) if w.applied => {
+                if let Some(r) = &reservation {
+                    self.placement().confirm(r.token, w.revision);
+                    self.inner.metrics.assignments.inc();
+                }
+                debug!(%name, id = %resource.id, node = %resource.assigned_node, revision = w.revision, "created");
+                Ok(Created {
+                    resource,
+                    revision: w.revision,
+                })
+            }
+            Ok(_) => {
+                release(&mut self.placement());
+                Err(WriteError::Exists)
+            }
+            Err(WriteError::Deposed) => {
+                release(&mut self.placement());
+                Err(self.deposed(fence))
+            }
+            Err(e) => {
+                release(&mut self.placement());
+                Err(e)
+            }
+        }
+    }
+
+    fn new_resource(
+        &self,
+        name: &str,
+        reservation: Option<&crate::master::placement::Reservation>,
+    ) -> Result<Resource, WriteError> {
+        let id = self.inner.ids.next_id()?;
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as i64);
+        Ok(Resource {
+            id: id.to_string(),
+            name: name.to_owned(),
+            assigned_node: reservation.map_or_else(String::new, |r| {
+                Resource::assigned_node_value(&r.worker, &r.address)
+            }),
+            creation_time: now,
+            extra: Default::default(),
+        })
+    }
+
+    /// Deletes resource `name`, only if its mod revision is `if_match` when given. Returns the
+    /// revision of the delete.
+    pub async fn delete(&self, name: &str, if_match: Option<i64>) -> Result<i64, WriteError> {
+        let fence = self.fence()?;
+        let key = self.inner.config.keys.resource_key(name);
+        let compares = if_match
+            .map(|rev| Compare::mod_revision(key.as_bytes(), CompareOp::Equal, rev))
+            .into_iter()
+            .collect();
+        let written = self
+            .write(&fence, compares, vec![TxnOp::delete(key.as_bytes(), None)])
+            .await?;
+        if !written.applied {
+            return Err(WriteError::PreconditionFailed);
+        }
+        let deleted = written.responses.iter().any(|r| match r {
+            TxnOpResponse::Delete(d) => d.deleted() > 0,
+            _ => false,
+        });
+        if !deleted {
+            return Err(WriteError::NotFound);
+        }
+        self.wait_applied(written.revision).await;
+        Ok(written.revision)
+    }
+
+    /// Changes what users may change of resource `name` (its worker, its labels), only if its
+    /// mod revision is `if_match` when given. Returns the new value and the write's revision.
+    pub async fn update(
+        &self,
+        name: &str,
+        change: impl Fn(&mut Resource) -> Result<(), WriteError>,
+        pin: Option<&str>,
+        if_match: Option<i64>,
+    ) -> Result<Created, WriteError> {
+        let fence = self.fence()?;
+        let pinned = match pin {
+            Some(id) => {
+                let worker = self
+                    .inner
+                    .workers
+                    .with(|objects, _| objects.values().find(|e| e.value.id == id).cloned())
+                    .ok_or_else(|| WriteError::UnknownWorker(id.to_owned()))?;
+                Some(Resource::assigned_node_value(
+                    &worker.value.id,
+                    &worker.value.address,
+                ))
+            }
+            None => None,
+        };
+        let key = self.inner.config.keys.resource_key(name);
+        // Read-modify-write, each attempt fenced and compared on the version read.
+        for _ in 0..3 {
+            let mut kv = self.inner.client.kv_client();
+            let current = timed(
+                self.inner.config.request_timeout,
+                kv.get(key.as_bytes(), None),
+            )
+            .await?;
+            let Some(stored) = current.kvs().first() else {
+                return Err(if if_match.is_some() {
+                    WriteError::PreconditionFailed
+                } else {
+                    WriteError::NotFound
+                });
+            };
+            let version = stored.mod_revision();
+            if if_match.is_some_and(|wanted| wanted != version) {
+                return Err(WriteError::PreconditionFailed);
+            }
+            let mut resource = Resource::decode(name, stored.value())
+                .map_err(|e| WriteError::Etcd(crate::etcd::EtcdError::Malformed(e.to_string())))?;
+            change(&mut resource)?;
+            if let Some(node) = &pinned {
+                resource.assigned_node = node.clone();
+            }
+            let written = self
+                .write(
+                    &fence,
+                    vec![Compare::mod_revision(
+                        key.as_bytes(),
+                        CompareOp::Equal,
+                        version,
+                    )],
+                    vec![TxnOp::put(
+                        key.as_bytes(),
+                        serde_json::to_vec(&resource)?,
+                        None,
+                    )],
+                )
+                .await?;
+            if written.applied {
+                self.wait_applied(written.revision).await;
+                return Ok(Created {
+                    resource,
+                    revision: written.revision,
+                });
+            }
+            if if_match.is_some() {
+                return Err(WriteError::PreconditionFailed);
+            }
+        }
+        Err(WriteError::Contended)
+    }
+}

@@ -1,0 +1,101 @@
+//! The take-over that starts every term: load resources and workers at one revision into a new
+//! placement, add the missing seed tasks, and assign whatever has no live worker.
+
+use std::collections::{HashMap, HashSet};
+
+use tracing::info;
+
+use super::{BATCH, Leader, WriteError};
+use crate::etcd::cache::Object;
+use crate::etcd::cache::watcher::name_of;
+use crate::etcd::list_prefix;
+use crate::master::leadership::Fence;
+use crate::master::placement::Placement;
+use crate::model::registry::Worker;
+use crate::model::resource::Resource;
+
+impl Leader {
+    /// Steps 1 to 4 of a take-over. Returns the revision everything was loaded at.
+    pub(super) async fn take_over(&self, fence: &Fence) -> Result<i64, WriteError> {
+        // Both prefixes are read at one revision, page by page straight into the placement;
+        // only the resources that need a worker are kept whole.
+        let deadline = self.inner.config.request_timeout;
+        let keys = &self.inner.config.keys;
+        let client = &self.inner.client;
+        let revision = self.current_revision().await?;
+        let mut placement = Placement::new();
+        let mut workers = 0usize;
+        list_prefix(client, &keys.worker_prefix, revision, deadline, |kvs| {
+            for (w, _) in decode_all::<Worker>(&keys.worker_prefix, &kvs) {
+                placement.upsert_worker(&w.id, &w.address, w.capacity());
+                workers += 1;
+            }
+        })
+        .await?;
+        let seeds: HashSet<&str> = self.inner.config.seeds.iter().map(String::as_str).collect();
+        let mut present: HashSet<String> = HashSet::new();
+        let mut resources = 0usize;
+        let mut loaded: HashMap<String, (Resource, i64)> = HashMap::new();
+        list_prefix(client, &keys.resources_prefix, revision, deadline, |kvs| {
+            for (r, mod_revision) in decode_all::<Resource>(&keys.resources_prefix, &kvs) {
+                resources += 1;
+                placement.set_resource(&r.name, Some(r.assigned_worker()), revision);
+                if let Ok(id) = r.id.parse::<u64>() {
+                    self.inner.ids.advance_past(id);
+                }
+                if seeds.contains(r.name.as_str()) {
+                    present.insert(r.name.clone());
+                }
+                if placement.needs(&r.name) {
+                    loaded.insert(r.name.clone(), (r, mod_revision));
+                }
+            }
+        })
+        .await?;
+        placement.advance(revision);
+        info!(
+            revision,
+            resources, workers, "leader loaded resources and workers"
+        );
+        *self.placement() = placement;
+        self.inner.applied.send_replace(revision);
+        for seed in &self.inner.config.seeds {
+            if present.contains(seed) {
+                continue;
+            }
+            match self.create_fenced(fence, seed).await {
+                Ok(created) => {
+                    info!(name = %seed, node = %created.resource.assigned_node, "seed task added");
+                    loaded.insert(seed.clone(), (created.resource, created.revision));
+                }
+                Err(WriteError::Exists) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let lookup = |name: &str| loaded.get(name).cloned();
+        loop {
+            let moves = self.placement().plan(BATCH, revision);
+            if moves.is_empty() {
+                break;
+            }
+            match self.write_moves(fence, &moves, &lookup).await {
+                Ok(true) => {}
+                Ok(false) => break,
+                Err(WriteError::Deposed) => return Err(self.deposed(fence)),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(revision)
+    }
+}
+
+/// Decodes every well-formed value, with its mod revision; malformed ones are skipped (the
+/// caches count and log them).
+fn decode_all<T: Object>(prefix: &str, kvs: &[etcd_client::KeyValue]) -> Vec<(T, i64)> {
+    kvs.iter()
+        .filter_map(|kv| {
+            let name = name_of(prefix, kv.key()).ok()?;
+            Some((T::decode(&name, kv.value()).ok()?, kv.mod_revision()))
+        })
+        .collect()
+}

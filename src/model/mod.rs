@@ -1,0 +1,11 @@
+//! The data both roles share, as stored in etcd: resources in the Go crawler's JSON
+//! ([`resource`]), workers in go-micro's registry format ([`registry`]), the rules for
+//! resource names ([`name`]), and snowflake IDs ([`snowflake`]).
+//!
+//! Codecs and pure rules only: nothing here does I/O, and nothing here knows which process it
+//! runs in.
+
+pub mod name;
+pub mod registry;
+pub mod resource;
+pub mod snowflake;
