@@ -1,5 +1,5 @@
 //! Tools shipped in the same binary that are not the product: `crawler dev` ([`dev`], a local
-//! cluster for a first look), `crawler bench` ([`bench`], the benchmarks), and the child
+//! cluster for a first look), `crawler bench` ([`mod@bench`], the benchmarks), and the child
 //! processes both start ([`procs`]).
 //!
 //! Nothing in the master or the worker depends on this part.

@@ -1,6 +1,6 @@
 //! The leader's duties: take over, then create, delete and (re)assign resources. This file holds
-//! the term loop and what the duties share; each duty has a file of its own: [`takeover`],
-//! [`requests`] (create, delete, update), [`reassign`], and [`writes`] (the fenced txn).
+//! the term loop and what the duties share; each duty has a file of its own: `takeover.rs`,
+//! `requests.rs` (create, delete, update), `reassign.rs`, and [`writes`] (the fenced txn).
 //!
 //! Each term starts with the take-over, in order: load all resources and workers at one etcd
 //! revision, rebuild each worker's load, add the missing seed tasks, assign every resource that

@@ -1,0 +1,134 @@
+//! Scenario 2: creates on the leader against the same fenced txn sent to etcd directly.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use etcd_client::{Client, Compare, CompareOp, Txn, TxnOp};
+
+use super::harness::create;
+use super::load;
+use super::report::{Report, ms, rate};
+use crate::tools::procs::{Proc, ToolError};
+
+/// A raw etcd txn shaped like the leader's create: a fence compare around a nested txn that
+/// creates the key only if it does not exist.
+pub(super) async fn raw_create(
+    mut raw: Client,
+    fence: (String, i64),
+    key: String,
+    value: Vec<u8>,
+) -> bool {
+    let inner = Txn::new()
+        .when([Compare::create_revision(
+            key.as_bytes(),
+            CompareOp::Equal,
+            0,
+        )])
+        .and_then([TxnOp::put(key.as_bytes(), value, None)]);
+    let outer = Txn::new()
+        .when([Compare::create_revision(
+            fence.0.as_bytes(),
+            CompareOp::Equal,
+            fence.1,
+        )])
+        .and_then([TxnOp::txn(inner)]);
+    raw.txn(outer).await.is_ok_and(|r| r.succeeded())
+}
+
+pub(super) async fn create_on_leader(
+    report: &mut Report,
+    q: bool,
+    client: &reqwest::Client,
+    leader: &Proc,
+    raw: &Client,
+) -> Result<(), ToolError> {
+    let mut c = raw.clone();
+    let put = c.put("/bench/fence", "x", None).await?;
+    let fence = (
+        "/bench/fence".to_owned(),
+        put.header().map_or(0, |h| h.revision()),
+    );
+    let value = serde_json::to_vec(&crate::model::resource::Resource {
+        id: "2125152218540679168".into(),
+        name: "bench-raw-000000".into(),
+        assigned_node: String::new(),
+        creation_time: 1,
+        extra: BTreeMap::new(),
+    })
+    .unwrap_or_default();
+    for (concurrency, n) in [
+        (1usize, if q { 50 } else { 1_000 }),
+        (64, if q { 500 } else { 20_000 }),
+    ] {
+        let tag = format!("c{concurrency}");
+        let ours = {
+            let client = client.clone();
+            let url = leader.url.clone();
+            let tag = tag.clone();
+            load::run(n, concurrency, move |i| {
+                let client = client.clone();
+                let url = url.clone();
+                let name = format!("create-{tag}-{i}");
+                async move { create(&client, &url, &name).await }
+            })
+            .await
+        };
+        let base = {
+            let raw = raw.clone();
+            let fence = fence.clone();
+            let value = value.clone();
+            let tag = tag.clone();
+            load::run(n, concurrency, move |i| {
+                raw_create(
+                    raw.clone(),
+                    fence.clone(),
+                    format!("/bench/raw/{tag}-{i}"),
+                    value.clone(),
+                )
+            })
+            .await
+        };
+        if concurrency == 1 {
+            let limit = base.pct(50).mul_f64(1.3) + Duration::from_millis(1);
+            report.add(
+                "2 create on leader c=1",
+                "p50 vs raw fenced txn",
+                ms(ours.pct(50)),
+                ms(base.pct(50)),
+                format!(
+                    "{:.2}x",
+                    ours.pct(50).as_secs_f64() / base.pct(50).as_secs_f64().max(1e-9)
+                ),
+                "<= 1.3x raw + 1 ms",
+                Some(ours.pct(50) <= limit),
+            );
+            report.add(
+                "2 create on leader c=1",
+                "p99 (ours / raw)",
+                ms(ours.pct(99)),
+                ms(base.pct(99)),
+                "",
+                "",
+                None,
+            );
+        } else {
+            let r = ours.per_sec() / base.per_sec();
+            report.add(
+                "2 create on leader c=64",
+                "creates/s vs raw fenced txns/s",
+                rate(ours.per_sec()),
+                rate(base.per_sec()),
+                format!("{r:.2}x"),
+                ">= 0.5x",
+                Some(r >= 0.5),
+            );
+        }
+    }
+    // Don't leave the raw keys around for later scenarios.
+    c.delete(
+        "/bench/",
+        Some(etcd_client::DeleteOptions::new().with_prefix()),
+    )
+    .await?;
+    Ok(())
+}
