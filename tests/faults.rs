@@ -96,12 +96,19 @@ fn start_load(
     (load, handle)
 }
 
-#[tokio::test]
-async fn leader_killed_under_load_loses_nothing() {
+/// A fresh etcd, the fault tests' config file in a temp dir (kept alive by the returned
+/// guard), and the endpoint list.
+async fn etcd_and_fault_config() -> (Etcd, tempfile::TempDir, std::path::PathBuf, Vec<String>) {
     let etcd = Etcd::start().await;
     let dir = tempfile::tempdir().expect("dir");
     let config = fault_config(dir.path());
     let endpoints = vec![etcd.url.clone()];
+    (etcd, dir, config, endpoints)
+}
+
+#[tokio::test]
+async fn leader_killed_under_load_loses_nothing() {
+    let (etcd, _dir, config, endpoints) = etcd_and_fault_config().await;
     let (mut procs, leader) = masters(3, &endpoints, &config, &[]).await;
     let _w1 = Proc::worker(1, &endpoints, &config);
     let mut w2 = Proc::worker(2, &endpoints, &config);
@@ -171,13 +178,12 @@ async fn leader_killed_under_load_loses_nothing() {
 
     // No resource stays on the dead worker.
     let moved = Instant::now();
-    eventually("nothing is left on the dead worker", WAIT, || async {
-        stored_resources(&etcd)
-            .await
-            .iter()
-            .all(|r| r.assigned_worker() == Some("go.micro.server.worker-1"))
-            .then_some(())
-    })
+    wait_all_on(
+        &etcd,
+        "go.micro.server.worker-1",
+        "nothing is left on the dead worker",
+        WAIT,
+    )
     .await;
     println!(
         "measured: every resource of the SIGKILLed worker was on the live one {:?} after the checks began ({:?} after the kill)",
@@ -191,10 +197,7 @@ async fn leader_killed_under_load_loses_nothing() {
 
 #[tokio::test]
 async fn graceful_stop_hands_over_within_a_second() {
-    let etcd = Etcd::start().await;
-    let dir = tempfile::tempdir().expect("dir");
-    let config = fault_config(dir.path());
-    let endpoints = vec![etcd.url.clone()];
+    let (_etcd, _dir, config, endpoints) = etcd_and_fault_config().await;
     let (mut procs, leader) = masters(3, &endpoints, &config, &[]).await;
     let other = procs
         .iter()
@@ -215,10 +218,7 @@ async fn graceful_stop_hands_over_within_a_second() {
 
 #[tokio::test]
 async fn a_paused_leader_is_fenced_off_and_rejoins_as_follower() {
-    let etcd = Etcd::start().await;
-    let dir = tempfile::tempdir().expect("dir");
-    let config = fault_config(dir.path());
-    let endpoints = vec![etcd.url.clone()];
+    let (etcd, _dir, config, endpoints) = etcd_and_fault_config().await;
     let (procs, leader) = masters(3, &endpoints, &config, &[]).await;
     let paused = procs[leader].url.clone();
     procs[leader].signal(Signal::SIGSTOP);
@@ -284,10 +284,7 @@ async fn a_paused_leader_is_fenced_off_and_rejoins_as_follower() {
 
 #[tokio::test]
 async fn masters_and_workers_recover_from_an_etcd_restart() {
-    let mut etcd = Etcd::start().await;
-    let dir = tempfile::tempdir().expect("dir");
-    let config = fault_config(dir.path());
-    let endpoints = vec![etcd.url.clone()];
+    let (mut etcd, _dir, config, endpoints) = etcd_and_fault_config().await;
     let (procs, leader) = masters(2, &endpoints, &config, &[]).await;
     let _w = Proc::worker(1, &endpoints, &config);
     wait_workers(&procs[leader].url, 1).await;
@@ -530,10 +527,7 @@ async fn a_master_cut_off_from_etcd_stops_writing_and_says_its_cache_is_stale() 
 
 #[tokio::test]
 async fn tokens_are_required_and_pass_through_a_follower() {
-    let etcd = Etcd::start().await;
-    let dir = tempfile::tempdir().expect("dir");
-    let config = fault_config(dir.path());
-    let endpoints = vec![etcd.url.clone()];
+    let (etcd, _dir, config, endpoints) = etcd_and_fault_config().await;
     let token = "s3cret-token-for-the-fault-test";
     let (procs, leader) = masters(2, &endpoints, &config, &[("CRAWLER_API_TOKENS", token)]).await;
     let follower = &procs[1 - leader].url;

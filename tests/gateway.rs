@@ -537,14 +537,9 @@ async fn no_leader_or_unreachable_leader_is_a_503_with_retry_after_and_no_loop()
 async fn a_forwarded_write_is_never_forwarded_again() {
     let etcd = Etcd::start().await;
     let config = test_config(std::slice::from_ref(&etcd.url));
-    let m2 = start_master(config.clone(), 2).await;
-    let m3 = start_master(config.clone(), 3).await;
     // A request already forwarded once reaches a master that does not lead: it must answer
     // 503 itself rather than forward it a second time.
-    let urls = [m2.url.as_str(), m3.url.as_str()];
-    let leader = ready_leader(&urls, WAIT).await;
-    let follower = urls[1 - leader];
-    wait_leader_known(follower, urls[leader]).await;
+    let ([m2, m3], _leader, follower) = leader_and_follower(&config).await;
     let (status, headers, body) = send(
         reqwest::Method::POST,
         &format!("{follower}/api/v1/resources"),
@@ -573,12 +568,7 @@ async fn a_forwarded_write_is_never_forwarded_again() {
 async fn a_leader_change_in_the_middle_of_a_request_ends_in_201_or_503() {
     let etcd = Etcd::start().await;
     let config = test_config(std::slice::from_ref(&etcd.url));
-    let m2 = start_master(config.clone(), 2).await;
-    let m3 = start_master(config.clone(), 3).await;
-    let urls = [m2.url.as_str(), m3.url.as_str()];
-    let leader = ready_leader(&urls, WAIT).await;
-    let follower = urls[1 - leader];
-    wait_leader_known(follower, urls[leader]).await;
+    let ([m2, m3], leader, follower) = leader_and_follower(&config).await;
     // The leader's session is revoked behind its back while the follower still names it.
     let mut client = etcd.client().await;
     let resp = client
@@ -606,11 +596,11 @@ async fn a_leader_change_in_the_middle_of_a_request_ends_in_201_or_503() {
     assert!(status == 201 || status == 503, "{status} {body}");
     assert!(started.elapsed() < Duration::from_secs(5));
     // The cluster settles with a leader that accepts writes through either master.
-    let took = first_accepted_write(follower, Instant::now()).await;
+    let took = first_accepted_write(&follower, Instant::now()).await;
     println!(
         "measured: after the leader's session was revoked, writes through the other master were accepted again in {took:?}"
     );
-    let took = first_accepted_write(urls[leader], Instant::now()).await;
+    let took = first_accepted_write(&leader, Instant::now()).await;
     assert!(took < WAIT);
     m2.stop().await;
     m3.stop().await;

@@ -44,12 +44,12 @@ async fn seeds_are_stored_unassigned_then_assigned_when_a_worker_joins_and_survi
 
     let worker = start_worker(config.clone(), 1, 10).await;
     let joined = Instant::now();
-    eventually("seeds assigned to the new worker", WAIT, || async {
-        let all = stored_resources(&etcd).await;
-        all.iter()
-            .all(|r| r.assigned_worker() == Some("go.micro.server.worker-1"))
-            .then_some(())
-    })
+    wait_all_on(
+        &etcd,
+        "go.micro.server.worker-1",
+        "seeds assigned to the new worker",
+        WAIT,
+    )
     .await;
     println!(
         "measured: pending seeds assigned {:?} after the first worker started",
@@ -171,15 +171,11 @@ async fn a_dead_workers_resources_are_reassigned_keeping_id_and_creation_time() 
     wait_workers(&master.url, 1).await;
     let gone = killed.elapsed();
     let left = Instant::now();
-    eventually(
+    wait_all_on(
+        &etcd,
+        "go.micro.server.worker-1",
         "every resource is on the survivor",
         Duration::from_secs(30),
-        || async {
-            let all = stored_resources(&etcd).await;
-            all.iter()
-                .all(|r| r.assigned_worker() == Some("go.micro.server.worker-1"))
-                .then_some(())
-        },
     )
     .await;
     println!(

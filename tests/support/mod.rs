@@ -357,3 +357,27 @@ pub async fn assert_consistent(etcd: &Etcd, master: &str) {
         );
     }
 }
+
+/// Waits (up to `timeout`) until every stored resource is assigned to `worker`.
+pub async fn wait_all_on(etcd: &Etcd, worker: &str, what: &str, timeout: Duration) {
+    eventually(what, timeout, || async {
+        stored_resources(etcd)
+            .await
+            .iter()
+            .all(|r| r.assigned_worker() == Some(worker))
+            .then_some(())
+    })
+    .await;
+}
+
+/// Two masters (ids 2 and 3) on `config`, once one leads and the other knows it. Returns both,
+/// the leader's URL and the follower's URL.
+pub async fn leader_and_follower(config: &Config) -> ([Running; 2], String, String) {
+    let m2 = start_master(config.clone(), 2).await;
+    let m3 = start_master(config.clone(), 3).await;
+    let urls = [m2.url.clone(), m3.url.clone()];
+    let leader = ready_leader(&[&urls[0], &urls[1]], Duration::from_secs(20)).await;
+    let follower = urls[1 - leader].clone();
+    wait_leader_known(&follower, &urls[leader]).await;
+    ([m2, m3], urls[leader].clone(), follower)
+}

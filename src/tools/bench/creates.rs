@@ -7,7 +7,7 @@ use etcd_client::{Client, Compare, CompareOp, Txn, TxnOp};
 
 use super::harness::create;
 use super::load;
-use super::report::{Report, ms, rate};
+use super::report::{Report, ms};
 use crate::tools::procs::{Proc, ToolError};
 
 /// A raw etcd txn shaped like the leader's create: a fence compare around a nested txn that
@@ -112,15 +112,12 @@ pub(super) async fn create_on_leader(
                 None,
             );
         } else {
-            let r = ours.per_sec() / base.per_sec();
-            report.add(
+            report.add_rate_ratio(
                 "2 create on leader c=64",
                 "creates/s vs raw fenced txns/s",
-                rate(ours.per_sec()),
-                rate(base.per_sec()),
-                format!("{r:.2}x"),
+                (ours.per_sec(), base.per_sec()),
                 ">= 0.5x",
-                Some(r >= 0.5),
+                0.5,
             );
         }
     }

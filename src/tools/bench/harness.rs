@@ -18,11 +18,12 @@ pub(super) fn http_client(concurrency: usize) -> Result<reqwest::Client, ToolErr
         .build()?)
 }
 
+/// Polls `check` every 5 ms until it holds; returns how long that took.
 pub(super) async fn wait_until<F, Fut>(
     what: &str,
     timeout: Duration,
     mut check: F,
-) -> Result<(), ToolError>
+) -> Result<Duration, ToolError>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
@@ -34,7 +35,7 @@ where
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    Ok(())
+    Ok(start.elapsed())
 }
 
 /// True once a master's caches are synced (and, on the leader, its take-over is done).

@@ -6,7 +6,7 @@ use etcd_client::{Client, GetOptions};
 
 use super::harness::{create, wait_until};
 use super::load::{self, Stats};
-use super::report::{Report, ms, rate};
+use super::report::{Report, ms};
 use crate::tools::procs::{self, Proc, Scratch, ToolError};
 
 pub(super) async fn cached_read(
@@ -76,15 +76,12 @@ pub(super) async fn cached_read(
         })
         .await
     };
-    let r1 = ours.per_sec() / base.per_sec();
-    report.add(
+    report.add_rate_ratio(
         "1 cached read c=64",
         "GET /api/v1/resources/{name} vs bare axum",
-        rate(ours.per_sec()),
-        rate(base.per_sec()),
-        format!("{r1:.2}x"),
+        (ours.per_sec(), base.per_sec()),
         ">= 0.8x",
-        Some(r1 >= 0.8),
+        0.8,
     );
     report.add(
         "1 cached read c=64",
@@ -95,15 +92,12 @@ pub(super) async fn cached_read(
         "",
         None,
     );
-    let r2 = ours.per_sec() / range.per_sec();
-    report.add(
+    report.add_rate_ratio(
         "1 cached read c=64",
         "GET vs etcd serializable range",
-        rate(ours.per_sec()),
-        rate(range.per_sec()),
-        format!("{r2:.2}x"),
+        (ours.per_sec(), range.per_sec()),
         ">= 10x",
-        Some(r2 >= 10.0),
+        10.0,
     );
     Ok(())
 }

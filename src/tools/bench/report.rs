@@ -55,6 +55,48 @@ impl Report {
         );
         self.rows.push(row);
     }
+
+    /// A duration row, met when `took` is under `limit`.
+    pub(super) fn add_duration(
+        &mut self,
+        scenario: &'static str,
+        metric: String,
+        took: Duration,
+        baseline: String,
+        (target, limit): (&'static str, Duration),
+    ) {
+        self.add(
+            scenario,
+            metric,
+            ms(took),
+            baseline,
+            "",
+            target,
+            Some(took < limit),
+        );
+    }
+
+    /// A throughput row: ours against the baseline in operations per second, with their ratio;
+    /// met when the ratio is at least `min`.
+    pub(super) fn add_rate_ratio(
+        &mut self,
+        scenario: &'static str,
+        metric: &str,
+        (ours, baseline): (f64, f64),
+        target: &'static str,
+        min: f64,
+    ) {
+        let ratio = ours / baseline;
+        self.add(
+            scenario,
+            metric,
+            rate(ours),
+            rate(baseline),
+            format!("{ratio:.2}x"),
+            target,
+            Some(ratio >= min),
+        );
+    }
 }
 
 pub(super) fn verdict(met: Option<bool>) -> &'static str {

@@ -50,33 +50,38 @@ pub(super) async fn scale(report: &mut Report, q: bool) -> Result<(), ToolError>
     )
     .await?;
     a.signal(15);
-    let handover = Instant::now();
-    wait_until(
+    let takeover = wait_until(
         "the second master to take over",
         Duration::from_secs(120),
         || is_ready_leader(&client, &b.url),
     )
     .await?;
-    let takeover = handover.elapsed();
-    report.add(
+    report.add_duration(
         "6 scale",
         format!("take-over with {n_workers} workers, {n_resources} resources"),
-        ms(takeover),
+        takeover,
         format!("cold start {}", ms(cold)),
-        "",
-        "< 2 s",
-        Some(takeover < Duration::from_secs(2)),
+        ("< 2 s", Duration::from_secs(2)),
     );
     let objects = n_workers + n_resources;
     let serialized = worker_bytes + resource_bytes;
     let rss = b.rss_bytes().unwrap_or(0) as usize;
     let budget = 2 * serialized + 200 * objects;
-    report.add(
-        "6 scale",
+    let memory_row = |report: &mut Report, metric, rss: usize, target, met| {
+        report.add(
+            "6 scale",
+            metric,
+            format!("{:.1} MB", rss as f64 / 1e6),
+            format!("{:.1} MB", budget as f64 / 1e6),
+            format!("{:.0} B/obj", rss as f64 / objects as f64),
+            target,
+            met,
+        );
+    };
+    memory_row(
+        report,
         "master RSS vs 2x serialized + 200 B/object",
-        format!("{:.1} MB", rss as f64 / 1e6),
-        format!("{:.1} MB", budget as f64 / 1e6),
-        format!("{:.0} B/obj", rss as f64 / objects as f64),
+        rss,
         "RSS < budget",
         Some(rss > 0 && rss < budget),
     );
@@ -86,13 +91,11 @@ pub(super) async fn scale(report: &mut Report, q: bool) -> Result<(), ToolError>
         is_ready(&client, &c.url)
     })
     .await?;
-    let follower_rss = c.rss_bytes().unwrap_or(0);
-    report.add(
-        "6 scale",
+    let follower_rss = c.rss_bytes().unwrap_or(0) as usize;
+    memory_row(
+        report,
         "follower RSS (caches only, no placement)",
-        format!("{:.1} MB", follower_rss as f64 / 1e6),
-        format!("{:.1} MB", budget as f64 / 1e6),
-        format!("{:.0} B/obj", follower_rss as f64 / objects as f64),
+        follower_rss,
         "",
         None,
     );
@@ -171,21 +174,17 @@ pub(super) async fn scale(report: &mut Report, q: bool) -> Result<(), ToolError>
     )
     .await?;
     raw.clone().lease_revoke(big_lease).await?;
-    let died = Instant::now();
-    wait_until("reassignment", Duration::from_secs(60), || {
+    let moved = wait_until("reassignment", Duration::from_secs(60), || {
         let (client, held) = (client.clone(), held.clone());
         async move { count(client, held).await == 0 }
     })
     .await?;
-    let moved = died.elapsed();
-    report.add(
+    report.add_duration(
         "6 scale",
         format!("reassign the {big} resources of a dead worker"),
-        ms(moved),
-        "",
-        "",
-        "< 1 s",
-        Some(moved < Duration::from_secs(1)),
+        moved,
+        String::new(),
+        ("< 1 s", Duration::from_secs(1)),
     );
     Ok(())
 }
