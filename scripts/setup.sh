@@ -50,6 +50,20 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   $sudo apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
 fi
 
+# The API contract tools, from PyPI, in a virtualenv of their own (tests/contract.rs uses them).
+CONTRACT_VENV="${CRAWLER_CONTRACT_VENV:-$PWD/target/contract-venv}"
+export CRAWLER_CONTRACT_VENV="$CONTRACT_VENV"
+setup_contract_ok() {
+  "$CONTRACT_VENV/bin/schemathesis" --version >/dev/null 2>&1 &&
+    "$CONTRACT_VENV/bin/openapi-spec-validator" --help >/dev/null 2>&1
+}
+if [ "${1:-}" = "test" ] && ! setup_contract_ok; then
+  echo "setup: installing openapi-spec-validator and schemathesis from PyPI into $CONTRACT_VENV" >&2
+  python3 -m venv "$CONTRACT_VENV"
+  "$CONTRACT_VENV/bin/pip" install -q --disable-pip-version-check \
+    "openapi-spec-validator==0.9.0" "schemathesis==4.32.5"
+fi
+
 # Check every piece now, and say what is missing and how to get it.
 missing=()
 setup_protoc_ok || missing+=("protoc cannot compile a file importing google/protobuf/descriptor.proto: apt-get install protobuf-compiler libprotobuf-dev")
@@ -58,6 +72,7 @@ if [ "${1:-}" = "test" ]; then
   chromium --version >/dev/null 2>&1 || missing+=("chromium --version does not answer: apt-get install chromium")
   chromedriver --version >/dev/null 2>&1 || missing+=("chromedriver --version does not answer: apt-get install chromium-driver")
   setup_venv_ok || missing+=("python3 cannot make a virtualenv: apt-get install python3 python3-venv")
+  setup_contract_ok || missing+=("schemathesis or openapi-spec-validator does not answer in $CONTRACT_VENV: remove it and run again (needs PyPI)")
 fi
 if [ ${#missing[@]} -gt 0 ]; then
   echo "setup: these are missing after installing:" >&2

@@ -186,7 +186,8 @@ async fn writes_through_a_follower_are_visible_on_every_master() {
         assert_eq!(problem["type"], "urn:crawler:problem:precondition-failed");
     }
 
-    // Pin to a worker that does not exist: 422 naming the field.
+    // Pin to a worker that is not registered: 409 naming the field (the request is well-formed;
+    // the cluster's state is what it conflicts with).
     let (status, _, problem) = send(
         reqwest::Method::PUT,
         &format!("{}/api/v1/resources/via-follower", c.url(f)),
@@ -194,7 +195,8 @@ async fn writes_through_a_follower_are_visible_on_every_master() {
         &[],
     )
     .await;
-    assert_eq!(status, 422, "{problem}");
+    assert_eq!(status, 409, "{problem}");
+    assert_eq!(problem["type"], "urn:crawler:problem:unknown-worker");
     assert_eq!(problem["field"], "assigned_node");
 
     // Delete through a follower with the current ETag: 204, then gone everywhere.
@@ -224,12 +226,16 @@ async fn writes_through_a_follower_are_visible_on_every_master() {
 }
 
 #[tokio::test]
-async fn min_revision_that_does_not_exist_yet_or_is_malformed_is_a_400() {
+async fn min_revision_that_does_not_exist_yet_is_a_409_and_a_malformed_one_a_400() {
     let c = three_masters(|config| config.http.min_revision_wait_ms = 300).await;
     let f = c.followers()[0];
-    for query in ["min_revision=999999", "min_revision=abc", "min_revision=-3"] {
+    for (query, want) in [
+        ("min_revision=999999", 409),
+        ("min_revision=abc", 400),
+        ("min_revision=-3", 400),
+    ] {
         let (status, _, body) = get(&format!("{}/api/v1/resources?{query}", c.url(f))).await;
-        assert_eq!(status, 400, "{query}: {body}");
+        assert_eq!(status, want, "{query}: {body}");
         assert_eq!(body["field"], "min_revision");
     }
 }

@@ -38,7 +38,7 @@ pub struct ClusterView {
 }
 
 /// The leader, this master's role and the masters in the election.
-#[utoipa::path(get, path = "/api/v1/cluster", tag = "cluster",
+#[utoipa::path(get, path = "/api/v1/cluster", tag = "cluster", operation_id = "get_cluster",
     responses((status = 200, description = "The cluster", body = ClusterView)))]
 pub async fn get(State(state): State<AppState>) -> Json<ClusterView> {
     let leader = state.known_leader().map(|c| MasterView {

@@ -33,7 +33,7 @@ pub struct NodeSpec {
 pub struct Empty {}
 
 /// Go-compatible create: answers with the assigned node.
-#[utoipa::path(post, path = "/crawler/resource", tag = "compatibility",
+#[utoipa::path(post, path = "/crawler/resource", tag = "compatibility", operation_id = "go_create_resource",
     request_body = ResourceSpec,
     responses(
         (status = 200, description = "Created; the node it was assigned to", body = NodeSpec),
@@ -58,7 +58,7 @@ pub async fn add(
 }
 
 /// Go-compatible delete.
-#[utoipa::path(delete, path = "/crawler/resource", tag = "compatibility",
+#[utoipa::path(delete, path = "/crawler/resource", tag = "compatibility", operation_id = "go_delete_resource",
     request_body = ResourceSpec,
     responses(
         (status = 200, description = "Deleted", body = Empty),

@@ -74,7 +74,9 @@ pub async fn revisions(State(state): State<AppState>, req: Request, next: Next) 
 }
 
 /// Waits until the serving cache reflects `wanted`. A revision etcd has not reached is no
-/// revision any client was given: 400 at once. Otherwise the wait is bounded: 503.
+/// revision any client was given (a client of another cluster, or of an etcd restored from an
+/// older backup): 409 at once, since the request is well-formed but the cluster's state
+/// conflicts with it. Otherwise the wait is bounded: 503.
 async fn wait_for(state: &AppState, workers: bool, wanted: i64) -> Result<(), ApiError> {
     let store_revision = || {
         if workers {
@@ -89,10 +91,15 @@ async fn wait_for(state: &AppState, workers: bool, wanted: i64) -> Result<(), Ap
     if let Ok(current) = state.leader.current_revision().await
         && wanted > current
     {
-        return Err(ApiError::bad_field(
-            "min_revision",
-            format!("revision {wanted} does not exist yet (etcd is at {current})"),
-        ));
+        return Err(ApiError::StateConflict {
+            slug: "revision-ahead",
+            title: "Revision not reached",
+            detail: format!(
+                "revision {wanted} does not exist yet (etcd is at {current}); pass a revision \
+                 this cluster handed out"
+            ),
+            field: Some("min_revision".to_owned()),
+        });
     }
     let wait = Duration::from_millis(state.http.min_revision_wait_ms);
     let reached = if workers {

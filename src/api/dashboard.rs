@@ -8,7 +8,7 @@ use axum::response::IntoResponse;
 const PAGE: &str = include_str!("dashboard.html");
 
 /// Serves the dashboard.
-#[utoipa::path(get, path = "/", tag = "health",
+#[utoipa::path(get, path = "/", tag = "health", operation_id = "dashboard",
     responses((status = 200, description = "The live dashboard (HTML)", content_type = "text/html", body = String)))]
 pub async fn page() -> impl IntoResponse {
     (

@@ -64,6 +64,20 @@ pub enum ApiError {
         /// Its name.
         name: String,
     },
+    /// A well-formed request that names something the cluster's current state does not hold
+    /// (a worker that is not registered, a revision etcd has not reached). Retrying after the
+    /// state changes may succeed.
+    #[error("{detail}")]
+    StateConflict {
+        /// Stable slug of the problem type, e.g. `unknown-worker`.
+        slug: &'static str,
+        /// Its title.
+        title: &'static str,
+        /// What is wrong.
+        detail: String,
+        /// The offending field.
+        field: Option<String>,
+    },
     /// `If-Match` did not match the current version.
     #[error("the resource changed since the version given in If-Match; read it again")]
     PreconditionFailed,
@@ -131,6 +145,7 @@ impl ApiError {
                 "Invalid value",
             ),
             Self::Conflict { .. } => (StatusCode::CONFLICT, "conflict", "Already exists"),
+            Self::StateConflict { slug, title, .. } => (StatusCode::CONFLICT, slug, title),
             Self::PreconditionFailed => (
                 StatusCode::PRECONDITION_FAILED,
                 "precondition-failed",
@@ -174,7 +189,9 @@ impl ApiError {
     pub fn problem(&self) -> Problem {
         let (status, slug, title) = self.status_and_slug();
         let field = match self {
-            Self::BadRequest { field, .. } | Self::Unprocessable { field, .. } => field.clone(),
+            Self::BadRequest { field, .. }
+            | Self::Unprocessable { field, .. }
+            | Self::StateConflict { field, .. } => field.clone(),
             _ => None,
         };
         let leader = match self {

@@ -59,6 +59,24 @@ pub struct FeedEvent {
     pub closes_revision: bool,
 }
 
+/// The data of a `relist` or `dropped` event.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct StreamNotice {
+    /// Why the stream asks the client to list again or to reconnect.
+    pub reason: String,
+}
+
+/// The data of any event on the stream: a change (`added`, `modified`, `deleted`), or a notice
+/// (`relist`, `dropped`).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum StreamData {
+    /// A change.
+    Change(FeedEvent),
+    /// A notice.
+    Notice(StreamNotice),
+}
+
 struct Log {
     events: VecDeque<Arc<FeedEvent>>,
     /// Every change with a revision above this is in `events`.
@@ -278,6 +296,16 @@ fn sse(event: &FeedEvent) -> SseEvent {
     out
 }
 
+/// A `relist` or `dropped` event.
+fn notice(event: &'static str, reason: &str) -> SseEvent {
+    let data = StreamData::Notice(StreamNotice {
+        reason: reason.to_owned(),
+    });
+    SseEvent::default()
+        .event(event)
+        .data(serde_json::to_string(&data).unwrap_or_else(|_| "{}".to_owned()))
+}
+
 struct Subscriber {
     replay: std::vec::IntoIter<Arc<FeedEvent>>,
     live: broadcast::Receiver<Arc<FeedEvent>>,
@@ -287,12 +315,12 @@ struct Subscriber {
 }
 
 /// Streams worker and resource changes as Server-Sent Events.
-#[utoipa::path(get, path = "/api/v1/events", tag = "events",
+#[utoipa::path(get, path = "/api/v1/events", tag = "events", operation_id = "stream_events",
     params(EventsQuery,
         ("last-event-id" = Option<i64>, Header, description = "Resume after this revision")),
     responses(
         (status = 200, description = "An event stream (text/event-stream). Events: added, modified, deleted (data: FeedEvent, id: revision on the last change of a revision); relist (history too short: list again); dropped (too slow: reconnect).",
-            content_type = "text/event-stream", body = FeedEvent),
+            content_type = "text/event-stream", body = StreamData),
         (status = 400, description = "Bad query or Last-Event-ID", body = super::Problem, content_type = "application/problem+json")))]
 pub async fn stream(
     State(state): State<AppState>,
@@ -328,8 +356,9 @@ pub async fn stream(
         }
         if s.relist {
             s.relist = false;
-            let e = SseEvent::default().event("relist").data(
-                r#"{"reason":"the history no longer reaches back to Last-Event-ID; list again"}"#,
+            let e = notice(
+                "relist",
+                "the history no longer reaches back to Last-Event-ID; list again",
             );
             return Some((Ok(e), s));
         }
@@ -346,8 +375,9 @@ pub async fn stream(
                 Ok(_) => {}
                 Err(broadcast::error::RecvError::Lagged(_)) => {
                     s.done = true;
-                    let e = SseEvent::default().event("dropped").data(
-                        r#"{"reason":"this client fell too far behind; reconnect with Last-Event-ID"}"#,
+                    let e = notice(
+                        "dropped",
+                        "this client fell too far behind; reconnect with Last-Event-ID",
                     );
                     return Some((Ok(e), s));
                 }

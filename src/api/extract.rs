@@ -1,10 +1,11 @@
 //! Extractors whose every rejection is an [`ApiError`], so bad bodies, paths and queries get
 //! the same problem+json shape as everything else, naming the field where serde can tell.
 
+use axum::body::Bytes;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, FromRequestParts, Request};
-use axum::http::StatusCode;
 use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode, header};
 use serde::de::DeserializeOwned;
 
 use super::{ApiError, AppState};
@@ -20,11 +21,54 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
-        match axum::Json::<T>::from_request(req, state).await {
+        if !is_json(req.headers()) {
+            return Err(ApiError::UnsupportedMediaType);
+        }
+        let limit = state.http.max_body_bytes;
+        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
+            match rejection.status() {
+                StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge { limit },
+                _ => ApiError::BadRequest {
+                    detail: clip(&rejection.body_text()),
+                    field: None,
+                },
+            }
+        })?;
+        // Every body this API takes is a JSON object; serde would also take a struct written
+        // as an array (`[null, null]`), which the schema does not allow.
+        match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
+            Some(b'{') | None => {}
+            Some(_) => {
+                return Err(ApiError::Unprocessable {
+                    detail: "the body must be a JSON object".into(),
+                    field: None,
+                });
+            }
+        }
+        match axum::Json::<T>::from_bytes(&bytes) {
             Ok(axum::Json(value)) => Ok(Self(value)),
-            Err(rejection) => Err(rejection_to_error(rejection, state.http.max_body_bytes)),
+            Err(rejection) => Err(rejection_to_error(rejection, limit)),
         }
     }
+}
+
+/// `Content-Type: application/json`, or any `application/*+json`, as axum's `Json` accepts.
+fn is_json(headers: &HeaderMap) -> bool {
+    let Some(value) = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let essence = value
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    essence
+        .strip_prefix("application/")
+        .is_some_and(|sub| sub == "json" || sub.ends_with("+json"))
 }
 
 /// `Path<T>` with [`ApiError`] rejections (a path segment that is not UTF-8, say).
@@ -116,6 +160,21 @@ fn clip(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn json_content_types() {
+        let with = |ct: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(header::CONTENT_TYPE, ct.parse().expect("ct"));
+            h
+        };
+        assert!(is_json(&with("application/json")));
+        assert!(is_json(&with("Application/JSON; charset=utf-8")));
+        assert!(is_json(&with("application/merge-patch+json")));
+        assert!(!is_json(&with("text/json")));
+        assert!(!is_json(&with("application/jsonx")));
+        assert!(!is_json(&HeaderMap::new()));
+    }
 
     #[test]
     fn fields_are_named() {

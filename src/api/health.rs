@@ -16,14 +16,14 @@ pub struct Status {
 }
 
 /// Answers while the process is up.
-#[utoipa::path(get, path = "/healthz", tag = "health",
+#[utoipa::path(get, path = "/healthz", tag = "health", operation_id = "healthz",
     responses((status = 200, description = "The process is up", body = Status)))]
 pub async fn healthz() -> Json<Status> {
     Json(Status { status: "ok" })
 }
 
 /// 200 once the caches are synced; 503 before that and during shutdown.
-#[utoipa::path(get, path = "/readyz", tag = "health",
+#[utoipa::path(get, path = "/readyz", tag = "health", operation_id = "readyz",
     responses(
         (status = 200, description = "Ready", body = Status),
         (status = 503, description = "Not ready", body = Status)))]
@@ -49,7 +49,7 @@ pub async fn not_found(uri: Uri) -> ApiError {
 }
 
 /// Prometheus metrics in the text exposition format.
-#[utoipa::path(get, path = "/metrics", tag = "health",
+#[utoipa::path(get, path = "/metrics", tag = "health", operation_id = "metrics",
     responses((status = 200, description = "Prometheus text format", content_type = "application/openmetrics-text", body = String)))]
 pub async fn metrics(State(state): State<AppState>) -> impl axum::response::IntoResponse {
     use crate::metrics::{CacheLabels, Metrics, WorkerLabels};

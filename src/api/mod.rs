@@ -3,6 +3,7 @@
 //! Reads are served from the local caches. Tests drive it with `router(state).oneshot(..)`.
 
 pub mod auth;
+pub mod body;
 pub mod cluster;
 pub mod compat;
 pub mod consistency;
@@ -133,7 +134,9 @@ impl Shared {
                 name,
             },
             WriteError::PreconditionFailed => ApiError::PreconditionFailed,
-            WriteError::UnknownWorker(id) => ApiError::Unprocessable {
+            WriteError::UnknownWorker(id) => ApiError::StateConflict {
+                slug: "unknown-worker",
+                title: "No such worker",
                 detail: format!(
                     "no registered worker has id {:?}",
                     id.chars().take(200).collect::<String>()
@@ -193,6 +196,7 @@ pub fn router(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(limit))
         .layer(from_fn_with_state(state.clone(), proxy::forward_writes))
         .layer(from_fn_with_state(state.clone(), auth::require_token))
+        .layer(from_fn_with_state(state.clone(), body::read_whole))
         .layer(from_fn_with_state(state.clone(), consistency::revisions))
         .layer(from_fn_with_state(state.clone(), deadline))
         .layer(from_fn_with_state(state.clone(), count_request))

@@ -1,13 +1,19 @@
 //! The OpenAPI document and Swagger UI (vendored, so it works offline).
 
 use axum::Router;
+use utoipa::openapi::content::ContentBuilder;
 use utoipa::openapi::header::Header;
-use utoipa::openapi::path::{ParameterBuilder, ParameterIn};
-use utoipa::openapi::{RefOr, Required};
+use utoipa::openapi::path::{Operation, ParameterBuilder, ParameterIn};
+use utoipa::openapi::response::{Response, ResponseBuilder};
+use utoipa::openapi::schema::{
+    KnownFormat, Object, ObjectBuilder, Schema, SchemaFormat, SchemaType, Type,
+};
+use utoipa::openapi::{Ref, RefOr, Required};
 use utoipa::{Modify, OpenApi};
 use utoipa_swagger_ui::SwaggerUi;
 
-use super::AppState;
+use super::{AppState, resources};
+use crate::model::name;
 
 /// The API description.
 #[derive(OpenApi)]
@@ -44,6 +50,8 @@ use super::AppState;
         super::resources::ReplaceResource,
         super::resources::PatchResource,
         super::events::FeedEvent,
+        super::events::StreamNotice,
+        super::events::StreamData,
         super::events::Kind,
         super::compat::ResourceSpec,
         super::compat::NodeSpec,
@@ -63,28 +71,183 @@ use super::AppState;
 )]
 pub struct ApiDoc;
 
-/// Adds what every operation shares: `?min_revision` on every GET, and the visibility headers
-/// (`X-Served-By`, `X-Leader`, `X-Etcd-Revision`) on every response.
+/// Adds what every operation shares and states every rule the handlers enforce, so that a
+/// request the schema allows is one the API accepts:
+/// - `?min_revision` (a revision, `>= 0`) on every GET, with its 400, 409 and 503;
+/// - the visibility headers (`X-Served-By`, `X-Leader`, `X-Etcd-Revision`) on every response;
+/// - 400, 413 and 415 on every operation with a body, 401 on every API operation (tokens), 503
+///   on every write (no leader, etcd unavailable);
+/// - the name rule ([`crate::model::name::PATTERN`]) on every name, the label rules on labels,
+///   and the `If-Match` shape this API hands out.
 struct Shared;
+
+fn integer() -> Object {
+    ObjectBuilder::new()
+        .schema_type(Type::Integer)
+        .format(Some(SchemaFormat::KnownFormat(KnownFormat::Int64)))
+        .build()
+}
+
+fn string() -> Object {
+    ObjectBuilder::new().schema_type(Type::String).build()
+}
+
+/// A string that follows the resource name rule.
+fn name_schema() -> Object {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .min_length(Some(1))
+        .max_length(Some(name::MAX_LEN))
+        .pattern(Some(name::PATTERN))
+        .build()
+}
+
+/// Labels: at most 64, keys of 1 to 128 characters and values of at most 256, with no control
+/// characters. `nullable_values` for a merge patch, where null removes a label (and a null
+/// `labels` changes none).
+fn labels_schema(nullable_values: bool) -> Object {
+    let value = ObjectBuilder::new()
+        .schema_type(if nullable_values {
+            SchemaType::from_iter([Type::String, Type::Null])
+        } else {
+            SchemaType::new(Type::String)
+        })
+        .max_length(Some(resources::MAX_LABEL_VALUE))
+        .pattern(Some(NO_CONTROL));
+    let key = ObjectBuilder::new()
+        .schema_type(Type::String)
+        .min_length(Some(1))
+        .max_length(Some(resources::MAX_LABEL_KEY))
+        .pattern(Some(NO_CONTROL));
+    ObjectBuilder::new()
+        .schema_type(if nullable_values {
+            SchemaType::from_iter([Type::Object, Type::Null])
+        } else {
+            SchemaType::new(Type::Object)
+        })
+        .max_properties(Some(resources::MAX_LABELS))
+        .property_names(Some(key))
+        .additional_properties(Some(RefOr::T(Schema::Object(value.build()))))
+        .description(Some(
+            "At most 64 labels; a key is 1 to 128 characters and a value at most 256, with no \
+             control characters",
+        ))
+        .build()
+}
+
+/// No control characters (what `char::is_control` refuses: C0, DEL and C1).
+const NO_CONTROL: &str = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$";
+/// The `If-Match` values this API understands: `*` or one ETag it handed out, quoted as sent
+/// or, leniently, bare.
+const IF_MATCH: &str = "^(\\*|[0-9]+|\"[0-9]+\")$";
+
+/// One Server-Sent Event as a client parses it: its `event` name, its `id` (the revision, on
+/// changes), and its `data`, a JSON document described by `StreamData`.
+fn sse_event() -> Schema {
+    let data = ObjectBuilder::new()
+        .schema_type(Type::String)
+        .content_media_type("application/json")
+        .content_schema(Some(Ref::from_schema_name("StreamData")))
+        .description(Some(
+            "JSON: a FeedEvent for added, modified and deleted; a StreamNotice for relist and dropped",
+        ));
+    let event = ObjectBuilder::new()
+        .schema_type(Type::String)
+        .enum_values(Some(["added", "modified", "deleted", "relist", "dropped"]));
+    let id = ObjectBuilder::new()
+        .schema_type(Type::String)
+        .pattern(Some("^[0-9]+$"))
+        .description(Some("The revision, on the last change of a revision"));
+    Schema::Object(
+        ObjectBuilder::new()
+            .schema_type(Type::Object)
+            .property("event", event)
+            .property("data", data)
+            .property("id", id)
+            .required("event")
+            .required("data")
+            .build(),
+    )
+}
+
+fn header(schema: Object, text: &str) -> RefOr<Header> {
+    let mut h = Header::new(schema);
+    h.description = Some(text.to_owned());
+    RefOr::T(h)
+}
+
+/// A problem+json response.
+fn problem(description: &str, headers: &[(&str, &str)]) -> RefOr<Response> {
+    let content = ContentBuilder::new()
+        .schema(Some(Ref::from_schema_name("Problem")))
+        .build();
+    let mut response = ResponseBuilder::new()
+        .description(description)
+        .content("application/problem+json", content);
+    for (name, text) in headers {
+        response = response.header(*name, {
+            let mut h = Header::new(string());
+            h.description = Some((*text).to_owned());
+            h
+        });
+    }
+    RefOr::T(response.build())
+}
+
+/// Adds `response` for `status` unless the operation already describes it.
+fn ensure(op: &mut Operation, status: &str, response: impl FnOnce() -> RefOr<Response>) {
+    op.responses
+        .responses
+        .entry(status.to_owned())
+        .or_insert_with(response);
+}
+
+fn constrain_parameters(op: &mut Operation) {
+    for param in op.parameters.iter_mut().flatten() {
+        let RefOr::T(param) = param else { continue };
+        let schema = match (param.parameter_in.clone(), param.name.as_str()) {
+            (ParameterIn::Path, "name") | (ParameterIn::Query, "continue") => name_schema(),
+            (ParameterIn::Header, "if-match") => ObjectBuilder::new()
+                .schema_type(Type::String)
+                .pattern(Some(IF_MATCH))
+                .build(),
+            // Optional, but a value is a revision: never `null`.
+            (ParameterIn::Header, "last-event-id") => integer(),
+            _ => continue,
+        };
+        param.schema = Some(RefOr::T(Schema::Object(schema)));
+    }
+}
+
+fn constrain_schemas(openapi: &mut utoipa::openapi::OpenApi) {
+    let Some(components) = openapi.components.as_mut() else {
+        return;
+    };
+    for (schema_name, field, schema) in [
+        ("CreateResource", "name", Schema::Object(name_schema())),
+        ("ResourceSpec", "name", Schema::Object(name_schema())),
+        (
+            "ReplaceResource",
+            "labels",
+            Schema::Object(labels_schema(false)),
+        ),
+        (
+            "PatchResource",
+            "labels",
+            Schema::Object(labels_schema(true)),
+        ),
+    ] {
+        if let Some(RefOr::T(Schema::Object(object))) = components.schemas.get_mut(schema_name) {
+            object.properties.insert(field.to_owned(), RefOr::T(schema));
+        }
+    }
+}
 
 impl Modify for Shared {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        let integer = || {
-            utoipa::openapi::ObjectBuilder::new()
-                .schema_type(utoipa::openapi::schema::Type::Integer)
-                .build()
-        };
-        let string = || {
-            utoipa::openapi::ObjectBuilder::new()
-                .schema_type(utoipa::openapi::schema::Type::String)
-                .build()
-        };
-        let header = |schema: utoipa::openapi::Object, text: &str| {
-            let mut h = Header::new(schema);
-            h.description = Some(text.to_owned());
-            RefOr::T(h)
-        };
-        for item in openapi.paths.paths.values_mut() {
+        constrain_schemas(openapi);
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            let api = path.starts_with("/api/") || path.starts_with("/crawler/");
             if let Some(get) = item.get.as_mut() {
                 let param = ParameterBuilder::new()
                     .name("min_revision")
@@ -92,26 +255,70 @@ impl Modify for Shared {
                     .required(Required::False)
                     .description(Some(
                         "Wait (up to 3 s) until this master's cache reflects this etcd revision; \
-                         503 with Retry-After if it does not",
+                         503 with Retry-After if it does not, 409 if etcd never reached it",
                     ))
-                    .schema(Some(integer()))
+                    .schema(Some(
+                        ObjectBuilder::new()
+                            .schema_type(Type::Integer)
+                            .format(Some(SchemaFormat::KnownFormat(KnownFormat::Int64)))
+                            .minimum(Some(0)),
+                    ))
                     .build();
                 get.parameters
                     .get_or_insert_with(Vec::new)
                     .push(RefOr::T(param));
+                ensure(get, "400", || {
+                    problem("Bad query (a malformed min_revision, say)", &[])
+                });
+                ensure(get, "409", || {
+                    problem("min_revision names a revision etcd has not reached", &[])
+                });
+                ensure(get, "503", || {
+                    problem(
+                        "The cache did not reach min_revision in time",
+                        &[("retry-after", "Seconds to wait")],
+                    )
+                });
             }
-            for op in [
-                item.get.as_mut(),
-                item.post.as_mut(),
-                item.put.as_mut(),
-                item.patch.as_mut(),
-                item.delete.as_mut(),
-            ]
-            .into_iter()
-            .flatten()
-            {
+            for (op, write) in [
+                (item.get.as_mut(), false),
+                (item.post.as_mut(), true),
+                (item.put.as_mut(), true),
+                (item.patch.as_mut(), true),
+                (item.delete.as_mut(), true),
+            ] {
+                let Some(op) = op else { continue };
+                constrain_parameters(op);
+                if op.request_body.is_some() {
+                    ensure(op, "400", || problem("Malformed body", &[]));
+                    ensure(op, "413", || problem("Body too large", &[]));
+                    ensure(op, "415", || problem("Not JSON", &[]));
+                }
+                if api {
+                    ensure(op, "401", || {
+                        problem(
+                            "A bearer token is required (writes when tokens are configured; \
+                             reads too with auth.protect_reads)",
+                            &[("www-authenticate", "Bearer realm=\"crawler\"")],
+                        )
+                    });
+                }
+                if write {
+                    ensure(op, "503", || {
+                        problem(
+                            "No leader, the leader is unreachable or taking over, or etcd did \
+                             not answer in time",
+                            &[("retry-after", "Seconds to wait")],
+                        )
+                    });
+                }
                 for response in op.responses.responses.values_mut() {
                     if let RefOr::T(response) = response {
+                        if let Some(RefOr::T(stream)) =
+                            response.content.get_mut("text/event-stream")
+                        {
+                            stream.schema = Some(RefOr::T(sse_event()));
+                        }
                         response
                             .headers
                             .entry("x-served-by".into())

@@ -1,7 +1,7 @@
 //! Followers forward writes to the leader, so that every master behaves like the whole cluster.
 //!
 //! A write (POST, PUT, PATCH, DELETE under `/api/v1` and the Go gateway's `/crawler/…`) that
-//! reaches a master which is not the leader is streamed to the leader's advertised URL with
+//! reaches a master which is not the leader is sent to the leader's advertised URL with
 //! its method, path, query, body and end-to-end headers (hop-by-hop ones are dropped), plus
 //! `X-Forwarded-For/Host/Proto`. The forwarded request is marked, and a marked request is never
 //! forwarded again: a master that receives one and does not lead answers 503, so a leader change
@@ -105,6 +105,20 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// The leader's CORS answer (and the `Vary` its CORS layer appends) is dropped: this master's
+/// own CORS layer answers the browser that asked it, so the headers appear once.
+fn strip_cors(headers: &mut HeaderMap) {
+    let cors: Vec<HeaderName> = headers
+        .keys()
+        .filter(|k| k.as_str().starts_with("access-control-"))
+        .cloned()
+        .collect();
+    for name in cors {
+        headers.remove(name);
+    }
+    headers.remove(header::VARY);
+}
+
 async fn forward(state: &AppState, leader: &str, req: Request) -> Result<Response, ApiError> {
     let (parts, body) = req.into_parts();
     let path = parts
@@ -130,12 +144,20 @@ async fn forward(state: &AppState, leader: &str, req: Request) -> Result<Respons
     }
     headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
     headers.insert(FORWARDED_BY, HeaderValue::from(state.me.id));
+    // The body was read whole, within the limit, by `body::read_whole`: it goes on with its
+    // length, never as an open-ended stream the leader could refuse half-way.
+    let body = axum::body::to_bytes(body, state.http.max_body_bytes)
+        .await
+        .map_err(|e| ApiError::BadRequest {
+            detail: format!("the request body could not be read: {e}"),
+            field: None,
+        })?;
     let sent = state
         .forwarder
         .client
         .request(parts.method, &target)
         .headers(headers)
-        .body(reqwest::Body::wrap_stream(body.into_data_stream()))
+        .body(body)
         .send()
         .await;
     let outcome = if sent.is_ok() { "ok" } else { "error" };
@@ -156,6 +178,7 @@ async fn forward(state: &AppState, leader: &str, req: Request) -> Result<Respons
     let status = upstream.status();
     let mut headers = upstream.headers().clone();
     strip_hop_by_hop(&mut headers);
+    strip_cors(&mut headers);
     headers.remove(header::CONTENT_LENGTH);
     headers.insert(PROXIED_BY, HeaderValue::from(state.me.id));
     let mut response = Response::new(Body::from_stream(upstream.bytes_stream()));
@@ -185,6 +208,21 @@ mod tests {
         assert!(h.get("transfer-encoding").is_none());
         assert_eq!(h["authorization"], "Bearer t");
         assert_eq!(h["if-match"], "\"5\"");
+    }
+
+    #[test]
+    fn the_leaders_cors_headers_are_dropped() {
+        let mut h = HeaderMap::new();
+        h.insert("vary", HeaderValue::from_static("origin"));
+        h.insert(
+            "access-control-allow-origin",
+            HeaderValue::from_static("http://a"),
+        );
+        h.insert("etag", HeaderValue::from_static("\"5\""));
+        strip_cors(&mut h);
+        assert!(h.get("vary").is_none());
+        assert!(h.get("access-control-allow-origin").is_none());
+        assert_eq!(h["etag"], "\"5\"");
     }
 
     #[test]

@@ -53,6 +53,10 @@ pub struct ResourceView {
 pub const LABELS_FIELD: &str = "Labels";
 /// Most labels on one resource.
 pub const MAX_LABELS: usize = 64;
+/// Longest label key, in characters.
+pub const MAX_LABEL_KEY: usize = 128;
+/// Longest label value, in characters.
+pub const MAX_LABEL_VALUE: usize = 256;
 
 /// The labels stored in a resource; malformed ones are ignored.
 pub fn labels_of(r: &Resource) -> BTreeMap<String, String> {
@@ -74,8 +78,11 @@ fn check_labels<'a>(
     labels: impl IntoIterator<Item = (&'a String, Option<&'a String>)>,
 ) -> Result<(), ApiError> {
     for (key, value) in labels {
-        let key_ok = (1..=128).contains(&key.len()) && !key.chars().any(char::is_control);
-        let value_ok = value.is_none_or(|v| v.len() <= 256 && !v.chars().any(char::is_control));
+        let key_ok = (1..=MAX_LABEL_KEY).contains(&key.chars().count())
+            && !key.chars().any(char::is_control);
+        let value_ok = value.is_none_or(|v| {
+            v.chars().count() <= MAX_LABEL_VALUE && !v.chars().any(char::is_control)
+        });
         if !key_ok || !value_ok {
             return Err(ApiError::Unprocessable {
                 detail: "a label key is 1 to 128 characters and a value at most 256, with no \
@@ -153,24 +160,35 @@ pub fn etag(mod_revision: i64) -> String {
     format!("\"{mod_revision}\"")
 }
 
-/// The version `If-Match` asks for: `None` when absent or `*`. A value that names no version
-/// this API hands out can match nothing: 412.
+/// The version `If-Match` asks for: `None` when absent or `*`. A value that is not `*` or one
+/// ETag of the shape this API hands out (`"42"`, or leniently `42`) is malformed: 400, naming
+/// the header. A
+/// well-formed ETag of another version is the txn's business: 412.
 pub fn if_match(headers: &HeaderMap) -> Result<Option<i64>, ApiError> {
     let Some(value) = headers.get(header::IF_MATCH) else {
         return Ok(None);
     };
-    let text = value
-        .to_str()
-        .map_err(|_| ApiError::PreconditionFailed)?
-        .trim();
+    let malformed = || {
+        ApiError::bad_field(
+            "If-Match",
+            "If-Match must be * or one ETag this API handed out, such as \"42\"",
+        )
+    };
+    let text = value.to_str().map_err(|_| malformed())?.trim();
     if text == "*" {
         return Ok(None);
     }
-    text.strip_prefix('"')
+    // Leniently, a bare version (the ETag without its quotes) means the same.
+    let bare = text
+        .strip_prefix('"')
         .and_then(|t| t.strip_suffix('"'))
-        .and_then(|t| t.parse::<i64>().ok())
-        .map(Some)
-        .ok_or(ApiError::PreconditionFailed)
+        .unwrap_or(text);
+    if bare.is_empty() || !bare.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(malformed());
+    }
+    // A well-formed ETag too large for a revision names a version no key can have: it matches
+    // nothing, which the txn answers with 412.
+    Ok(Some(bare.parse::<i64>().unwrap_or(i64::MAX)))
 }
 
 /// Query of a list.
@@ -180,6 +198,7 @@ pub struct ListQuery {
     /// Only resources assigned to this worker (node id).
     pub worker: Option<String>,
     /// Page size, 1 to 10000 (default 1000).
+    #[param(minimum = 1, maximum = 10000)]
     pub limit: Option<usize>,
     /// The `continue` token of the previous page.
     #[serde(rename = "continue")]
@@ -202,7 +221,7 @@ fn shown(name: &str) -> String {
 
 /// Creates a resource and assigns it to the least-loaded worker with room (or leaves it
 /// unassigned until one has room).
-#[utoipa::path(post, path = "/api/v1/resources", tag = "resources",
+#[utoipa::path(post, path = "/api/v1/resources", tag = "resources", operation_id = "create_resource",
     request_body = CreateResource,
     responses(
         (status = 201, description = "Created", body = ResourceView,
@@ -237,7 +256,7 @@ pub async fn create(
 }
 
 /// Lists resources from the local cache, sorted by name, a page at a time.
-#[utoipa::path(get, path = "/api/v1/resources", tag = "resources",
+#[utoipa::path(get, path = "/api/v1/resources", tag = "resources", operation_id = "list_resources",
     params(ListQuery),
     responses(
         (status = 200, description = "A page of resources", body = ResourceList,
@@ -285,7 +304,7 @@ pub async fn list(
 }
 
 /// One resource, from the local cache.
-#[utoipa::path(get, path = "/api/v1/resources/{name}", tag = "resources",
+#[utoipa::path(get, path = "/api/v1/resources/{name}", tag = "resources", operation_id = "get_resource",
     params(("name" = String, Path, description = "Resource name")),
     responses(
         (status = 200, description = "The resource", body = ResourceView,
@@ -315,12 +334,13 @@ pub async fn get_one(
 }
 
 /// Deletes a resource.
-#[utoipa::path(delete, path = "/api/v1/resources/{name}", tag = "resources",
+#[utoipa::path(delete, path = "/api/v1/resources/{name}", tag = "resources", operation_id = "delete_resource",
     params(("name" = String, Path, description = "Resource name"),
            ("if-match" = Option<String>, Header, description = "Delete only this version (an ETag)")),
     responses(
         (status = 204, description = "Deleted",
             headers(("x-etcd-revision" = i64, description = "Revision of the write"))),
+        (status = 400, description = "Malformed If-Match", body = super::Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such resource", body = super::Problem, content_type = "application/problem+json"),
         (status = 412, description = "If-Match does not match", body = super::Problem, content_type = "application/problem+json"),
         (status = 422, description = "Name breaks the rules", body = super::Problem, content_type = "application/problem+json"),
@@ -355,7 +375,7 @@ fn updated(created: crate::master::leader::Created) -> Result<impl IntoResponse,
 }
 
 /// Replaces what users may change: the worker (pin) and the labels.
-#[utoipa::path(put, path = "/api/v1/resources/{name}", tag = "resources",
+#[utoipa::path(put, path = "/api/v1/resources/{name}", tag = "resources", operation_id = "replace_resource",
     params(("name" = String, Path, description = "Resource name"),
            ("if-match" = Option<String>, Header, description = "Change only this version (an ETag)")),
     request_body = ReplaceResource,
@@ -363,10 +383,11 @@ fn updated(created: crate::master::leader::Created) -> Result<impl IntoResponse,
         (status = 200, description = "Changed", body = ResourceView,
             headers(("x-etcd-revision" = i64, description = "Revision of the write"),
                     ("etag" = String, description = "The new version"))),
-        (status = 400, description = "Malformed body", body = super::Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Malformed body or If-Match", body = super::Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such resource", body = super::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "assigned_node names no registered worker (unknown-worker)", body = super::Problem, content_type = "application/problem+json"),
         (status = 412, description = "If-Match does not match", body = super::Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Bad name, label or worker", body = super::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Bad name or label", body = super::Problem, content_type = "application/problem+json"),
         (status = 503, description = "Not the leader, or etcd unavailable", body = super::Problem, content_type = "application/problem+json")))]
 pub async fn replace(
     State(state): State<AppState>,
@@ -401,7 +422,7 @@ pub async fn replace(
 }
 
 /// Changes some of what users may change (JSON merge patch).
-#[utoipa::path(patch, path = "/api/v1/resources/{name}", tag = "resources",
+#[utoipa::path(patch, path = "/api/v1/resources/{name}", tag = "resources", operation_id = "patch_resource",
     params(("name" = String, Path, description = "Resource name"),
            ("if-match" = Option<String>, Header, description = "Change only this version (an ETag)")),
     request_body = PatchResource,
@@ -409,10 +430,11 @@ pub async fn replace(
         (status = 200, description = "Changed", body = ResourceView,
             headers(("x-etcd-revision" = i64, description = "Revision of the write"),
                     ("etag" = String, description = "The new version"))),
-        (status = 400, description = "Malformed body", body = super::Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Malformed body or If-Match", body = super::Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such resource", body = super::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "assigned_node names no registered worker (unknown-worker)", body = super::Problem, content_type = "application/problem+json"),
         (status = 412, description = "If-Match does not match", body = super::Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Bad name, label or worker", body = super::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Bad name or label", body = super::Problem, content_type = "application/problem+json"),
         (status = 503, description = "Not the leader, or etcd unavailable", body = super::Problem, content_type = "application/problem+json")))]
 pub async fn patch(
     State(state): State<AppState>,
@@ -451,4 +473,54 @@ pub async fn patch(
         .await
         .map_err(|e| state.write_error(name, e))?;
     updated(created)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_if_match(value: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::IF_MATCH,
+            HeaderValue::from_str(value).expect("value"),
+        );
+        h
+    }
+
+    #[test]
+    fn if_match_is_a_version_a_star_or_malformed() {
+        assert_eq!(if_match(&HeaderMap::new()).ok(), Some(None));
+        assert_eq!(if_match(&with_if_match("*")).ok(), Some(None));
+        assert_eq!(if_match(&with_if_match("\"42\"")).ok(), Some(Some(42)));
+        assert_eq!(if_match(&with_if_match("42")).ok(), Some(Some(42)));
+        assert_eq!(
+            if_match(&with_if_match("\"97673319360902811107774\"")).ok(),
+            Some(Some(i64::MAX))
+        );
+        for bad in [
+            "",
+            "\"42",
+            "\"\"",
+            "\"-1\"",
+            "W/\"42\"",
+            "\"1\", \"2\"",
+            "null",
+        ] {
+            let error = if_match(&with_if_match(bad)).expect_err(bad);
+            assert_eq!(error.problem().status, 400, "{bad}");
+            assert_eq!(error.problem().field.as_deref(), Some("If-Match"));
+        }
+    }
+
+    #[test]
+    fn label_lengths_count_characters() {
+        let key = "é".repeat(MAX_LABEL_KEY);
+        let value = "ü".repeat(MAX_LABEL_VALUE);
+        assert!(check_labels([(&key, Some(&value))]).is_ok());
+        let long = "é".repeat(MAX_LABEL_KEY + 1);
+        assert!(check_labels([(&long, None)]).is_err());
+        let control = "a\u{85}".to_owned();
+        assert!(check_labels([(&control, None)]).is_err());
+    }
 }

@@ -62,7 +62,7 @@ pub fn loads(state: &AppState) -> HashMap<String, usize> {
 }
 
 /// Lists the registered workers, sorted by id.
-#[utoipa::path(get, path = "/api/v1/workers", tag = "workers",
+#[utoipa::path(get, path = "/api/v1/workers", tag = "workers", operation_id = "list_workers",
     responses((status = 200, description = "All workers", body = WorkerList,
         headers(("x-etcd-revision" = i64, description = "etcd revision the cache reflected")))))]
 pub async fn list(State(state): State<AppState>) -> impl IntoResponse {
@@ -79,7 +79,7 @@ pub async fn list(State(state): State<AppState>) -> impl IntoResponse {
 }
 
 /// One worker by node id.
-#[utoipa::path(get, path = "/api/v1/workers/{id}", tag = "workers",
+#[utoipa::path(get, path = "/api/v1/workers/{id}", tag = "workers", operation_id = "get_worker",
     params(("id" = String, Path, description = "Node id, e.g. go.micro.server.worker-2")),
     responses(
         (status = 200, description = "The worker", body = WorkerView),

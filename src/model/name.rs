@@ -6,6 +6,11 @@
 /// Longest accepted name, in bytes (all accepted characters are ASCII).
 pub const MAX_LEN: usize = 128;
 
+/// The rule as a regular expression (ECMA-262 and Rust `regex` alike, with no look-around), for
+/// the OpenAPI document: a first character that is not a dot, or one dot and then a non-dot,
+/// or two dots and then at least one more character.
+pub const PATTERN: &str = "^([A-Za-z0-9_-][A-Za-z0-9._-]{0,127}|\\.[A-Za-z0-9_-][A-Za-z0-9._-]{0,126}|\\.\\.[A-Za-z0-9._-]{1,126})$";
+
 /// The rule, as shown to users in errors.
 pub const RULE: &str = "a name is 1 to 128 characters from [A-Za-z0-9._-], and not '.' or '..'";
 
@@ -65,6 +70,16 @@ mod tests {
         assert_eq!(validate(".."), Err(NameError::Dots));
         for bad in ["a/b", "../x", "a b", "a\u{0}", "é", "a\nb", "a%2F"] {
             assert_eq!(validate(bad), Err(NameError::BadCharacter), "{bad:?}");
+        }
+    }
+
+    proptest::proptest! {
+        /// The published pattern and the check agree on every name, including the ones made
+        /// of the edge cases (dots, the length bound, characters just outside the set).
+        #[test]
+        fn the_pattern_states_the_rule(name in "[A-Za-z0-9._/ é-]{0,130}|\\.{1,3}[a-z]{0,2}") {
+            let pattern = regex::Regex::new(PATTERN).expect("pattern");
+            proptest::prop_assert_eq!(pattern.is_match(&name), validate(&name).is_ok(), "{:?}", name);
         }
     }
 }

@@ -1,0 +1,219 @@
+//! Request bodies are read whole, up to `http.max_body_bytes`, before anything else looks at
+//! the request, so that an early answer can never cost the client its response.
+//!
+//! A server that answers before it has read the request (a 413, a 401, a follower's 503) and
+//! then closes the connection makes the kernel reset it while the client is still sending, and
+//! the client may lose the answer. This layer therefore:
+//! - refuses a `Content-Length` over the limit at once, without reading or forwarding anything;
+//! - reads a body of unknown length (chunked) up to the limit, and refuses it the moment it
+//!   grows past the limit, the same way;
+//! - before answering 413, reads and discards what the client is still sending (nginx's
+//!   "lingering close"), bounded by [`DRAIN_MAX_BYTES`] and [`DRAIN_MAX_TIME`]; past either
+//!   bound the answer says `Connection: close`. A client that sent `Expect: 100-continue` has
+//!   sent nothing yet and gets its 413 at once.
+//! - hands every body within the limit on as bytes already read, so no layer or handler below
+//!   (token check, forwarding, extractors) can answer early with unread input on the wire, and a
+//!   follower forwards a body of known length.
+
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use futures_util::{Stream, StreamExt};
+
+use super::{ApiError, AppState};
+
+/// Most bytes read and discarded from a refused body before the connection is closed instead.
+pub const DRAIN_MAX_BYTES: u64 = 64 * 1024 * 1024;
+/// Longest time spent discarding a refused body.
+pub const DRAIN_MAX_TIME: Duration = Duration::from_secs(10);
+
+/// What the headers say about the body.
+#[derive(Debug, PartialEq, Eq)]
+enum Declared {
+    /// No body (no `Content-Length`, or 0, and no `Transfer-Encoding`).
+    None,
+    /// `Content-Length: n`, within the limit.
+    Within,
+    /// `Content-Length: n`, over the limit.
+    Over,
+    /// A body of unknown length (chunked).
+    Unknown,
+}
+
+fn declared(req: &Request, limit: usize) -> Declared {
+    let headers = req.headers();
+    if headers.contains_key(header::TRANSFER_ENCODING) {
+        return Declared::Unknown;
+    }
+    // hyper has already refused a malformed or repeated Content-Length.
+    match headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+    {
+        None | Some(0) => Declared::None,
+        Some(n) if n > limit as u64 => Declared::Over,
+        Some(_) => Declared::Within,
+    }
+}
+
+fn expects_continue(req: &Request) -> bool {
+    req.headers()
+        .get(header::EXPECT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("100-continue"))
+}
+
+/// Middleware: see the module documentation.
+pub async fn read_whole(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let limit = state.http.max_body_bytes;
+    match declared(&req, limit) {
+        Declared::None => next.run(req).await,
+        Declared::Over => {
+            if expects_continue(&req) {
+                return too_large(limit, false);
+            }
+            let drained = drain(req.into_body().into_data_stream()).await;
+            too_large(limit, drained)
+        }
+        Declared::Within | Declared::Unknown => {
+            let (mut parts, body) = req.into_parts();
+            let mut stream = body.into_data_stream();
+            match read_up_to(&mut stream, limit).await {
+                Read::Whole(bytes) => {
+                    parts.headers.remove(header::TRANSFER_ENCODING);
+                    parts
+                        .headers
+                        .insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+                    next.run(Request::from_parts(parts, Body::from(bytes)))
+                        .await
+                }
+                Read::Over => {
+                    let drained = drain(stream).await;
+                    too_large(limit, drained)
+                }
+                Read::Broken(error) => ApiError::BadRequest {
+                    detail: format!("the request body could not be read: {error}"),
+                    field: None,
+                }
+                .into_response(),
+            }
+        }
+    }
+}
+
+enum Read {
+    Whole(Vec<u8>),
+    Over,
+    Broken(String),
+}
+
+async fn read_up_to<S>(stream: &mut S, limit: usize) -> Read
+where
+    S: Stream<Item = Result<Bytes, axum::Error>> + Unpin,
+{
+    let mut buf = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        match chunk {
+            Ok(chunk) if buf.len() + chunk.len() > limit => return Read::Over,
+            Ok(chunk) => buf.extend_from_slice(&chunk),
+            Err(error) => return Read::Broken(error.to_string()),
+        }
+    }
+    Read::Whole(buf)
+}
+
+/// Reads and discards the rest of a body, within the bounds. True when it reached the end.
+async fn drain<S>(mut stream: S) -> bool
+where
+    S: Stream<Item = Result<Bytes, axum::Error>> + Unpin,
+{
+    let discard = async {
+        let mut seen = 0u64;
+        while let Some(chunk) = stream.next().await {
+            match chunk {
+                Ok(chunk) => {
+                    seen += chunk.len() as u64;
+                    if seen > DRAIN_MAX_BYTES {
+                        return false;
+                    }
+                }
+                Err(_) => return false,
+            }
+        }
+        true
+    };
+    tokio::time::timeout(DRAIN_MAX_TIME, discard)
+        .await
+        .unwrap_or(false)
+}
+
+/// The 413; `Connection: close` unless the whole body was read.
+fn too_large(limit: usize, drained: bool) -> Response {
+    let mut response = ApiError::PayloadTooLarge { limit }.into_response();
+    if !drained {
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(headers: &[(&str, &str)]) -> Request {
+        let mut builder = Request::builder().method("POST").uri("/");
+        for (k, v) in headers {
+            builder = builder.header(*k, *v);
+        }
+        builder.body(Body::empty()).expect("request")
+    }
+
+    #[test]
+    fn the_headers_decide_before_any_byte_is_read() {
+        assert_eq!(declared(&request(&[]), 10), Declared::None);
+        assert_eq!(
+            declared(&request(&[("content-length", "0")]), 10),
+            Declared::None
+        );
+        assert_eq!(
+            declared(&request(&[("content-length", "10")]), 10),
+            Declared::Within
+        );
+        assert_eq!(
+            declared(&request(&[("content-length", "11")]), 10),
+            Declared::Over
+        );
+        assert_eq!(
+            declared(&request(&[("transfer-encoding", "chunked")]), 10),
+            Declared::Unknown
+        );
+        assert!(expects_continue(&request(&[("expect", "100-Continue")])));
+    }
+
+    fn chunks(sizes: Vec<usize>) -> impl Stream<Item = Result<Bytes, axum::Error>> + Unpin {
+        futures_util::stream::iter(sizes.into_iter().map(|n| Ok(Bytes::from(vec![b'x'; n]))))
+    }
+
+    #[tokio::test]
+    async fn a_growing_body_is_refused_past_the_limit_and_drained() {
+        let mut s = chunks(vec![4, 4, 4]);
+        assert!(matches!(read_up_to(&mut s, 10).await, Read::Over));
+        assert!(drain(s).await, "the rest was read to the end");
+        let mut s = chunks(vec![4, 4, 2]);
+        assert!(matches!(read_up_to(&mut s, 10).await, Read::Whole(b) if b.len() == 10));
+    }
+
+    #[tokio::test]
+    async fn draining_stops_at_its_byte_bound() {
+        let big = (DRAIN_MAX_BYTES / (1024 * 1024) + 1) as usize;
+        let s = chunks(vec![1024 * 1024; big]);
+        assert!(!drain(s).await);
+    }
+}

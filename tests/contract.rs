@@ -1,0 +1,107 @@
+//! The API contract, checked by tools nobody on this project wrote: `openapi-spec-validator`
+//! checks that the spec is valid OpenAPI, and `schemathesis` (every check, every phase:
+//! coverage, fuzzing, stateful) checks that a running cluster does what the spec says.
+//!
+//! schemathesis talks to the *follower* of a two-master cluster with a worker, so every write
+//! crosses the proxy to the leader. Both tools come from PyPI in a virtualenv that
+//! `scripts/setup.sh test` makes (`target/contract-venv`, or `$CRAWLER_CONTRACT_VENV`).
+//! schemathesis's own settings are in `tests/contract/schemathesis.toml`.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use support::*;
+
+fn tool(name: &str) -> PathBuf {
+    let venv = std::env::var_os("CRAWLER_CONTRACT_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/contract-venv"));
+    let path = venv.join("bin").join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: `source scripts/setup.sh test` installs openapi-spec-validator and \
+         schemathesis from PyPI into {}",
+        path.display(),
+        venv.display()
+    );
+    path
+}
+
+fn run(command: &mut Command) -> (bool, String) {
+    let output = command.output().expect("run the tool");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.success(), text)
+}
+
+#[test]
+fn openapi_spec_validator_accepts_the_committed_spec() {
+    let spec = Path::new(env!("CARGO_MANIFEST_DIR")).join("openapi/openapi.json");
+    let (ok, text) = run(Command::new(tool("openapi-spec-validator")).arg(&spec));
+    assert!(ok, "openapi-spec-validator rejects the spec:\n{text}");
+    println!("measured: openapi-spec-validator: {}", text.trim());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schemathesis_finds_no_failure_through_a_follower() {
+    let etcd = Etcd::start().await;
+    let dir = tempfile::tempdir().expect("dir");
+    let config = fault_config(dir.path());
+    let endpoints = vec![etcd.url.clone()];
+    let first = Proc::master(1, &endpoints, &config, &[]);
+    ready_leader(&[&first.url], Duration::from_secs(20)).await;
+    let follower = Proc::master(2, &endpoints, &config, &[]);
+    wait_ready(&follower.url).await;
+    wait_leader_known(&follower.url, &first.url).await;
+    let _worker = Proc::worker(1, &endpoints, &config);
+    wait_workers(&follower.url, 1).await;
+
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut command = Command::new(tool("schemathesis"));
+    command
+        .arg("--config-file")
+        .arg(root.join("tests/contract/schemathesis.toml"))
+        .args(["run", "--checks", "all", "--max-examples", "30"])
+        .args(["--url", &follower.url])
+        .arg(root.join("openapi/openapi.json"))
+        .env("NO_COLOR", "1")
+        .env("SCHEMATHESIS_HOOKS", "");
+    let (ok, text) = tokio::task::spawn_blocking(move || run(&mut command))
+        .await
+        .expect("schemathesis");
+    let summary = text
+        .lines()
+        .rev()
+        .find(|l| l.contains(" in ") && l.starts_with('='))
+        .unwrap_or("(no summary line)")
+        .to_owned();
+    let cases = text
+        .lines()
+        .find(|l| l.trim_start().ends_with("passed") && l.contains("generated"))
+        .unwrap_or("")
+        .trim()
+        .to_owned();
+    println!("measured: schemathesis through a follower: {cases}; {summary}");
+    assert!(ok, "schemathesis found failures:\n{text}");
+    // Nothing it sent left a key outside the layout.
+    let mut client = etcd.client().await;
+    let all = client
+        .get("", Some(etcd_client::GetOptions::new().with_all_keys()))
+        .await
+        .expect("range");
+    for kv in all.kvs() {
+        let key = String::from_utf8_lossy(kv.key());
+        assert!(
+            key.starts_with("/resources/")
+                || key.starts_with("/micro/registry/")
+                || key.starts_with("/crawler/election/"),
+            "stray etcd key {key:?}"
+        );
+    }
+}
