@@ -358,6 +358,25 @@ async fn go_gateway_routes_swagger_and_cors() {
         .await
         .expect("get");
     assert!(resp.headers().get("access-control-allow-origin").is_none());
+    // A write forwarded to the leader carries this master's CORS answer once, not both.
+    let resp = http()
+        .post(format!("{}/api/v1/resources", c.url(f)))
+        .header("origin", "http://ui.example")
+        .json(&json!({"name": "cors-through-a-follower"}))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(resp.status(), 201);
+    assert!(resp.headers().contains_key("x-crawler-proxied-by"));
+    let vary: Vec<_> = resp.headers().get_all("vary").iter().collect();
+    assert_eq!(vary.len(), 1, "vary: {vary:?}");
+    assert_eq!(
+        resp.headers()
+            .get_all("access-control-allow-origin")
+            .iter()
+            .count(),
+        1
+    );
 }
 
 /// Reads SSE events (event name, id, data) until `count` have arrived.
