@@ -60,7 +60,7 @@ fn read(path: &std::path::Path) -> Result<Vec<u8>, EtcdError> {
     std::fs::read(path).map_err(|e| EtcdError::Malformed(format!("{}: {e}", path.display())))
 }
 
-fn options(config: &EtcdConfig) -> Result<ConnectOptions, EtcdError> {
+pub(super) fn options(config: &EtcdConfig) -> Result<ConnectOptions, EtcdError> {
     let mut options = ConnectOptions::new()
         .with_connect_timeout(Duration::from_millis(config.dial_timeout_ms))
         .with_keep_alive(

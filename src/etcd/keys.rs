@@ -59,6 +59,12 @@ impl KeyLayout {
         format!("{}{name}", self.resources_prefix)
     }
 
+    /// The key a member's health probe reads (count only): the resources prefix itself, which
+    /// both roles may read and no resource has as its key.
+    pub fn health_probe_key(&self) -> String {
+        self.resources_prefix.clone()
+    }
+
     /// Prefix under which the election's candidates put their keys.
     pub fn election_prefix(&self) -> String {
         format!("{}/", self.election)

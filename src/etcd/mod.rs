@@ -1,5 +1,5 @@
 //! Everything that talks to etcd and is shared by both roles: the connection and its request
-//! deadline ([`client`]), paged lists, leases kept alive by this code ([`lease`]), retry
+//! deadline ([`client`]), keeping the channel on members that answer ([`endpoints`]), paged lists, leases kept alive by this code ([`lease`]), retry
 //! backoff ([`backoff`]), the key layout ([`keys`], the only place a key is spelled), and the
 //! generic watch-driven cache ([`cache`]).
 //!
@@ -10,6 +10,7 @@
 pub mod backoff;
 pub mod cache;
 pub mod client;
+pub mod endpoints;
 pub mod keys;
 pub mod lease;
 

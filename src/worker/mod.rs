@@ -171,6 +171,12 @@ pub async fn run(
 
     let cancel = CancellationToken::new();
     let mut background = JoinSet::new();
+    background.spawn(crate::etcd::endpoints::watch(
+        client.clone(),
+        config.etcd.clone(),
+        config.keys.health_probe_key(),
+        cancel.clone(),
+    ));
     let resources: Store<Resource> = cache::spawn(
         "resources",
         &client,
