@@ -113,6 +113,29 @@ pub struct WorkerConfig {
     pub lease_ttl_secs: i64,
     /// Most resources one worker takes, unless `--capacity` says otherwise.
     pub capacity: u32,
+    /// What runs a task: command templates chosen by the worker's operator, never by an API
+    /// caller.
+    pub runners: Runners,
+    /// Where tasks get their working directories and logs (`<data_dir>/tasks/<name>/`);
+    /// default: a directory under the system's temp dir named after the node id.
+    pub data_dir: Option<std::path::PathBuf>,
+    /// Time a stopped task's process group gets between SIGTERM and SIGKILL, in milliseconds.
+    pub stop_grace_ms: u64,
+    /// Most bytes of output kept per task.
+    pub log_bytes: u64,
+    /// First delay before a failed task is started again, in milliseconds (doubling, with
+    /// jitter).
+    pub restart_backoff_ms: u64,
+    /// Longest delay before a failed task is started again, in milliseconds.
+    pub restart_backoff_max_ms: u64,
+    /// Failures within `failure_window_secs` after which a task is `failed` and left alone.
+    pub max_failures: u32,
+    /// The window, in seconds, in which failures are counted.
+    pub failure_window_secs: u64,
+    /// Tasks are stopped when the lease has gone unrenewed this long before it could expire,
+    /// in milliseconds, so that a worker cut off from etcd stops them before another worker
+    /// can be given them.
+    pub lease_margin_ms: u64,
 }
 
 impl Default for WorkerConfig {
@@ -121,8 +144,39 @@ impl Default for WorkerConfig {
             service: "go.micro.server.worker".to_owned(),
             lease_ttl_secs: 10,
             capacity: 1_000,
+            runners: Runners::default(),
+            data_dir: None,
+            stop_grace_ms: 10_000,
+            log_bytes: 1024 * 1024,
+            restart_backoff_ms: 1_000,
+            restart_backoff_max_ms: 60_000,
+            max_failures: 5,
+            failure_window_secs: 600,
+            lease_margin_ms: 2_000,
         }
     }
+}
+
+/// Command templates that run tasks. `{name}`, `{id}` and `{epoch}` in an argument are
+/// replaced by the task's values; nothing runs through a shell unless the template names one.
+#[derive(Debug, Clone, Deserialize, Default, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Runners {
+    /// The command for every task no rule below matches, e.g. `["scrapy", "crawl", "{name}"]`.
+    pub default: Option<Vec<String>>,
+    /// Commands for tasks whose name matches a glob (`*` any run of characters, `?` one);
+    /// the first match wins.
+    pub rules: Vec<RunnerRule>,
+}
+
+/// A command for the tasks whose names match a pattern.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RunnerRule {
+    /// A task name, or a glob over names.
+    pub tasks: String,
+    /// The command template.
+    pub command: Vec<String>,
 }
 
 /// Master settings.
@@ -302,6 +356,37 @@ impl Config {
             ));
         }
         self.keys.validate().map_err(ConfigError::Invalid)?;
+        let runners = &self.worker.runners;
+        let commands = runners
+            .default
+            .iter()
+            .map(|c| ("worker.runners.default", c))
+            .chain(
+                runners
+                    .rules
+                    .iter()
+                    .map(|r| ("worker.runners.rules", &r.command)),
+            );
+        for (key, command) in commands {
+            if command
+                .first()
+                .is_none_or(|program| program.trim().is_empty())
+            {
+                return Err(ConfigError::Invalid(format!(
+                    "{key}: a command names a program first"
+                )));
+            }
+        }
+        if self.worker.lease_margin_ms >= (self.worker.lease_ttl_secs as u64) * 1_000 {
+            return Err(ConfigError::Invalid(
+                "worker.lease_margin_ms must be shorter than worker.lease_ttl_secs".into(),
+            ));
+        }
+        if self.worker.max_failures == 0 {
+            return Err(ConfigError::Invalid(
+                "worker.max_failures must be at least 1".into(),
+            ));
+        }
         if let Some(tls) = &self.etcd.tls
             && tls.cert_file.is_some() != tls.key_file.is_some()
         {

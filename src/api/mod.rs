@@ -15,6 +15,8 @@ pub mod health;
 pub mod openapi;
 pub mod proxy;
 pub mod resources;
+pub mod status;
+pub mod tasks;
 pub mod workers;
 
 use std::sync::Arc;
@@ -73,6 +75,8 @@ pub struct Shared {
     pub resources: Store<Resource>,
     /// Masters taking part in the election, from the election prefix.
     pub candidates: Store<Candidate>,
+    /// Task statuses as workers report them, from the status prefix.
+    pub statuses: Store<crate::model::status::TaskStatus>,
     /// The leader's duties (refuse unless this master leads).
     pub leader: Leader,
     /// Changes for the event stream.
@@ -182,6 +186,11 @@ pub fn router(state: AppState) -> Router {
                 .put(resources::replace)
                 .patch(resources::patch)
                 .delete(resources::delete),
+        )
+        .route("/api/v1/resources/{name}/logs", get(tasks::logs))
+        .route(
+            "/api/v1/resources/{name}/restart",
+            axum::routing::post(tasks::restart),
         )
         .route("/api/v1/cluster", get(cluster::get))
         .route("/metrics", get(health::metrics))

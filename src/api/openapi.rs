@@ -14,6 +14,7 @@ use utoipa_swagger_ui::SwaggerUi;
 
 use super::{AppState, resources};
 use crate::model::name;
+use crate::model::status::TaskState;
 
 /// The API description.
 #[derive(OpenApi)]
@@ -33,6 +34,8 @@ use crate::model::name;
         super::resources::delete,
         super::resources::replace,
         super::resources::patch,
+        super::tasks::logs,
+        super::tasks::restart,
         super::cluster::get,
         super::events::stream,
         super::compat::add,
@@ -49,6 +52,7 @@ use crate::model::name;
         super::resources::CreateResource,
         super::resources::ReplaceResource,
         super::resources::PatchResource,
+        super::status::StatusView,
         super::events::FeedEvent,
         super::events::StreamNotice,
         super::events::StreamData,
@@ -213,6 +217,15 @@ fn constrain_parameters(op: &mut Operation) {
                 .build(),
             // Optional, but a value is a revision: never `null`.
             (ParameterIn::Header, "last-event-id") => integer(),
+            (ParameterIn::Query, "state") => ObjectBuilder::new()
+                .schema_type(Type::String)
+                .enum_values(Some(
+                    TaskState::ALL
+                        .iter()
+                        .map(|s| s.as_str())
+                        .chain([super::status::UNKNOWN]),
+                ))
+                .build(),
             _ => continue,
         };
         param.schema = Some(RefOr::T(Schema::Object(schema)));

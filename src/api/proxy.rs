@@ -25,14 +25,16 @@ pub const FORWARDED_BY: HeaderName = HeaderName::from_static("x-crawler-forwarde
 /// On a proxied response: the follower that forwarded it.
 pub const PROXIED_BY: HeaderName = HeaderName::from_static("x-crawler-proxied-by");
 
-/// A pooled HTTP client to the leader.
+/// Pooled HTTP clients: to the leader (forwarded writes), and to workers (task logs).
 #[derive(Debug, Clone)]
 pub struct Forwarder {
     client: reqwest::Client,
+    /// No whole-request timeout: a followed log stays open as long as its reader.
+    streams: reqwest::Client,
 }
 
 impl Forwarder {
-    /// A client with the given connect and whole-request timeouts.
+    /// Clients with the given connect and whole-request timeouts.
     pub fn new(connect_timeout: Duration, timeout: Duration) -> Result<Self, reqwest::Error> {
         let client = reqwest::Client::builder()
             .connect_timeout(connect_timeout)
@@ -40,7 +42,18 @@ impl Forwarder {
             .pool_idle_timeout(Duration::from_secs(30))
             .no_proxy()
             .build()?;
-        Ok(Self { client })
+        let streams = reqwest::Client::builder()
+            .connect_timeout(connect_timeout)
+            .tcp_keepalive(Duration::from_secs(10))
+            .pool_idle_timeout(Duration::from_secs(30))
+            .no_proxy()
+            .build()?;
+        Ok(Self { client, streams })
+    }
+
+    /// A GET whose body may stream for a long time.
+    pub async fn get_stream(&self, url: &str) -> Result<reqwest::Response, reqwest::Error> {
+        self.streams.get(url).send().await
     }
 }
 

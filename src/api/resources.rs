@@ -15,10 +15,13 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::extract::{ApiJson, ApiPath, ApiQuery};
+use super::status::{StatusView, parse_state};
 use super::{ApiError, AppState, revision_header};
+use crate::etcd::cache::{Entry, Store};
 use crate::master::leader::WriteError;
 use crate::model::name;
 use crate::model::resource::Resource;
+use crate::model::status::TaskStatus;
 
 /// Default page size of a list.
 pub const DEFAULT_LIMIT: usize = 1000;
@@ -47,10 +50,12 @@ pub struct ResourceView {
     pub creation_time: String,
     /// Free-form labels set by users.
     pub labels: BTreeMap<String, String>,
+    /// How its run goes, as its worker reports it (absent on event-stream objects).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<StatusView>,
 }
 
-/// Where labels are kept in the stored JSON (a field the Go crawler ignores).
-pub const LABELS_FIELD: &str = "Labels";
+pub use crate::model::resource::LABELS_FIELD;
 /// Most labels on one resource.
 pub const MAX_LABELS: usize = 64;
 /// Longest label key, in characters.
@@ -60,10 +65,7 @@ pub const MAX_LABEL_VALUE: usize = 256;
 
 /// The labels stored in a resource; malformed ones are ignored.
 pub fn labels_of(r: &Resource) -> BTreeMap<String, String> {
-    r.extra
-        .get(LABELS_FIELD)
-        .and_then(|v| serde_json::from_value(v.clone()).ok())
-        .unwrap_or_default()
+    r.labels()
 }
 
 fn set_labels(r: &mut Resource, labels: &BTreeMap<String, String>) {
@@ -108,6 +110,28 @@ impl ResourceView {
             }),
             creation_time: humantime::format_rfc3339_nanos(created).to_string(),
             labels: labels_of(r),
+            status: None,
+        }
+    }
+
+    /// The view of a cached resource, with its status judged against its assignment.
+    pub fn with_status(entry: &Entry<Resource>, statuses: &Store<TaskStatus>) -> Self {
+        Self {
+            status: Some(StatusView::of(entry, statuses)),
+            ..Self::of(&entry.value)
+        }
+    }
+
+    /// The view of a resource just written at `revision`, with its status judged.
+    pub fn written(r: &Resource, revision: i64, statuses: &Store<TaskStatus>) -> Self {
+        let reported = statuses.get(&r.name);
+        Self {
+            status: Some(StatusView::judge(
+                r,
+                revision,
+                reported.as_ref().map(|e| &*e.value),
+            )),
+            ..Self::of(r)
         }
     }
 }
@@ -197,6 +221,9 @@ pub fn if_match(headers: &HeaderMap) -> Result<Option<i64>, ApiError> {
 pub struct ListQuery {
     /// Only resources assigned to this worker (node id).
     pub worker: Option<String>,
+    /// Only resources whose task is in this state: `starting`, `running`, `backoff`,
+    /// `completed`, `failed`, `stopping`, or `unknown`.
+    pub state: Option<String>,
     /// Page size, 1 to 10000 (default 1000).
     #[param(minimum = 1, maximum = 10000)]
     pub limit: Option<usize>,
@@ -251,7 +278,11 @@ pub async fn create(
             (header::LOCATION, location),
             (super::REVISION_HEADER, created.revision.to_string()),
         ],
-        Json(ResourceView::of(&created.resource)),
+        Json(ResourceView::written(
+            &created.resource,
+            created.revision,
+            &state.statuses,
+        )),
     ))
 }
 
@@ -281,6 +312,16 @@ pub async fn list(
         Some(token) => Bound::Excluded(token.clone()),
         None => Bound::Unbounded,
     };
+    let wanted_state = match &query.state {
+        Some(text) => Some(parse_state(text).ok_or_else(|| {
+            ApiError::bad_field(
+                "state",
+                "state is one of starting, running, backoff, completed, failed, stopping, unknown",
+            )
+        })?),
+        None => None,
+    };
+    let statuses = &state.statuses;
     let (items, more, revision) = state.resources.with(|objects, revision| {
         let mut page = objects
             .range((start, Bound::Unbounded))
@@ -288,7 +329,11 @@ pub async fn list(
                 Some(w) => e.value.assigned_worker() == Some(w.as_str()),
                 None => true,
             })
-            .map(|(_, e)| ResourceView::of(&e.value));
+            .map(|(_, e)| ResourceView::with_status(e, statuses))
+            .filter(|view| match (&wanted_state, &view.status) {
+                (Some(wanted), Some(status)) => status.state == *wanted,
+                _ => true,
+            });
         let items: Vec<ResourceView> = page.by_ref().take(limit).collect();
         let more = page.next().is_some();
         (items, more, revision)
@@ -329,7 +374,7 @@ pub async fn get_one(
         .map_err(|e| ApiError::Internal(e.to_string()))?;
     Ok((
         [revision_header(revision), (header::ETAG, tag)],
-        Json(ResourceView::of(&entry.value)),
+        Json(ResourceView::with_status(&entry, &state.statuses)),
     ))
 }
 
@@ -360,7 +405,11 @@ pub async fn delete(
     Ok((StatusCode::NO_CONTENT, [revision_header(revision)]))
 }
 
-fn updated(created: crate::master::leader::Created) -> Result<impl IntoResponse, ApiError> {
+/// The answer to a write that changed a resource: its view, revision and new ETag.
+pub fn updated(
+    state: &AppState,
+    created: crate::master::leader::Created,
+) -> Result<impl IntoResponse + use<>, ApiError> {
     Ok((
         [
             revision_header(created.revision),
@@ -370,7 +419,11 @@ fn updated(created: crate::master::leader::Created) -> Result<impl IntoResponse,
                     .map_err(|e| ApiError::Internal(e.to_string()))?,
             ),
         ],
-        Json(ResourceView::of(&created.resource)),
+        Json(ResourceView::written(
+            &created.resource,
+            created.revision,
+            &state.statuses,
+        )),
     ))
 }
 
@@ -418,7 +471,7 @@ pub async fn replace(
         )
         .await
         .map_err(|e| state.write_error(name, e))?;
-    updated(created)
+    updated(&state, created)
 }
 
 /// Changes some of what users may change (JSON merge patch).
@@ -472,7 +525,7 @@ pub async fn patch(
         )
         .await
         .map_err(|e| state.write_error(name, e))?;
-    updated(created)
+    updated(&state, created)
 }
 
 #[cfg(test)]

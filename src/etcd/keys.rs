@@ -15,6 +15,8 @@ pub struct KeyLayout {
     pub resources_prefix: String,
     /// Name of the master election.
     pub election: String,
+    /// Prefix of task statuses, written by workers on their own lease: `<status_prefix><name>`.
+    pub status_prefix: String,
 }
 
 impl Default for KeyLayout {
@@ -23,6 +25,7 @@ impl Default for KeyLayout {
             worker_prefix: "/micro/registry/go.micro.server.worker/".to_owned(),
             resources_prefix: "/resources/".to_owned(),
             election: "/crawler/election".to_owned(),
+            status_prefix: "/crawler/status/".to_owned(),
         }
     }
 }
@@ -30,18 +33,22 @@ impl Default for KeyLayout {
 impl KeyLayout {
     /// Checks that prefixes end in `/` and do not overlap.
     pub fn validate(&self) -> Result<(), String> {
-        for (what, prefix) in [
+        let prefixes = [
             ("keys.worker_prefix", &self.worker_prefix),
             ("keys.resources_prefix", &self.resources_prefix),
-        ] {
+            ("keys.status_prefix", &self.status_prefix),
+        ];
+        for (what, prefix) in prefixes {
             if !prefix.starts_with('/') || !prefix.ends_with('/') || prefix.len() < 3 {
                 return Err(format!("{what} must start and end with '/'"));
             }
         }
-        if self.worker_prefix.starts_with(&self.resources_prefix)
-            || self.resources_prefix.starts_with(&self.worker_prefix)
-        {
-            return Err("keys.worker_prefix and keys.resources_prefix overlap".into());
+        for (i, (a, pa)) in prefixes.iter().enumerate() {
+            for (b, pb) in &prefixes[i + 1..] {
+                if pa.starts_with(pb.as_str()) || pb.starts_with(pa.as_str()) {
+                    return Err(format!("{a} and {b} overlap"));
+                }
+            }
         }
         if self.election.is_empty() {
             return Err("keys.election is empty".into());
@@ -57,6 +64,11 @@ impl KeyLayout {
     /// Key of one resource. The name must have passed [`crate::model::name::validate`].
     pub fn resource_key(&self, name: &str) -> String {
         format!("{}{name}", self.resources_prefix)
+    }
+
+    /// Key of one task's status.
+    pub fn status_key(&self, name: &str) -> String {
+        format!("{}{name}", self.status_prefix)
     }
 
     /// The key a member's health probe reads (count only): the resources prefix itself, which
@@ -83,6 +95,7 @@ mod tests {
             "/micro/registry/go.micro.server.worker/go.micro.server.worker-2"
         );
         assert_eq!(k.resource_key("douban"), "/resources/douban");
+        assert_eq!(k.status_key("douban"), "/crawler/status/douban");
         assert!(k.validate().is_ok());
     }
 
@@ -90,6 +103,11 @@ mod tests {
     fn overlapping_prefixes_are_rejected() {
         let k = KeyLayout {
             resources_prefix: "/micro/".into(),
+            ..KeyLayout::default()
+        };
+        assert!(k.validate().is_err());
+        let k = KeyLayout {
+            status_prefix: "/resources/status/".into(),
             ..KeyLayout::default()
         };
         assert!(k.validate().is_err());

@@ -44,18 +44,30 @@ pub async fn revoke(client: &Client, lease: i64, deadline: Duration) -> bool {
     }
 }
 
-/// Keeps `lease` alive until `cancel` fires or the lease is lost.
+/// The earliest moment the lease could expire, as the holder can prove it: updated at every
+/// confirmed refresh. A worker stops its tasks some margin before it.
+pub type Expiry = tokio::sync::watch::Sender<Option<Instant>>;
+
+/// Keeps `lease` alive until `cancel` fires or the lease is lost, publishing its expiry to
+/// `expiry` when given.
 pub async fn keep_alive(
     client: &Client,
     lease: i64,
     ttl_secs: i64,
     deadline: Duration,
     cancel: &CancellationToken,
+    expiry: Option<&Expiry>,
 ) -> LeaseEnd {
     let ttl = Duration::from_secs(ttl_secs.max(1) as u64);
     let period = ttl / 3;
+    let publish = |at: Instant| {
+        if let Some(expiry) = expiry {
+            expiry.send_replace(Some(at));
+        }
+    };
     // Granted just now: the lease lives at least until a TTL from now.
     let mut expires_at = Instant::now() + ttl;
+    publish(expires_at);
     let mut backoff = Backoff::new(Duration::from_millis(100), period);
     loop {
         let mut leases = client.lease_client();
@@ -83,6 +95,7 @@ pub async fn keep_alive(
         };
         // Opening the stream sent a first refresh and consumed its (positive) answer.
         expires_at = sent + ttl;
+        publish(expires_at);
         backoff.reset();
         loop {
             tokio::select! {
@@ -102,6 +115,7 @@ pub async fn keep_alive(
             match answer {
                 Ok(Ok(Some(resp))) if resp.ttl() > 0 => {
                     expires_at = sent + Duration::from_secs(resp.ttl() as u64);
+                    publish(expires_at);
                 }
                 Ok(Ok(Some(_))) => return LeaseEnd::Lost("etcd reports the lease expired".into()),
                 Ok(Ok(None)) => {

@@ -117,6 +117,7 @@ pub async fn run(
                 config.ttl_secs,
                 config.request_timeout,
                 &session,
+                None,
             )
             .await;
             if let LeaseEnd::Lost(reason) = &end {

@@ -36,6 +36,7 @@ use crate::metrics::Metrics;
 use crate::model::registry::Worker;
 use crate::model::resource::Resource;
 use crate::model::snowflake::Generator;
+use crate::model::status::TaskStatus;
 use election::{Candidate, ElectionConfig};
 use leader::{Leader, LeaderConfig};
 use leadership::Leadership;
@@ -153,6 +154,14 @@ impl Master {
             &cancel,
             &mut tasks,
         );
+        let statuses: Store<TaskStatus> = cache::spawn(
+            "statuses",
+            &client,
+            &config,
+            &config.keys.status_prefix,
+            &cancel,
+            &mut tasks,
+        );
         tasks.spawn(log_membership(workers.clone(), cancel.clone()));
 
         let me = Candidate {
@@ -213,6 +222,7 @@ impl Master {
             workers,
             resources,
             candidates,
+            statuses,
             leader,
             feed,
             forwarder,

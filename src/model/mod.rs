@@ -1,6 +1,7 @@
 //! The data both roles share, as stored in etcd: resources in the Go crawler's JSON
 //! ([`resource`]), workers in go-micro's registry format ([`registry`]), the rules for
-//! resource names ([`name`]), and snowflake IDs ([`snowflake`]).
+//! resource names ([`name`]), snowflake IDs ([`snowflake`]), and task statuses as workers
+//! report them ([`status`]).
 //!
 //! Codecs and pure rules only: nothing here does I/O, and nothing here knows which process it
 //! runs in.
@@ -9,3 +10,4 @@ pub mod name;
 pub mod registry;
 pub mod resource;
 pub mod snowflake;
+pub mod status;

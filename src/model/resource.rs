@@ -30,7 +30,22 @@ pub struct Resource {
     pub extra: BTreeMap<String, Value>,
 }
 
+/// Where labels are kept in the stored JSON (a field the Go crawler ignores).
+pub const LABELS_FIELD: &str = "Labels";
+/// When the resource was last restarted through the API, Unix milliseconds (a field the Go
+/// crawler ignores). Changing it changes the resource's epoch, and its worker starts the task
+/// again.
+pub const RESTARTED_FIELD: &str = "RestartedAt";
+
 impl Resource {
+    /// The labels stored in the resource; malformed ones are ignored.
+    pub fn labels(&self) -> BTreeMap<String, String> {
+        self.extra
+            .get(LABELS_FIELD)
+            .and_then(|v| serde_json::from_value(v.clone()).ok())
+            .unwrap_or_default()
+    }
+
     /// The assigned worker's node id and address, if assigned.
     pub fn assignment(&self) -> Option<(&str, &str)> {
         if self.assigned_node.is_empty() {

@@ -1,26 +1,46 @@
 //! The worker agent (`crawler worker`): registers in go-micro's format, keeps its lease alive,
-//! follows the resources assigned to it, and serves `/healthz` and `/tasks`.
+//! runs the resources assigned to it as supervised processes ([`supervisor`], with commands
+//! from [`runner`] and output in a bounded [`tasklog`]), reports their status on its lease
+//! ([`status`]), and serves `/healthz`, `/tasks` and each task's log.
+//!
+//! It runs a task only while it can prove its lease alive for `worker.lease_margin_ms` more:
+//! a worker cut off from etcd stops its tasks before its lease can expire and the tasks be
+//! given to another worker. On SIGTERM it stops its tasks, then revokes its lease.
 
 pub mod registration;
+pub mod runner;
+pub mod status;
+pub mod supervisor;
+pub mod tasklog;
 
 use std::collections::BTreeMap;
 use std::future::Future;
 
-use axum::extract::State;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::serve::ListenerExt;
 use axum::{Json, Router};
-use serde::Serialize;
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::config::Config;
-use crate::etcd::cache::{self, Event, Store};
+use crate::etcd::cache::{self, Store};
 use crate::model::registry::{self, CAPACITY_KEY};
 use crate::model::resource::Resource;
+use crate::model::status::TaskStatus;
+use runner::TaskSpec;
+use status::Reports;
+use supervisor::{Policy, Supervisor};
 
 /// The worker's health route (compose healthchecks and tests use it).
 pub const HEALTHZ: &str = "/healthz";
@@ -54,6 +74,8 @@ pub enum WorkerError {
 struct WorkerState {
     node_id: String,
     resources: Store<Resource>,
+    policy: Arc<Policy>,
+    reports: Reports,
 }
 
 /// One task assigned to this worker.
@@ -65,6 +87,9 @@ pub struct TaskView {
     pub name: String,
     /// Creation time, Unix nanoseconds.
     pub creation_time: i64,
+    /// Its status as this worker last reported it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<TaskStatus>,
 }
 
 /// The worker's current tasks.
@@ -91,6 +116,7 @@ async fn tasks(State(state): State<WorkerState>) -> Json<TaskList> {
                 id: e.value.id.clone(),
                 name: e.value.name.clone(),
                 creation_time: e.value.creation_time,
+                status: state.reports.get(&e.value.name),
             })
             .collect();
         (items, revision)
@@ -106,43 +132,121 @@ async fn healthz() -> Json<serde_json::Value> {
     Json(serde_json::json!({"status": "ok"}))
 }
 
-/// Logs each task this worker starts and stops.
-async fn follow_tasks(resources: Store<Resource>, node_id: String, cancel: CancellationToken) {
+/// Query of a task's log.
+#[derive(Debug, Deserialize)]
+struct LogQuery {
+    /// Last lines to send (default 100, at most 10000).
+    tail: Option<usize>,
+    /// Keep the response open and send new output as it comes.
+    #[serde(default)]
+    follow: bool,
+}
+
+/// `GET /tasks/{name}/logs`: the tail of a task's output, optionally followed.
+async fn task_log(
+    State(state): State<WorkerState>,
+    Path(name): Path<String>,
+    Query(query): Query<LogQuery>,
+) -> Response {
+    if crate::model::name::validate(&name).is_err() {
+        return (StatusCode::BAD_REQUEST, "not a task name\n").into_response();
+    }
+    let log = state.policy.log_of(&name);
+    if !state.policy.task_dir(&name).exists() {
+        return (
+            StatusCode::NOT_FOUND,
+            "this worker has no log of that task\n",
+        )
+            .into_response();
+    }
+    let tail = query.tail.unwrap_or(100).min(10_000);
+    let head = log.tail(tail).await;
+    let text = [(header::CONTENT_TYPE, "text/plain; charset=utf-8")];
+    if !query.follow {
+        return (text, head).into_response();
+    }
+    let from = log.end().await;
+    let follow =
+        futures_util::stream::unfold((log, from, false), |(log, at, started)| async move {
+            if started {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            let (chunk, next) = log.read_from(at).await;
+            Some((Ok::<_, std::io::Error>(chunk), (log, next, true)))
+        });
+    let body = futures_util::stream::once(async move { Ok(head.into_bytes()) }).chain(follow);
+    (text, axum::body::Body::from_stream(body)).into_response()
+}
+
+/// The tasks assigned to `node_id`, at their epochs.
+fn desired(resources: &Store<Resource>, node_id: &str) -> BTreeMap<String, TaskSpec> {
+    resources.with(|objects, _| {
+        objects
+            .values()
+            .filter(|e| is_mine(&e.value, node_id))
+            .map(|e| {
+                let r = &e.value;
+                let spec = TaskSpec {
+                    name: r.name.clone(),
+                    id: r.id.clone(),
+                    epoch: e.mod_revision,
+                    labels: r.labels(),
+                };
+                (r.name.clone(), spec)
+            })
+            .collect()
+    })
+}
+
+/// Keeps the supervisor's tasks equal to the ones assigned here, while the lease is provably
+/// alive for `margin` more; stops them all when it is not, and when `cancel` fires.
+async fn drive(
+    resources: Store<Resource>,
+    node_id: String,
+    mut supervisor: Supervisor,
+    mut expiry: tokio::sync::watch::Receiver<Option<tokio::time::Instant>>,
+    margin: Duration,
+    cancel: CancellationToken,
+) {
     let mut changes = resources.subscribe();
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    let mut was_safe = false;
+    let mut changed = true;
     loop {
-        let change = tokio::select! {
-            () = cancel.cancelled() => return,
-            c = changes.recv() => c,
-        };
-        let Ok(change) = change else {
-            if let Err(tokio::sync::broadcast::error::RecvError::Closed) = change {
-                return;
-            }
-            continue;
-        };
-        for event in &change.events {
-            let (before, after) = match event {
-                Event::Added { new, .. } => (false, is_mine(&new.value, &node_id)),
-                Event::Modified { old, new, .. } => {
-                    (is_mine(&old.value, &node_id), is_mine(&new.value, &node_id))
+        tokio::select! {
+            () = cancel.cancelled() => break,
+            c = changes.recv() => {
+                if let Err(tokio::sync::broadcast::error::RecvError::Closed) = c {
+                    break;
                 }
-                Event::Deleted { old, .. } => (is_mine(&old.value, &node_id), false),
-            };
-            match (before, after) {
-                (false, true) => info!(
-                    task = event.name(),
-                    revision = change.revision,
-                    "task started"
-                ),
-                (true, false) => info!(
-                    task = event.name(),
-                    revision = change.revision,
-                    "task stopped"
-                ),
-                _ => {}
+                changed = true;
             }
+            _ = tick.tick() => {}
+            r = expiry.changed() => if r.is_err() { break },
+        }
+        let safe = expiry
+            .borrow()
+            .is_some_and(|at| tokio::time::Instant::now() + margin < at);
+        if safe != was_safe {
+            if safe {
+                info!("lease confirmed: running tasks");
+            } else {
+                warn!("lease not confirmed in time: stopping every task until it is");
+            }
+            was_safe = safe;
+            changed = true;
+        }
+        if !changed {
+            continue;
+        }
+        changed = false;
+        if safe {
+            supervisor.reconcile(&desired(&resources, &node_id)).await;
+        } else {
+            supervisor.stop_all().await;
         }
     }
+    supervisor.stop_all().await;
 }
 
 /// Runs a worker on an already-bound listener until `shutdown` completes. On shutdown the
@@ -185,25 +289,45 @@ pub async fn run(
         &cancel,
         &mut background,
     );
-    background.spawn(follow_tasks(
+    let policy = Policy::new(&config.worker, &node_id);
+    let reports = Reports::default();
+    let lease_watch = registration::LeaseWatch::default();
+    background.spawn(status::run(
+        client.clone(),
+        config.keys.clone(),
+        reports.clone(),
+        lease_watch.lease.subscribe(),
+        config.etcd.request_timeout(),
+        cancel.clone(),
+    ));
+    // Tasks stop before the lease is revoked: they have their own token.
+    let tasks_cancel = CancellationToken::new();
+    let driver = tokio::spawn(drive(
         resources.clone(),
         node_id.clone(),
-        cancel.clone(),
+        Supervisor::new(policy.clone(), reports.clone()),
+        lease_watch.expiry.subscribe(),
+        Duration::from_millis(config.worker.lease_margin_ms),
+        tasks_cancel.clone(),
     ));
     let registered = cancel.child_token();
     // Aborted with this future, so a crashed worker stops refreshing its lease.
     let registrar = AbortOnDropHandle::new(tokio::spawn(registration::run(
         client.clone(),
         registration,
+        lease_watch,
         registered.clone(),
     )));
 
     let app = Router::new()
         .route(HEALTHZ, get(healthz))
         .route("/tasks", get(tasks))
+        .route("/tasks/{name}/logs", get(task_log))
         .with_state(WorkerState {
             node_id: node_id.clone(),
             resources,
+            policy: Arc::new(policy),
+            reports,
         });
     info!(%node_id, address = %options.address, capacity = options.capacity, "worker serving");
     let listener = listener.tap_io(|tcp| {
@@ -212,8 +336,11 @@ pub async fn run(
     let served = axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             shutdown.await;
-            info!("shutting down: revoking lease");
-            // Deregister first, so masters move our tasks away at once.
+            info!("shutting down: stopping tasks, then revoking the lease");
+            // Our tasks stop first, so that none still runs when the masters move them away;
+            // then we deregister, so that they move at once.
+            tasks_cancel.cancel();
+            let _ = driver.await;
             registered.cancel();
             let _ = registrar.await;
         })

@@ -28,10 +28,26 @@ pub struct Registration {
     pub request_timeout: Duration,
 }
 
+/// What the rest of the worker learns about its lease.
+#[derive(Debug, Clone, Default)]
+pub struct LeaseWatch {
+    /// The current lease, while registered.
+    pub lease: tokio::sync::watch::Sender<Option<i64>>,
+    /// When the lease could expire at the earliest, while registered.
+    pub expiry: lease::Expiry,
+}
+
 /// Keeps `registration` in etcd until `cancel` fires, then revokes the lease.
-pub async fn run(client: Client, registration: Registration, cancel: CancellationToken) {
+pub async fn run(
+    client: Client,
+    registration: Registration,
+    watch: LeaseWatch,
+    cancel: CancellationToken,
+) {
     let mut backoff = Backoff::default();
     loop {
+        watch.lease.send_replace(None);
+        watch.expiry.send_replace(None);
         if cancel.is_cancelled() {
             return;
         }
@@ -48,12 +64,14 @@ pub async fn run(client: Client, registration: Registration, cancel: Cancellatio
         };
         backoff.reset();
         info!(key = %registration.key, lease, ttl = registration.ttl_secs, "registered");
+        watch.lease.send_replace(Some(lease));
         let end = lease::keep_alive(
             &client,
             lease,
             registration.ttl_secs,
             registration.request_timeout,
             &cancel,
+            Some(&watch.expiry),
         )
         .await;
         match end {

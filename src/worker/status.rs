@@ -1,0 +1,191 @@
+//! Writes the statuses of this worker's tasks to etcd, under the worker's own lease, so that
+//! they vanish with the worker.
+//!
+//! Supervisors report through [`Reports`] without waiting on etcd; [`run`] writes the newest
+//! status of each task, coalescing bursts, and writes them all again under a new lease after
+//! the worker registered again. A write only replaces a status this worker wrote (the key's
+//! lease is ours) or none, and a removal only removes ours, so a worker that lost a task never
+//! overwrites the status its new worker reports.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use etcd_client::{Client, Compare, CompareOp, PutOptions, Txn, TxnOp};
+use tokio::sync::{Notify, watch};
+use tokio_util::sync::CancellationToken;
+use tracing::warn;
+
+use crate::etcd::backoff::Backoff;
+use crate::etcd::keys::KeyLayout;
+use crate::etcd::{EtcdError, timed};
+use crate::model::status::TaskStatus;
+
+#[derive(Default)]
+struct Book {
+    /// The newest status of every task this worker runs.
+    current: HashMap<String, TaskStatus>,
+    /// Tasks whose status changed since it was last written, or that were removed.
+    dirty: HashSet<String>,
+}
+
+/// Where supervisors report. Cheap to clone; never blocks.
+#[derive(Clone, Default)]
+pub struct Reports {
+    book: Arc<Mutex<Book>>,
+    wake: Arc<Notify>,
+}
+
+impl Reports {
+    fn book(&self) -> std::sync::MutexGuard<'_, Book> {
+        self.book.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Task `name` is now `status`.
+    pub fn set(&self, name: &str, status: TaskStatus) {
+        let mut book = self.book();
+        book.current.insert(name.to_owned(), status);
+        book.dirty.insert(name.to_owned());
+        drop(book);
+        self.wake.notify_one();
+    }
+
+    /// Task `name` left this worker: its status goes.
+    pub fn remove(&self, name: &str) {
+        let mut book = self.book();
+        book.current.remove(name);
+        book.dirty.insert(name.to_owned());
+        drop(book);
+        self.wake.notify_one();
+    }
+
+    /// The newest status of `name`, as reported here.
+    pub fn get(&self, name: &str) -> Option<TaskStatus> {
+        self.book().current.get(name).cloned()
+    }
+
+    fn take_dirty(&self) -> Vec<(String, Option<TaskStatus>)> {
+        let mut book = self.book();
+        let dirty: Vec<String> = book.dirty.drain().collect();
+        dirty
+            .into_iter()
+            .map(|name| {
+                let status = book.current.get(&name).cloned();
+                (name, status)
+            })
+            .collect()
+    }
+
+    fn mark_dirty(&self, names: impl IntoIterator<Item = String>) {
+        self.book().dirty.extend(names);
+    }
+
+    fn mark_all_dirty(&self) {
+        let mut book = self.book();
+        let names: Vec<String> = book.current.keys().cloned().collect();
+        book.dirty.extend(names);
+    }
+}
+
+/// Writes reports until `cancel` fires. `lease` is the worker's current registration lease.
+pub async fn run(
+    client: Client,
+    keys: KeyLayout,
+    reports: Reports,
+    mut lease: watch::Receiver<Option<i64>>,
+    request_timeout: Duration,
+    cancel: CancellationToken,
+) {
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
+    // Our leases, newest first: a status written under the previous one is still ours.
+    let mut ours: Vec<i64> = Vec::new();
+    loop {
+        let current = *lease.borrow_and_update();
+        if let Some(lease_id) = current {
+            if ours.first() != Some(&lease_id) {
+                ours.insert(0, lease_id);
+                ours.truncate(2);
+            }
+            let batch = reports.take_dirty();
+            let mut failed = Vec::new();
+            for (name, status) in batch {
+                let key = keys.status_key(&name);
+                let written = match &status {
+                    Some(status) => put(&client, &key, status, &ours, request_timeout).await,
+                    None => remove(&client, &key, &ours, request_timeout).await,
+                };
+                if let Err(error) = written {
+                    warn!(task = %name, %error, "could not write a task status; will retry");
+                    failed.push(name);
+                }
+            }
+            if !failed.is_empty() {
+                reports.mark_dirty(failed);
+                tokio::select! {
+                    () = cancel.cancelled() => return,
+                    () = tokio::time::sleep(backoff.next_delay()) => continue,
+                }
+            }
+            backoff.reset();
+        }
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            () = reports.wake.notified() => {}
+            changed = lease.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                // A new lease: every status goes again under it.
+                reports.mark_all_dirty();
+            }
+        }
+    }
+}
+
+/// Puts `status` on our newest lease (`ours[0]`), if the key is ours (on any of our leases)
+/// or absent.
+async fn put(
+    client: &Client,
+    key: &str,
+    status: &TaskStatus,
+    ours: &[i64],
+    deadline: Duration,
+) -> Result<(), EtcdError> {
+    let Some(&lease) = ours.first() else {
+        return Ok(());
+    };
+    let value = serde_json::to_vec(status).map_err(|e| EtcdError::Malformed(e.to_string()))?;
+    let op = TxnOp::put(key, value, Some(PutOptions::new().with_lease(lease)));
+    let mut kv = client.kv_client();
+    let compares = ours
+        .iter()
+        .map(|l| Compare::lease(key, CompareOp::Equal, *l))
+        .chain([Compare::create_revision(key, CompareOp::Equal, 0)]);
+    for compare in compares {
+        let txn = Txn::new().when([compare]).and_then([op.clone()]);
+        if timed(deadline, kv.txn(txn)).await?.succeeded() {
+            return Ok(());
+        }
+    }
+    // Another worker's status: the task is theirs now, and ours is no longer wanted.
+    Ok(())
+}
+
+/// Deletes the status at `key` if we wrote it.
+async fn remove(
+    client: &Client,
+    key: &str,
+    ours: &[i64],
+    deadline: Duration,
+) -> Result<(), EtcdError> {
+    let mut kv = client.kv_client();
+    for lease in ours {
+        let txn = Txn::new()
+            .when([Compare::lease(key, CompareOp::Equal, *lease)])
+            .and_then([TxnOp::delete(key, None)]);
+        if timed(deadline, kv.txn(txn)).await?.succeeded() {
+            break;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,365 @@
+//! Runs this worker's tasks as supervised processes: at most one process per task, started
+//! for the newest assignment epoch the worker has seen, restarted with backoff when it fails,
+//! stopped (SIGTERM to its process group, SIGKILL after the grace) when the task goes away.
+//!
+//! [`Supervisor::reconcile`] makes the running set equal the desired one. A task whose epoch
+//! changed (the resource was changed or restarted through the API) is stopped and started
+//! again; a task that left is stopped and its status removed. Every process runs in a process
+//! group of its own, with its working directory under the worker's data directory, and dies
+//! with the worker (`PR_SET_PDEATHSIG`), so a killed worker leaves no task running.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::path::PathBuf;
+use std::process::{ExitStatus, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use super::runner::{self, TaskSpec};
+use super::status::Reports;
+use super::tasklog::TaskLog;
+use crate::config::{Runners, WorkerConfig};
+use crate::etcd::backoff::Backoff;
+use crate::model::status::{TaskState, TaskStatus, now_ms};
+
+/// How tasks are run, from `worker.*`.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    /// This worker's node id.
+    pub node_id: String,
+    /// The command templates.
+    pub runners: Runners,
+    /// Where task directories live: `<data_dir>/tasks/<name>/`.
+    pub data_dir: PathBuf,
+    /// SIGTERM → SIGKILL.
+    pub stop_grace: Duration,
+    /// Output kept per task.
+    pub log_bytes: u64,
+    /// First and longest restart delay.
+    pub backoff: (Duration, Duration),
+    /// Failures within the window that make a task `failed`.
+    pub max_failures: u32,
+    /// The window.
+    pub failure_window: Duration,
+}
+
+impl Policy {
+    /// The policy of `config` for `node_id`.
+    pub fn new(config: &WorkerConfig, node_id: &str) -> Self {
+        let data_dir = config
+            .data_dir
+            .clone()
+            .unwrap_or_else(|| std::env::temp_dir().join(format!("crawler-{node_id}")));
+        Self {
+            node_id: node_id.to_owned(),
+            runners: config.runners.clone(),
+            data_dir,
+            stop_grace: Duration::from_millis(config.stop_grace_ms),
+            log_bytes: config.log_bytes,
+            backoff: (
+                Duration::from_millis(config.restart_backoff_ms),
+                Duration::from_millis(config.restart_backoff_max_ms),
+            ),
+            max_failures: config.max_failures,
+            failure_window: Duration::from_secs(config.failure_window_secs),
+        }
+    }
+
+    /// The directory of task `name` (a validated resource name, so a plain file name).
+    pub fn task_dir(&self, name: &str) -> PathBuf {
+        self.data_dir.join("tasks").join(name)
+    }
+
+    /// The output log of task `name`.
+    pub fn log_of(&self, name: &str) -> TaskLog {
+        TaskLog::new(&self.task_dir(name), self.log_bytes)
+    }
+}
+
+struct Running {
+    epoch: i64,
+    stop: CancellationToken,
+    handle: JoinHandle<()>,
+}
+
+/// The tasks this worker runs.
+pub struct Supervisor {
+    policy: Arc<Policy>,
+    reports: Reports,
+    running: HashMap<String, Running>,
+}
+
+impl Supervisor {
+    /// No task runs yet.
+    pub fn new(policy: Policy, reports: Reports) -> Self {
+        Self {
+            policy: Arc::new(policy),
+            reports,
+            running: HashMap::new(),
+        }
+    }
+
+    /// Names of the tasks with a supervisor, for `/tasks`.
+    pub fn names(&self) -> Vec<String> {
+        self.running.keys().cloned().collect()
+    }
+
+    /// Makes the running tasks those of `desired`, each at its epoch. A task is stopped before
+    /// it starts again, so no two processes of one task ever overlap on this worker.
+    pub async fn reconcile(&mut self, desired: &BTreeMap<String, TaskSpec>) {
+        let leaving: Vec<String> = self
+            .running
+            .iter()
+            .filter(|(name, r)| desired.get(*name).map(|t| t.epoch) != Some(r.epoch))
+            .map(|(name, _)| name.clone())
+            .collect();
+        let mut stopping = Vec::new();
+        for name in leaving {
+            if let Some(r) = self.running.remove(&name) {
+                r.stop.cancel();
+                stopping.push((name, r.handle));
+            }
+        }
+        for (name, handle) in stopping {
+            let _ = handle.await;
+            if !desired.contains_key(&name) {
+                self.reports.remove(&name);
+            }
+        }
+        for (name, spec) in desired {
+            if self.running.contains_key(name) {
+                continue;
+            }
+            let stop = CancellationToken::new();
+            let handle = tokio::spawn(supervise(
+                spec.clone(),
+                Arc::clone(&self.policy),
+                self.reports.clone(),
+                stop.clone(),
+            ));
+            self.running.insert(
+                name.clone(),
+                Running {
+                    epoch: spec.epoch,
+                    stop,
+                    handle,
+                },
+            );
+        }
+    }
+
+    /// Stops every task and waits until their processes are gone. Their statuses stay (the
+    /// worker's lease takes them away).
+    pub async fn stop_all(&mut self) {
+        let all: Vec<Running> = self.running.drain().map(|(_, r)| r).collect();
+        for r in &all {
+            r.stop.cancel();
+        }
+        for r in all {
+            let _ = r.handle.await;
+        }
+    }
+}
+
+/// What one run of the process ended with.
+enum Ended {
+    /// It exited (or was killed by a signal).
+    Exited(ExitStatus),
+    /// It could not be started.
+    NotStarted(String),
+    /// The task was stopped.
+    Stopped,
+}
+
+/// The life of one task at one epoch, until `stop` fires.
+async fn supervise(spec: TaskSpec, policy: Arc<Policy>, reports: Reports, stop: CancellationToken) {
+    let status = |state: TaskState| TaskStatus {
+        worker: policy.node_id.clone(),
+        epoch: spec.epoch,
+        state,
+        pid: None,
+        started_at_ms: None,
+        restarts: 0,
+        exit_code: None,
+        message: String::new(),
+        updated_at_ms: now_ms(),
+    };
+    let dir = policy.task_dir(&spec.name);
+    let work = dir.join("work");
+    if let Err(error) = tokio::fs::create_dir_all(&work).await {
+        let mut s = status(TaskState::Failed);
+        s.message = format!("cannot create {}: {error}", work.display());
+        reports.set(&spec.name, s);
+        stop.cancelled().await;
+        return;
+    }
+    let log = policy.log_of(&spec.name);
+    let command = match runner::resolve(&policy.runners, &spec) {
+        Ok(command) => command,
+        Err(error) => {
+            log.note(&error.to_string()).await;
+            let mut s = status(TaskState::Failed);
+            s.message = error.to_string();
+            reports.set(&spec.name, s);
+            stop.cancelled().await;
+            return;
+        }
+    };
+    let mut failures: VecDeque<Instant> = VecDeque::new();
+    let mut restarts = 0u32;
+    let mut backoff = Backoff::new(policy.backoff.0, policy.backoff.1);
+    loop {
+        let mut s = status(TaskState::Starting);
+        s.restarts = restarts;
+        reports.set(&spec.name, s.clone());
+        let mut cmd = tokio::process::Command::new(&command.program);
+        cmd.args(&command.args)
+            .envs(command.env.iter().map(|(k, v)| (k, v)))
+            .current_dir(&work)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0);
+        // SAFETY: prctl is async-signal-safe and touches nothing of the parent's memory.
+        unsafe {
+            cmd.pre_exec(|| {
+                nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)
+                    .map_err(|e| std::io::Error::from_raw_os_error(e as i32))
+            });
+        }
+        let ended = match cmd.spawn() {
+            Err(error) => Ended::NotStarted(format!("cannot start {:?}: {error}", command.program)),
+            Ok(mut child) => {
+                let pid = child.id();
+                let started = now_ms();
+                s.state = TaskState::Running;
+                s.pid = pid;
+                s.started_at_ms = Some(started);
+                s.updated_at_ms = now_ms();
+                reports.set(&spec.name, s.clone());
+                log.note(&format!(
+                    "started {:?} as pid {} (epoch {})",
+                    command.program,
+                    pid.unwrap_or(0),
+                    spec.epoch
+                ))
+                .await;
+                info!(task = %spec.name, pid, epoch = spec.epoch, "task started");
+                let mut copies = Vec::new();
+                if let Some(out) = child.stdout.take() {
+                    let log = log.clone();
+                    copies.push(tokio::spawn(async move { log.copy_from(out).await }));
+                }
+                if let Some(err) = child.stderr.take() {
+                    let log = log.clone();
+                    copies.push(tokio::spawn(async move { log.copy_from(err).await }));
+                }
+                let ended = tokio::select! {
+                    exit = child.wait() => match exit {
+                        Ok(exit) => Ended::Exited(exit),
+                        Err(error) => Ended::NotStarted(format!("lost the process: {error}")),
+                    },
+                    () = stop.cancelled() => {
+                        s.state = TaskState::Stopping;
+                        s.updated_at_ms = now_ms();
+                        reports.set(&spec.name, s.clone());
+                        terminate(&mut child, policy.stop_grace).await;
+                        Ended::Stopped
+                    }
+                };
+                // Whatever else the task started in its group goes with it.
+                if let Some(pid) = pid {
+                    let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);
+                }
+                for copy in copies {
+                    let _ = copy.await;
+                }
+                ended
+            }
+        };
+        let (code, why) = match ended {
+            Ended::Stopped => {
+                log.note("stopped").await;
+                info!(task = %spec.name, "task stopped");
+                return;
+            }
+            Ended::Exited(exit) if exit.success() => {
+                log.note("exited 0: completed").await;
+                let mut done = s.clone();
+                done.state = TaskState::Completed;
+                done.pid = None;
+                done.exit_code = Some(0);
+                done.message = "exited 0".into();
+                done.updated_at_ms = now_ms();
+                reports.set(&spec.name, done);
+                stop.cancelled().await;
+                return;
+            }
+            Ended::Exited(exit) => {
+                let why = match (
+                    exit.code(),
+                    std::os::unix::process::ExitStatusExt::signal(&exit),
+                ) {
+                    (Some(code), _) => format!("exited with code {code}"),
+                    (None, Some(signal)) => format!("killed by signal {signal}"),
+                    _ => "ended".to_owned(),
+                };
+                (exit.code(), why)
+            }
+            Ended::NotStarted(why) => (None, why),
+        };
+        log.note(&why).await;
+        let now = Instant::now();
+        failures.push_back(now);
+        while failures
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > policy.failure_window)
+        {
+            failures.pop_front();
+        }
+        let mut failed = s.clone();
+        failed.pid = None;
+        failed.exit_code = code;
+        failed.updated_at_ms = now_ms();
+        if failures.len() as u32 >= policy.max_failures {
+            failed.state = TaskState::Failed;
+            failed.message = format!(
+                "{why}; failed {} times within {:?}: left alone until the resource changes or \
+                 is restarted",
+                failures.len(),
+                policy.failure_window
+            );
+            warn!(task = %spec.name, %why, "task failed");
+            reports.set(&spec.name, failed);
+            stop.cancelled().await;
+            return;
+        }
+        let delay = backoff.next_delay();
+        failed.state = TaskState::Backoff;
+        failed.message = format!("{why}; starting again in {} ms", delay.as_millis());
+        reports.set(&spec.name, failed);
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(delay) => {}
+        }
+        restarts += 1;
+    }
+}
+
+/// SIGTERM to the process group, SIGKILL after `grace`, and the process reaped.
+async fn terminate(child: &mut tokio::process::Child, grace: Duration) {
+    let Some(pid) = child.id() else {
+        return;
+    };
+    let group = Pid::from_raw(pid as i32);
+    let _ = killpg(group, Signal::SIGTERM);
+    if tokio::time::timeout(grace, child.wait()).await.is_err() {
+        let _ = killpg(group, Signal::SIGKILL);
+        let _ = child.wait().await;
+    }
+}

@@ -1,0 +1,325 @@
+//! Tasks really run: worker processes execute their assigned tasks as supervised child
+//! processes, report their status on their lease, and every master shows it. Real etcd, real
+//! worker processes, real child processes (`sh` scripts the worker's config names).
+
+mod support;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use serde_json::{Value, json};
+
+use support::*;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+/// A config whose worker runs `sh` scripts chosen by name pattern, with short timings.
+fn task_config(dir: &Path) -> std::path::PathBuf {
+    let data = dir.join("data");
+    let file = dir.join("config.yaml");
+    let yaml = format!(
+        r#"etcd:
+  request_timeout_ms: 1000
+  dial_timeout_ms: 500
+master:
+  session_ttl_secs: 2
+worker:
+  lease_ttl_secs: 3
+  lease_margin_ms: 1000
+  data_dir: {data}
+  stop_grace_ms: 2000
+  restart_backoff_ms: 100
+  restart_backoff_max_ms: 200
+  max_failures: 3
+  failure_window_secs: 60
+  runners:
+    rules:
+      - tasks: "ok-*"
+        command: [sh, -c, "echo start $CRAWLER_TASK_NAME $CRAWLER_LABEL_TEAM; sleep 0.3; echo done"]
+      - tasks: "crash-*"
+        command: [sh, -c, "echo crashing; exit 3"]
+      - tasks: "long-*"
+        command: [sh, -c, "echo running $CRAWLER_TASK_EPOCH; trap 'date +%s%N > terminated; exit 0' TERM; while true; do sleep 0.05; done"]
+      - tasks: "tick-*"
+        command: [sh, -c, "i=0; while true; do i=$((i+1)); echo tick $i; sleep 0.1; done"]
+      - tasks: "missing-*"
+        command: [/nonexistent/crawler-runner, "{{name}}"]
+log:
+  level: warn
+"#,
+        data = data.display()
+    );
+    std::fs::write(&file, yaml).expect("config");
+    file
+}
+
+async fn status_of(master: &str, name: &str) -> Option<Value> {
+    let (status, _, body) = get_json(&format!("{master}/api/v1/resources/{name}")).await?;
+    (status == 200).then(|| body["status"].clone())
+}
+
+/// Waits until `name`'s status satisfies `check`; returns it.
+async fn wait_status(
+    master: &str,
+    name: &str,
+    what: &str,
+    check: impl Fn(&Value) -> bool,
+) -> Value {
+    eventually(&format!("{name}: {what}"), WAIT, || async {
+        status_of(master, name).await.filter(|s| check(s))
+    })
+    .await
+}
+
+fn alive(pid: i64) -> bool {
+    kill(Pid::from_raw(pid as i32), None).is_ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tasks_run_fail_restart_and_stop_and_every_master_shows_it() {
+    let (etcd, _dir, _, endpoints) = {
+        let etcd = Etcd::start().await;
+        let dir = tempfile::tempdir().expect("dir");
+        let endpoints = vec![etcd.url.clone()];
+        (etcd, dir, (), endpoints)
+    };
+    let dir = tempfile::tempdir().expect("dir");
+    let config = task_config(dir.path());
+    let leader = Proc::master(1, &endpoints, &config, &[]);
+    ready_leader(&[&leader.url], WAIT).await;
+    let follower = Proc::master(2, &endpoints, &config, &[]);
+    wait_ready(&follower.url).await;
+    wait_leader_known(&follower.url, &leader.url).await;
+    let worker = Proc::worker(1, &endpoints, &config);
+    wait_workers(&leader.url, 1).await;
+    let (l, f) = (leader.url.as_str(), follower.url.as_str());
+
+    // running → completed, with the labels in the environment.
+    assert_eq!(create(l, "ok-1").await.expect("c").0, 201);
+    let done = wait_status(f, "ok-1", "completed", |s| s["state"] == "completed").await;
+    assert_eq!(done["exit_code"], 0);
+    assert_eq!(done["stale"], false);
+
+    // crash → backoff → failed, with the restarts counted.
+    assert_eq!(create(l, "crash-1").await.expect("c").0, 201);
+    let failed = wait_status(f, "crash-1", "failed", |s| s["state"] == "failed").await;
+    assert_eq!(failed["exit_code"], 3);
+    assert_eq!(failed["restarts"], 2, "{failed}");
+    assert!(
+        failed["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("code 3"))
+    );
+
+    // A binary that is not there, and a task no runner is configured for.
+    assert_eq!(create(l, "missing-1").await.expect("c").0, 201);
+    let missing = wait_status(f, "missing-1", "failed", |s| s["state"] == "failed").await;
+    assert!(
+        missing["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("cannot start")),
+        "{missing}"
+    );
+    assert_eq!(create(l, "nothing-1").await.expect("c").0, 201);
+    let nothing = wait_status(f, "nothing-1", "failed", |s| s["state"] == "failed").await;
+    assert!(
+        nothing["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("worker.runners.default")),
+        "{nothing}"
+    );
+
+    // The state filter, on a follower.
+    let (_, _, failed_list) = get_json(&format!("{f}/api/v1/resources?state=failed"))
+        .await
+        .expect("list");
+    let names: Vec<&str> = failed_list["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter_map(|r| r["name"].as_str())
+        .collect();
+    assert_eq!(names, vec!["crash-1", "missing-1", "nothing-1"]);
+    let (status, _, _) = get_json(&format!("{f}/api/v1/resources?state=bogus"))
+        .await
+        .expect("list");
+    assert_eq!(status, 400);
+
+    // A restart through the follower starts the failed task again at a new epoch.
+    let resp = http()
+        .post(format!("{f}/api/v1/resources/crash-1/restart"))
+        .send()
+        .await
+        .expect("restart");
+    assert_eq!(resp.status(), 200);
+    let epoch = failed["epoch"].as_i64().expect("epoch");
+    wait_status(f, "crash-1", "failed again at a new epoch", |s| {
+        s["state"] == "failed" && s["epoch"].as_i64().is_some_and(|e| e > epoch)
+    })
+    .await;
+
+    // A long task: running with a pid; its log through the follower; delete stops it.
+    let mut to_running = Vec::new();
+    for i in 0..10 {
+        let name = format!("long-{i}");
+        let posted = Instant::now();
+        assert_eq!(create(l, &name).await.expect("c").0, 201);
+        wait_status(l, &name, "running", |s| s["state"] == "running").await;
+        to_running.push(posted.elapsed());
+    }
+    to_running.sort();
+    println!(
+        "measured: POST to running (as a master shows it), {} tasks: p50 {:?}, max {:?}",
+        to_running.len(),
+        to_running[to_running.len() / 2],
+        to_running[to_running.len() - 1]
+    );
+    let running = status_of(f, "long-0").await.expect("status");
+    let pid = running["pid"].as_i64().expect("pid");
+    assert!(alive(pid));
+    let log = http()
+        .get(format!("{f}/api/v1/resources/long-0/logs?tail=5"))
+        .send()
+        .await
+        .expect("logs");
+    assert_eq!(log.status(), 200);
+    let text = log.text().await.expect("text");
+    assert!(text.contains("running"), "{text}");
+    // A followed log keeps coming, through the follower.
+    assert_eq!(create(l, "tick-1").await.expect("c").0, 201);
+    wait_status(l, "tick-1", "running", |s| s["state"] == "running").await;
+    let mut stream = http()
+        .get(format!(
+            "{f}/api/v1/resources/tick-1/logs?tail=1&follow=true"
+        ))
+        .send()
+        .await
+        .expect("follow")
+        .bytes_stream();
+    let mut seen = String::new();
+    let first = loop {
+        let chunk = tokio::time::timeout(WAIT, futures_util::StreamExt::next(&mut stream))
+            .await
+            .expect("output keeps coming")
+            .expect("more")
+            .expect("chunk");
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+        let ticks: Vec<u64> = seen
+            .lines()
+            .filter_map(|l| l.strip_prefix("tick ")?.parse().ok())
+            .collect();
+        if let (Some(first), Some(last)) = (ticks.first(), ticks.last())
+            && last >= &(first + 5)
+        {
+            break *first;
+        }
+    };
+    assert!(first >= 1, "{seen}");
+    drop(stream);
+
+    let resp = http()
+        .delete(format!("{f}/api/v1/resources/long-0"))
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(resp.status(), 204);
+    eventually("the deleted task's process is gone", WAIT, || async {
+        (!alive(pid)).then_some(())
+    })
+    .await;
+    let mut client = etcd.client().await;
+    eventually("its status is gone", WAIT, || {
+        let mut client = client.clone();
+        async move {
+            let r = client.get("/crawler/status/long-0", None).await.ok()?;
+            r.kvs().is_empty().then_some(())
+        }
+    })
+    .await;
+
+    // SIGTERM: the worker stops its tasks, then revokes its lease.
+    let pids: Vec<i64> = {
+        let mut pids = Vec::new();
+        for i in 1..10 {
+            let s = status_of(l, &format!("long-{i}")).await.expect("status");
+            pids.push(s["pid"].as_i64().expect("pid"));
+        }
+        pids
+    };
+    let (_requests, mut events) = client
+        .watch(
+            "/micro/registry/",
+            Some(etcd_client::WatchOptions::new().with_prefix()),
+        )
+        .await
+        .expect("watch")
+        .split();
+    worker.signal(Signal::SIGTERM);
+    let deregistered_ns = loop {
+        let resp = tokio::time::timeout(WAIT, events.message())
+            .await
+            .expect("an event")
+            .expect("watch")
+            .expect("stream");
+        if resp
+            .events()
+            .iter()
+            .any(|e| e.event_type() == etcd_client::EventType::Delete)
+        {
+            break std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .expect("clock")
+                .as_nanos();
+        }
+    };
+    for pid in &pids {
+        assert!(!alive(*pid), "task pid {pid} outlived the worker's lease");
+    }
+    for i in 1..10 {
+        let file = dir
+            .path()
+            .join(format!("data/tasks/long-{i}/work/terminated"));
+        let at: u128 = std::fs::read_to_string(&file)
+            .expect("the task saw SIGTERM")
+            .trim()
+            .parse()
+            .expect("ns");
+        assert!(
+            at < deregistered_ns,
+            "long-{i} stopped after the lease was revoked"
+        );
+    }
+    println!(
+        "measured: SIGTERM stopped {} tasks before the lease was revoked",
+        pids.len()
+    );
+    drop(worker);
+}
+
+#[tokio::test]
+async fn a_go_worker_that_never_reports_shows_unknown() {
+    let (etcd, _config, master) = etcd_and_leader().await;
+    // A Go worker: a go-micro record on a lease, and nothing else.
+    let mut client = etcd.client().await;
+    let lease = client.lease_grant(60, None).await.expect("lease").id();
+    let record = json!({"name": "go.micro.server.worker", "nodes": [{"id": "go.micro.server.worker-go", "address": "127.0.0.1:9"}]});
+    client
+        .put(
+            "/micro/registry/go.micro.server.worker/go.micro.server.worker-go",
+            record.to_string(),
+            Some(etcd_client::PutOptions::new().with_lease(lease)),
+        )
+        .await
+        .expect("put");
+    wait_workers(&master.url, 1).await;
+    assert_eq!(create(&master.url, "go-task").await.expect("c").0, 201);
+    let status = status_of(&master.url, "go-task").await.expect("status");
+    assert_eq!(status["state"], "unknown", "{status}");
+    let (_, _, unknown) = get_json(&format!("{}/api/v1/resources?state=unknown", master.url))
+        .await
+        .expect("list");
+    assert_eq!(unknown["items"][0]["name"], "go-task");
+    master.stop().await;
+}
