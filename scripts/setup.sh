@@ -5,6 +5,7 @@
 #   protoc + well-known types (protobuf-compiler, libprotobuf-dev): etcd-client's build script
 #                compiles etcd's protobufs, which import google/protobuf/descriptor.proto.
 #   etcd         (etcd-server): the real etcd the demo and the integration tests run.
+#   python3      (python3): the example runner the demo's workers run, scripts/example_crawler.py.
 #   chromium, chromedriver (chromium, chromium-driver): the dashboard's browser test; only
 #                when sourced as `source scripts/setup.sh test`.
 #   python3 -m venv (python3-venv): the API contract tools (openapi-spec-validator,
@@ -35,10 +36,11 @@ setup_venv_ok() { python3 -c 'import venv, ensurepip' >/dev/null 2>&1; }
 need_apt=()
 setup_protoc_ok || need_apt+=(protobuf-compiler libprotobuf-dev)
 setup_etcd_ok || need_apt+=(etcd-server)
+# The shipped example runner (scripts/example_crawler.py) is a python3 script.
+command -v python3 >/dev/null 2>&1 || need_apt+=(python3)
 if [ "${1:-}" = "test" ]; then
   command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
   command -v chromedriver >/dev/null 2>&1 || need_apt+=(chromium-driver)
-  command -v python3 >/dev/null 2>&1 || need_apt+=(python3)
   setup_venv_ok || need_apt+=(python3-venv)
 fi
 if [ ${#need_apt[@]} -gt 0 ]; then
@@ -68,6 +70,7 @@ fi
 missing=()
 setup_protoc_ok || missing+=("protoc cannot compile a file importing google/protobuf/descriptor.proto: apt-get install protobuf-compiler libprotobuf-dev")
 setup_etcd_ok || missing+=("etcd --version does not answer: apt-get install etcd-server")
+python3 --version >/dev/null 2>&1 || missing+=("python3 does not answer (the example runner needs it): apt-get install python3")
 if [ "${1:-}" = "test" ]; then
   chromium --version >/dev/null 2>&1 || missing+=("chromium --version does not answer: apt-get install chromium")
   chromedriver --version >/dev/null 2>&1 || missing+=("chromedriver --version does not answer: apt-get install chromium-driver")

@@ -72,7 +72,7 @@ impl StatusView {
             return Self::unknown("no worker is assigned");
         };
         let Some(status) = reported.filter(|s| s.worker == worker) else {
-            return Self::unknown("the assigned worker has not reported (Go workers never do)");
+            return Self::unknown("the assigned worker has not reported yet (Go workers never do)");
         };
         Self {
             state: status.state.as_str().to_owned(),

@@ -143,6 +143,12 @@ pub async fn run(
     };
     say(&format!("leader elected: master-{leader}"));
 
+    // The local site the example runner crawls; the workers' tasks find it in their
+    // environment.
+    let site_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let site_url = format!("http://{}/", site_listener.local_addr()?);
+    let site = tokio::spawn(super::site::serve(site_listener));
+    say(&format!("demo site at {site_url}"));
     let mut workers = Vec::new();
     for i in 0..3u16 {
         workers.push(procs::worker_on(
@@ -151,6 +157,7 @@ pub async fn run(
             &etcd_arg,
             &config_path,
             output(options.verbose, &logs, &format!("worker-{}", i + 1)),
+            &[("CRAWLER_DEMO_SITE", &site_url)],
         )?);
     }
     let api = &masters[0].url;
@@ -185,6 +192,7 @@ pub async fn run(
     curl -s {api}/api/v1/cluster
     curl -s -XPOST {api}/api/v1/resources -H 'content-type: application/json' -d '{{\"name\":\"example.com\"}}'
     curl -s {api}/api/v1/workers
+    curl -s '{api}/api/v1/resources/example.com/logs?follow=true'   # the task crawling the demo site
 
   Ctrl-C stops everything.
 ",
@@ -221,6 +229,7 @@ pub async fn run(
         () = orderly => say("stopped"),
         () = crate::shutdown::wait_for_signal() => say("killed"),
     }
+    site.abort();
     // Whatever still runs is killed as the handles drop.
     Ok(())
 }

@@ -1,9 +1,11 @@
 //! Tools shipped in the same binary that are not the product: `crawler dev` ([`dev`], a local
 //! cluster for a first look), `crawler bench` ([`mod@bench`], the benchmarks), and the child
-//! processes both start ([`procs`]).
+//! processes both start ([`procs`]), and the small local site the demo's tasks crawl
+//! ([`site`]).
 //!
 //! Nothing in the master or the worker depends on this part.
 
 pub mod bench;
 pub mod dev;
 pub mod procs;
+pub mod site;

@@ -188,18 +188,20 @@ pub fn master_on(
         port,
         etcd,
         config,
-        output,
+        (output, &[]),
         url,
     )
 }
 
-/// `crawler worker --id <id>` on `port`, its output going to `output`.
+/// `crawler worker --id <id>` on `port`, its output going to `output`, with `env` added to
+/// its environment (its tasks inherit it).
 pub fn worker_on(
     id: u32,
     port: u16,
     etcd: &str,
     config: &Path,
     output: Stdio,
+    env: &[(&str, &str)],
 ) -> Result<Proc, ToolError> {
     let url = format!("127.0.0.1:{port}");
     spawn_role(
@@ -209,7 +211,7 @@ pub fn worker_on(
         port,
         etcd,
         config,
-        output,
+        (output, env),
         url,
     )
 }
@@ -224,10 +226,11 @@ fn spawn_role(
     port: u16,
     etcd: &str,
     config: &Path,
-    output: Stdio,
+    (output, env): (Stdio, &[(&str, &str)]),
     url: String,
 ) -> Result<Proc, ToolError> {
     let child = Command::new(this_binary()?)
+        .envs(env.iter().copied())
         .args([role, "--id", id])
         .args([listen_flag, &format!("127.0.0.1:{port}")])
         .args(["--etcd", etcd])

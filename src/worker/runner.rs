@@ -43,7 +43,13 @@ pub struct Resolved {
 pub struct NoRunner(pub String);
 
 /// The command for `task`: the first rule whose pattern matches its name, else the default.
-pub fn resolve(runners: &Runners, task: &TaskSpec) -> Result<Resolved, NoRunner> {
+/// `{worker_dir}` is the directory the worker was started in (so a template can name a script
+/// shipped beside it), since tasks run in directories of their own.
+pub fn resolve(
+    runners: &Runners,
+    task: &TaskSpec,
+    worker_dir: &std::path::Path,
+) -> Result<Resolved, NoRunner> {
     let template = runners
         .rules
         .iter()
@@ -52,8 +58,10 @@ pub fn resolve(runners: &Runners, task: &TaskSpec) -> Result<Resolved, NoRunner>
         .or(runners.default.as_ref())
         .filter(|command| !command.is_empty())
         .ok_or_else(|| NoRunner(task.name.clone()))?;
+    let worker_dir = worker_dir.display().to_string();
     let fill = |arg: &String| {
-        arg.replace("{name}", &task.name)
+        arg.replace("{worker_dir}", &worker_dir)
+            .replace("{name}", &task.name)
             .replace("{id}", &task.id)
             .replace("{epoch}", &task.epoch.to_string())
     };
@@ -116,6 +124,7 @@ pub fn glob_matches(pattern: &str, name: &str) -> bool {
 mod tests {
     use super::*;
     use crate::config::RunnerRule;
+    use std::path::Path;
 
     fn task(name: &str) -> TaskSpec {
         TaskSpec {
@@ -153,14 +162,14 @@ mod tests {
                 },
             ],
         };
-        let news = resolve(&runners, &task("news-1")).expect("rule");
+        let news = resolve(&runners, &task("news-1"), Path::new("/w")).expect("rule");
         assert_eq!(news.program, "news");
         assert_eq!(news.args, vec!["--epoch=42"]);
         let only_default = Runners {
             rules: Vec::new(),
             ..runners
         };
-        let other = resolve(&only_default, &task("douban")).expect("default");
+        let other = resolve(&only_default, &task("douban"), Path::new("/w")).expect("default");
         assert_eq!(other.program, "scrapy");
         assert_eq!(other.args, vec!["crawl", "douban"]);
         assert!(other.env.contains(&("CRAWLER_TASK_ID".into(), "7".into())));
@@ -173,7 +182,7 @@ mod tests {
 
     #[test]
     fn no_runner_names_the_config_key() {
-        let error = resolve(&Runners::default(), &task("t")).expect_err("none");
+        let error = resolve(&Runners::default(), &task("t"), Path::new("/w")).expect_err("none");
         assert!(error.to_string().contains("worker.runners.default"));
     }
 
@@ -181,10 +190,15 @@ mod tests {
     fn a_name_is_never_a_program() {
         // Whatever the name, it only ever fills an argument the operator placed.
         let runners = Runners {
-            default: Some(vec!["echo".into(), "{name}".into()]),
+            default: Some(vec![
+                "echo".into(),
+                "{worker_dir}/x.py".into(),
+                "{name}".into(),
+            ]),
             rules: Vec::new(),
         };
-        let r = resolve(&runners, &task("rm")).expect("default");
+        let r = resolve(&runners, &task("rm"), Path::new("/w")).expect("default");
         assert_eq!(r.program, "echo");
+        assert_eq!(r.args, vec!["/w/x.py", "rm"]);
     }
 }

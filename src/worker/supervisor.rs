@@ -44,6 +44,8 @@ pub struct Policy {
     pub backoff: (Duration, Duration),
     /// Failures within the window that make a task `failed`.
     pub max_failures: u32,
+    /// The directory the worker was started in, `{worker_dir}` in templates.
+    pub worker_dir: PathBuf,
     /// The window.
     pub failure_window: Duration,
 }
@@ -67,6 +69,7 @@ impl Policy {
             ),
             max_failures: config.max_failures,
             failure_window: Duration::from_secs(config.failure_window_secs),
+            worker_dir: std::env::current_dir().unwrap_or_else(|_| PathBuf::from(".")),
         }
     }
 
@@ -199,7 +202,7 @@ async fn supervise(spec: TaskSpec, policy: Arc<Policy>, reports: Reports, stop: 
         return;
     }
     let log = policy.log_of(&spec.name);
-    let command = match runner::resolve(&policy.runners, &spec) {
+    let command = match runner::resolve(&policy.runners, &spec, &policy.worker_dir) {
         Ok(command) => command,
         Err(error) => {
             log.note(&error.to_string()).await;
