@@ -172,6 +172,13 @@ async fn create_in_the_dashboard_then_watch_a_dead_workers_resource_move() {
     let etcd = Etcd::start().await;
     let dir = tempfile::tempdir().expect("dir");
     let config = fault_config(dir.path());
+    // The workers run every task as a small script that logs as it goes.
+    let mut yaml = std::fs::read_to_string(&config).expect("config");
+    yaml = yaml.replace(
+        "worker:\n",
+        "worker:\n  lease_margin_ms: 1000\n  runners:\n    default: [sh, -c, \"echo crawling $CRAWLER_TASK_NAME; while true; do echo fetched a page; sleep 0.2; done\"]\n",
+    );
+    std::fs::write(&config, yaml).expect("config");
     let endpoints = vec![etcd.url.clone()];
     let master = start_master(test_config(&endpoints), 1).await;
     ready_leader(&[&master.url], Duration::from_secs(20)).await;
@@ -219,6 +226,23 @@ async fn create_in_the_dashboard_then_watch_a_dead_workers_resource_move() {
     let stored = stored_resources(&etcd).await;
     assert_eq!(stored.len(), 1);
     assert_eq!(stored[0].assigned_worker(), Some(first.as_str()));
+
+    // Its task runs, and its log opens from the row.
+    let state = "tr[data-resource=\"from-the-ui\"] .state";
+    eventually(
+        "the task shows as running",
+        Duration::from_secs(20),
+        || async { (driver.text(state).await? == "running").then_some(()) },
+    )
+    .await;
+    driver
+        .click("tr[data-resource=\"from-the-ui\"] button.log")
+        .await;
+    eventually("its log lines show", Duration::from_secs(20), || async {
+        let log = driver.text("#log").await?;
+        (log.contains("crawling from-the-ui") && log.contains("fetched a page")).then_some(())
+    })
+    .await;
 
     // A duplicate is refused, and the UI says why.
     driver.type_into("#name", "from-the-ui").await;
