@@ -323,3 +323,108 @@ async fn a_go_worker_that_never_reports_shows_unknown() {
     assert_eq!(unknown["items"][0]["name"], "go-task");
     master.stop().await;
 }
+
+/// Start and end times (ns) of each task run, by task and worker, as the runners logged them.
+fn runs(log: &Path) -> Vec<(String, String, u128, Option<u128>)> {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let mut runs: Vec<(String, String, u128, Option<u128>)> = Vec::new();
+    for line in text.lines() {
+        let parts: Vec<&str> = line.split_whitespace().collect();
+        let [what, task, worker, at] = parts[..] else {
+            continue;
+        };
+        let Ok(at) = at.parse::<u128>() else { continue };
+        match what {
+            "start" => runs.push((task.into(), worker.into(), at, None)),
+            "end" => {
+                if let Some(run) = runs
+                    .iter_mut()
+                    .rev()
+                    .find(|r| r.0 == task && r.1 == worker && r.3.is_none())
+                {
+                    run.3 = Some(at);
+                }
+            }
+            _ => {}
+        }
+    }
+    runs
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_cut_off_from_etcd_stops_its_tasks_before_another_starts_them() {
+    let mut gaps = Vec::new();
+    for trial in 0..3 {
+        let etcd = Etcd::start().await;
+        let proxy = Proxy::start(etcd.url.trim_start_matches("http://")).await;
+        let dir = tempfile::tempdir().expect("dir");
+        let log = dir.path().join("runs.log");
+        let config = task_config(dir.path());
+        let mut yaml = std::fs::read_to_string(&config).expect("config");
+        yaml = yaml.replace(
+            "    rules:\n",
+            &format!(
+                "    rules:\n      - tasks: \"p-*\"\n        command: [sh, -c, \"echo start $CRAWLER_TASK_NAME $CRAWLER_WORKER_ID $(date +%s%N) >> {log}; trap 'echo end $CRAWLER_TASK_NAME $CRAWLER_WORKER_ID $(date +%s%N) >> {log}; exit 0' TERM; while true; do sleep 0.05; done\"]\n",
+                log = log.display()
+            ),
+        );
+        std::fs::write(&config, yaml).expect("config");
+        let direct = vec![etcd.url.clone()];
+        let master = Proc::master(1, &direct, &config, &[]);
+        ready_leader(&[&master.url], WAIT).await;
+        // Worker 1 reaches etcd through the proxy; it gets every task.
+        let cut_off = Proc::worker(1, std::slice::from_ref(&proxy.url), &config);
+        wait_workers(&master.url, 1).await;
+        let tasks: Vec<String> = (0..5).map(|i| format!("p-{i}")).collect();
+        for t in &tasks {
+            assert_eq!(create(&master.url, t).await.expect("c").0, 201);
+        }
+        for t in &tasks {
+            wait_status(&master.url, t, "running on worker 1", |s| {
+                s["state"] == "running"
+            })
+            .await;
+        }
+        let _other = Proc::worker(2, &direct, &config);
+        wait_workers(&master.url, 2).await;
+        // Cut worker 1 off: it must stop its tasks before its lease can expire and the tasks
+        // move to worker 2.
+        proxy.cut();
+        for t in &tasks {
+            eventually(&format!("{t} runs on worker 2"), WAIT, || async {
+                runs(&log)
+                    .iter()
+                    .any(|r| r.0 == *t && r.1.ends_with("-2"))
+                    .then_some(())
+            })
+            .await;
+        }
+        let all = runs(&log);
+        for t in &tasks {
+            let first = all
+                .iter()
+                .find(|r| r.0 == *t && r.1.ends_with("-1"))
+                .expect("ran on worker 1");
+            let second = all
+                .iter()
+                .find(|r| r.0 == *t && r.1.ends_with("-2"))
+                .expect("runs on worker 2");
+            let ended = first.3.expect("worker 1's run ended");
+            assert!(
+                ended < second.2,
+                "trial {trial}: {t} ran on both workers at once ({ended} >= {})",
+                second.2
+            );
+            gaps.push(Duration::from_nanos((second.2 - ended) as u64));
+        }
+        drop(cut_off);
+    }
+    gaps.sort();
+    println!(
+        "measured: partition, {} task moves over 3 trials: zero overlap; gap between the old run's end and the new run's start min {:?}, median {:?}, max {:?}",
+        gaps.len(),
+        gaps[0],
+        gaps[gaps.len() / 2],
+        gaps[gaps.len() - 1]
+    );
+}

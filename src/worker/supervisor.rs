@@ -223,6 +223,7 @@ async fn supervise(spec: TaskSpec, policy: Arc<Policy>, reports: Reports, stop: 
         let mut cmd = tokio::process::Command::new(&command.program);
         cmd.args(&command.args)
             .envs(command.env.iter().map(|(k, v)| (k, v)))
+            .env("CRAWLER_WORKER_ID", &policy.node_id)
             .current_dir(&work)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
