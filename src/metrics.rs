@@ -48,6 +48,13 @@ pub struct WorkerLabels {
     pub worker: String,
 }
 
+/// Labels naming a task state.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StateLabels {
+    /// `running`, `failed`, ..., or `unknown`.
+    pub state: String,
+}
+
 /// Labels naming an outcome.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabels {
@@ -90,6 +97,10 @@ pub struct Metrics {
     pub workers: Gauge,
     /// Resources assigned per worker.
     pub worker_load: Family<WorkerLabels, Gauge>,
+    /// Tasks by the state their workers report (`unknown`: no report).
+    pub tasks: Family<StateLabels, Gauge>,
+    /// Restarts of the tasks now reported, summed.
+    pub task_restarts: Gauge,
     scrape: Mutex<()>,
 }
 
@@ -121,6 +132,8 @@ impl Metrics {
         let etcd_errors = Counter::default();
         let workers = Gauge::default();
         let worker_load = Family::<WorkerLabels, Gauge>::default();
+        let tasks = Family::<StateLabels, Gauge>::default();
+        let task_restarts = Gauge::default();
         registry.register("http_requests", "HTTP requests", requests.clone());
         registry.register(
             "http_request_duration_seconds",
@@ -181,6 +194,16 @@ impl Metrics {
             "Resources assigned to a worker",
             worker_load.clone(),
         );
+        registry.register(
+            "tasks",
+            "Tasks by the state their workers report",
+            tasks.clone(),
+        );
+        registry.register(
+            "task_restarts",
+            "Restarts of the tasks now reported, summed",
+            task_restarts.clone(),
+        );
         Self {
             registry,
             requests,
@@ -199,6 +222,8 @@ impl Metrics {
             etcd_errors,
             workers,
             worker_load,
+            tasks,
+            task_restarts,
             scrape: Mutex::new(()),
         }
     }

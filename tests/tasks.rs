@@ -147,6 +147,18 @@ async fn tasks_run_fail_restart_and_stop_and_every_master_shows_it() {
         .expect("list");
     assert_eq!(status, 400);
 
+    // The metrics count tasks by state.
+    let scrape = http()
+        .get(format!("{f}/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(scrape.contains("crawler_tasks{state=\"failed\"} 3"), "{scrape}");
+    assert!(scrape.contains("crawler_tasks{state=\"completed\"} 1"));
+
     // A restart through the follower starts the failed task again at a new epoch.
     let resp = http()
         .post(format!("{f}/api/v1/resources/crash-1/restart"))

@@ -52,7 +52,7 @@ pub async fn not_found(uri: Uri) -> ApiError {
 #[utoipa::path(get, path = "/metrics", tag = "health", operation_id = "metrics",
     responses((status = 200, description = "Prometheus text format", content_type = "application/openmetrics-text", body = String)))]
 pub async fn metrics(State(state): State<AppState>) -> impl axum::response::IntoResponse {
-    use crate::metrics::{CacheLabels, Metrics, WorkerLabels};
+    use crate::metrics::{CacheLabels, Metrics, StateLabels, WorkerLabels};
     let text = state.metrics.render(|m| {
         for (cache, stats, len, revision) in [
             (
@@ -92,6 +92,27 @@ pub async fn metrics(State(state): State<AppState>) -> impl axum::response::Into
                 .get_or_create(&WorkerLabels { worker })
                 .set(load as i64);
         }
+        let mut by_state: std::collections::BTreeMap<String, i64> =
+            crate::model::status::TaskState::ALL
+                .iter()
+                .map(|s| s.as_str())
+                .chain([super::status::UNKNOWN])
+                .map(|s| (s.to_owned(), 0))
+                .collect();
+        let mut restarts = 0i64;
+        state.resources.with(|objects, _| {
+            for entry in objects.values() {
+                let view = super::status::StatusView::of(entry, &state.statuses);
+                restarts += i64::from(view.restarts);
+                *by_state.entry(view.state).or_insert(0) += 1;
+            }
+        });
+        for (task_state, count) in by_state {
+            m.tasks
+                .get_or_create(&StateLabels { state: task_state })
+                .set(count);
+        }
+        m.task_restarts.set(restarts);
     });
     (
         [(
