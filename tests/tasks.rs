@@ -156,7 +156,10 @@ async fn tasks_run_fail_restart_and_stop_and_every_master_shows_it() {
         .text()
         .await
         .expect("text");
-    assert!(scrape.contains("crawler_tasks{state=\"failed\"} 3"), "{scrape}");
+    assert!(
+        scrape.contains("crawler_tasks{state=\"failed\"} 3"),
+        "{scrape}"
+    );
     assert!(scrape.contains("crawler_tasks{state=\"completed\"} 1"));
 
     // A restart through the follower starts the failed task again at a new epoch.

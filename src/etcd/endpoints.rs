@@ -25,6 +25,21 @@ use tracing::{info, warn};
 
 use crate::config::EtcdConfig;
 
+/// Starts [`watch`] for `config`'s endpoints in `tasks`, until `cancel` fires.
+pub fn spawn(
+    client: &Client,
+    config: &crate::config::Config,
+    cancel: &CancellationToken,
+    tasks: &mut tokio::task::JoinSet<()>,
+) {
+    tasks.spawn(watch(
+        client.clone(),
+        config.etcd.clone(),
+        config.keys.health_probe_key(),
+        cancel.clone(),
+    ));
+}
+
 /// How often every member is probed.
 pub const PROBE_INTERVAL: Duration = Duration::from_millis(200);
 
