@@ -124,12 +124,7 @@ impl Master {
         let client = crate::etcd::connect(&config.etcd).await?;
         let cancel = CancellationToken::new();
         let mut tasks = JoinSet::new();
-        tasks.spawn(crate::etcd::endpoints::watch(
-            client.clone(),
-            config.etcd.clone(),
-            config.keys.health_probe_key(),
-            cancel.clone(),
-        ));
+        crate::etcd::endpoints::spawn(&client, &config, &cancel, &mut tasks);
         let workers: Store<Worker> = cache::spawn(
             "workers",
             &client,

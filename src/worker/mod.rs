@@ -275,12 +275,7 @@ pub async fn run(
 
     let cancel = CancellationToken::new();
     let mut background = JoinSet::new();
-    background.spawn(crate::etcd::endpoints::watch(
-        client.clone(),
-        config.etcd.clone(),
-        config.keys.health_probe_key(),
-        cancel.clone(),
-    ));
+    crate::etcd::endpoints::spawn(&client, &config, &cancel, &mut background);
     let resources: Store<Resource> = cache::spawn(
         "resources",
         &client,
