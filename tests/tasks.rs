@@ -44,6 +44,8 @@ worker:
         command: [sh, -c, "echo running $CRAWLER_TASK_EPOCH; trap 'date +%s%N > terminated; exit 0' TERM; while true; do sleep 0.05; done"]
       - tasks: "tick-*"
         command: [sh, -c, "i=0; while true; do i=$((i+1)); echo tick $i; sleep 0.1; done"]
+      - tasks: "flood-*"
+        command: [sh, -c, "yes 'a flood of output' | head -c 5000000; echo flooded; exec sleep 30"]
       - tasks: "missing-*"
         command: [/nonexistent/crawler-runner, "{{name}}"]
 log:
@@ -71,6 +73,27 @@ async fn wait_status(
         status_of(master, name).await.filter(|s| check(s))
     })
     .await
+}
+
+/// Processes whose working directory is under `dir` (the tasks of a worker whose data dir it
+/// is), read from /proc.
+fn processes_in(dir: &Path) -> Vec<String> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        let Ok(cwd) = std::fs::read_link(entry.path().join("cwd")) else {
+            continue;
+        };
+        if cwd.starts_with(dir) {
+            let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+            found.push(format!(
+                "{} {} in {}",
+                entry.file_name().to_string_lossy(),
+                String::from_utf8_lossy(&cmdline).replace('\0', " "),
+                cwd.display()
+            ));
+        }
+    }
+    found
 }
 
 fn alive(pid: i64) -> bool {
@@ -130,6 +153,33 @@ async fn tasks_run_fail_restart_and_stop_and_every_master_shows_it() {
             .is_some_and(|m| m.contains("worker.runners.default")),
         "{nothing}"
     );
+
+    // A flood of output is bounded on disk, and the task keeps running.
+    assert_eq!(create(l, "flood-1").await.expect("c").0, 201);
+    wait_status(f, "flood-1", "running", |s| s["state"] == "running").await;
+    let flood_dir = dir.path().join("data/tasks/flood-1");
+    eventually("the flood is written", WAIT, || async {
+        let log = std::fs::read_to_string(flood_dir.join("output.log")).ok()?;
+        log.contains("flooded").then_some(())
+    })
+    .await;
+    let on_disk: u64 = ["output.log", "output.log.1"]
+        .iter()
+        .filter_map(|f| std::fs::metadata(flood_dir.join(f)).ok())
+        .map(|m| m.len())
+        .sum();
+    assert!(
+        on_disk <= 1024 * 1024,
+        "{on_disk} bytes of log for one task"
+    );
+    // A task deleted while it starts leaves nothing behind (checked at the end).
+    assert_eq!(create(l, "long-gone").await.expect("c").0, 201);
+    let resp = http()
+        .delete(format!("{l}/api/v1/resources/long-gone"))
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(resp.status(), 204);
 
     // The state filter, on a follower.
     let (_, _, failed_list) = get_json(&format!("{f}/api/v1/resources?state=failed"))
@@ -202,6 +252,29 @@ async fn tasks_run_fail_restart_and_stop_and_every_master_shows_it() {
     assert_eq!(log.status(), 200);
     let text = log.text().await.expect("text");
     assert!(text.contains("running"), "{text}");
+    // Status changes reach the event stream.
+    let events = http()
+        .get(format!("{f}/api/v1/events?kind=statuses"))
+        .send()
+        .await
+        .expect("events");
+    assert_eq!(create(l, "ok-2").await.expect("c").0, 201);
+    let mut stream = events.bytes_stream();
+    let mut seen = String::new();
+    while !seen.contains("\"completed\"") {
+        let chunk = tokio::time::timeout(WAIT, futures_util::StreamExt::next(&mut stream))
+            .await
+            .expect("status events keep coming")
+            .expect("more")
+            .expect("chunk");
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    assert!(
+        seen.contains("\"kind\":\"statuses\"") && seen.contains("\"name\":\"ok-2\""),
+        "{seen}"
+    );
+    drop(stream);
+
     // A followed log keeps coming, through the follower.
     assert_eq!(create(l, "tick-1").await.expect("c").0, 201);
     wait_status(l, "tick-1", "running", |s| s["state"] == "running").await;
@@ -311,6 +384,12 @@ async fn tasks_run_fail_restart_and_stop_and_every_master_shows_it() {
         pids.len()
     );
     drop(worker);
+    // No task process is left behind: none works in the worker's data dir any more.
+    let data = dir.path().join("data");
+    eventually("no task process is left", WAIT, || async {
+        processes_in(&data).is_empty().then_some(())
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -442,4 +521,50 @@ async fn a_worker_cut_off_from_etcd_stops_its_tasks_before_another_starts_them()
         gaps[gaps.len() / 2],
         gaps[gaps.len() - 1]
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_workers_tasks_run_elsewhere_after_its_lease_expires() {
+    let etcd = Etcd::start().await;
+    let endpoints = vec![etcd.url.clone()];
+    let dir = tempfile::tempdir().expect("dir");
+    let config = task_config(dir.path());
+    let master = Proc::master(1, &endpoints, &config, &[]);
+    ready_leader(&[&master.url], WAIT).await;
+    let mut first = Proc::worker(1, &endpoints, &config);
+    wait_workers(&master.url, 1).await;
+    let tasks: Vec<String> = (0..5).map(|i| format!("long-{i}")).collect();
+    for t in &tasks {
+        assert_eq!(create(&master.url, t).await.expect("c").0, 201);
+        wait_status(&master.url, t, "running", |s| s["state"] == "running").await;
+    }
+    let second = Proc::worker(2, &endpoints, &config);
+    wait_workers(&master.url, 2).await;
+    first.kill9();
+    let killed = Instant::now();
+    let mut again = Vec::new();
+    for t in &tasks {
+        eventually(&format!("{t} runs on worker 2"), WAIT, || async {
+            let (_, _, r) = get_json(&format!("{}/api/v1/resources/{t}", master.url)).await?;
+            (r["assigned_node"]["id"] == "go.micro.server.worker-2"
+                && r["status"]["state"] == "running"
+                && r["status"]["stale"] == false)
+                .then_some(())
+        })
+        .await;
+        again.push(killed.elapsed());
+    }
+    println!(
+        "measured: worker SIGKILL to its {} tasks running on the other worker: {:?} (first) to {:?} (last), lease TTL 3 s",
+        again.len(),
+        again[0],
+        again[again.len() - 1]
+    );
+    // The killed worker's processes died with it; the survivor's stop with it.
+    drop(second);
+    let data = dir.path().join("data");
+    eventually("no task process is left", WAIT, || async {
+        processes_in(&data).is_empty().then_some(())
+    })
+    .await;
 }

@@ -29,6 +29,7 @@ use super::{ApiError, AppState};
 use crate::etcd::cache::{Change, Event, Store};
 use crate::model::registry::Worker;
 use crate::model::resource::Resource;
+use crate::model::status::TaskStatus;
 
 /// What changed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -38,16 +39,18 @@ pub enum Kind {
     Workers,
     /// A resource.
     Resources,
+    /// A task's status, as its worker reports it.
+    Statuses,
 }
 
 /// One change, as streamed.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct FeedEvent {
-    /// `workers` or `resources`.
+    /// `workers`, `resources` or `statuses`.
     pub kind: Kind,
     /// `added`, `modified` or `deleted`.
     pub action: &'static str,
-    /// Worker node id or resource name.
+    /// Worker node id, or resource name (for resources and statuses).
     pub name: String,
     /// etcd revision of the change.
     pub revision: i64,
@@ -226,6 +229,10 @@ fn resource_object(resource: &Resource) -> Option<serde_json::Value> {
     serde_json::to_value(super::resources::ResourceView::of(resource)).ok()
 }
 
+fn status_object(status: &TaskStatus) -> Option<serde_json::Value> {
+    serde_json::to_value(status).ok()
+}
+
 /// The caches' first lists are not changes; watch events above the older cache's revision are.
 fn is_fresh<T>(change: &Change<T>, oldest: i64, newest: i64) -> bool {
     if change.relisted {
@@ -235,22 +242,33 @@ fn is_fresh<T>(change: &Change<T>, oldest: i64, newest: i64) -> bool {
     }
 }
 
-/// Feeds `feed` from both caches until `cancel` fires.
+/// Feeds `feed` from the workers, resources and statuses caches until `cancel` fires.
 pub async fn run(
     feed: Feed,
     workers: Store<Worker>,
     resources: Store<Resource>,
+    statuses: Store<TaskStatus>,
     cancel: CancellationToken,
 ) {
     let mut worker_changes = workers.subscribe();
     let mut resource_changes = resources.subscribe();
+    let mut status_changes = statuses.subscribe();
     tokio::select! {
         () = cancel.cancelled() => return,
-        () = async { workers.wait_ready().await; resources.wait_ready().await } => {}
+        () = async {
+            workers.wait_ready().await;
+            resources.wait_ready().await;
+            statuses.wait_ready().await;
+        } => {}
     }
-    // The first lists are not changes; watch events above the older cache's revision are.
-    let oldest = workers.revision().min(resources.revision());
-    let newest = workers.revision().max(resources.revision());
+    // The first lists are not changes; watch events above the oldest cache's revision are.
+    let revisions = [
+        workers.revision(),
+        resources.revision(),
+        statuses.revision(),
+    ];
+    let oldest = revisions.iter().copied().min().unwrap_or(0);
+    let newest = revisions.iter().copied().max().unwrap_or(0);
     feed.start(oldest);
 
     loop {
@@ -272,6 +290,14 @@ pub async fn run(
                 Err(broadcast::error::RecvError::Lagged(_)) => feed.gap(resources.revision()),
                 Err(broadcast::error::RecvError::Closed) => return,
             },
+            change = status_changes.recv() => match change {
+                Ok(c) if is_fresh(&c, oldest, newest) => {
+                    feed.publish(to_events(Kind::Statuses, &c, status_object));
+                }
+                Ok(_) => {}
+                Err(broadcast::error::RecvError::Lagged(_)) => feed.gap(statuses.revision()),
+                Err(broadcast::error::RecvError::Closed) => return,
+            },
         }
     }
 }
@@ -280,7 +306,7 @@ pub async fn run(
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct EventsQuery {
-    /// Only changes of this kind: `workers` or `resources`.
+    /// Only changes of this kind: `workers`, `resources` or `statuses`.
     pub kind: Option<Kind>,
 }
 

@@ -201,6 +201,7 @@ impl Master {
             feed.clone(),
             workers.clone(),
             resources.clone(),
+            statuses.clone(),
             cancel.clone(),
         ));
         let forwarder = Forwarder::new(
