@@ -22,6 +22,8 @@ pub enum Command {
     Master(MasterArgs),
     /// Run a worker agent.
     Worker(WorkerArgs),
+    /// Serve the small demo site the example runner crawls (docker-compose runs it).
+    DemoSite(DemoSiteArgs),
     /// Print the OpenAPI document.
     Openapi,
     /// Run a local cluster: etcd (if none answers), 3 masters and 3 workers.
@@ -77,6 +79,14 @@ pub struct BenchBareArgs {
 }
 
 /// Flags shared by every process that talks to etcd.
+/// `crawler demo-site`.
+#[derive(Debug, Args)]
+pub struct DemoSiteArgs {
+    /// Address to serve on, host:port.
+    #[arg(long, default_value = "127.0.0.1:8090")]
+    pub addr: String,
+}
+
 #[derive(Debug, Args)]
 pub struct Common {
     /// etcd endpoints, comma-separated (default http://127.0.0.1:2379).

@@ -50,6 +50,13 @@ async fn main() -> ExitCode {
             Err(e) => Err(format!("cannot read {}: {e}", args.body.display()).into()),
         },
         Command::Worker(args) => run_worker(args).await,
+        Command::DemoSite(args) => match TcpListener::bind(&args.addr).await {
+            Ok(listener) => {
+                crawler::tools::site::serve(listener).await;
+                Ok(())
+            }
+            Err(e) => Err(format!("cannot listen on {}: {e}", args.addr).into()),
+        },
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

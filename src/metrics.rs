@@ -101,6 +101,8 @@ pub struct Metrics {
     pub tasks: Family<StateLabels, Gauge>,
     /// Restarts of the tasks now reported, summed.
     pub task_restarts: Gauge,
+    /// Time from a task's assignment (as this master saw it) to its process running.
+    pub task_start: Histogram,
     scrape: Mutex<()>,
 }
 
@@ -134,6 +136,7 @@ impl Metrics {
         let worker_load = Family::<WorkerLabels, Gauge>::default();
         let tasks = Family::<StateLabels, Gauge>::default();
         let task_restarts = Gauge::default();
+        let task_start = Histogram::new(exponential_buckets(0.005, 2.0, 14));
         registry.register("http_requests", "HTTP requests", requests.clone());
         registry.register(
             "http_request_duration_seconds",
@@ -204,6 +207,11 @@ impl Metrics {
             "Restarts of the tasks now reported, summed",
             task_restarts.clone(),
         );
+        registry.register(
+            "task_start_seconds",
+            "Time from a task's assignment to its process running",
+            task_start.clone(),
+        );
         Self {
             registry,
             requests,
@@ -224,6 +232,7 @@ impl Metrics {
             worker_load,
             tasks,
             task_restarts,
+            task_start,
             scrape: Mutex::new(()),
         }
     }

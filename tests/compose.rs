@@ -54,6 +54,8 @@ fn compose_file_follows_the_cli_contract() {
     assert!(etcd["healthcheck"]["test"].is_sequence());
 
     let (mut masters, mut workers, mut published) = (0, 0, Vec::new());
+    let mut demo_site = None;
+    let mut workers_crawl = Vec::new();
     for (name, service) in services {
         let name = name.as_str().expect("name");
         if name == "etcd" {
@@ -67,6 +69,10 @@ fn compose_file_follows_the_cli_contract() {
         argv.extend(strings(&service["command"]));
         let cli = Cli::try_parse_from(&argv)
             .unwrap_or_else(|e| panic!("{name}: {argv:?} breaks the CLI contract: {e}"));
+        if let Command::DemoSite(site) = &cli.command {
+            demo_site = Some((name.to_owned(), port_in(&site.addr)));
+            continue;
+        }
         let depends = &service["depends_on"]["etcd"]["condition"];
         assert_eq!(
             depends.as_str(),
@@ -105,6 +111,12 @@ fn compose_file_follows_the_cli_contract() {
             }
             Command::Worker(w) => {
                 workers += 1;
+                workers_crawl.push(
+                    service["environment"]["CRAWLER_DEMO_SITE"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_owned(),
+                );
                 assert_eq!(path, crawler::worker::HEALTHZ, "{name}: no route {path}");
                 assert_eq!(
                     port_in(url),
@@ -116,6 +128,15 @@ fn compose_file_follows_the_cli_contract() {
         }
     }
     assert_eq!((masters, workers), (3, 3));
+    // Every worker's tasks find the demo site the compose file runs.
+    let (site, port) = demo_site.expect("a demo-site service");
+    for url in &workers_crawl {
+        assert_eq!(
+            url,
+            &format!("http://{site}:{port}/"),
+            "a worker's CRAWLER_DEMO_SITE"
+        );
+    }
     assert_eq!(
         published.len(),
         1,
@@ -130,6 +151,11 @@ fn dockerfile_builds_with_protoc_and_runs_as_non_root() {
     let stages = text.lines().filter(|l| l.starts_with("FROM ")).count();
     assert!(stages >= 2, "multi-stage");
     assert!(text.contains("protobuf-compiler"));
+    // protoc alone lacks google/protobuf/descriptor.proto, which etcd's protos import.
+    assert!(text.contains("libprotobuf-dev"));
+    // The example runner and what runs it are in the image.
+    assert!(text.contains("python3"));
+    assert!(text.contains("scripts/example_crawler.py"));
     let user = text
         .lines()
         .rev()

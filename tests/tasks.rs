@@ -211,6 +211,13 @@ async fn tasks_run_fail_restart_and_stop_and_every_master_shows_it() {
         "{scrape}"
     );
     assert!(scrape.contains("crawler_tasks{state=\"completed\"} 1"));
+    // ok-1, crash-1 (first run) and flood-1 ran at their first epoch, seen by this master.
+    let starts: u64 = scrape
+        .lines()
+        .find_map(|l| l.strip_prefix("crawler_task_start_seconds_count "))
+        .and_then(|n| n.trim().parse().ok())
+        .expect("a start latency count");
+    assert!(starts >= 2, "{starts} task starts measured");
 
     // A restart through the follower starts the failed task again at a new epoch.
     let resp = http()

@@ -14,6 +14,7 @@ pub mod election;
 pub mod leader;
 pub mod leadership;
 pub mod placement;
+pub mod starts;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -196,6 +197,12 @@ impl Master {
             campaign.clone(),
         ));
 
+        tasks.spawn(starts::run(
+            resources.clone(),
+            statuses.clone(),
+            Arc::clone(&metrics),
+            cancel.clone(),
+        ));
         let feed = Feed::new(FEED_HISTORY, FEED_BUFFER);
         tasks.spawn(events::run(
             feed.clone(),

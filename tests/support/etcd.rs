@@ -38,19 +38,22 @@ fn etcd_binary() -> PathBuf {
 }
 
 impl Etcd {
-    /// Starts a fresh single-member cluster and waits until it answers.
-    pub async fn start() -> Etcd {
-        let dir = tempfile::tempdir().expect("temp dir");
+    /// A server not started yet, on free ports and a fresh data dir.
+    fn unstarted() -> Etcd {
         let client_port = free_port();
-        let peer_port = free_port();
-        let mut etcd = Etcd {
+        Etcd {
             child: None,
-            dir,
+            dir: tempfile::tempdir().expect("temp dir"),
             client_port,
-            peer_port,
+            peer_port: free_port(),
             url: format!("http://127.0.0.1:{client_port}"),
             member: None,
-        };
+        }
+    }
+
+    /// Starts a fresh single-member cluster and waits until it answers.
+    pub async fn start() -> Etcd {
+        let mut etcd = Etcd::unstarted();
         etcd.spawn(true);
         etcd.wait_healthy().await;
         etcd
@@ -193,21 +196,7 @@ pub struct EtcdCluster {
 impl EtcdCluster {
     /// Starts `n` members and waits until every one answers.
     pub async fn start(n: usize) -> EtcdCluster {
-        let mut members: Vec<Etcd> = (0..n)
-            .map(|_| {
-                let dir = tempfile::tempdir().expect("temp dir");
-                let client_port = free_port();
-                let peer_port = free_port();
-                Etcd {
-                    child: None,
-                    dir,
-                    client_port,
-                    peer_port,
-                    url: format!("http://127.0.0.1:{client_port}"),
-                    member: None,
-                }
-            })
-            .collect();
+        let mut members: Vec<Etcd> = (0..n).map(|_| Etcd::unstarted()).collect();
         let initial: Vec<String> = members
             .iter()
             .enumerate()

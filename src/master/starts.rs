@@ -1,0 +1,129 @@
+//! How long a task takes from its assignment to running, as a metric every master records.
+//!
+//! This master notes when its resources cache first saw each assignment epoch (the resource's
+//! mod revision, with a worker); when the worker then reports the task `running` at that epoch,
+//! the time from that moment to the process's start goes into
+//! `crawler_task_start_seconds`. Each epoch is measured once; a resource whose worker never
+//! reports (a Go worker) is forgotten when it is deleted or changes again.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use tokio::sync::broadcast::error::RecvError;
+use tokio_util::sync::CancellationToken;
+
+use crate::etcd::cache::{Event, Store};
+use crate::metrics::Metrics;
+use crate::model::resource::Resource;
+use crate::model::status::{TaskState, TaskStatus, now_ms};
+
+/// Epochs waiting for their task to run, by resource name: (epoch, first seen, Unix ms).
+#[derive(Debug, Default)]
+struct Waiting(HashMap<String, (i64, i64)>);
+
+impl Waiting {
+    fn assigned(&mut self, name: &str, epoch: i64, at_ms: i64) {
+        self.0.insert(name.to_owned(), (epoch, at_ms));
+    }
+
+    fn gone(&mut self, name: &str) {
+        self.0.remove(name);
+    }
+
+    /// Seconds from assignment to the process's start, once per epoch.
+    fn running(&mut self, name: &str, status: &TaskStatus) -> Option<f64> {
+        if status.state != TaskState::Running {
+            return None;
+        }
+        let (epoch, seen) = *self.0.get(name)?;
+        if status.epoch != epoch {
+            return None;
+        }
+        self.0.remove(name);
+        let started = status.started_at_ms.unwrap_or(status.updated_at_ms);
+        Some((started - seen).max(0) as f64 / 1000.0)
+    }
+}
+
+/// Records task start latencies until `cancel` fires.
+pub async fn run(
+    resources: Store<Resource>,
+    statuses: Store<TaskStatus>,
+    metrics: Arc<Metrics>,
+    cancel: CancellationToken,
+) {
+    let mut resource_changes = resources.subscribe();
+    let mut status_changes = statuses.subscribe();
+    let mut waiting = Waiting::default();
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            change = resource_changes.recv() => match change {
+                Ok(change) => {
+                    for event in &change.events {
+                        match event {
+                            Event::Added { name, new } | Event::Modified { name, new, .. } => {
+                                if new.value.assigned_worker().is_some() {
+                                    waiting.assigned(name, new.mod_revision, now_ms());
+                                } else {
+                                    waiting.gone(name);
+                                }
+                            }
+                            Event::Deleted { name, .. } => waiting.gone(name),
+                        }
+                    }
+                }
+                Err(RecvError::Lagged(_)) => {}
+                Err(RecvError::Closed) => return,
+            },
+            change = status_changes.recv() => match change {
+                Ok(change) => {
+                    for event in &change.events {
+                        if let Event::Added { name, new } | Event::Modified { name, new, .. } = event
+                            && let Some(seconds) = waiting.running(name, &new.value)
+                        {
+                            metrics.task_start.observe(seconds);
+                        }
+                    }
+                }
+                Err(RecvError::Lagged(_)) => {}
+                Err(RecvError::Closed) => return,
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(state: TaskState, epoch: i64, started: i64) -> TaskStatus {
+        TaskStatus {
+            worker: "w".into(),
+            epoch,
+            state,
+            pid: None,
+            started_at_ms: Some(started),
+            restarts: 0,
+            exit_code: None,
+            message: String::new(),
+            updated_at_ms: started,
+        }
+    }
+
+    #[test]
+    fn each_epoch_is_measured_once_from_its_assignment() {
+        let mut w = Waiting::default();
+        w.assigned("t", 5, 1_000);
+        assert_eq!(w.running("t", &status(TaskState::Starting, 5, 1_100)), None);
+        assert_eq!(w.running("t", &status(TaskState::Running, 4, 1_100)), None);
+        assert_eq!(
+            w.running("t", &status(TaskState::Running, 5, 1_250)),
+            Some(0.25)
+        );
+        assert_eq!(w.running("t", &status(TaskState::Running, 5, 1_300)), None);
+        w.assigned("u", 7, 2_000);
+        w.gone("u");
+        assert_eq!(w.running("u", &status(TaskState::Running, 7, 2_100)), None);
+    }
+}
