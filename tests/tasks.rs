@@ -575,3 +575,55 @@ async fn a_killed_workers_tasks_run_elsewhere_after_its_lease_expires() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_completed_task_stops_counting_against_its_workers_capacity() {
+    let etcd = Etcd::start().await;
+    let endpoints = vec![etcd.url.clone()];
+    let dir = tempfile::tempdir().expect("dir");
+    let config = task_config(dir.path());
+    let yaml = std::fs::read_to_string(&config).expect("config");
+    std::fs::write(
+        &config,
+        yaml.replace("worker:\n", "worker:\n  capacity: 1\n"),
+    )
+    .expect("config");
+    let master = Proc::master(1, &endpoints, &config, &[]);
+    ready_leader(&[&master.url], WAIT).await;
+    let _worker = Proc::worker(1, &endpoints, &config);
+    wait_workers(&master.url, 1).await;
+    let m = master.url.as_str();
+    let assigned = |name: &'static str| async move {
+        let (_, _, r) = get_json(&format!("{m}/api/v1/resources/{name}")).await?;
+        Some(r["assigned_node"]["id"].as_str().map(str::to_owned))
+    };
+    // A running task fills the only slot: the next one waits unassigned.
+    assert_eq!(create(m, "long-1").await.expect("c").0, 201);
+    wait_status(m, "long-1", "running", |s| s["state"] == "running").await;
+    assert_eq!(create(m, "ok-1").await.expect("c").0, 201);
+    assert_eq!(
+        assigned("ok-1").await,
+        Some(None),
+        "no room while long-1 runs"
+    );
+    // Once long-1 is gone, ok-1 gets the slot, runs and completes ...
+    let resp = http()
+        .delete(format!("{m}/api/v1/resources/long-1"))
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(resp.status(), 204);
+    wait_status(m, "ok-1", "completed", |s| s["state"] == "completed").await;
+    // ... and, completed, no longer holds it: the next task is placed and runs.
+    assert_eq!(create(m, "ok-2").await.expect("c").0, 201);
+    eventually("ok-2 is placed on the worker", WAIT, || async {
+        (assigned("ok-2").await? == Some("go.micro.server.worker-1".to_owned())).then_some(())
+    })
+    .await;
+    wait_status(m, "ok-2", "completed", |s| s["state"] == "completed").await;
+    // ok-1 keeps its worker and its ID.
+    assert_eq!(
+        assigned("ok-1").await,
+        Some(Some("go.micro.server.worker-1".to_owned()))
+    );
+}

@@ -174,8 +174,11 @@ impl Master {
                 request_timeout: config.etcd.request_timeout(),
             },
             leadership.clone(),
-            resources.clone(),
-            workers.clone(),
+            leader::LeaderCaches {
+                resources: resources.clone(),
+                workers: workers.clone(),
+                statuses: statuses.clone(),
+            },
             Generator::new(u32::from(options.id))?,
             Arc::clone(&metrics),
         );

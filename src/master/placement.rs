@@ -54,6 +54,9 @@ pub struct Placement {
     next_token: u64,
     /// Highest revision applied from the resources cache.
     applied: i64,
+    /// Resources whose task completed at their current assignment: they stay with their
+    /// worker but no longer count against its capacity.
+    done: HashSet<String>,
 }
 
 impl Placement {
@@ -69,7 +72,10 @@ impl Placement {
 
     /// Adds a worker or updates it. Its resources stop needing a worker.
     pub fn upsert_worker(&mut self, id: &str, address: &str, capacity: Option<u32>) {
-        let held = self.members.get(id).map_or(0, HashSet::len);
+        let held = self
+            .members
+            .get(id)
+            .map_or(0, |names| names.difference(&self.done).count());
         let reserved = self.reservations.values().filter(|(w, _)| w == id).count();
         self.assigner
             .upsert(id, address, capacity, (held + reserved) as u32);
@@ -100,6 +106,11 @@ impl Placement {
     pub fn set_resource(&mut self, name: &str, state: Option<Option<&str>>, revision: i64) {
         let before = self.resources.get(name).and_then(|w| w.as_deref());
         let after = state.flatten();
+        if before != after {
+            // Moved or deleted: a completed run at the old assignment says nothing any more.
+            self.set_done(name, false);
+        }
+        let before = self.resources.get(name).and_then(|w| w.as_deref());
         if before != after {
             if let Some(old) = before.map(str::to_owned) {
                 self.assigner.adjust(&old, -1);
@@ -134,6 +145,22 @@ impl Placement {
             Some(_) => {
                 self.needs.entry(name.to_owned()).or_insert(revision);
             }
+        }
+    }
+
+    /// Records whether the task of `name` completed at its current assignment; a completed
+    /// task stops counting against its worker's capacity, and counts again when it runs again.
+    pub fn set_done(&mut self, name: &str, done: bool) {
+        let changed = if done {
+            self.done.insert(name.to_owned())
+        } else {
+            self.done.remove(name)
+        };
+        if !changed {
+            return;
+        }
+        if let Some(worker) = self.resources.get(name).and_then(|w| w.as_deref()) {
+            self.assigner.adjust(worker, if done { -1 } else { 1 });
         }
     }
 
@@ -349,6 +376,33 @@ mod tests {
         p.upsert_worker("a", "a:2", None);
         assert_eq!(p.pending(), 0);
         assert_eq!(p.load("a"), Some(1));
+    }
+
+    #[test]
+    fn completed_tasks_free_their_workers_room_until_they_run_again() {
+        let mut p = Placement::new();
+        p.upsert_worker("w1", "a1", Some(1));
+        p.set_resource("done", Some(Some("w1")), 1);
+        p.advance(1);
+        assert_eq!(p.load("w1"), Some(1));
+        assert!(p.reserve().is_none(), "full");
+        p.set_done("done", true);
+        assert_eq!(p.load("w1"), Some(0));
+        p.set_done("done", true);
+        assert_eq!(p.load("w1"), Some(0), "idempotent");
+        // A worker re-registering counts only what still runs.
+        p.upsert_worker("w1", "a1", Some(1));
+        assert_eq!(p.load("w1"), Some(0));
+        // Restarted: it counts again.
+        p.set_done("done", false);
+        assert_eq!(p.load("w1"), Some(1));
+        // Moved while completed: the old worker is not charged twice.
+        p.set_done("done", true);
+        p.upsert_worker("w2", "a2", Some(5));
+        p.set_resource("done", Some(Some("w2")), 2);
+        assert_eq!((p.load("w1"), p.load("w2")), (Some(0), Some(1)));
+        p.set_resource("done", None, 3);
+        assert_eq!(p.load("w2"), Some(0));
     }
 
     #[test]

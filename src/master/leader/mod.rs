@@ -34,6 +34,7 @@ use crate::metrics::Metrics;
 use crate::model::registry::Worker;
 use crate::model::resource::Resource;
 use crate::model::snowflake::Generator;
+use crate::model::status::{TaskState, TaskStatus};
 pub use writes::WriteError;
 
 /// Most resources moved by one reassignment txn. etcd allows 128 operations per txn and gives
@@ -58,6 +59,8 @@ struct Inner {
     leadership: Leadership,
     resources: Store<Resource>,
     workers: Store<Worker>,
+    /// Task statuses: a task that completed stops counting against its worker's capacity.
+    statuses: Store<TaskStatus>,
     placement: Mutex<Placement>,
     ids: Generator,
     /// Revision of resources the placement has applied.
@@ -70,6 +73,17 @@ struct Inner {
 #[derive(Clone)]
 pub struct Leader {
     inner: Arc<Inner>,
+}
+
+/// The caches the leader follows.
+#[derive(Clone)]
+pub struct LeaderCaches {
+    /// Resources.
+    pub resources: Store<Resource>,
+    /// Worker registrations.
+    pub workers: Store<Worker>,
+    /// Task statuses: a task that completed stops counting against its worker's capacity.
+    pub statuses: Store<TaskStatus>,
 }
 
 /// A resource the leader created.
@@ -87,11 +101,15 @@ impl Leader {
         client: Client,
         config: LeaderConfig,
         leadership: Leadership,
-        resources: Store<Resource>,
-        workers: Store<Worker>,
+        caches: LeaderCaches,
         ids: Generator,
         metrics: Arc<Metrics>,
     ) -> Self {
+        let LeaderCaches {
+            resources,
+            workers,
+            statuses,
+        } = caches;
         Self {
             inner: Arc::new(Inner {
                 metrics,
@@ -100,6 +118,7 @@ impl Leader {
                 leadership,
                 resources,
                 workers,
+                statuses,
                 placement: Mutex::new(Placement::new()),
                 ids,
                 applied: watch::channel(0).0,
@@ -120,6 +139,18 @@ impl Leader {
     /// The leadership this leader acts for.
     pub fn leadership(&self) -> &Leadership {
         &self.inner.leadership
+    }
+
+    /// True when resource `name` (at `mod_revision`, assigned to `worker`) has a status saying
+    /// its task completed at exactly this assignment.
+    fn completed(&self, name: &str, worker: Option<&str>, mod_revision: i64) -> bool {
+        let Some(worker) = worker else {
+            return false;
+        };
+        self.inner.statuses.get(name).is_some_and(|status| {
+            let s = &status.value;
+            s.state == TaskState::Completed && s.epoch == mod_revision && s.worker == worker
+        })
     }
 
     fn fence(&self) -> Result<Fence, WriteError> {
@@ -234,6 +265,7 @@ impl Leader {
         // Subscribe before loading, so nothing after the load is missed.
         let mut resource_changes = self.inner.resources.subscribe();
         let mut worker_changes = self.inner.workers.subscribe();
+        let mut status_changes = self.inner.statuses.subscribe();
         let revision = self.take_over(fence).await?;
         if self.inner.leadership.ready(fence) {
             info!(
@@ -248,6 +280,7 @@ impl Leader {
             tokio::select! {
                 change = resource_changes.recv() => self.on_resources(change, revision),
                 change = worker_changes.recv() => self.on_workers(change, revision),
+                change = status_changes.recv() => self.on_statuses(change),
                 () = self.inner.kick.notified() => {}
                 _ = tick.tick() => {}
             }

@@ -14,6 +14,7 @@ use crate::master::leadership::Fence;
 use crate::master::placement::{Move, Placement};
 use crate::model::registry::Worker;
 use crate::model::resource::Resource;
+use crate::model::status::TaskStatus;
 
 impl Leader {
     pub(super) fn on_resources(
@@ -28,11 +29,10 @@ impl Leader {
                     for event in &change.events {
                         match event {
                             Event::Added { name, new } | Event::Modified { name, new, .. } => {
-                                placement.set_resource(
-                                    name,
-                                    Some(new.value.assigned_worker()),
-                                    change.revision,
-                                );
+                                let worker = new.value.assigned_worker();
+                                placement.set_resource(name, Some(worker), change.revision);
+                                placement
+                                    .set_done(name, self.completed(name, worker, new.mod_revision));
                             }
                             Event::Deleted { name, .. } => {
                                 placement.set_resource(name, None, change.revision);
@@ -93,6 +93,41 @@ impl Leader {
         }
     }
 
+    /// Follows task statuses: a task that completed at its current assignment frees room on
+    /// its worker; one started again takes it back.
+    pub(super) fn on_statuses(
+        &self,
+        change: Result<Arc<Change<TaskStatus>>, broadcast::error::RecvError>,
+    ) {
+        match change {
+            Ok(change) => {
+                let mut freed = false;
+                let mut placement = self.placement();
+                for event in &change.events {
+                    let name = event.name();
+                    let Some(entry) = self.inner.resources.get(name) else {
+                        continue;
+                    };
+                    let worker = entry.value.assigned_worker();
+                    let done = self.completed(name, worker, entry.mod_revision);
+                    placement.set_done(name, done);
+                    freed |= done;
+                }
+                if freed && placement.pending() > 0 {
+                    self.inner.kick.notify_one();
+                }
+            }
+            Err(broadcast::error::RecvError::Lagged(skipped)) => {
+                warn!(
+                    skipped,
+                    "leader fell behind the statuses cache; resynchronising"
+                );
+                self.resync();
+            }
+            Err(broadcast::error::RecvError::Closed) => {}
+        }
+    }
+
     /// Rebuilds the placement from the caches after a subscription lagged.
     fn resync(&self) {
         let workers = self.inner.workers.snapshot();
@@ -103,11 +138,9 @@ impl Leader {
             placement.upsert_worker(&w.id, &w.address, w.capacity());
         }
         for (name, entry) in &resources.objects {
-            placement.set_resource(
-                name,
-                Some(entry.value.assigned_worker()),
-                resources.revision,
-            );
+            let worker = entry.value.assigned_worker();
+            placement.set_resource(name, Some(worker), resources.revision);
+            placement.set_done(name, self.completed(name, worker, entry.mod_revision));
         }
         placement.advance(resources.revision);
         *self.placement() = placement;

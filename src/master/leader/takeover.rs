@@ -40,6 +40,10 @@ impl Leader {
             for (r, mod_revision) in decode_all::<Resource>(&keys.resources_prefix, &kvs) {
                 resources += 1;
                 placement.set_resource(&r.name, Some(r.assigned_worker()), revision);
+                placement.set_done(
+                    &r.name,
+                    self.completed(&r.name, r.assigned_worker(), mod_revision),
+                );
                 if let Ok(id) = r.id.parse::<u64>() {
                     self.inner.ids.advance_past(id);
                 }
