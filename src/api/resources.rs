@@ -63,11 +63,6 @@ pub const MAX_LABEL_KEY: usize = 128;
 /// Longest label value, in characters.
 pub const MAX_LABEL_VALUE: usize = 256;
 
-/// The labels stored in a resource; malformed ones are ignored.
-pub fn labels_of(r: &Resource) -> BTreeMap<String, String> {
-    r.labels()
-}
-
 fn set_labels(r: &mut Resource, labels: &BTreeMap<String, String>) {
     if labels.is_empty() {
         r.extra.remove(LABELS_FIELD);
@@ -109,7 +104,7 @@ impl ResourceView {
                 address: address.to_owned(),
             }),
             creation_time: humantime::format_rfc3339_nanos(created).to_string(),
-            labels: labels_of(r),
+            labels: r.labels(),
             status: None,
         }
     }
@@ -504,7 +499,7 @@ pub async fn patch(
         .update(
             name,
             |r| {
-                let mut labels = labels_of(r);
+                let mut labels = r.labels();
                 for (key, value) in &changes {
                     match value {
                         Some(v) => labels.insert(key.clone(), v.clone()),

@@ -107,11 +107,6 @@ impl Supervisor {
         }
     }
 
-    /// Names of the tasks with a supervisor, for `/tasks`.
-    pub fn names(&self) -> Vec<String> {
-        self.running.keys().cloned().collect()
-    }
-
     /// Makes the running tasks those of `desired`, each at its epoch. A task is stopped before
     /// it starts again, so no two processes of one task ever overlap on this worker.
     pub async fn reconcile(&mut self, desired: &BTreeMap<String, TaskSpec>) {

@@ -17,43 +17,54 @@ use crate::model::resource::Resource;
 use crate::model::status::TaskStatus;
 
 impl Leader {
+    /// A change batch from a cache subscription, or `None`: after a lag the placement is
+    /// rebuilt from the caches (the batch is lost), and a closed subscription ends nothing.
+    fn received<T>(
+        &self,
+        change: Result<Arc<Change<T>>, broadcast::error::RecvError>,
+        cache: &str,
+    ) -> Option<Arc<Change<T>>> {
+        match change {
+            Ok(change) => Some(change),
+            Err(broadcast::error::RecvError::Lagged(skipped)) => {
+                warn!(
+                    skipped,
+                    cache, "leader fell behind a cache; resynchronising"
+                );
+                self.resync();
+                None
+            }
+            Err(broadcast::error::RecvError::Closed) => None,
+        }
+    }
+
     pub(super) fn on_resources(
         &self,
         change: Result<Arc<Change<Resource>>, broadcast::error::RecvError>,
         loaded_at: i64,
     ) {
-        match change {
-            Ok(change) => {
-                let mut placement = self.placement();
-                if change.revision > loaded_at || change.relisted {
-                    for event in &change.events {
-                        match event {
-                            Event::Added { name, new } | Event::Modified { name, new, .. } => {
-                                let worker = new.value.assigned_worker();
-                                placement.set_resource(name, Some(worker), change.revision);
-                                placement
-                                    .set_done(name, self.completed(name, worker, new.mod_revision));
-                            }
-                            Event::Deleted { name, .. } => {
-                                placement.set_resource(name, None, change.revision);
-                            }
-                        }
+        let Some(change) = self.received(change, "resources") else {
+            return;
+        };
+        let mut placement = self.placement();
+        if change.revision > loaded_at || change.relisted {
+            for event in &change.events {
+                match event {
+                    Event::Added { name, new } | Event::Modified { name, new, .. } => {
+                        let worker = new.value.assigned_worker();
+                        placement.set_resource(name, Some(worker), change.revision);
+                        placement.set_done(name, self.completed(name, worker, new.mod_revision));
+                    }
+                    Event::Deleted { name, .. } => {
+                        placement.set_resource(name, None, change.revision);
                     }
                 }
-                placement.advance(change.revision);
-                let applied = placement.applied();
-                drop(placement);
-                self.inner.applied.send_replace(applied);
             }
-            Err(broadcast::error::RecvError::Lagged(skipped)) => {
-                warn!(
-                    skipped,
-                    "leader fell behind the resources cache; resynchronising"
-                );
-                self.resync();
-            }
-            Err(broadcast::error::RecvError::Closed) => {}
         }
+        placement.advance(change.revision);
+        let applied = placement.applied();
+        drop(placement);
+        self.inner.applied.send_replace(applied);
     }
 
     pub(super) fn on_workers(
@@ -61,35 +72,26 @@ impl Leader {
         change: Result<Arc<Change<Worker>>, broadcast::error::RecvError>,
         loaded_at: i64,
     ) {
-        match change {
-            Ok(change) => {
-                if change.revision <= loaded_at && !change.relisted {
-                    return;
+        let Some(change) = self.received(change, "workers") else {
+            return;
+        };
+        if change.revision <= loaded_at && !change.relisted {
+            return;
+        }
+        let mut placement = self.placement();
+        for event in &change.events {
+            match event {
+                Event::Added { new, .. } | Event::Modified { new, .. } => {
+                    let w = &new.value;
+                    placement.upsert_worker(&w.id, &w.address, w.capacity());
                 }
-                let mut placement = self.placement();
-                for event in &change.events {
-                    match event {
-                        Event::Added { new, .. } | Event::Modified { new, .. } => {
-                            let w = &new.value;
-                            placement.upsert_worker(&w.id, &w.address, w.capacity());
-                        }
-                        Event::Deleted { old, .. } => {
-                            placement.remove_worker(&old.value.id, change.revision);
-                        }
-                    }
-                }
-                if placement.pending() > 0 {
-                    self.inner.kick.notify_one();
+                Event::Deleted { old, .. } => {
+                    placement.remove_worker(&old.value.id, change.revision);
                 }
             }
-            Err(broadcast::error::RecvError::Lagged(skipped)) => {
-                warn!(
-                    skipped,
-                    "leader fell behind the workers cache; resynchronising"
-                );
-                self.resync();
-            }
-            Err(broadcast::error::RecvError::Closed) => {}
+        }
+        if placement.pending() > 0 {
+            self.inner.kick.notify_one();
         }
     }
 
@@ -99,32 +101,22 @@ impl Leader {
         &self,
         change: Result<Arc<Change<TaskStatus>>, broadcast::error::RecvError>,
     ) {
-        match change {
-            Ok(change) => {
-                let mut freed = false;
-                let mut placement = self.placement();
-                for event in &change.events {
-                    let name = event.name();
-                    let Some(entry) = self.inner.resources.get(name) else {
-                        continue;
-                    };
-                    let worker = entry.value.assigned_worker();
-                    let done = self.completed(name, worker, entry.mod_revision);
-                    placement.set_done(name, done);
-                    freed |= done;
-                }
-                if freed && placement.pending() > 0 {
-                    self.inner.kick.notify_one();
-                }
-            }
-            Err(broadcast::error::RecvError::Lagged(skipped)) => {
-                warn!(
-                    skipped,
-                    "leader fell behind the statuses cache; resynchronising"
-                );
-                self.resync();
-            }
-            Err(broadcast::error::RecvError::Closed) => {}
+        let Some(change) = self.received(change, "statuses") else {
+            return;
+        };
+        let mut freed = false;
+        let mut placement = self.placement();
+        for event in &change.events {
+            let name = event.name();
+            let Some(entry) = self.inner.resources.get(name) else {
+                continue;
+            };
+            let done = self.completed(name, entry.value.assigned_worker(), entry.mod_revision);
+            placement.set_done(name, done);
+            freed |= done;
+        }
+        if freed && placement.pending() > 0 {
+            self.inner.kick.notify_one();
         }
     }
 
