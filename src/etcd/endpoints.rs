@@ -7,10 +7,10 @@
 //! of the rotation until it reconnects.
 //!
 //! [`watch`] gives the same behaviour with etcd-client's run-time endpoint changes. It probes
-//! every member on its own connection, several times a second, with a linearizable read (the
-//! same check as etcd's `/health`): a member that refuses connections, does not answer in time,
-//! or has no raft leader is removed from the shared channel, and added back as soon as it
-//! answers again. The last members standing are never removed: with no member healthy, all
+//! every member on its own connection and its own schedule, five times a second, with a
+//! linearizable read (the same check as etcd's `/health`): a member that refuses connections
+//! is removed from the shared channel at once, one that does not serve while others do as soon
+//! as they do, and either is added back as soon as it answers again. The last members standing are never removed: with no member healthy, all
 //! stay, so that the client recovers as soon as any of them does.
 //!
 //! Measured in `tests/faults.rs` (`losing_any_etcd_member_...`): before, killing one member of
@@ -61,32 +61,53 @@ pub async fn watch(
         return;
     }
     let timeout = probe_timeout(&config);
-    let mut members: Vec<Member> = config
-        .endpoints
-        .iter()
-        .map(|url| Member {
+    // Each member is probed on its own schedule, so a member that refuses connections is
+    // taken out at once, not after the slowest probe of a round (survivors that are electing
+    // a raft leader answer only when their probe times out).
+    let (reports, mut results) = tokio::sync::mpsc::channel::<(usize, Health)>(64);
+    let mut probers = tokio::task::JoinSet::new();
+    for (index, url) in config.endpoints.iter().enumerate() {
+        let mut member = Member {
             url: url.clone(),
             probe: None,
-        })
-        .collect();
-    let mut in_channel: BTreeSet<String> = config.endpoints.iter().cloned().collect();
-    let mut tick = tokio::time::interval(PROBE_INTERVAL);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            () = cancel.cancelled() => return,
-            _ = tick.tick() => {}
-        }
-        let probes = members
-            .iter_mut()
-            .map(|m| probe(m, &config, &probe_key, timeout));
-        let states: Vec<Health> = futures_util::future::join_all(probes).await;
-        let wanted = desired(
-            members
-                .iter()
-                .zip(states)
-                .map(|(m, state)| (m.url.clone(), state)),
+        };
+        let (config, key, reports, cancel) = (
+            config.clone(),
+            probe_key.clone(),
+            reports.clone(),
+            cancel.clone(),
         );
+        probers.spawn(async move {
+            let mut tick = tokio::time::interval(PROBE_INTERVAL);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    () = cancel.cancelled() => return,
+                    _ = tick.tick() => {}
+                }
+                let health = probe(&mut member, &config, &key, timeout).await;
+                if reports.send((index, health)).await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
+    drop(reports);
+    let mut states: Vec<Health> = vec![Health::Up; config.endpoints.len()];
+    let mut in_channel: BTreeSet<String> = config.endpoints.iter().cloned().collect();
+    loop {
+        let (index, health) = tokio::select! {
+            () = cancel.cancelled() => return,
+            result = results.recv() => match result {
+                Some(result) => result,
+                None => return,
+            },
+        };
+        if states[index] == health {
+            continue;
+        }
+        states[index] = health;
+        let wanted = desired(config.endpoints.iter().cloned().zip(states.iter().copied()));
         for url in in_channel.difference(&wanted) {
             match client.remove_endpoint(url).await {
                 Ok(()) => {
