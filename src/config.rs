@@ -22,6 +22,8 @@ pub struct Config {
     pub worker: WorkerConfig,
     /// Master settings.
     pub master: MasterConfig,
+    /// The leader's scheduling policy: grace, storm guard, rate and rebalancing.
+    pub scheduling: SchedulingConfig,
     /// The master's HTTP API.
     pub http: HttpConfig,
     /// Who may use the API.
@@ -195,6 +197,60 @@ impl Default for MasterConfig {
     }
 }
 
+/// The leader's scheduling policy. Durations are written like `90s`, `2m` or `1h 30m`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct SchedulingConfig {
+    /// How long the tasks of a worker whose registration disappeared stay assigned to it; a
+    /// worker that registers again with the same node id within it keeps them.
+    #[serde(deserialize_with = "duration")]
+    pub reassign_after: Duration,
+    /// Reassignment freezes when more than this fraction of the workers leave within
+    /// `storm_window` ...
+    pub storm_fraction: f64,
+    /// ... (the window) ...
+    #[serde(deserialize_with = "duration")]
+    pub storm_window: Duration,
+    /// ... and at least this many leave.
+    pub storm_min_workers: usize,
+    /// Most tasks moved per second (worker left, drained, rebalanced); a token bucket holding
+    /// one second's worth.
+    pub reassign_rate: f64,
+    /// Rebalancing starts when a worker joins, or when the most and least loaded workers differ
+    /// by more than this fraction of the mean load; it stops when they differ by at most 1.
+    pub rebalance_threshold: f64,
+    /// Most tasks rebalancing moves per `rebalance_interval`; 0 turns rebalancing off.
+    pub rebalance_max_moves: usize,
+    /// See `rebalance_max_moves`.
+    #[serde(deserialize_with = "duration")]
+    pub rebalance_interval: Duration,
+    /// Rebalancing never moves a task that started less than this ago.
+    #[serde(deserialize_with = "duration")]
+    pub min_runtime: Duration,
+}
+
+impl Default for SchedulingConfig {
+    fn default() -> Self {
+        Self {
+            reassign_after: Duration::from_secs(120),
+            storm_fraction: 0.5,
+            storm_window: Duration::from_secs(30),
+            storm_min_workers: 2,
+            reassign_rate: 50.0,
+            rebalance_threshold: 0.25,
+            rebalance_max_moves: 10,
+            rebalance_interval: Duration::from_secs(10),
+            min_runtime: Duration::from_secs(120),
+        }
+    }
+}
+
+/// A duration written for humans (`90s`, `2m`, `1h 30m`, `0s`).
+fn duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let text = String::deserialize(d)?;
+    humantime::parse_duration(text.trim()).map_err(serde::de::Error::custom)
+}
+
 /// The master's HTTP API.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -356,6 +412,27 @@ impl Config {
             ));
         }
         self.keys.validate().map_err(ConfigError::Invalid)?;
+        let s = &self.scheduling;
+        if !(s.storm_fraction > 0.0 && s.storm_fraction <= 1.0) {
+            return Err(ConfigError::Invalid(
+                "scheduling.storm_fraction must be in (0, 1]".into(),
+            ));
+        }
+        if !(s.reassign_rate.is_finite() && s.reassign_rate > 0.0) {
+            return Err(ConfigError::Invalid(
+                "scheduling.reassign_rate must be positive".into(),
+            ));
+        }
+        if !(s.rebalance_threshold.is_finite() && s.rebalance_threshold >= 0.0) {
+            return Err(ConfigError::Invalid(
+                "scheduling.rebalance_threshold must be at least 0".into(),
+            ));
+        }
+        if s.rebalance_interval.is_zero() {
+            return Err(ConfigError::Invalid(
+                "scheduling.rebalance_interval must be positive".into(),
+            ));
+        }
         let runners = &self.worker.runners;
         let commands = runners
             .default
@@ -447,5 +524,9 @@ mod tests {
         assert!(Config::from_yaml("master:\n  session_ttl_secs: 1\n", "x").is_err());
         assert!(Config::from_yaml("tasks:\n  - name: 'a/b'\n", "x").is_err());
         assert!(Config::from_yaml("log:\n  format: xml\n", "x").is_err());
+        assert!(Config::from_yaml("scheduling:\n  reassign_after: soon\n", "x").is_err());
+        assert!(Config::from_yaml("scheduling:\n  storm_fraction: 1.5\n", "x").is_err());
+        let ok = Config::from_yaml("scheduling:\n  reassign_after: 1m 30s\n", "x").expect("ok");
+        assert_eq!(ok.scheduling.reassign_after, Duration::from_secs(90));
     }
 }

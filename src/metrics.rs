@@ -55,6 +55,13 @@ pub struct StateLabels {
     pub state: String,
 }
 
+/// Labels naming why a resource was assigned.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    /// `created`, `worker-left`, `drained`, `rebalanced`, `pinned` or `restarted`.
+    pub reason: String,
+}
+
 /// Labels naming an outcome.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabels {
@@ -103,6 +110,16 @@ pub struct Metrics {
     pub task_restarts: Gauge,
     /// Time from a task's assignment (as this master saw it) to its process running.
     pub task_start: Histogram,
+    /// Assignments written by this master as leader, by reason.
+    pub moves: Family<ReasonLabels, Counter>,
+    /// 1 while the storm guard freezes reassignment (as this master's cache shows it).
+    pub frozen: Gauge,
+    /// Workers cordoned (draining ones included).
+    pub cordoned: Gauge,
+    /// Workers being drained that still hold tasks.
+    pub draining: Gauge,
+    /// Absent workers in their grace period, holding their tasks.
+    pub departed: Gauge,
     scrape: Mutex<()>,
 }
 
@@ -137,6 +154,28 @@ impl Metrics {
         let tasks = Family::<StateLabels, Gauge>::default();
         let task_restarts = Gauge::default();
         let task_start = Histogram::new(exponential_buckets(0.005, 2.0, 14));
+        let moves = Family::<ReasonLabels, Counter>::default();
+        let frozen = Gauge::default();
+        let cordoned = Gauge::default();
+        let draining = Gauge::default();
+        let departed = Gauge::default();
+        registry.register("moves", "Assignments written, by reason", moves.clone());
+        registry.register(
+            "reassignment_frozen",
+            "1 while the storm guard freezes reassignment",
+            frozen.clone(),
+        );
+        registry.register("workers_cordoned", "Cordoned workers", cordoned.clone());
+        registry.register(
+            "workers_draining",
+            "Workers being drained that still hold tasks",
+            draining.clone(),
+        );
+        registry.register(
+            "workers_departed",
+            "Absent workers in their grace period",
+            departed.clone(),
+        );
         registry.register("http_requests", "HTTP requests", requests.clone());
         registry.register(
             "http_request_duration_seconds",
@@ -233,6 +272,11 @@ impl Metrics {
             tasks,
             task_restarts,
             task_start,
+            moves,
+            frozen,
+            cordoned,
+            draining,
+            departed,
             scrape: Mutex::new(()),
         }
     }
@@ -252,6 +296,15 @@ impl Metrics {
                 method: method.to_owned(),
             })
             .observe(took.as_secs_f64());
+    }
+
+    /// Counts `n` assignments written for `reason`.
+    pub fn moved(&self, reason: &str, n: u64) {
+        self.moves
+            .get_or_create(&ReasonLabels {
+                reason: reason.to_owned(),
+            })
+            .inc_by(n);
     }
 
     /// Brings a counter up to `total` (counters mirrored from an owner's monotonic total).

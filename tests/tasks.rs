@@ -25,6 +25,11 @@ fn task_config(dir: &Path) -> std::path::PathBuf {
   dial_timeout_ms: 500
 master:
   session_ttl_secs: 2
+scheduling:
+  reassign_after: 0s
+  storm_fraction: 1.0
+  reassign_rate: 1000000
+  rebalance_max_moves: 0
 worker:
   lease_ttl_secs: 3
   lease_margin_ms: 1000

@@ -5,6 +5,13 @@
 
 use serde::Deserialize;
 
+/// Key remainder, under the schedule prefix, of operators' state for a worker.
+pub const SCHEDULE_CONTROL: &str = "workers/";
+/// Key remainder, under the schedule prefix, of a worker's departure record.
+pub const SCHEDULE_DEPARTED: &str = "departed/";
+/// Key remainder, under the schedule prefix, of the storm guard's record.
+pub const SCHEDULE_STORM: &str = "storm";
+
 /// Where workers, resources and the election live in etcd.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(default, deny_unknown_fields)]
@@ -17,6 +24,11 @@ pub struct KeyLayout {
     pub election: String,
     /// Prefix of task statuses, written by workers on their own lease: `<status_prefix><name>`.
     pub status_prefix: String,
+    /// Prefix of the scheduling state every master caches: operators' cordons and drains
+    /// (`workers/<node-id>`), departures (`departed/<node-id>`) and the storm guard (`storm`).
+    pub schedule_prefix: String,
+    /// Prefix of assignment histories, one key per resource: `<history_prefix><name>`.
+    pub history_prefix: String,
 }
 
 impl Default for KeyLayout {
@@ -26,6 +38,8 @@ impl Default for KeyLayout {
             resources_prefix: "/resources/".to_owned(),
             election: "/crawler/election".to_owned(),
             status_prefix: "/crawler/status/".to_owned(),
+            schedule_prefix: "/crawler/schedule/".to_owned(),
+            history_prefix: "/crawler/history/".to_owned(),
         }
     }
 }
@@ -37,6 +51,8 @@ impl KeyLayout {
             ("keys.worker_prefix", &self.worker_prefix),
             ("keys.resources_prefix", &self.resources_prefix),
             ("keys.status_prefix", &self.status_prefix),
+            ("keys.schedule_prefix", &self.schedule_prefix),
+            ("keys.history_prefix", &self.history_prefix),
         ];
         for (what, prefix) in prefixes {
             if !prefix.starts_with('/') || !prefix.ends_with('/') || prefix.len() < 3 {
@@ -71,6 +87,26 @@ impl KeyLayout {
         format!("{}{name}", self.status_prefix)
     }
 
+    /// Key of operators' state (cordon, drain) for one worker.
+    pub fn control_key(&self, node_id: &str) -> String {
+        format!("{}{}{node_id}", self.schedule_prefix, SCHEDULE_CONTROL)
+    }
+
+    /// Key of the record of one worker's departure.
+    pub fn departure_key(&self, node_id: &str) -> String {
+        format!("{}{}{node_id}", self.schedule_prefix, SCHEDULE_DEPARTED)
+    }
+
+    /// Key of the storm guard's record.
+    pub fn storm_key(&self) -> String {
+        format!("{}{}", self.schedule_prefix, SCHEDULE_STORM)
+    }
+
+    /// Key of one resource's assignment history.
+    pub fn history_key(&self, name: &str) -> String {
+        format!("{}{name}", self.history_prefix)
+    }
+
     /// The key a member's health probe reads (count only): the resources prefix itself, which
     /// both roles may read and no resource has as its key.
     pub fn health_probe_key(&self) -> String {
@@ -96,6 +132,10 @@ mod tests {
         );
         assert_eq!(k.resource_key("douban"), "/resources/douban");
         assert_eq!(k.status_key("douban"), "/crawler/status/douban");
+        assert_eq!(k.control_key("w-1"), "/crawler/schedule/workers/w-1");
+        assert_eq!(k.departure_key("w-1"), "/crawler/schedule/departed/w-1");
+        assert_eq!(k.storm_key(), "/crawler/schedule/storm");
+        assert_eq!(k.history_key("douban"), "/crawler/history/douban");
         assert!(k.validate().is_ok());
     }
 

@@ -14,16 +14,18 @@ struct Slot {
     address: String,
     capacity: Option<u32>,
     load: u32,
+    /// False while cordoned: it keeps its load but is never chosen.
+    eligible: bool,
 }
 
 impl Slot {
     fn has_room(&self) -> bool {
-        self.capacity.is_none_or(|c| self.load < c)
+        self.eligible && self.capacity.is_none_or(|c| self.load < c)
     }
 }
 
 /// Loads of the present workers, and the choice of the least loaded.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Assigner {
     slots: HashMap<String, Slot>,
     /// Load → workers with room at that load.
@@ -68,18 +70,50 @@ impl Assigner {
         bucket.push(id.to_owned());
     }
 
-    /// Adds a worker, or updates its address and capacity. `load` is what it holds now.
+    /// Adds a worker, or updates its address and capacity. `load` is what it holds now. A new
+    /// worker is eligible; an updated one keeps its eligibility.
     pub fn upsert(&mut self, id: &str, address: &str, capacity: Option<u32>, load: u32) {
         self.unbucket(id);
+        let eligible = self.slots.get(id).is_none_or(|s| s.eligible);
         self.slots.insert(
             id.to_owned(),
             Slot {
                 address: address.to_owned(),
                 capacity,
                 load,
+                eligible,
             },
         );
         self.bucket(id);
+    }
+
+    /// Makes a present worker eligible for new resources, or not (cordoned).
+    pub fn set_eligible(&mut self, id: &str, eligible: bool) {
+        self.unbucket(id);
+        if let Some(slot) = self.slots.get_mut(id) {
+            slot.eligible = eligible;
+        }
+        self.bucket(id);
+    }
+
+    /// True when `id` is present, eligible and has room.
+    pub fn has_room(&self, id: &str) -> bool {
+        self.slots.get(id).is_some_and(Slot::has_room)
+    }
+
+    /// Present workers: id, load, capacity, and whether eligible.
+    pub fn workers(&self) -> impl Iterator<Item = (&str, u32, Option<u32>, bool)> {
+        self.slots
+            .iter()
+            .map(|(id, s)| (id.as_str(), s.load, s.capacity, s.eligible))
+    }
+
+    /// Counts one more resource on the present worker `id`, chosen by the caller, and returns
+    /// its address.
+    pub fn take(&mut self, id: &str) -> Option<String> {
+        let address = self.slots.get(id)?.address.clone();
+        self.adjust(id, 1);
+        Some(address)
     }
 
     /// Removes a worker.
@@ -198,6 +232,23 @@ mod tests {
         for _ in 0..99 {
             assert_ne!(a.pick().map(|(id, _)| id).as_deref(), Some("w0"));
         }
+    }
+
+    #[test]
+    fn an_ineligible_worker_keeps_its_load_and_is_never_chosen() {
+        let mut a = Assigner::new();
+        a.upsert("cordoned", "h:1", None, 0);
+        a.upsert("busy", "h:2", None, 50);
+        a.set_eligible("cordoned", false);
+        a.upsert("cordoned", "h:1b", None, 0);
+        for _ in 0..10 {
+            assert_eq!(a.pick().map(|(id, _)| id).as_deref(), Some("busy"));
+        }
+        assert!(!a.has_room("cordoned"));
+        assert_eq!(a.take("cordoned").as_deref(), Some("h:1b"));
+        assert_eq!(a.load("cordoned"), Some(1));
+        a.set_eligible("cordoned", true);
+        assert_eq!(a.pick().map(|(id, _)| id).as_deref(), Some("cordoned"));
     }
 
     #[test]

@@ -14,6 +14,7 @@ pub mod election;
 pub mod leader;
 pub mod leadership;
 pub mod placement;
+pub mod policy;
 pub mod starts;
 
 use std::future::Future;
@@ -172,6 +173,7 @@ impl Master {
                 keys: config.keys.clone(),
                 seeds: config.tasks.iter().map(|t| t.name.clone()).collect(),
                 request_timeout: config.etcd.request_timeout(),
+                scheduling: config.scheduling.clone(),
             },
             leadership.clone(),
             leader::LeaderCaches {

@@ -8,14 +8,20 @@
 //! until the batch carrying the write has been applied (or the write failed), so concurrent
 //! creates see each other's choices and no load is ever counted twice.
 //!
-//! A resource needs a worker when it has none, or when its worker is absent. An orphan is only
-//! handed out once the workers cache has caught up with the revision that made it an orphan,
-//! so a resource is never moved because its worker's registration simply arrived later than
-//! the resource through the other cache.
+//! A resource needs a worker when it has none, or when its worker is absent. The resources of
+//! an absent worker are only handed out once the leader *releases* the worker (its grace
+//! period ran out, and no storm freezes reassignment), and once the workers cache has caught
+//! up with the revision that made them orphans, so a resource is never moved because its
+//! worker's registration simply arrived later than the resource through the other cache.
+//!
+//! The same code plans every kind of move: orphans and unassigned resources ([`Placement::plan`]),
+//! a drain ([`Placement::plan_drain`]) and rebalancing ([`Placement::plan_rebalance`]); a
+//! dry run plans on a clone ([`Placement::preview`]).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use crate::master::assigner::Assigner;
+use crate::model::schedule::Reason;
 
 /// A worker chosen for one resource, counted in its load until released.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,14 +39,18 @@ pub struct Reservation {
 pub struct Move {
     /// The resource name.
     pub name: String,
-    /// Revision since which it needed a worker.
+    /// Revision since which it needed a worker (0 for drains and rebalancing).
     pub since: i64,
+    /// The worker it leaves, if any.
+    pub from: Option<String>,
     /// The chosen worker.
     pub to: Reservation,
+    /// Why it moves.
+    pub reason: Reason,
 }
 
 /// Loads, assignments and the resources waiting for a worker.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Placement {
     assigner: Assigner,
     /// Resource → the worker etcd says it is assigned to (`None`: unassigned).
@@ -57,6 +67,13 @@ pub struct Placement {
     /// Resources whose task completed at their current assignment: they stay with their
     /// worker but no longer count against its capacity.
     done: HashSet<String>,
+    /// Absent workers whose resources may be handed out (their grace period is over).
+    released: HashSet<String>,
+    /// Cordoned workers: present or not, they take no new resource.
+    cordoned: HashSet<String>,
+    /// Resources moving off a present worker (drain, rebalance) → that worker, until the move
+    /// is applied or fails.
+    in_flight: HashMap<String, String>,
 }
 
 impl Placement {
@@ -79,6 +96,8 @@ impl Placement {
         let reserved = self.reservations.values().filter(|(w, _)| w == id).count();
         self.assigner
             .upsert(id, address, capacity, (held + reserved) as u32);
+        self.assigner.set_eligible(id, !self.cordoned.contains(id));
+        self.released.remove(id);
         if let Some(names) = self.members.get(id) {
             for name in names {
                 self.needs.remove(name);
@@ -101,6 +120,49 @@ impl Placement {
         self.assigner.contains(id)
     }
 
+    /// Number of present workers.
+    pub fn present_workers(&self) -> usize {
+        self.assigner.len()
+    }
+
+    /// Lets the resources of absent worker `id` be handed out (its grace period is over).
+    pub fn release(&mut self, id: &str) {
+        if !self.assigner.contains(id) {
+            self.released.insert(id.to_owned());
+        }
+    }
+
+    /// True when absent worker `id` was released.
+    pub fn is_released(&self, id: &str) -> bool {
+        self.released.contains(id)
+    }
+
+    /// Cordons worker `id` (present or not), or lifts its cordon.
+    pub fn set_cordoned(&mut self, id: &str, cordoned: bool) {
+        if cordoned {
+            self.cordoned.insert(id.to_owned());
+        } else {
+            self.cordoned.remove(id);
+        }
+        self.assigner.set_eligible(id, !cordoned);
+    }
+
+    /// Absent workers that hold resources and were not released: those in their grace period,
+    /// and any the leader has not seen leave.
+    pub fn absent_holders(&self) -> HashSet<String> {
+        self.needs
+            .keys()
+            .filter_map(|name| self.assigned(name))
+            .filter(|w| !self.released.contains(*w))
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// Resources assigned to worker `id`, present or not.
+    pub fn held_by(&self, id: &str) -> usize {
+        self.members.get(id).map_or(0, HashSet::len)
+    }
+
     /// Records what etcd says of resource `name` at `revision`: assigned to `worker`, unassigned
     /// (`Some(None)`), or deleted (`None`).
     pub fn set_resource(&mut self, name: &str, state: Option<Option<&str>>, revision: i64) {
@@ -109,6 +171,7 @@ impl Placement {
         if before != after {
             // Moved or deleted: a completed run at the old assignment says nothing any more.
             self.set_done(name, false);
+            self.in_flight.remove(name);
         }
         let before = self.resources.get(name).and_then(|w| w.as_deref());
         if before != after {
@@ -211,32 +274,236 @@ impl Placement {
         }
     }
 
-    /// Chooses workers for up to `limit` resources that need one. Orphans whose cause is newer
-    /// than `workers_revision` wait. Stops early when no worker has room.
-    pub fn plan(&mut self, limit: usize, workers_revision: i64) -> Vec<Move> {
-        let ready: Vec<(String, i64)> = self
-            .needs
-            .iter()
-            .filter(|(name, since)| {
-                // Unassigned resources can go at once; orphans wait for the workers cache.
-                self.resources.get(*name).is_none_or(Option::is_none) || **since <= workers_revision
-            })
-            .map(|(name, since)| (name.clone(), *since))
-            .take(limit)
-            .collect();
+    /// Chooses workers for up to `limit` resources that need one, of which at most
+    /// `orphan_limit` belong to released workers (unassigned ones are not rate-limited).
+    /// Orphans whose cause is newer than `workers_revision` wait, as do those of workers not
+    /// released. Stops early when no worker has room.
+    pub fn plan(&mut self, limit: usize, orphan_limit: usize, workers_revision: i64) -> Vec<Move> {
+        let mut orphans = 0usize;
+        let mut ready: Vec<(String, i64, Option<String>)> = Vec::new();
+        for (name, since) in &self.needs {
+            if ready.len() >= limit {
+                break;
+            }
+            match self.assigned(name) {
+                None => ready.push((name.clone(), *since, None)),
+                Some(worker) => {
+                    if orphans < orphan_limit
+                        && *since <= workers_revision
+                        && self.released.contains(worker)
+                    {
+                        orphans += 1;
+                        ready.push((name.clone(), *since, Some(worker.to_owned())));
+                    }
+                }
+            }
+        }
         let mut moves = Vec::with_capacity(ready.len());
-        for (name, since) in ready {
+        for (name, since, from) in ready {
             let Some(to) = self.reserve() else { break };
             self.needs.remove(&name);
-            moves.push(Move { name, since, to });
+            let reason = if from.is_some() {
+                Reason::WorkerLeft
+            } else {
+                Reason::Created
+            };
+            moves.push(Move {
+                name,
+                since,
+                from,
+                to,
+                reason,
+            });
         }
         moves
     }
 
-    /// A planned move was not written: release its worker, and the resource needs one again
-    /// if, as far as the placement now knows, it still exists without a present worker.
+    /// Chooses workers for up to `limit` resources of present worker `from`, which is being
+    /// drained (and so cordoned).
+    pub fn plan_drain(&mut self, from: &str, limit: usize) -> Vec<Move> {
+        let names: Vec<String> = self
+            .members
+            .get(from)
+            .into_iter()
+            .flatten()
+            .filter(|n| !self.in_flight.contains_key(*n) && !self.needs.contains_key(*n))
+            .take(limit)
+            .cloned()
+            .collect();
+        let mut moves = Vec::with_capacity(names.len());
+        for name in names {
+            let Some(to) = self.reserve() else { break };
+            moves.push(self.depart(name, from, to, Reason::Drained));
+        }
+        moves
+    }
+
+    fn depart(&mut self, name: String, from: &str, to: Reservation, reason: Reason) -> Move {
+        self.in_flight.insert(name.clone(), from.to_owned());
+        Move {
+            name,
+            since: 0,
+            from: Some(from.to_owned()),
+            to,
+            reason,
+        }
+    }
+
+    /// Loads of the present, uncordoned workers, counting what is moving off them as gone:
+    /// (worker, load, weight). The weight is the capacity (the largest known one for a
+    /// worker without), so loads compare as fractions of capacity.
+    fn balance_loads(&self) -> Vec<(String, u32, u32)> {
+        let mut leaving: HashMap<&str, u32> = HashMap::new();
+        for from in self.in_flight.values() {
+            *leaving.entry(from.as_str()).or_default() += 1;
+        }
+        let largest = self
+            .assigner
+            .workers()
+            .filter_map(|(_, _, c, _)| c)
+            .max()
+            .unwrap_or(1)
+            .max(1);
+        self.assigner
+            .workers()
+            .filter(|(_, _, _, eligible)| *eligible)
+            .map(|(id, load, capacity, _)| {
+                let load = load.saturating_sub(leaving.get(id).copied().unwrap_or(0));
+                (id.to_owned(), load, capacity.unwrap_or(largest).max(1))
+            })
+            .collect()
+    }
+
+    /// The difference between the most and the least loaded present, uncordoned workers, and
+    /// their mean load.
+    pub fn spread(&self) -> (u32, f64) {
+        let loads = self.balance_loads();
+        let max = loads.iter().map(|l| l.1).max().unwrap_or(0);
+        let min = loads.iter().map(|l| l.1).min().unwrap_or(0);
+        let mean = if loads.is_empty() {
+            0.0
+        } else {
+            loads.iter().map(|l| f64::from(l.1)).sum::<f64>() / loads.len() as f64
+        };
+        (max - min, mean)
+    }
+
+    /// Plans up to `max` moves from the most to the least loaded present, uncordoned workers
+    /// (as fractions of capacity), each only while it leaves the donor at least as loaded as
+    /// the receiver, so moves never oscillate; with equal capacities the spread ends at most 1.
+    /// `movable` gives a resource's start time (Unix ms) when it may move, and the youngest such
+    /// resource of the donor moves (the least work is lost).
+    pub fn plan_rebalance(
+        &mut self,
+        max: usize,
+        movable: impl Fn(&str) -> Option<i64>,
+    ) -> Vec<Move> {
+        let mut loads = self.balance_loads();
+        let mut moves = Vec::new();
+        let mut skip: HashSet<String> = HashSet::new();
+        while moves.len() < max && loads.len() > 1 {
+            let ratio = |l: &(String, u32, u32)| f64::from(l.1) / f64::from(l.2);
+            let donor = loads
+                .iter()
+                .enumerate()
+                .filter(|(_, l)| !skip.contains(&l.0))
+                .max_by(|a, b| ratio(a.1).total_cmp(&ratio(b.1)))
+                .map(|(i, _)| i);
+            let receiver = loads
+                .iter()
+                .enumerate()
+                .filter(|(_, l)| self.assigner.has_room(&l.0))
+                .min_by(|a, b| ratio(a.1).total_cmp(&ratio(b.1)))
+                .map(|(i, _)| i);
+            let (Some(d), Some(r)) = (donor, receiver) else {
+                break;
+            };
+            let (dl, dw) = (f64::from(loads[d].1), f64::from(loads[d].2));
+            let (rl, rw) = (f64::from(loads[r].1), f64::from(loads[r].2));
+            if d == r || (dl - 1.0) / dw < (rl + 1.0) / rw {
+                break;
+            }
+            let donor_id = loads[d].0.clone();
+            let candidate = self
+                .members
+                .get(&donor_id)
+                .into_iter()
+                .flatten()
+                .filter(|n| {
+                    !self.in_flight.contains_key(*n)
+                        && !self.done.contains(*n)
+                        && !self.needs.contains_key(*n)
+                })
+                .filter_map(|n| movable(n).map(|started| (started, n)))
+                .max()
+                .map(|(_, n)| n.clone());
+            let Some(name) = candidate else {
+                // Nothing on the most loaded worker may move yet: try the next one.
+                skip.insert(donor_id);
+                continue;
+            };
+            let receiver_id = loads[r].0.clone();
+            let Some(to) = self.reserve_on(&receiver_id) else {
+                break;
+            };
+            loads[d].1 -= 1;
+            loads[r].1 += 1;
+            moves.push(self.depart(name, &donor_id, to, Reason::Rebalanced));
+        }
+        moves
+    }
+
+    /// Reserves room on worker `id`, chosen by the caller.
+    fn reserve_on(&mut self, id: &str) -> Option<Reservation> {
+        let address = self.assigner.take(id)?;
+        let token = self.next_token;
+        self.next_token += 1;
+        self.reservations.insert(token, (id.to_owned(), None));
+        Some(Reservation {
+            token,
+            worker: id.to_owned(),
+            address,
+        })
+    }
+
+    /// What would move where if the workers in `remove` left for good and those in `drain`
+    /// were drained, with no rate limit: planned on a clone by the code that plans real moves.
+    /// Also returns how many resources would find no worker.
+    pub fn preview(&self, drain: &[String], remove: &[String]) -> (Vec<Move>, usize) {
+        let mut p = self.clone();
+        for id in remove {
+            p.remove_worker(id, 0);
+            p.release(id);
+        }
+        for id in drain {
+            p.set_cordoned(id, true);
+        }
+        let mut moves = p.plan(usize::MAX, usize::MAX, i64::MAX);
+        for id in drain {
+            moves.extend(p.plan_drain(id, usize::MAX));
+        }
+        let stranded = drain.iter().map(|id| {
+            p.members.get(id).map_or(0, |m| {
+                m.iter().filter(|n| !p.in_flight.contains_key(*n)).count()
+            })
+        });
+        let unplaced = p
+            .needs
+            .keys()
+            .filter(|n| p.assigned(n).is_none_or(|w| p.released.contains(w)))
+            .count()
+            + stranded.sum::<usize>();
+        (moves, unplaced)
+    }
+
+    /// A planned move was not written: release its worker. A drain's or rebalance's resource
+    /// may be planned again; any other needs a worker again if, as far as the placement now
+    /// knows, it still exists without a present worker.
     pub fn unplan(&mut self, m: &Move) {
         self.cancel(m.to.token);
+        if self.in_flight.remove(&m.name).is_some() {
+            return;
+        }
         if let Some(worker) = self.resources.get(&m.name)
             && worker.as_deref().is_none_or(|w| !self.assigner.contains(w))
         {
@@ -336,9 +603,9 @@ mod tests {
         p.set_resource("seed1", Some(None), 2);
         p.set_resource("seed2", Some(None), 2);
         assert_eq!(p.pending(), 2);
-        assert!(p.plan(10, 0).is_empty(), "no worker yet");
+        assert!(p.plan(10, usize::MAX, 0).is_empty(), "no worker yet");
         p.upsert_worker("w", "w:1", None);
-        let moves = p.plan(10, 0);
+        let moves = p.plan(10, usize::MAX, 0);
         assert_eq!(moves.len(), 2);
         assert!(moves.iter().all(|m| m.to.worker == "w"));
     }
@@ -352,10 +619,22 @@ mod tests {
         p.remove_worker("a", 20);
         assert_eq!(p.pending(), 6);
         assert!(
-            p.plan(128, 19).is_empty(),
+            p.plan(128, 128, 20).is_empty(),
+            "not released: in its grace"
+        );
+        assert_eq!(p.absent_holders().into_iter().collect::<Vec<_>>(), ["a"]);
+        p.release("a");
+        assert!(p.absent_holders().is_empty());
+        assert!(
+            p.plan(128, 128, 19).is_empty(),
             "workers cache behind the removal"
         );
-        let moves = p.plan(4, 20);
+        let moves = p.plan(4, 128, 20);
+        assert!(
+            moves
+                .iter()
+                .all(|m| m.reason == Reason::WorkerLeft && m.from.as_deref() == Some("a"))
+        );
         assert_eq!(moves.len(), 4, "limited batch");
         let to_b = moves.iter().filter(|m| m.to.worker == "b").count();
         assert_eq!(to_b, 2, "spread evenly: {moves:?}");
@@ -376,6 +655,169 @@ mod tests {
         p.upsert_worker("a", "a:2", None);
         assert_eq!(p.pending(), 0);
         assert_eq!(p.load("a"), Some(1));
+        // Even after its release, a worker that is back is not released any more.
+        p.remove_worker("a", 5);
+        p.release("a");
+        p.upsert_worker("a", "a:2", None);
+        assert!(!p.is_released("a"));
+    }
+
+    #[test]
+    fn the_rate_limit_counts_orphans_only() {
+        let mut p = with_workers(&["a", "b"]);
+        for i in 0..5 {
+            p.set_resource(&format!("o{i}"), Some(Some("a")), 1);
+            p.set_resource(&format!("u{i}"), Some(None), 1);
+        }
+        p.remove_worker("a", 2);
+        p.release("a");
+        let moves = p.plan(100, 2, 2);
+        let orphans = moves
+            .iter()
+            .filter(|m| m.reason == Reason::WorkerLeft)
+            .count();
+        let created = moves.iter().filter(|m| m.reason == Reason::Created).count();
+        assert_eq!((orphans, created), (2, 5));
+    }
+
+    #[test]
+    fn a_cordoned_worker_takes_nothing_new_and_a_drain_empties_it() {
+        let mut p = with_workers(&["a", "b", "c"]);
+        for i in 0..10 {
+            p.set_resource(&format!("r{i}"), Some(Some("a")), 1);
+        }
+        p.advance(1);
+        p.set_cordoned("a", true);
+        for _ in 0..20 {
+            let r = p.reserve().expect("room");
+            assert_ne!(r.worker, "a");
+            p.cancel(r.token);
+        }
+        p.upsert_worker("a", "a:9", None);
+        assert_ne!(
+            p.reserve().map(|r| r.worker).as_deref(),
+            Some("a"),
+            "cordon survives re-registration"
+        );
+        let first = p.plan_drain("a", 4);
+        assert_eq!(first.len(), 4);
+        assert!(
+            first
+                .iter()
+                .all(|m| m.reason == Reason::Drained && m.to.worker != "a")
+        );
+        let second = p.plan_drain("a", 100);
+        assert_eq!(second.len(), 6, "in-flight moves are not planned twice");
+        p.unplan(&second[0]);
+        assert_eq!(
+            p.plan_drain("a", 100).len(),
+            1,
+            "a failed move is planned again"
+        );
+        for (rev, m) in first.iter().chain(&second[1..]).enumerate() {
+            p.set_resource(&m.name, Some(Some(&m.to.worker)), 2 + rev as i64);
+        }
+        p.advance(100);
+        assert!(p.plan_drain("a", 100).len() <= 1);
+    }
+
+    #[test]
+    fn rebalancing_converges_to_a_spread_of_one_within_the_limit() {
+        let mut p = with_workers(&["a"]);
+        for i in 0..301 {
+            p.set_resource(&format!("r{i:03}"), Some(Some("a")), 1);
+        }
+        p.advance(1);
+        p.upsert_worker("b", "b:1", None);
+        p.upsert_worker("c", "c:1", None);
+        assert_eq!(p.spread().0, 301);
+        let mut rev = 2;
+        let mut rounds = 0;
+        loop {
+            let moves = p.plan_rebalance(25, |_| Some(0));
+            assert!(moves.len() <= 25);
+            if moves.is_empty() {
+                break;
+            }
+            for m in &moves {
+                assert_eq!(m.reason, Reason::Rebalanced);
+                p.confirm(m.to.token, rev);
+                p.set_resource(&m.name, Some(Some(&m.to.worker)), rev);
+                rev += 1;
+            }
+            p.advance(rev);
+            rounds += 1;
+        }
+        assert!(p.spread().0 <= 1, "spread {:?}", p.spread());
+        assert_eq!(rounds, 8, "200 moves at 25 a round");
+        assert_eq!(
+            p.load("a").unwrap_or(0) + p.load("b").unwrap_or(0) + p.load("c").unwrap_or(0),
+            301
+        );
+    }
+
+    #[test]
+    fn rebalancing_skips_young_and_completed_tasks_and_cordoned_workers() {
+        let mut p = with_workers(&["a", "b"]);
+        for i in 0..6 {
+            p.set_resource(&format!("r{i}"), Some(Some("a")), 1);
+        }
+        p.advance(1);
+        p.set_done("r0", true);
+        // Only r1 and r2 are old enough; r2 started later, so it goes first.
+        let started = |n: &str| match n {
+            "r1" => Some(10),
+            "r2" => Some(20),
+            "r0" => Some(0),
+            _ => None,
+        };
+        let moves = p.plan_rebalance(10, started);
+        let names: Vec<&str> = moves.iter().map(|m| m.name.as_str()).collect();
+        assert_eq!(names, ["r2", "r1"]);
+        let mut q = with_workers(&["a", "b"]);
+        for i in 0..6 {
+            q.set_resource(&format!("r{i}"), Some(Some("a")), 1);
+        }
+        q.set_cordoned("b", true);
+        assert!(q.plan_rebalance(10, |_| Some(0)).is_empty(), "no receiver");
+        q.set_cordoned("b", false);
+        q.set_cordoned("a", true);
+        assert!(
+            q.plan_rebalance(10, |_| Some(0)).is_empty(),
+            "a cordoned worker keeps its tasks"
+        );
+    }
+
+    #[test]
+    fn a_preview_plans_without_moving_anything() {
+        let mut p = with_workers(&["a", "b", "c"]);
+        for i in 0..4 {
+            p.set_resource(&format!("a{i}"), Some(Some("a")), 1);
+            p.set_resource(&format!("b{i}"), Some(Some("b")), 1);
+        }
+        p.advance(1);
+        let (moves, unplaced) = p.preview(&["a".into()], &["b".into()]);
+        assert_eq!(moves.len(), 8);
+        assert_eq!(unplaced, 0);
+        assert!(moves.iter().all(|m| m.to.worker == "c"));
+        assert_eq!(
+            moves.iter().filter(|m| m.reason == Reason::Drained).count(),
+            4
+        );
+        assert_eq!(
+            (p.load("a"), p.load("b"), p.load("c")),
+            (Some(4), Some(4), Some(0))
+        );
+        assert_eq!(
+            p.plan_drain("a", 100).len(),
+            4,
+            "the real placement is untouched"
+        );
+        let (_, unplaced) = with_workers(&["a"]).preview(&["a".into()], &[]);
+        assert_eq!(unplaced, 0);
+        let mut lonely = with_workers(&["a"]);
+        lonely.set_resource("x", Some(Some("a")), 1);
+        assert_eq!(lonely.preview(&["a".into()], &[]).1, 1, "nowhere to go");
     }
 
     #[test]
@@ -409,7 +851,7 @@ mod tests {
     fn resources_of_an_unknown_worker_wait_for_the_workers_cache() {
         let mut p = with_workers(&["b"]);
         p.set_resource("r", Some(Some("late")), 12);
-        assert!(p.plan(1, 11).is_empty());
+        assert!(p.plan(1, 1, 11).is_empty());
         p.upsert_worker("late", "l:1", None);
         assert_eq!(p.pending(), 0);
         assert_eq!(p.assigned("r"), Some("late"));

@@ -1,7 +1,8 @@
 //! The data both roles share, as stored in etcd: resources in the Go crawler's JSON
 //! ([`resource`]), workers in go-micro's registry format ([`registry`]), the rules for
 //! resource names ([`name`]), snowflake IDs ([`snowflake`]), and task statuses as workers
-//! report them ([`status`]).
+//! report them ([`status`]), and the fleet's scheduling state and assignment histories
+//! ([`schedule`]).
 //!
 //! Codecs and pure rules only: nothing here does I/O, and nothing here knows which process it
 //! runs in.
@@ -9,5 +10,6 @@
 pub mod name;
 pub mod registry;
 pub mod resource;
+pub mod schedule;
 pub mod snowflake;
 pub mod status;

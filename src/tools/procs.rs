@@ -150,13 +150,16 @@ pub async fn etcd_on(dir: &Path, client: u16, peer: u16, stdin: Stdio) -> Result
     }
 }
 
-/// Writes the masters' config: session TTL `ttl_secs`, quiet logs.
+/// Writes the masters' config: session TTL `ttl_secs`, quiet logs, no grace period.
 pub fn master_config(dir: &Path, ttl_secs: u64) -> Result<PathBuf, ToolError> {
     let path = dir.join("config.yaml");
     std::fs::write(
         &path,
         format!(
-            "master:\n  session_ttl_secs: {ttl_secs}\nworker:\n  lease_ttl_secs: 3\nlog:\n  level: {log}\n",
+            "master:\n  session_ttl_secs: {ttl_secs}\nworker:\n  lease_ttl_secs: 3\n{legacy}log:\n  level: {log}\n",
+            // The scenarios measure the machinery, not the policy's delays: a dead worker's
+            // tasks move at once, unthrottled, and nothing rebalances.
+            legacy = "scheduling:\n  reassign_after: 0s\n  storm_fraction: 1.0\n  reassign_rate: 1000000\n  rebalance_max_moves: 0\n",
             log = std::env::var("CRAWLER_BENCH_LOG").unwrap_or_else(|_| "error".into())
         ),
     )?;

@@ -40,6 +40,13 @@ pub fn test_config(endpoints: &[String]) -> Config {
     config.worker.lease_ttl_secs = 3;
     config.master.session_ttl_secs = 2;
     config.tasks.clear();
+    // The policy of the tests written before the scheduling policy (`tests/fleet.rs` tests
+    // it): a dead worker's tasks move at once, at no set rate, with no storm guard and no
+    // rebalancing.
+    config.scheduling.reassign_after = Duration::ZERO;
+    config.scheduling.storm_fraction = 1.0;
+    config.scheduling.reassign_rate = 1e6;
+    config.scheduling.rebalance_max_moves = 0;
     config
 }
 

@@ -9,7 +9,9 @@ use nix::unistd::Pid;
 
 use super::free_port;
 
-/// A config file with TTLs short enough for fault tests (session 2 s, worker lease 3 s).
+/// A config file with TTLs short enough for fault tests (session 2 s, worker lease 3 s), and
+/// the scheduling policy of the tests written before it: a dead worker's tasks move at once,
+/// at no set rate, with no storm guard and no rebalancing (`tests/fleet.rs` tests those).
 pub fn fault_config(dir: &Path) -> PathBuf {
     let file = dir.join("config.yaml");
     std::fs::write(
@@ -17,6 +19,7 @@ pub fn fault_config(dir: &Path) -> PathBuf {
         "etcd:\n  request_timeout_ms: 1000\n  dial_timeout_ms: 500\n\
          master:\n  session_ttl_secs: 2\n\
          worker:\n  lease_ttl_secs: 3\n\
+         scheduling:\n  reassign_after: 0s\n  storm_fraction: 1.0\n  reassign_rate: 1000000\n  rebalance_max_moves: 0\n\
          log:\n  level: warn\n",
     )
     .expect("write config");

@@ -8,10 +8,14 @@
 //! During the term the [`Placement`] follows both caches, and resources that need a worker are
 //! handed out in fenced txns of at most [`BATCH`] operations.
 //!
-//! Rebalancing policy: a worker that joins receives pending resources (unassigned ones, and
-//! those of workers that left) and every new resource while it is the least loaded; resources
-//! already running on a live worker are never moved, so a join causes no churn.
+//! The scheduling policy (grace period, storm guard, rate limit, drains, rebalancing) runs in
+//! `fleet.rs` over the decisions of [`crate::master::policy`]; operators' requests (cordon,
+//! drain, thaw, a placement preview) are in `operators.rs`, and assignment histories, written in
+//! the same txn as each assignment, in `history.rs`.
 
+mod fleet;
+mod history;
+mod operators;
 mod reassign;
 mod requests;
 mod takeover;
@@ -35,11 +39,14 @@ use crate::model::registry::Worker;
 use crate::model::resource::Resource;
 use crate::model::snowflake::Generator;
 use crate::model::status::{TaskState, TaskStatus};
+pub use operators::Preview;
 pub use writes::WriteError;
 
 /// Most resources moved by one reassignment txn. etcd allows 128 operations per txn and gives
 /// a nested txn what its parent leaves: the fence's txn holds one, the nested one 127.
 pub const BATCH: usize = 127;
+/// Most resources moved by one txn: each move writes the resource and its history.
+pub const MOVES: usize = BATCH / 2;
 
 /// What the leader needs.
 #[derive(Debug, Clone)]
@@ -50,6 +57,8 @@ pub struct LeaderConfig {
     pub seeds: Vec<String>,
     /// Deadline for one etcd request.
     pub request_timeout: Duration,
+    /// The scheduling policy's settings.
+    pub scheduling: crate::config::SchedulingConfig,
 }
 
 struct Inner {
@@ -62,6 +71,8 @@ struct Inner {
     /// Task statuses: a task that completed stops counting against its worker's capacity.
     statuses: Store<TaskStatus>,
     placement: Mutex<Placement>,
+    /// The fleet's scheduling state; lock after the placement when both are needed.
+    fleet: Mutex<fleet::Fleet>,
     ids: Generator,
     /// Revision of resources the placement has applied.
     applied: watch::Sender<i64>,
@@ -110,6 +121,10 @@ impl Leader {
             workers,
             statuses,
         } = caches;
+        let fleet = fleet::Fleet::new(
+            config.scheduling.reassign_rate,
+            crate::model::status::now_ms(),
+        );
         Self {
             inner: Arc::new(Inner {
                 metrics,
@@ -120,6 +135,7 @@ impl Leader {
                 workers,
                 statuses,
                 placement: Mutex::new(Placement::new()),
+                fleet: Mutex::new(fleet),
                 ids,
                 applied: watch::channel(0).0,
                 kick: Notify::new(),
@@ -134,6 +150,10 @@ impl Leader {
             .placement
             .lock()
             .unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn fleet(&self) -> MutexGuard<'_, fleet::Fleet> {
+        self.inner.fleet.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The leadership this leader acts for.
@@ -284,9 +304,7 @@ impl Leader {
                 () = self.inner.kick.notified() => {}
                 _ = tick.tick() => {}
             }
-            if self.placement().pending() > 0 {
-                self.reconcile(fence).await?;
-            }
+            self.step(fence).await?;
         }
     }
 }

@@ -1,6 +1,7 @@
 //! Keeping the placement current during a term, from the caches' change batches, and writing
-//! assignments for the resources that need a worker (those of workers that left, and
-//! unassigned ones) in batched, fenced txns.
+//! assignments for the resources that need a worker (those of workers released after their
+//! grace period, at the reassignment rate, and unassigned ones) in batched, fenced txns, each
+//! assignment with its history entry.
 
 use std::sync::Arc;
 
@@ -8,7 +9,7 @@ use etcd_client::{Compare, CompareOp, TxnOp};
 use tokio::sync::broadcast;
 use tracing::{info, warn};
 
-use super::{BATCH, Leader, WriteError};
+use super::{Leader, MOVES, WriteError};
 use crate::etcd::cache::{Change, Event};
 use crate::master::leadership::Fence;
 use crate::master::placement::{Move, Placement};
@@ -48,10 +49,14 @@ impl Leader {
         };
         let mut placement = self.placement();
         if change.revision > loaded_at || change.relisted {
+            let now = crate::model::status::now_ms();
             for event in &change.events {
                 match event {
                     Event::Added { name, new } | Event::Modified { name, new, .. } => {
                         let worker = new.value.assigned_worker();
+                        if worker.is_some() && placement.assigned(name) != worker {
+                            self.fleet().recent.insert(name.clone(), now);
+                        }
                         placement.set_resource(name, Some(worker), change.revision);
                         placement.set_done(name, self.completed(name, worker, new.mod_revision));
                     }
@@ -78,18 +83,29 @@ impl Leader {
         if change.revision <= loaded_at && !change.relisted {
             return;
         }
+        let now = crate::model::status::now_ms();
         let mut placement = self.placement();
+        let mut fleet = self.fleet();
         for event in &change.events {
             match event {
                 Event::Added { new, .. } | Event::Modified { new, .. } => {
                     let w = &new.value;
+                    let known = placement.has_worker(&w.id);
                     placement.upsert_worker(&w.id, &w.address, w.capacity());
+                    if fleet.departed.remove(&w.id).is_some() {
+                        info!(worker = %w.id, tasks = placement.held_by(&w.id), "worker is back: it keeps its tasks");
+                    } else if !known {
+                        fleet.rebalance_asked = true;
+                    }
                 }
                 Event::Deleted { old, .. } => {
-                    placement.remove_worker(&old.value.id, change.revision);
+                    let id = &old.value.id;
+                    placement.remove_worker(id, change.revision);
+                    fleet.departed.entry(id.clone()).or_insert(now);
                 }
             }
         }
+        drop(fleet);
         if placement.pending() > 0 {
             self.inner.kick.notify_one();
         }
@@ -135,22 +151,43 @@ impl Leader {
             placement.set_done(name, self.completed(name, worker, entry.mod_revision));
         }
         placement.advance(resources.revision);
-        *self.placement() = placement;
+        // The operators' cordons and the releases carry over.
+        let mut current = self.placement();
+        let fleet = self.fleet();
+        for id in fleet.controls.keys() {
+            placement.set_cordoned(id, true);
+        }
+        for id in fleet.departed.keys() {
+            if current.is_released(id) {
+                placement.release(id);
+            }
+        }
+        drop(fleet);
+        *current = placement;
+        drop(current);
         self.inner.applied.send_replace(resources.revision);
     }
 
-    /// Writes assignments for pending resources, a batch at a time, until none can be made.
+    /// Writes assignments for pending resources, a batch at a time, until none can be made:
+    /// unassigned ones freely, those of released workers at the reassignment rate and not while
+    /// the storm guard freezes reassignment.
     pub(super) async fn reconcile(&self, fence: &Fence) -> Result<(), WriteError> {
         loop {
+            if self.placement().pending() == 0 {
+                return Ok(());
+            }
             let workers_revision = self.inner.workers.revision();
-            let moves = self.placement().plan(BATCH, workers_revision);
+            let orphans = if self.fleet().frozen() {
+                0
+            } else {
+                self.tokens()
+            };
+            let moves = self.placement().plan(MOVES, orphans, workers_revision);
             if moves.is_empty() {
                 return Ok(());
             }
-            let lookup = |name: &str| {
-                let entry = self.inner.resources.get(name)?;
-                Some(((*entry.value).clone(), entry.mod_revision))
-            };
+            self.spend(moves.iter().filter(|m| m.reason.rate_limited()).count());
+            let lookup = |name: &str| self.current(name);
             match self.write_moves(fence, &moves, &lookup).await {
                 Ok(true) => {}
                 Ok(false) => return Ok(()),
@@ -171,8 +208,20 @@ impl Leader {
         moves: &[Move],
         lookup: &(dyn Fn(&str) -> Option<(Resource, i64)> + Sync),
     ) -> Result<bool, WriteError> {
+        let names: Vec<&str> = moves.iter().map(|m| m.name.as_str()).collect();
+        let histories = match self.histories(&names).await {
+            Ok(h) => h,
+            Err(e) => {
+                let mut placement = self.placement();
+                for m in moves {
+                    placement.unplan(m);
+                }
+                return Err(e);
+            }
+        };
+        let now = crate::model::status::now_ms();
         let mut compares = Vec::with_capacity(moves.len());
-        let mut ops = Vec::with_capacity(moves.len());
+        let mut ops = Vec::with_capacity(moves.len() * 2);
         let mut writing = Vec::with_capacity(moves.len());
         let mut orphans = 0u64;
         for m in moves {
@@ -183,6 +232,13 @@ impl Leader {
             if !moved.assigned_node.is_empty() {
                 orphans += 1;
             }
+            let entry = crate::model::schedule::Assignment {
+                reason: m.reason,
+                at_ms: now,
+                from: moved.assigned_worker().map(str::to_owned),
+                to: Some(m.to.worker.clone()),
+            };
+            ops.push(self.history_op(&m.name, histories.get(&m.name).map(Vec::as_slice), entry)?);
             moved.assigned_node = Resource::assigned_node_value(&m.to.worker, &m.to.address);
             let key = self.inner.config.keys.resource_key(&m.name);
             compares.push(Compare::mod_revision(
@@ -206,6 +262,7 @@ impl Leader {
             Ok(w) if w.applied => {
                 for m in &writing {
                     placement.confirm(m.to.token, w.revision);
+                    self.inner.metrics.moved(m.reason.as_str(), 1);
                 }
                 info!(
                     count = writing.len(),

@@ -1,4 +1,6 @@
-//! The writes clients ask for: create, delete and update of one resource, each one fenced txn.
+//! The writes clients ask for: create, delete and update of one resource, each one fenced txn
+//! that also writes the resource's history when its assignment changes (created, pinned,
+//! restarted) and deletes it with the resource.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -10,7 +12,9 @@ use crate::etcd::cache::Object;
 use crate::etcd::timed;
 use crate::master::leadership::Fence;
 use crate::master::placement::Placement;
-use crate::model::resource::Resource;
+use crate::model::resource::{RESTARTED_FIELD, Resource};
+use crate::model::schedule::{Assignment, Reason};
+use crate::model::status::now_ms;
 
 impl Leader {
     /// Creates resource `name` (already validated), assigned to the least-loaded worker with
@@ -42,6 +46,14 @@ impl Leader {
         };
         let key = self.inner.config.keys.resource_key(name);
         let value = serde_json::to_vec(&resource)?;
+        let entry = Assignment {
+            reason: Reason::Created,
+            at_ms: now_ms(),
+            from: None,
+            to: reservation.as_ref().map(|r| r.worker.clone()),
+        };
+        // A new resource starts a new history, whatever an earlier one of that name left.
+        let history = self.history_op(name, None, entry)?;
         let result = self
             .txn(
                 fence,
@@ -50,7 +62,7 @@ impl Leader {
                     CompareOp::Equal,
                     0,
                 )],
-                vec![TxnOp::put(key.as_bytes(), value, None)],
+                vec![TxnOp::put(key.as_bytes(), value, None), history],
             )
             .await;
         match result {
@@ -59,6 +71,7 @@ impl Leader {
                     self.placement().confirm(r.token, w.revision);
                     self.inner.metrics.assignments.inc();
                 }
+                self.inner.metrics.moved(Reason::Created.as_str(), 1);
                 debug!(%name, id = %resource.id, node = %resource.assigned_node, revision = w.revision, "created");
                 Ok(Created {
                     resource,
@@ -109,13 +122,21 @@ impl Leader {
             .map(|rev| Compare::mod_revision(key.as_bytes(), CompareOp::Equal, rev))
             .into_iter()
             .collect();
+        let history = self.inner.config.keys.history_key(name);
         let written = self
-            .write(&fence, compares, vec![TxnOp::delete(key.as_bytes(), None)])
+            .write(
+                &fence,
+                compares,
+                vec![
+                    TxnOp::delete(key.as_bytes(), None),
+                    TxnOp::delete(history.as_bytes(), None),
+                ],
+            )
             .await?;
         if !written.applied {
             return Err(WriteError::PreconditionFailed);
         }
-        let deleted = written.responses.iter().any(|r| match r {
+        let deleted = written.responses.first().is_some_and(|r| match r {
             TxnOpResponse::Delete(d) => d.deleted() > 0,
             _ => false,
         });
@@ -172,9 +193,33 @@ impl Leader {
             }
             let mut resource = Resource::decode(name, stored.value())
                 .map_err(|e| WriteError::Etcd(crate::etcd::EtcdError::Malformed(e.to_string())))?;
+            let before = resource.clone();
             change(&mut resource)?;
             if let Some(node) = &pinned {
                 resource.assigned_node = node.clone();
+            }
+            let mut ops = vec![TxnOp::put(
+                key.as_bytes(),
+                serde_json::to_vec(&resource)?,
+                None,
+            )];
+            let reason = if resource.assigned_worker() != before.assigned_worker() {
+                Some(Reason::Pinned)
+            } else if resource.extra.get(RESTARTED_FIELD) != before.extra.get(RESTARTED_FIELD) {
+                Some(Reason::Restarted)
+            } else {
+                None
+            };
+            if let Some(reason) = reason {
+                // Read after the resource, so it is current if the resource is unchanged.
+                let stored = self.histories(&[name]).await?;
+                let entry = Assignment {
+                    reason,
+                    at_ms: now_ms(),
+                    from: before.assigned_worker().map(str::to_owned),
+                    to: resource.assigned_worker().map(str::to_owned),
+                };
+                ops.push(self.history_op(name, stored.get(name).map(Vec::as_slice), entry)?);
             }
             let written = self
                 .write(
@@ -184,14 +229,13 @@ impl Leader {
                         CompareOp::Equal,
                         version,
                     )],
-                    vec![TxnOp::put(
-                        key.as_bytes(),
-                        serde_json::to_vec(&resource)?,
-                        None,
-                    )],
+                    ops,
                 )
                 .await?;
             if written.applied {
+                if let Some(reason) = reason {
+                    self.inner.metrics.moved(reason.as_str(), 1);
+                }
                 self.wait_applied(written.revision).await;
                 return Ok(Created {
                     resource,

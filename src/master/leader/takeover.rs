@@ -1,11 +1,15 @@
-//! The take-over that starts every term: load resources and workers at one revision into a new
-//! placement, add the missing seed tasks, and assign whatever has no live worker.
+//! The take-over that starts every term: load the scheduling state, resources and workers at
+//! one revision into a new placement and fleet, add the missing seed tasks, and assign the
+//! resources that have no worker. Those of absent workers are not moved here: their grace
+//! period runs from the departure etcd records (or from now, for a departure no leader saw),
+//! and a storm freeze etcd holds stays in force.
 
 use std::collections::{HashMap, HashSet};
 
 use tracing::info;
 
-use super::{BATCH, Leader, WriteError};
+use super::fleet::Fleet;
+use super::{Leader, MOVES, WriteError};
 use crate::etcd::cache::Object;
 use crate::etcd::cache::watcher::name_of;
 use crate::etcd::list_prefix;
@@ -13,6 +17,7 @@ use crate::master::leadership::Fence;
 use crate::master::placement::Placement;
 use crate::model::registry::Worker;
 use crate::model::resource::Resource;
+use crate::model::schedule::Record;
 
 impl Leader {
     /// Steps 1 to 4 of a take-over. Returns the revision everything was loaded at.
@@ -24,10 +29,32 @@ impl Leader {
         let client = &self.inner.client;
         let revision = self.current_revision().await?;
         let mut placement = Placement::new();
+        let mut fleet = Fleet::new(
+            self.inner.config.scheduling.reassign_rate,
+            crate::model::status::now_ms(),
+        );
+        list_prefix(client, &keys.schedule_prefix, revision, deadline, |kvs| {
+            for (record, _) in decode_all::<Record>(&keys.schedule_prefix, &kvs) {
+                match record {
+                    Record::Control(id, control) => {
+                        placement.set_cordoned(&id, true);
+                        fleet.controls.insert(id, control);
+                    }
+                    Record::Departed(id, d) => {
+                        fleet.recorded.insert(id.clone());
+                        fleet.departed.insert(id, d.at_ms);
+                    }
+                    Record::Storm(storm) => fleet.storm = Some(storm),
+                }
+            }
+        })
+        .await?;
         let mut workers = 0usize;
         list_prefix(client, &keys.worker_prefix, revision, deadline, |kvs| {
             for (w, _) in decode_all::<Worker>(&keys.worker_prefix, &kvs) {
                 placement.upsert_worker(&w.id, &w.address, w.capacity());
+                // Back while no leader watched: it keeps its tasks.
+                fleet.departed.remove(&w.id);
                 workers += 1;
             }
         })
@@ -59,9 +86,16 @@ impl Leader {
         placement.advance(revision);
         info!(
             revision,
-            resources, workers, "leader loaded resources and workers"
+            resources,
+            workers,
+            departed = fleet.departed.len(),
+            cordoned = fleet.controls.len(),
+            frozen = fleet.frozen(),
+            "leader loaded the scheduling state, resources and workers"
         );
+        self.inner.metrics.frozen.set(i64::from(fleet.frozen()));
         *self.placement() = placement;
+        *self.fleet() = fleet;
         self.inner.applied.send_replace(revision);
         for seed in &self.inner.config.seeds {
             if present.contains(seed) {
@@ -78,7 +112,7 @@ impl Leader {
         }
         let lookup = |name: &str| loaded.get(name).cloned();
         loop {
-            let moves = self.placement().plan(BATCH, revision);
+            let moves = self.placement().plan(MOVES, 0, revision);
             if moves.is_empty() {
                 break;
             }

@@ -1,0 +1,332 @@
+//! The leader's side of the scheduling policy: it gathers the inputs of [`crate::master::policy`]
+//! (departures, operators' controls, the storm record, the time), acts on its decisions
+//! through the placement, and keeps etcd holding what a new leader needs to continue:
+//! departure records (so the grace period survives a leader change), the storm record, and the
+//! controls, which operators' requests write (`operators.rs`).
+//!
+//! One step runs after every batch of cache changes and at least once a second, in order:
+//! record departures, decide the storm guard, release workers whose grace is over, then move
+//! orphans (`reassign.rs`), drain, and rebalance, all three drawing on one token bucket.
+
+use std::collections::{HashMap, HashSet};
+
+use etcd_client::TxnOp;
+use tracing::{info, warn};
+
+use super::{BATCH, Leader, MOVES, WriteError};
+use crate::master::leadership::Fence;
+use crate::master::policy::{self, TokenBucket};
+use crate::model::schedule::{Control, Storm};
+use crate::model::status::now_ms;
+
+/// The fleet as the leader keeps it during a term; loaded from etcd by the take-over.
+#[derive(Debug)]
+pub struct Fleet {
+    /// Absent workers → when they left (Unix ms).
+    pub departed: HashMap<String, i64>,
+    /// Departures stored in etcd.
+    pub recorded: HashSet<String>,
+    /// Operators' controls by node id.
+    pub controls: HashMap<String, Control>,
+    /// The storm guard's record, if there ever was a storm.
+    pub storm: Option<Storm>,
+    /// Reassignment tokens.
+    pub bucket: TokenBucket,
+    /// When rebalancing last moved something, Unix ms.
+    pub last_rebalance_ms: Option<i64>,
+    /// A worker joined: rebalance until the spread is at most 1.
+    pub rebalance_asked: bool,
+    /// Resources whose assignment changed this term → when the leader saw it (Unix ms);
+    /// forgotten after `min_runtime`.
+    pub recent: HashMap<String, i64>,
+    /// When the term started, Unix ms: the start time assumed for tasks that report none.
+    pub term_started_ms: i64,
+}
+
+impl Fleet {
+    /// An empty fleet at `now_ms`.
+    pub fn new(rate: f64, now_ms: i64) -> Self {
+        Self {
+            departed: HashMap::new(),
+            recorded: HashSet::new(),
+            controls: HashMap::new(),
+            storm: None,
+            bucket: TokenBucket::new(rate, now_ms),
+            last_rebalance_ms: None,
+            rebalance_asked: false,
+            recent: HashMap::new(),
+            term_started_ms: now_ms,
+        }
+    }
+
+    /// True while the storm guard freezes reassignment.
+    pub fn frozen(&self) -> bool {
+        self.storm.as_ref().is_some_and(|s| s.frozen)
+    }
+
+    /// True when worker `id` is being drained.
+    pub fn draining(&self, id: &str) -> bool {
+        self.controls.get(id).is_some_and(|c| c.drain.is_some())
+    }
+}
+
+impl Leader {
+    /// Departures, the storm guard and releases; then orphans, drains and rebalancing.
+    pub(super) async fn step(&self, fence: &Fence) -> Result<(), WriteError> {
+        self.record_departures(fence).await?;
+        self.guard(fence).await?;
+        self.release_workers();
+        self.reconcile(fence).await?;
+        self.drain_step(fence).await?;
+        self.rebalance_step(fence).await
+    }
+
+    /// Gives every absent worker holding tasks a departure time (now, when the leader did not
+    /// see it leave), and makes etcd's departure records match.
+    async fn record_departures(&self, fence: &Fence) -> Result<(), WriteError> {
+        let now = now_ms();
+        let holders = self.placement().absent_holders();
+        let ops: Vec<TxnOp> = {
+            let mut fleet = self.fleet();
+            for id in holders {
+                fleet.departed.entry(id).or_insert(now);
+            }
+            let keys = &self.inner.config.keys;
+            let mut ops = Vec::new();
+            for (id, at) in &fleet.departed {
+                if !fleet.recorded.contains(id) {
+                    let value =
+                        serde_json::to_vec(&crate::model::schedule::Departure { at_ms: *at })?;
+                    ops.push(TxnOp::put(keys.departure_key(id), value, None));
+                }
+            }
+            for id in &fleet.recorded {
+                if !fleet.departed.contains_key(id) {
+                    ops.push(TxnOp::delete(keys.departure_key(id), None));
+                }
+            }
+            ops
+        };
+        for chunk in ops.chunks(BATCH) {
+            self.write(fence, vec![], chunk.to_vec()).await?;
+        }
+        if !ops.is_empty() {
+            let mut fleet = self.fleet();
+            fleet.recorded = fleet.departed.keys().cloned().collect();
+        }
+        Ok(())
+    }
+
+    /// The storm guard: freezes reassignment when too many workers left at once, thaws when
+    /// enough are back.
+    async fn guard(&self, fence: &Fence) -> Result<(), WriteError> {
+        let config = &self.inner.config.scheduling;
+        let now = now_ms();
+        let present = self.placement().present_workers();
+        let next = {
+            let fleet = self.fleet();
+            match &fleet.storm {
+                Some(s) if s.frozen => {
+                    policy::thaws(config, s, |id| fleet.departed.contains_key(id)).then(|| Storm {
+                        frozen: false,
+                        thawed_at_ms: Some(now),
+                        thawed_by: Some("workers-returned".to_owned()),
+                        ..s.clone()
+                    })
+                }
+                other => policy::storm(
+                    config,
+                    &fleet.departed,
+                    present,
+                    other.as_ref().and_then(|s| s.thawed_at_ms),
+                    now,
+                ),
+            }
+        };
+        let Some(next) = next else {
+            return Ok(());
+        };
+        self.write_storm(fence, &next).await?;
+        if next.frozen {
+            warn!(reason = %next.reason, left = ?next.left, of = next.of,
+                "storm guard: too many workers left at once; reassignment frozen");
+        } else {
+            info!(thawed_by = ?next.thawed_by, "storm guard: reassignment thawed");
+        }
+        Ok(())
+    }
+
+    /// Stores the storm record and adopts it.
+    pub(super) async fn write_storm(&self, fence: &Fence, storm: &Storm) -> Result<(), WriteError> {
+        let key = self.inner.config.keys.storm_key();
+        self.write(
+            fence,
+            vec![],
+            vec![TxnOp::put(key, serde_json::to_vec(storm)?, None)],
+        )
+        .await?;
+        self.inner.metrics.frozen.set(i64::from(storm.frozen));
+        self.fleet().storm = Some(storm.clone());
+        Ok(())
+    }
+
+    /// Releases absent workers whose grace is over (or that were being drained), unless
+    /// reassignment is frozen; forgets departures that no longer matter.
+    fn release_workers(&self) {
+        let config = &self.inner.config.scheduling;
+        let now = now_ms();
+        let mut placement = self.placement();
+        let mut fleet = self.fleet();
+        if fleet.frozen() {
+            return;
+        }
+        let window = i64::try_from(config.storm_window.as_millis()).unwrap_or(i64::MAX);
+        let mut forget = Vec::new();
+        for (id, at) in &fleet.departed {
+            if placement.has_worker(id) {
+                continue;
+            }
+            if !placement.is_released(id)
+                && (policy::grace_over(config, *at, now) || fleet.draining(id))
+            {
+                info!(worker = %id, tasks = placement.held_by(id), "grace period over: its tasks may move");
+                placement.release(id);
+            }
+            if placement.is_released(id) && placement.held_by(id) == 0 && now - at > window {
+                forget.push(id.clone());
+            }
+        }
+        for id in forget {
+            fleet.departed.remove(&id);
+        }
+        let min_runtime = i64::try_from(config.min_runtime.as_millis()).unwrap_or(i64::MAX);
+        fleet.recent.retain(|_, at| now - *at < min_runtime);
+    }
+
+    /// Moves tasks off draining workers: at the reassignment rate, or all at once past the
+    /// deadline.
+    async fn drain_step(&self, fence: &Fence) -> Result<(), WriteError> {
+        let drains: Vec<(String, bool)> = {
+            let fleet = self.fleet();
+            let now = now_ms();
+            fleet
+                .controls
+                .iter()
+                .filter_map(|(id, c)| {
+                    let d = c.drain.as_ref()?;
+                    Some((id.clone(), d.deadline_ms.is_some_and(|t| now >= t)))
+                })
+                .collect()
+        };
+        for (id, overdue) in drains {
+            loop {
+                if !self.placement().has_worker(&id) {
+                    break;
+                }
+                let limit = if overdue {
+                    MOVES
+                } else {
+                    self.tokens().min(MOVES)
+                };
+                if limit == 0 {
+                    break;
+                }
+                let moves = self.placement().plan_drain(&id, limit);
+                if moves.is_empty() {
+                    break;
+                }
+                let n = moves.len();
+                let applied = self
+                    .write_moves(fence, &moves, &|name| self.current(name))
+                    .await?;
+                self.spend(n);
+                if !applied || !overdue {
+                    break;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// One rebalancing round when due: at most `rebalance_max_moves` per
+    /// `rebalance_interval`, never a task younger than `min_runtime`.
+    async fn rebalance_step(&self, fence: &Fence) -> Result<(), WriteError> {
+        let config = &self.inner.config.scheduling;
+        let now = now_ms();
+        let interval = i64::try_from(config.rebalance_interval.as_millis()).unwrap_or(i64::MAX);
+        let (asked, recent, term_started) = {
+            let fleet = self.fleet();
+            if fleet.frozen() || fleet.last_rebalance_ms.is_some_and(|t| now - t < interval) {
+                return Ok(());
+            }
+            (
+                fleet.rebalance_asked,
+                fleet.recent.clone(),
+                fleet.term_started_ms,
+            )
+        };
+        let (spread, mean) = self.placement().spread();
+        if !policy::rebalance_due(config, asked, spread, mean) {
+            if spread <= 1 {
+                self.fleet().rebalance_asked = false;
+            }
+            return Ok(());
+        }
+        let limit = config.rebalance_max_moves.min(self.tokens()).min(MOVES);
+        if limit == 0 {
+            return Ok(());
+        }
+        let min_runtime = i64::try_from(config.min_runtime.as_millis()).unwrap_or(i64::MAX);
+        let movable = |name: &str| {
+            let started = self.started(name, &recent, term_started);
+            (now - started >= min_runtime).then_some(started)
+        };
+        let moves = self.placement().plan_rebalance(limit, movable);
+        if moves.is_empty() {
+            return Ok(());
+        }
+        {
+            let mut fleet = self.fleet();
+            fleet.rebalance_asked = true;
+            fleet.last_rebalance_ms = Some(now);
+        }
+        info!(moves = moves.len(), spread, "rebalancing");
+        let n = moves.len();
+        self.write_moves(fence, &moves, &|name| self.current(name))
+            .await?;
+        self.spend(n);
+        Ok(())
+    }
+
+    /// When the task of resource `name` started, Unix ms: as its worker reports it for the
+    /// current assignment, else when this leader saw the assignment, else the term's start.
+    fn started(&self, name: &str, recent: &HashMap<String, i64>, term_started: i64) -> i64 {
+        let entry = self.inner.resources.get(name);
+        let reported = entry.as_ref().and_then(|e| {
+            let status = self.inner.statuses.get(name)?;
+            let s = &status.value;
+            let current =
+                Some(s.worker.as_str()) == e.value.assigned_worker() && s.epoch == e.mod_revision;
+            current.then_some(s.started_at_ms).flatten()
+        });
+        reported
+            .or_else(|| recent.get(name).copied())
+            .unwrap_or(term_started)
+    }
+
+    /// A resource as the resources cache holds it, with its version.
+    pub(super) fn current(&self, name: &str) -> Option<(crate::model::resource::Resource, i64)> {
+        let entry = self.inner.resources.get(name)?;
+        Some(((*entry.value).clone(), entry.mod_revision))
+    }
+
+    /// Reassignment tokens available now.
+    pub(super) fn tokens(&self) -> usize {
+        self.fleet().bucket.available(now_ms())
+    }
+
+    /// Spends `n` reassignment tokens.
+    pub(super) fn spend(&self, n: usize) {
+        self.fleet().bucket.take(n);
+    }
+}
