@@ -256,6 +256,46 @@ async fn create_in_the_dashboard_then_watch_a_dead_workers_resource_move() {
     })
     .await;
 
+    // Cordon the other worker from its row: it shows as cordoned and takes no new task;
+    // uncordon it again.
+    let other = if first.ends_with("-1") {
+        "go.micro.server.worker-2"
+    } else {
+        "go.micro.server.worker-1"
+    };
+    let other_row = format!("tr[data-worker=\"{other}\"]");
+    driver
+        .click(&format!("{other_row} button[data-op=\"cordon\"]"))
+        .await;
+    eventually(
+        "the worker shows as cordoned",
+        Duration::from_secs(20),
+        || async {
+            (driver.text(&format!("{other_row} .wstate")).await? == "cordoned").then_some(())
+        },
+    )
+    .await;
+    for i in 0..4 {
+        let (status, body) = create(&master.url, &format!("while-cordoned-{i}"))
+            .await
+            .expect("create");
+        assert_eq!(status, 201);
+        assert_eq!(
+            body["assigned_node"]["id"],
+            first.as_str(),
+            "a cordoned worker takes nothing new"
+        );
+    }
+    driver
+        .click(&format!("{other_row} button[data-op=\"uncordon\"]"))
+        .await;
+    eventually(
+        "the worker is ready again",
+        Duration::from_secs(20),
+        || async { (driver.text(&format!("{other_row} .wstate")).await? == "ready").then_some(()) },
+    )
+    .await;
+
     // Kill the worker that runs it: the dashboard shows it moving to the other one.
     let victim = if first.ends_with("-1") { 0 } else { 1 };
     workers[victim].kill9();
@@ -281,6 +321,69 @@ async fn create_in_the_dashboard_then_watch_a_dead_workers_resource_move() {
         "a real screenshot, not an empty page ({size} bytes)"
     );
     println!("screenshot: {}", shot.display());
+    driver.call(reqwest::Method::DELETE, "", None).await;
+    master.stop().await;
+}
+
+#[tokio::test]
+async fn the_storm_banner_shows_and_an_operator_thaws_it() {
+    let etcd = Etcd::start().await;
+    let dir = tempfile::tempdir().expect("dir");
+    let config = fault_config(dir.path());
+    let endpoints = vec![etcd.url.clone()];
+    let mut master_config = test_config(&endpoints);
+    master_config.scheduling.storm_fraction = 0.5;
+    master_config.scheduling.reassign_after = Duration::from_secs(60);
+    let master = start_master(master_config, 1).await;
+    ready_leader(&[&master.url], Duration::from_secs(20)).await;
+    let mut workers = [
+        Proc::worker(1, &endpoints, &config),
+        Proc::worker(2, &endpoints, &config),
+        Proc::worker(3, &endpoints, &config),
+    ];
+    wait_workers(&master.url, 3).await;
+    let profile = tempfile::tempdir().expect("profile");
+    let driver = Driver::start(profile.path()).await;
+    driver.goto(&format!("{}/", master.url)).await;
+    eventually(
+        "the dashboard lists three workers",
+        Duration::from_secs(20),
+        || async {
+            driver
+                .text("#worker-count")
+                .await?
+                .starts_with("3 registered")
+                .then_some(())
+        },
+    )
+    .await;
+    assert_eq!(
+        driver.text("#storm-reason").await.as_deref(),
+        Some(""),
+        "no banner yet"
+    );
+
+    // Two of three workers vanish at once: the banner says reassignment is frozen.
+    workers[0].kill9();
+    workers[1].kill9();
+    eventually(
+        "the banner shows the freeze",
+        Duration::from_secs(30),
+        || async {
+            let reason = driver.text("#storm-reason").await?;
+            reason.contains("2 of 3 workers left").then_some(())
+        },
+    )
+    .await;
+
+    driver.click("#thaw").await;
+    eventually("the banner goes away", Duration::from_secs(20), || async {
+        driver.text("#storm-reason").await?.is_empty().then_some(())
+    })
+    .await;
+    let cluster = cluster(&master.url).await.expect("cluster");
+    assert_eq!(cluster["scheduling"]["frozen"], false);
+    assert_eq!(cluster["scheduling"]["thawed_by"], "operator");
     driver.call(reqwest::Method::DELETE, "", None).await;
     master.stop().await;
 }

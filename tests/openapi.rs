@@ -21,6 +21,12 @@ fn every_route_and_shared_parameter_is_described() {
     for (path, methods) in [
         ("/api/v1/workers", &["get"][..]),
         ("/api/v1/workers/{id}", &["get"]),
+        ("/api/v1/workers/{id}/cordon", &["post"]),
+        ("/api/v1/workers/{id}/uncordon", &["post"]),
+        ("/api/v1/workers/{id}/drain", &["post"]),
+        ("/api/v1/cluster/thaw", &["post"]),
+        ("/api/v1/placement/preview", &["post"]),
+        ("/api/v1/resources/{name}/history", &["get"]),
         ("/api/v1/resources", &["get", "post"]),
         (
             "/api/v1/resources/{name}",

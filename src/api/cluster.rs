@@ -35,6 +35,9 @@ pub struct ClusterView {
     pub me: SelfView,
     /// Masters in the election, oldest campaign first.
     pub masters: Vec<MasterView>,
+    /// The scheduling policy's state: the storm guard, departed workers in their grace
+    /// period, cordons.
+    pub scheduling: super::fleet::SchedulingView,
 }
 
 /// The leader, this master's role and the masters in the election.
@@ -69,5 +72,6 @@ pub async fn get(State(state): State<AppState>) -> Json<ClusterView> {
             role,
         },
         masters,
+        scheduling: super::fleet::scheduling(&state),
     })
 }

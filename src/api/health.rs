@@ -56,6 +56,12 @@ pub async fn metrics(State(state): State<AppState>) -> impl axum::response::Into
     let text = state.metrics.render(|m| {
         for (cache, stats, len, revision) in [
             (
+                "schedule",
+                state.schedule.stats(),
+                state.schedule.len(),
+                state.schedule.revision(),
+            ),
+            (
                 "workers",
                 state.workers.stats(),
                 state.workers.len(),
@@ -85,6 +91,16 @@ pub async fn metrics(State(state): State<AppState>) -> impl axum::response::Into
         }
         m.is_leader
             .set(i64::from(state.leader.leadership().is_leader()));
+        let scheduling = super::fleet::scheduling(&state);
+        m.frozen.set(i64::from(scheduling.frozen));
+        m.cordoned.set(scheduling.cordoned as i64);
+        m.departed.set(scheduling.departed.len() as i64);
+        let loads = super::workers::loads(&state);
+        let draining = super::fleet::controls(&state)
+            .iter()
+            .filter(|(id, c)| c.drain.is_some() && loads.get(*id).copied().unwrap_or(0) > 0)
+            .count();
+        m.draining.set(draining as i64);
         m.workers.set(state.workers.len() as i64);
         m.worker_load.clear();
         for (worker, load) in super::workers::loads(&state) {

@@ -11,6 +11,7 @@ pub mod dashboard;
 pub mod error;
 pub mod events;
 pub mod extract;
+pub mod fleet;
 pub mod health;
 pub mod openapi;
 pub mod proxy;
@@ -77,6 +78,10 @@ pub struct Shared {
     pub candidates: Store<Candidate>,
     /// Task statuses as workers report them, from the status prefix.
     pub statuses: Store<crate::model::status::TaskStatus>,
+    /// The scheduling state (cordons, drains, departures, the storm guard).
+    pub schedule: Store<crate::model::schedule::Record>,
+    /// The scheduling policy's settings (for the grace period shown with departures).
+    pub scheduling: crate::config::SchedulingConfig,
     /// The leader's duties (refuse unless this master leads).
     pub leader: Leader,
     /// Changes for the event stream.
@@ -100,6 +105,7 @@ impl Shared {
     pub fn is_ready(&self) -> bool {
         self.workers.is_ready()
             && self.resources.is_ready()
+            && self.schedule.is_ready()
             && !self.draining.is_cancelled()
             && !matches!(self.leader.leadership().term(), Term::Won(_))
     }
@@ -176,6 +182,12 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(health::readyz))
         .route("/api/v1/workers", get(workers::list))
         .route("/api/v1/workers/{id}", get(workers::get_one))
+        .route("/api/v1/workers/{id}/cordon", post(fleet::cordon))
+        .route("/api/v1/workers/{id}/uncordon", post(fleet::uncordon))
+        .route("/api/v1/workers/{id}/drain", post(fleet::drain))
+        .route("/api/v1/cluster/thaw", post(fleet::thaw))
+        .route("/api/v1/placement/preview", post(fleet::preview))
+        .route("/api/v1/resources/{name}/history", get(fleet::history))
         .route(
             "/api/v1/resources",
             get(resources::list).post(resources::create),

@@ -28,6 +28,12 @@ use crate::model::status::TaskState;
         super::dashboard::page,
         super::workers::list,
         super::workers::get_one,
+        super::fleet::cordon,
+        super::fleet::uncordon,
+        super::fleet::drain,
+        super::fleet::thaw,
+        super::fleet::preview,
+        super::fleet::history,
         super::resources::create,
         super::resources::list,
         super::resources::get_one,
@@ -63,11 +69,22 @@ use crate::model::status::TaskState;
         super::cluster::ClusterView,
         super::cluster::MasterView,
         super::cluster::SelfView,
+        super::fleet::ControlView,
+        super::fleet::ControlAnswer,
+        super::fleet::DrainView,
+        super::fleet::DrainRequest,
+        super::fleet::SchedulingView,
+        super::fleet::DepartedView,
+        super::fleet::PreviewRequest,
+        super::fleet::PreviewAnswer,
+        super::fleet::PlannedMove,
+        super::fleet::HistoryView,
+        super::fleet::HistoryItem,
     )),
     tags(
         (name = "workers", description = "Crawler workers discovered through etcd"),
         (name = "resources", description = "Crawl tasks, assigned to workers by the leader"),
-        (name = "cluster", description = "Masters and the elected leader"),
+        (name = "cluster", description = "Masters, the elected leader and the scheduling policy's state"),
         (name = "events", description = "A live stream of changes (Server-Sent Events)"),
         (name = "compatibility", description = "The Go crawler's gateway routes"),
         (name = "health", description = "Liveness and readiness"),
@@ -104,6 +121,33 @@ fn name_schema() -> Object {
         .max_length(Some(name::MAX_LEN))
         .pattern(Some(name::PATTERN))
         .build()
+}
+
+/// A drain deadline: duration text, a whole number of seconds, or null.
+fn deadline_schema() -> Schema {
+    let text = ObjectBuilder::new()
+        .schema_type(Type::String)
+        .min_length(Some(1))
+        .max_length(Some(super::fleet::DEADLINE_MAX_LEN))
+        .pattern(Some(super::fleet::DEADLINE_PATTERN))
+        .build();
+    let seconds = ObjectBuilder::new()
+        .schema_type(Type::Integer)
+        .format(Some(SchemaFormat::KnownFormat(KnownFormat::Int64)))
+        .minimum(Some(0))
+        .build();
+    let null = ObjectBuilder::new().schema_type(Type::Null).build();
+    Schema::OneOf(
+        utoipa::openapi::schema::OneOfBuilder::new()
+            .item(text)
+            .item(seconds)
+            .item(null)
+            .description(Some(
+                "How long until the remaining tasks move regardless of the rate: `90s`, `5m`, \
+                 `1h 30m` (units ns, us, ms, s, m, h, d, w), or a whole number of seconds",
+            ))
+            .build(),
+    )
 }
 
 /// Labels: at most 64, keys of 1 to 128 characters and values of at most 256, with no control
@@ -249,6 +293,7 @@ fn constrain_schemas(openapi: &mut utoipa::openapi::OpenApi) {
             "labels",
             Schema::Object(labels_schema(true)),
         ),
+        ("DrainRequest", "deadline", deadline_schema()),
     ] {
         if let Some(RefOr::T(Schema::Object(object))) = components.schemas.get_mut(schema_name) {
             object.properties.insert(field.to_owned(), RefOr::T(schema));
@@ -259,6 +304,17 @@ fn constrain_schemas(openapi: &mut utoipa::openapi::OpenApi) {
 impl Modify for Shared {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         constrain_schemas(openapi);
+        // A drain's body is optional: none means no deadline.
+        if let Some(body) = openapi
+            .paths
+            .paths
+            .get_mut("/api/v1/workers/{id}/drain")
+            .and_then(|item| item.post.as_mut())
+            .and_then(|op| op.request_body.as_mut())
+            && let RefOr::T(body) = body
+        {
+            body.required = Some(Required::False);
+        }
         for (path, item) in openapi.paths.paths.iter_mut() {
             let api = path.starts_with("/api/") || path.starts_with("/crawler/");
             if let Some(get) = item.get.as_mut() {

@@ -11,6 +11,7 @@ use utoipa::ToSchema;
 use super::extract::ApiPath;
 use super::{ApiError, AppState, revision_header};
 use crate::model::registry::Worker;
+use crate::model::schedule::Control;
 
 /// A worker, as listed by the API.
 #[derive(Debug, Serialize, ToSchema)]
@@ -27,6 +28,9 @@ pub struct WorkerView {
     pub capacity: Option<u32>,
     /// Resources currently assigned to it.
     pub load: usize,
+    /// Operators' state: `ready`, `cordoned`, `draining` or `drained`, with details.
+    #[serde(flatten)]
+    pub control: super::fleet::ControlView,
 }
 
 /// A list of workers.
@@ -36,9 +40,10 @@ pub struct WorkerList {
     pub items: Vec<WorkerView>,
 }
 
-/// The API view of a worker with `load` resources.
-pub fn view(worker: &Worker, load: usize) -> WorkerView {
+/// The API view of a worker with `load` resources and operators' `control`.
+pub fn view(worker: &Worker, load: usize, control: Option<&Control>) -> WorkerView {
     WorkerView {
+        control: super::fleet::control_view(control, load),
         id: worker.id.clone(),
         address: worker.address.clone(),
         metadata: worker.metadata_map(),
@@ -67,10 +72,18 @@ pub fn loads(state: &AppState) -> HashMap<String, usize> {
         headers(("x-etcd-revision" = i64, description = "etcd revision the cache reflected")))))]
 pub async fn list(State(state): State<AppState>) -> impl IntoResponse {
     let loads = loads(&state);
+    let controls = super::fleet::controls(&state);
     let (items, revision) = state.workers.with(|objects, revision| {
         let mut items: Vec<WorkerView> = objects
             .values()
-            .map(|e| view(&e.value, loads.get(&e.value.id).copied().unwrap_or(0)))
+            .map(|e| {
+                let id = &e.value.id;
+                view(
+                    &e.value,
+                    loads.get(id).copied().unwrap_or(0),
+                    controls.get(id),
+                )
+            })
             .collect();
         items.sort_by(|a, b| a.id.cmp(&b.id));
         (items, revision)
@@ -103,5 +116,9 @@ pub async fn get_one(
         name: id.chars().take(200).collect(),
     })?;
     let load = loads(&state).get(&worker.id).copied().unwrap_or(0);
-    Ok(([revision_header(revision)], Json(view(&worker, load))))
+    let controls = super::fleet::controls(&state);
+    Ok((
+        [revision_header(revision)],
+        Json(view(&worker, load, controls.get(&worker.id))),
+    ))
 }

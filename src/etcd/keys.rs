@@ -6,9 +6,9 @@
 use serde::Deserialize;
 
 /// Key remainder, under the schedule prefix, of operators' state for a worker.
-pub const SCHEDULE_CONTROL: &str = "workers/";
+pub const SCHEDULE_CONTROL: &str = "worker:";
 /// Key remainder, under the schedule prefix, of a worker's departure record.
-pub const SCHEDULE_DEPARTED: &str = "departed/";
+pub const SCHEDULE_DEPARTED: &str = "departed:";
 /// Key remainder, under the schedule prefix, of the storm guard's record.
 pub const SCHEDULE_STORM: &str = "storm";
 
@@ -25,7 +25,8 @@ pub struct KeyLayout {
     /// Prefix of task statuses, written by workers on their own lease: `<status_prefix><name>`.
     pub status_prefix: String,
     /// Prefix of the scheduling state every master caches: operators' cordons and drains
-    /// (`workers/<node-id>`), departures (`departed/<node-id>`) and the storm guard (`storm`).
+    /// (`worker:<node-id>`), departures (`departed:<node-id>`); one level, as the caches
+    /// take only direct children and the storm guard (`storm`).
     pub schedule_prefix: String,
     /// Prefix of assignment histories, one key per resource: `<history_prefix><name>`.
     pub history_prefix: String,
@@ -132,8 +133,8 @@ mod tests {
         );
         assert_eq!(k.resource_key("douban"), "/resources/douban");
         assert_eq!(k.status_key("douban"), "/crawler/status/douban");
-        assert_eq!(k.control_key("w-1"), "/crawler/schedule/workers/w-1");
-        assert_eq!(k.departure_key("w-1"), "/crawler/schedule/departed/w-1");
+        assert_eq!(k.control_key("w-1"), "/crawler/schedule/worker:w-1");
+        assert_eq!(k.departure_key("w-1"), "/crawler/schedule/departed:w-1");
         assert_eq!(k.storm_key(), "/crawler/schedule/storm");
         assert_eq!(k.history_key("douban"), "/crawler/history/douban");
         assert!(k.validate().is_ok());

@@ -159,6 +159,14 @@ impl Master {
             &cancel,
             &mut tasks,
         );
+        let schedule: Store<crate::model::schedule::Record> = cache::spawn(
+            "schedule",
+            &client,
+            &config,
+            &config.keys.schedule_prefix,
+            &cancel,
+            &mut tasks,
+        );
         tasks.spawn(log_membership(workers.clone(), cancel.clone()));
 
         let me = Candidate {
@@ -231,6 +239,8 @@ impl Master {
             resources,
             candidates,
             statuses,
+            schedule,
+            scheduling: config.scheduling.clone(),
             leader,
             feed,
             forwarder,

@@ -197,7 +197,7 @@ mod tests {
     fn records_decode_by_key() {
         let control = br#"{"cordoned_at_ms":5,"drain":{"since_ms":6}}"#;
         assert_eq!(
-            Record::decode("workers/w-1", control).expect("control"),
+            Record::decode("worker:w-1", control).expect("control"),
             Record::Control(
                 "w-1".into(),
                 Control {
@@ -210,13 +210,13 @@ mod tests {
             )
         );
         assert!(matches!(
-            Record::decode("departed/w-2", br#"{"at_ms":7}"#),
+            Record::decode("departed:w-2", br#"{"at_ms":7}"#),
             Ok(Record::Departed(id, Departure { at_ms: 7 })) if id == "w-2"
         ));
         let storm = br#"{"frozen":true,"since_ms":1,"reason":"r","left":["a"],"of":3}"#;
         assert!(matches!(Record::decode("storm", storm), Ok(Record::Storm(s)) if s.frozen));
         assert!(Record::decode("other", b"{}").is_err());
-        assert!(Record::decode("workers/x", b"[").is_err());
+        assert!(Record::decode("worker:x", b"[").is_err());
     }
 
     #[test]
