@@ -64,6 +64,19 @@ impl Fleet {
         self.storm.as_ref().is_some_and(|s| s.frozen)
     }
 
+    /// Adopts a thawed storm record. The grace period of the workers whose departure caused
+    /// the storm, and that are still away, starts again now: a storm is more likely the
+    /// masters' problem than the workers', and a thaw must not move everything at once.
+    pub fn thawed(&mut self, storm: Storm, now_ms: i64) {
+        for id in &storm.left {
+            if let Some(at) = self.departed.get_mut(id) {
+                *at = now_ms;
+                self.recorded.remove(id);
+            }
+        }
+        self.storm = Some(storm);
+    }
+
     /// True when worker `id` is being drained.
     pub fn draining(&self, id: &str) -> bool {
         self.controls.get(id).is_some_and(|c| c.drain.is_some())
@@ -166,7 +179,12 @@ impl Leader {
         )
         .await?;
         self.inner.metrics.frozen.set(i64::from(storm.frozen));
-        self.fleet().storm = Some(storm.clone());
+        let mut fleet = self.fleet();
+        if storm.frozen {
+            fleet.storm = Some(storm.clone());
+        } else {
+            fleet.thawed(storm.clone(), storm.thawed_at_ms.unwrap_or_else(now_ms));
+        }
         Ok(())
     }
 
