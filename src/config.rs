@@ -510,6 +510,7 @@ mod tests {
         assert_eq!(config.worker.service, "go.micro.server.worker");
         assert_eq!(config.worker.lease_ttl_secs, 10);
         assert_eq!(config.master.session_ttl_secs, 5);
+        assert_eq!(config.scheduling, defaults.scheduling);
     }
 
     #[test]

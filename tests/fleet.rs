@@ -111,10 +111,13 @@ async fn histories(
     names: impl Iterator<Item = &String>,
 ) -> Vec<(String, String, i64, String, String)> {
     let mut out = Vec::new();
+    let mut took = Vec::new();
     for name in names {
+        let started = Instant::now();
         let (status, _, body) = get_json(&format!("{master}/api/v1/resources/{name}/history"))
             .await
             .expect("history");
+        took.push(started.elapsed());
         assert_eq!(status, 200, "{body}");
         for item in body["items"].as_array().expect("items") {
             let at = humantime::parse_rfc3339(item["at"].as_str().expect("at")).expect("time");
@@ -130,6 +133,14 @@ async fn histories(
                 item["to"].as_str().unwrap_or("").to_owned(),
             ));
         }
+    }
+    took.sort();
+    if let (Some(p50), Some(max)) = (took.get(took.len() / 2), took.last()) {
+        let p99 = took[(took.len() * 99 / 100).min(took.len() - 1)];
+        println!(
+            "measured: {} history reads (debug build, real etcd): p50 {p50:?}, p99 {p99:?}, max {max:?}",
+            took.len()
+        );
     }
     out
 }
@@ -200,14 +211,7 @@ async fn a_storm_freezes_returning_workers_keep_their_tasks_and_a_single_loss_mo
         before,
         "nothing moved during the freeze"
     );
-    let metrics = http()
-        .get(format!("{}/metrics", master.url))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = metrics_text(&master.url).await;
     assert!(
         metrics.contains("crawler_reassignment_frozen 1"),
         "the metric shows it"

@@ -203,14 +203,7 @@ async fn tasks_run_fail_restart_and_stop_and_every_master_shows_it() {
     assert_eq!(status, 400);
 
     // The metrics count tasks by state.
-    let scrape = http()
-        .get(format!("{f}/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let scrape = metrics_text(f).await;
     assert!(
         scrape.contains("crawler_tasks{state=\"failed\"} 3"),
         "{scrape}"

@@ -198,6 +198,18 @@ pub async fn worker_ids(master: &str) -> Option<Vec<String>> {
     )
 }
 
+/// The `/metrics` text of a master.
+pub async fn metrics_text(master: &str) -> String {
+    http()
+        .get(format!("{master}/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text")
+}
+
 /// POSTs a create and returns status and JSON body.
 pub async fn create(master: &str, name: &str) -> Option<(u16, serde_json::Value)> {
     let resp = http()

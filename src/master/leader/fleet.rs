@@ -348,3 +348,33 @@ impl Leader {
         self.fleet().bucket.take(n);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_thaw_restarts_the_grace_of_the_workers_still_away() {
+        let mut fleet = Fleet::new(10.0, 0);
+        fleet.departed.insert("a".into(), 100);
+        fleet.departed.insert("b".into(), 100);
+        fleet.departed.insert("c".into(), 50);
+        fleet.recorded = fleet.departed.keys().cloned().collect();
+        let storm = Storm {
+            frozen: false,
+            since_ms: 100,
+            reason: "2 of 3".into(),
+            left: vec!["a".into(), "b".into(), "gone-back".into()],
+            of: 3,
+            thawed_at_ms: Some(900),
+            thawed_by: Some("operator".into()),
+        };
+        fleet.thawed(storm, 900);
+        assert_eq!((fleet.departed["a"], fleet.departed["b"]), (900, 900));
+        assert_eq!(fleet.departed["c"], 50, "not part of the storm");
+        assert!(!fleet.recorded.contains("a"), "rewritten with the new time");
+        assert!(fleet.recorded.contains("c"));
+        assert!(!fleet.frozen());
+        assert!(!fleet.departed.contains_key("gone-back"));
+    }
+}
