@@ -167,6 +167,31 @@ impl Driver {
     }
 }
 
+/// Clicks `button` until `cell` reads `wanted`. The table is redrawn whenever an event
+/// arrives, so a button found just before a redraw is gone when clicked (WebDriver answers
+/// "stale element"): click again, as a user would.
+async fn click_until(driver: &Driver, button: &str, cell: &str, wanted: &str) {
+    for _ in 0..20 {
+        // Gone already when an earlier click took effect and the table was redrawn.
+        if let Some(id) = driver.find(button).await {
+            driver
+                .call(
+                    reqwest::Method::POST,
+                    &format!("/element/{id}/click"),
+                    Some(json!({})),
+                )
+                .await;
+        }
+        for _ in 0..25 {
+            if driver.text(cell).await.as_deref() == Some(wanted) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(40)).await;
+        }
+    }
+    panic!("{cell} never read {wanted:?} after clicking {button}");
+}
+
 #[tokio::test]
 async fn create_in_the_dashboard_then_watch_a_dead_workers_resource_move() {
     let etcd = Etcd::start().await;
@@ -264,15 +289,11 @@ async fn create_in_the_dashboard_then_watch_a_dead_workers_resource_move() {
         "go.micro.server.worker-1"
     };
     let other_row = format!("tr[data-worker=\"{other}\"]");
-    driver
-        .click(&format!("{other_row} button[data-op=\"cordon\"]"))
-        .await;
-    eventually(
-        "the worker shows as cordoned",
-        Duration::from_secs(20),
-        || async {
-            (driver.text(&format!("{other_row} .wstate")).await? == "cordoned").then_some(())
-        },
+    click_until(
+        &driver,
+        &format!("{other_row} button[data-op=\"cordon\"]"),
+        &format!("{other_row} .wstate"),
+        "cordoned",
     )
     .await;
     for i in 0..4 {
@@ -286,13 +307,11 @@ async fn create_in_the_dashboard_then_watch_a_dead_workers_resource_move() {
             "a cordoned worker takes nothing new"
         );
     }
-    driver
-        .click(&format!("{other_row} button[data-op=\"uncordon\"]"))
-        .await;
-    eventually(
-        "the worker is ready again",
-        Duration::from_secs(20),
-        || async { (driver.text(&format!("{other_row} .wstate")).await? == "ready").then_some(()) },
+    click_until(
+        &driver,
+        &format!("{other_row} button[data-op=\"uncordon\"]"),
+        &format!("{other_row} .wstate"),
+        "ready",
     )
     .await;
 

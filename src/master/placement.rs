@@ -23,6 +23,9 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use crate::master::assigner::Assigner;
 use crate::model::schedule::Reason;
 
+/// Movable resources of a donor among which rebalancing picks the youngest.
+const REBALANCE_CANDIDATES: usize = 64;
+
 /// A worker chosen for one resource, counted in its load until released.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reservation {
@@ -435,6 +438,9 @@ impl Placement {
                         && !self.needs.contains_key(*n)
                 })
                 .filter_map(|n| movable(n).map(|started| (started, n)))
+                // The youngest among the first candidates found, so a round costs the same
+                // whether the donor holds a hundred tasks or a hundred thousand.
+                .take(REBALANCE_CANDIDATES)
                 .max()
                 .map(|(_, n)| n.clone());
             let Some(name) = candidate else {

@@ -149,7 +149,13 @@ impl Leader {
                 }
                 other => policy::storm(
                     config,
-                    &fleet.departed,
+                    // A cordoned worker leaving is expected (an operator is taking it out).
+                    &fleet
+                        .departed
+                        .iter()
+                        .filter(|(id, _)| !fleet.controls.contains_key(*id))
+                        .map(|(id, at)| (id.clone(), *at))
+                        .collect(),
                     present,
                     other.as_ref().and_then(|s| s.thawed_at_ms),
                     now,
