@@ -62,7 +62,7 @@ pub struct BenchArgs {
     /// target/BENCHMARKS-quick.md with --quick).
     #[arg(long)]
     pub out: Option<PathBuf>,
-    /// Run only these scenarios (numbers 1 to 7, comma-separated), e.g. when profiling one.
+    /// Run only these scenarios (numbers 1 to 8, comma-separated), e.g. when profiling one.
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<u8>,
 }

@@ -22,11 +22,10 @@ const MAX_PREVIEW_WORKERS: usize = 1_000;
 /// Most moves a preview lists (all are counted).
 const MAX_PREVIEW_MOVES: usize = 1_000;
 
-/// RFC 3339 of Unix milliseconds.
-pub fn rfc3339(ms: i64) -> String {
-    let at = std::time::UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64);
-    humantime::format_rfc3339_millis(at).to_string()
-}
+use super::status::rfc3339;
+
+/// Longest drain deadline; a longer one counts as this.
+pub const MAX_DEADLINE: Duration = Duration::from_secs(366 * 24 * 3600);
 
 /// A drain, as shown with its worker.
 #[derive(Debug, Serialize, ToSchema)]
@@ -247,8 +246,8 @@ pub async fn uncordon(
 #[serde(deny_unknown_fields)]
 pub struct DrainRequest {
     /// How long until the remaining tasks move regardless of the reassignment rate: a
-    /// duration such as `90s`, `5m` or `1h 30m`, or a whole number of seconds. Without one,
-    /// the drain goes at the rate until done.
+    /// duration such as `90s`, `5m` or `1h 30m`, or a whole number of seconds (longer than
+    /// 366 days counts as 366 days). Without one, the drain goes at the rate until done.
     #[schema(value_type = Option<String>, example = "5m")]
     pub deadline: Option<serde_json::Value>,
 }
@@ -301,15 +300,28 @@ pub fn parse_deadline(value: Option<&serde_json::Value>) -> Result<Option<Durati
     let bad = |detail: String| ApiError::bad_field("deadline", detail);
     match value {
         None | Some(serde_json::Value::Null) => Ok(None),
-        Some(serde_json::Value::Number(n)) => match n.as_u64() {
-            Some(secs) => Ok(Some(Duration::from_secs(secs))),
-            None if n.as_f64().is_some_and(|f| f < 0.0) => {
-                Err(bad("deadline must not be negative".into()))
+        Some(serde_json::Value::Number(n)) => {
+            // JSON Schema counts 344.0 as an integer: any whole number of seconds.
+            // The schema says int64: 2^63 and more are refused.
+            let too_large = match n.as_u64() {
+                Some(u) => i64::try_from(u).is_err(),
+                None => n.as_f64().is_some_and(|f| f >= 9_223_372_036_854_775_808.0),
+            };
+            if too_large {
+                return Err(bad("deadline is larger than an int64".into()));
             }
-            None => Err(bad("deadline must be a whole number of seconds".into())),
-        },
-        Some(serde_json::Value::String(text)) => {
-            parse_duration_text(text).map(Some).ok_or_else(|| {
+            let secs = n.as_u64().map(|u| u as f64).or_else(|| n.as_f64());
+            match secs {
+                Some(s) if s < 0.0 => Err(bad("deadline must not be negative".into())),
+                Some(s) if s.fract() == 0.0 => Ok(Some(Duration::from_secs_f64(
+                    s.min(MAX_DEADLINE.as_secs_f64()),
+                ))),
+                _ => Err(bad("deadline must be a whole number of seconds".into())),
+            }
+        }
+        Some(serde_json::Value::String(text)) => parse_duration_text(text)
+            .map(|d| Some(d.min(MAX_DEADLINE)))
+            .ok_or_else(|| {
                 let shown: String = text.chars().take(40).collect();
                 if shown.trim_start().starts_with('-') {
                     bad("deadline must not be negative".into())
@@ -318,8 +330,7 @@ pub fn parse_deadline(value: Option<&serde_json::Value>) -> Result<Option<Durati
                         "deadline {shown:?} is not a duration such as 90s, 5m or 1h 30m"
                     ))
                 }
-            })
-        }
+            }),
         Some(_) => Err(bad(
             "deadline must be a duration such as \"90s\" or a number of seconds".into(),
         )),
@@ -571,11 +582,19 @@ mod tests {
             Some(Duration::from_secs(5_400))
         );
         assert_eq!(ok(serde_json::json!(45)), Some(Duration::from_secs(45)));
+        assert_eq!(ok(serde_json::json!(344.0)), Some(Duration::from_secs(344)));
+        assert_eq!(
+            ok(serde_json::json!(9_000_000_000_000_000_000u64)),
+            Some(MAX_DEADLINE)
+        );
+        assert_eq!(ok(serde_json::json!("999999999w")), Some(MAX_DEADLINE));
         assert_eq!(ok(serde_json::Value::Null), None);
         assert_eq!(parse_deadline(None).expect("none"), None);
         for bad in [
             serde_json::json!("-5s"),
             serde_json::json!(-5),
+            serde_json::json!(9_223_372_036_854_775_808u64),
+            serde_json::json!(1e30),
             serde_json::json!(1.5),
             serde_json::json!("soon"),
             serde_json::json!("5 minutes"),

@@ -144,7 +144,8 @@ fn deadline_schema() -> Schema {
             .item(null)
             .description(Some(
                 "How long until the remaining tasks move regardless of the rate: `90s`, `5m`, \
-                 `1h 30m` (units ns, us, ms, s, m, h, d, w), or a whole number of seconds",
+                 `1h 30m` (units ns, us, ms, s, m, h, d, w), or a whole number of seconds; longer than \
+                 366 days counts as 366 days",
             ))
             .build(),
     )

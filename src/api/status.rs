@@ -45,8 +45,12 @@ pub struct StatusView {
     pub updated_at: Option<String>,
 }
 
-fn rfc3339(ms: i64) -> String {
-    let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64);
+/// RFC 3339 of Unix milliseconds, clamped to years 1970 to 9999 (a worker's status is outside
+/// input: a bogus time must not fail the read).
+pub fn rfc3339(ms: i64) -> String {
+    /// 9999-12-31T23:59:59.999Z, the last instant RFC 3339 can write.
+    const LAST_MS: i64 = 253_402_300_799_999;
+    let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.clamp(0, LAST_MS) as u64);
     humantime::format_rfc3339_millis(at).to_string()
 }
 
@@ -151,5 +155,15 @@ mod tests {
         assert_eq!(parse_state("failed").as_deref(), Some("failed"));
         assert_eq!(parse_state("unknown").as_deref(), Some("unknown"));
         assert_eq!(parse_state("bogus"), None);
+    }
+}
+
+#[cfg(test)]
+mod clamp_tests {
+    #[test]
+    fn any_time_formats() {
+        assert_eq!(super::rfc3339(i64::MAX), "9999-12-31T23:59:59.999Z");
+        assert_eq!(super::rfc3339(-5), "1970-01-01T00:00:00.000Z");
+        assert_eq!(super::rfc3339(1_000), "1970-01-01T00:00:01.000Z");
     }
 }

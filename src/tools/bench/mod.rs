@@ -7,10 +7,11 @@
 //! with tiny counts, as a smoke test.
 //!
 //! One file per scenario (`reads.rs`, `creates.rs`, `follower.rs`, `propagation.rs`, `failover.rs`,
-//! `scale.rs`, `ids.rs`), over a shared `harness.rs` and `report.rs`; this file runs them in order.
+//! `scale.rs`, `ids.rs`, `fleet.rs`), over a shared `harness.rs` and `report.rs`; this file runs them in order.
 
 mod creates;
 mod failover;
+mod fleet;
 mod follower;
 mod harness;
 mod ids;
@@ -29,6 +30,7 @@ use crate::tools::procs::{self, Scratch, ToolError};
 
 use creates::create_on_leader;
 use failover::failover;
+use fleet::fleet;
 use follower::through_follower;
 use harness::{http_client, is_ready, is_ready_leader, wait_until};
 use ids::ids;
@@ -111,6 +113,9 @@ pub async fn run(options: BenchOptions) -> Result<(), ToolError> {
     }
     if options.runs(7) {
         ids(&mut report, q);
+    }
+    if options.runs(8) {
+        fleet(&mut report, q).await?;
     }
 
     let total = started.elapsed();
