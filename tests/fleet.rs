@@ -686,3 +686,110 @@ async fn bad_operator_input_gets_a_clear_4xx_and_leaves_no_key() {
         "no key appeared, and none changed"
     );
 }
+
+#[tokio::test]
+async fn history_keeps_every_reason_across_a_leader_change_and_a_preview_moves_nothing() {
+    let etcd = Etcd::start().await;
+    let endpoints = vec![etcd.url.clone()];
+    let dir = tempfile::tempdir().expect("dir");
+    let wconfig = worker_config(dir.path());
+    let config = policy(&endpoints, |_| {});
+    let ([m2, m3], leader, follower) = leader_and_follower(&config).await;
+    let _w1 = Proc::worker(1, &endpoints, &wconfig);
+    wait_workers(&leader, 1).await;
+    create_many(&leader, "hist", 6).await;
+    let _w2 = Proc::worker(2, &endpoints, &wconfig);
+    wait_workers(&leader, 2).await;
+    wait_workers(&follower, 2).await;
+
+    // Pinned through the follower, then restarted 25 times: the last 20 are kept.
+    let read = |master: String| async move {
+        let (status, _, body) = get_json(&format!("{master}/api/v1/resources/hist-000/history"))
+            .await
+            .expect("history");
+        assert_eq!(status, 200, "{body}");
+        body["items"].as_array().expect("items").clone()
+    };
+    let resp = http()
+        .patch(format!("{follower}/api/v1/resources/hist-000"))
+        .json(&json!({"assigned_node": worker_id(2)}))
+        .send()
+        .await
+        .expect("patch");
+    assert_eq!(resp.status(), 200);
+    let pinned = read(leader.clone()).await;
+    let last = pinned.last().expect("an entry");
+    assert_eq!(
+        (&last["reason"], &last["from"], &last["to"]),
+        (&json!("pinned"), &json!(worker_id(1)), &json!(worker_id(2)))
+    );
+    assert_eq!(pinned[0]["reason"], "created");
+    for _ in 0..25 {
+        let (status, body) = post(
+            &format!("{follower}/api/v1/resources/hist-000/restart"),
+            None,
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let items = read(leader.clone()).await;
+    assert_eq!(items.len(), 20);
+    assert!(
+        items
+            .iter()
+            .all(|i| i["reason"] == "restarted" && i["to"] == worker_id(2).as_str())
+    );
+    let first = read(follower.clone()).await;
+    assert_eq!(first, items, "any master reads the same");
+    let mut client = etcd.client().await;
+    let hist = client
+        .get("/crawler/history/hist-001", None)
+        .await
+        .expect("get");
+    let stored: Value = serde_json::from_slice(hist.kvs()[0].value()).expect("json");
+    assert_eq!(stored[0]["reason"], "created");
+    assert_eq!(stored[0]["to"], worker_id(1).as_str());
+    let pinned = client
+        .get("/crawler/history/hist-000", None)
+        .await
+        .expect("get");
+    assert!(!pinned.kvs().is_empty());
+
+    // A preview plans the drain of worker 1 onto worker 2 and moves nothing.
+    let before = assignments(&etcd).await;
+    let on_1 = held_by(&before, &worker_id(1));
+    let (status, plan) = post(
+        &format!("{follower}/api/v1/placement/preview"),
+        Some(json!({"drain": [worker_id(1)]})),
+    )
+    .await;
+    assert_eq!(status, 200, "{plan}");
+    assert_eq!(plan["total"], on_1);
+    assert_eq!(plan["to"][worker_id(2)], on_1);
+    assert!(
+        plan["moves"]
+            .as_array()
+            .expect("moves")
+            .iter()
+            .all(|m| m["reason"] == "drained" && m["from"] == worker_id(1).as_str())
+    );
+    assert_eq!(assignments(&etcd).await, before, "a preview moves nothing");
+
+    // The history survives the leader's death.
+    let (old, new) = if m2.url == leader { (m2, m3) } else { (m3, m2) };
+    old.crash();
+    ready_leader(&[&new.url], WAIT).await;
+    assert_eq!(read(new.url.clone()).await, items);
+    // Deleted with its resource.
+    let resp = http()
+        .delete(format!("{}/api/v1/resources/hist-000", new.url))
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(resp.status(), 204);
+    let (status, _, _) = get_json(&format!("{}/api/v1/resources/hist-000/history", new.url))
+        .await
+        .expect("history");
+    assert_eq!(status, 404);
+    new.stop().await;
+}

@@ -85,13 +85,23 @@ impl Fleet {
 
 impl Leader {
     /// Departures, the storm guard and releases; then orphans, drains and rebalancing.
+    /// Only a lost fence ends the term; any other failure (etcd slow or away) is logged and
+    /// the step runs again on the next change or tick.
     pub(super) async fn step(&self, fence: &Fence) -> Result<(), WriteError> {
-        self.record_departures(fence).await?;
-        self.guard(fence).await?;
+        let tolerate = |what: &str, result: Result<(), WriteError>| match result {
+            Err(WriteError::Deposed) => Err(WriteError::Deposed),
+            Err(error) => {
+                warn!(%error, step = what, "scheduling step failed; will retry");
+                Ok(())
+            }
+            Ok(()) => Ok(()),
+        };
+        tolerate("departures", self.record_departures(fence).await)?;
+        tolerate("storm guard", self.guard(fence).await)?;
         self.release_workers();
-        self.reconcile(fence).await?;
-        self.drain_step(fence).await?;
-        self.rebalance_step(fence).await
+        tolerate("reassignment", self.reconcile(fence).await)?;
+        tolerate("drains", self.drain_step(fence).await)?;
+        tolerate("rebalancing", self.rebalance_step(fence).await)
     }
 
     /// Gives every absent worker holding tasks a departure time (now, when the leader did not
