@@ -231,6 +231,11 @@ async fn watch<T: Object>(
     .await?
     .split();
     let mut last_heard = Instant::now();
+    // The revision of the last progress report, applied when the next one arrives: etcd before
+    // 3.4.25 (Debian ships 3.4.23) may send a requested progress report ahead of events still
+    // queued on the same stream (etcd-io/etcd#15220), so a report is trusted only once a
+    // whole progress interval has let those events through.
+    let mut reported: Option<i64> = None;
     let mut ticker = tokio::time::interval(config.progress_interval);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
@@ -264,9 +269,12 @@ async fn watch<T: Object>(
                 }
                 let events = resp.events();
                 if events.is_empty() {
-                    // A progress report: every event up to this revision was delivered.
-                    if let Some(header) = resp.header() {
-                        writer.advance(header.revision());
+                    // A progress report: every event up to this revision was sent, though
+                    // perhaps not before this report (see `reported`).
+                    if let Some(header) = resp.header()
+                        && let Some(earlier) = reported.replace(header.revision())
+                    {
+                        writer.advance(earlier);
                     }
                     continue;
                 }

@@ -36,8 +36,8 @@ pub struct Fleet {
     pub last_rebalance_ms: Option<i64>,
     /// A worker joined: rebalance until the spread is at most 1.
     pub rebalance_asked: bool,
-    /// Resources whose assignment changed this term → when the leader saw it (Unix ms);
-    /// forgotten after `min_runtime`.
+    /// Resources that moved this term → when the leader saw it (Unix ms); forgotten after
+    /// `min_runtime`.
     pub recent: HashMap<String, i64>,
     /// When the term started, Unix ms: the start time assumed for tasks that report none.
     pub term_started_ms: i64,
@@ -333,7 +333,8 @@ impl Leader {
     }
 
     /// When the task of resource `name` started, Unix ms: as its worker reports it for the
-    /// current assignment, else when this leader saw the assignment, else the term's start.
+    /// current assignment, else when this leader saw it move, else the later of its creation
+    /// and the term's start (a move under an earlier leader is not known).
     fn started(&self, name: &str, recent: &HashMap<String, i64>, term_started: i64) -> i64 {
         let entry = self.inner.resources.get(name);
         let reported = entry.as_ref().and_then(|e| {
@@ -343,9 +344,12 @@ impl Leader {
                 Some(s.worker.as_str()) == e.value.assigned_worker() && s.epoch == e.mod_revision;
             current.then_some(s.started_at_ms).flatten()
         });
+        let created_ms = entry
+            .as_ref()
+            .map_or(0, |e| e.value.creation_time / 1_000_000);
         reported
             .or_else(|| recent.get(name).copied())
-            .unwrap_or(term_started)
+            .unwrap_or(term_started.max(created_ms))
     }
 
     /// A resource as the resources cache holds it, with its version.

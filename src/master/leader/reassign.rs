@@ -10,6 +10,9 @@ use tokio::sync::broadcast;
 use tracing::{info, warn};
 
 use super::{Leader, MOVES, WriteError};
+
+/// Batches of moves written concurrently.
+const IN_FLIGHT: usize = 4;
 use crate::etcd::cache::{Change, Event};
 use crate::master::leadership::Fence;
 use crate::master::placement::{Move, Placement};
@@ -54,7 +57,9 @@ impl Leader {
                 match event {
                     Event::Added { name, new } | Event::Modified { name, new, .. } => {
                         let worker = new.value.assigned_worker();
-                        if worker.is_some() && placement.assigned(name) != worker {
+                        // Moves only: a new resource's start is its creation time.
+                        let before = placement.assigned(name);
+                        if worker.is_some() && before.is_some() && before != worker {
                             self.fleet().recent.insert(name.clone(), now);
                         }
                         placement.set_resource(name, Some(worker), change.revision);
@@ -177,25 +182,47 @@ impl Leader {
                 return Ok(());
             }
             let workers_revision = self.inner.workers.revision();
-            let orphans = if self.fleet().frozen() {
+            let mut orphans = if self.fleet().frozen() {
                 0
             } else {
                 self.tokens()
             };
-            let moves = self.placement().plan(MOVES, orphans, workers_revision);
-            if moves.is_empty() {
+            // Up to IN_FLIGHT batches written at once: each moves at most MOVES resources (a
+            // resource and its history per move), and etcd commits concurrent txns together.
+            let mut batches = Vec::with_capacity(IN_FLIGHT);
+            for _ in 0..IN_FLIGHT {
+                let moves = self.placement().plan(MOVES, orphans, workers_revision);
+                if moves.is_empty() {
+                    break;
+                }
+                let limited = moves.iter().filter(|m| m.reason.rate_limited()).count();
+                self.spend(limited);
+                orphans -= limited.min(orphans);
+                batches.push(moves);
+            }
+            if batches.is_empty() {
                 return Ok(());
             }
-            self.spend(moves.iter().filter(|m| m.reason.rate_limited()).count());
             let lookup = |name: &str| self.current(name);
-            match self.write_moves(fence, &moves, &lookup).await {
-                Ok(true) => {}
-                Ok(false) => return Ok(()),
-                Err(WriteError::Deposed) => return Err(self.deposed(fence)),
-                Err(e) => {
-                    warn!(error = %e, "reassignment failed; will retry");
-                    return Ok(());
+            let results = futures_util::future::join_all(
+                batches
+                    .iter()
+                    .map(|moves| self.write_moves(fence, moves, &lookup)),
+            )
+            .await;
+            let mut progress = false;
+            for result in results {
+                match result {
+                    Ok(applied) => progress |= applied,
+                    Err(WriteError::Deposed) => return Err(self.deposed(fence)),
+                    Err(e) => {
+                        warn!(error = %e, "reassignment failed; will retry");
+                        return Ok(());
+                    }
                 }
+            }
+            if !progress {
+                return Ok(());
             }
         }
     }
