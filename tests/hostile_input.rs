@@ -345,6 +345,15 @@ fn no_input_gets_a_5xx_or_leaves_a_stray_key() {
             if key.starts_with("/crawler/election/") {
                 continue;
             }
+            // A resource's history lives beside it, and only beside it.
+            if let Some(name) = key.strip_prefix("/crawler/history/") {
+                let resource = format!("/resources/{name}");
+                assert!(
+                    all.kvs().iter().any(|kv| kv.key() == resource.as_bytes()),
+                    "{key:?} outlived its resource"
+                );
+                continue;
+            }
             let name = key
                 .strip_prefix("/resources/")
                 .unwrap_or_else(|| panic!("stray key outside the layout: {key:?}"));
