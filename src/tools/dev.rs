@@ -1,10 +1,10 @@
 //! `crawler dev`: a complete local cluster from one command, for a first look and for demos.
 //!
 //! It uses the etcd at the configured endpoint when one answers, and otherwise starts one as a
-//! child process on a temp data dir at that endpoint's port. Then it starts three masters on
-//! consecutive ports and three workers, all as child processes of this same binary, reports
-//! progress as it goes ("etcd ready", "leader elected", "3/3 workers registered") and prints
-//! where to look. Ctrl-C stops everything in order: workers deregister, masters resign, and
+//! child process on a temp data dir at that endpoint's port. Then it starts three workers and,
+//! once they are registered, three masters on consecutive ports, all as child processes of this
+//! same binary, reports progress as it goes ("etcd ready", "3/3 workers registered", "leader
+//! elected") and prints where to look. Ctrl-C stops everything in order: workers deregister, masters resign, and
 //! the child etcd stops last. Full logs go to files in a temp dir, or to the terminal with
 //! `--verbose`.
 
@@ -107,6 +107,54 @@ pub async fn run(
         endpoints.join(",")
     };
 
+    // The local site the example runner crawls; the workers' tasks find it in their
+    // environment.
+    let site_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let site_url = format!("http://{}/", site_listener.local_addr()?);
+    let site = tokio::spawn(super::site::serve(site_listener));
+    say(&format!("demo site at {site_url}"));
+    let mut workers = Vec::new();
+    for i in 0..3u16 {
+        workers.push(procs::worker_on(
+            u32::from(i) + 1,
+            options.worker_port + i,
+            &etcd_arg,
+            &config_path,
+            output(options.verbose, &logs, &format!("worker-{}", i + 1)),
+            &[("CRAWLER_DEMO_SITE", &site_url)],
+        )?);
+    }
+    // Workers register before the masters start, so that the leader's take-over finds them
+    // all and spreads the seed tasks, instead of handing every one to whichever registers
+    // first.
+    let etcd_client = crate::etcd::connect(&config.etcd)
+        .await
+        .map_err(|e| ToolError::Setup(e.to_string()))?;
+    let mut shown = 0;
+    while shown < 3 {
+        let count = etcd_client
+            .kv_client()
+            .get(
+                config.keys.worker_prefix.as_bytes(),
+                Some(
+                    etcd_client::GetOptions::new()
+                        .with_prefix()
+                        .with_count_only(),
+                ),
+            )
+            .await
+            .map_or(0, |r| r.count());
+        if count > shown {
+            shown = count;
+            say(&format!("{shown}/3 workers registered"));
+        }
+        if started.elapsed() > Duration::from_secs(60) {
+            return Err(ToolError::Setup(
+                "workers did not register within 60 s".into(),
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let mut masters = Vec::new();
     for i in 0..3u16 {
         masters.push(procs::master_on(
@@ -143,41 +191,7 @@ pub async fn run(
     };
     say(&format!("leader elected: master-{leader}"));
 
-    // The local site the example runner crawls; the workers' tasks find it in their
-    // environment.
-    let site_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let site_url = format!("http://{}/", site_listener.local_addr()?);
-    let site = tokio::spawn(super::site::serve(site_listener));
-    say(&format!("demo site at {site_url}"));
-    let mut workers = Vec::new();
-    for i in 0..3u16 {
-        workers.push(procs::worker_on(
-            u32::from(i) + 1,
-            options.worker_port + i,
-            &etcd_arg,
-            &config_path,
-            output(options.verbose, &logs, &format!("worker-{}", i + 1)),
-            &[("CRAWLER_DEMO_SITE", &site_url)],
-        )?);
-    }
     let api = &masters[0].url;
-    let mut shown = 0;
-    while shown < 3 {
-        let count = get_json(&client, &format!("{api}/api/v1/workers"))
-            .await
-            .and_then(|v| v["items"].as_array().map(Vec::len))
-            .unwrap_or(0);
-        if count > shown {
-            shown = count;
-            say(&format!("{shown}/3 workers registered"));
-        }
-        if started.elapsed() > Duration::from_secs(60) {
-            return Err(ToolError::Setup(
-                "workers did not register within 60 s".into(),
-            ));
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
     let seeds = config.tasks.len();
     println!(
         "
