@@ -23,11 +23,10 @@ fn three_free_ports() -> u16 {
     }
 }
 
-#[tokio::test]
-async fn dev_starts_a_cluster_that_spreads_its_seeds_and_stops_on_ctrl_c() {
-    let dir = tempfile::tempdir().expect("dir");
+/// `crawler dev` on free ports with three seeds; returns it, the first master's port and etcd's.
+fn spawn_dev(dir: &std::path::Path) -> (std::process::Child, u16, u16) {
     let etcd_port = free_port();
-    let config = dir.path().join("config.yaml");
+    let config = dir.join("config.yaml");
     std::fs::write(
         &config,
         format!(
@@ -39,7 +38,7 @@ async fn dev_starts_a_cluster_that_spreads_its_seeds_and_stops_on_ctrl_c() {
     .expect("config");
     let http = three_free_ports();
     let workers = three_free_ports();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_crawler"))
+    let child = Command::new(env!("CARGO_BIN_EXE_crawler"))
         .args(["dev", "--config"])
         .arg(&config)
         .args(["--http-port", &http.to_string()])
@@ -49,6 +48,31 @@ async fn dev_starts_a_cluster_that_spreads_its_seeds_and_stops_on_ctrl_c() {
         .stderr(Stdio::null())
         .spawn()
         .expect("crawler dev");
+    (child, http, etcd_port)
+}
+
+/// Sends Ctrl-C and checks that dev exits 0 and that nothing it started still answers.
+async fn ctrl_c_stops_everything(mut child: std::process::Child, ports: &[u16]) {
+    let pid = Pid::from_raw(i32::try_from(child.id()).expect("pid"));
+    kill(pid, Signal::SIGINT).expect("ctrl-c");
+    let exited = eventually("dev stops", Duration::from_secs(30), || {
+        let status = child.try_wait().ok().flatten();
+        async move { status }
+    })
+    .await;
+    assert!(exited.success(), "{exited:?}");
+    for port in ports {
+        assert!(
+            std::net::TcpStream::connect(("127.0.0.1", *port)).is_err(),
+            "port {port} still answers"
+        );
+    }
+}
+
+#[tokio::test]
+async fn dev_starts_a_cluster_that_spreads_its_seeds_and_stops_on_ctrl_c() {
+    let dir = tempfile::tempdir().expect("dir");
+    let (child, http, etcd_port) = spawn_dev(dir.path());
     let master = format!("http://127.0.0.1:{http}");
     // The workers registered before the leader took over: one seed each.
     let loads = eventually(
@@ -66,14 +90,20 @@ async fn dev_starts_a_cluster_that_spreads_its_seeds_and_stops_on_ctrl_c() {
     )
     .await;
     assert_eq!(loads, [1, 1, 1], "the seeds are spread");
-    let pid = Pid::from_raw(i32::try_from(child.id()).expect("pid"));
-    kill(pid, Signal::SIGINT).expect("ctrl-c");
-    let exited = eventually("dev stops", Duration::from_secs(30), || {
-        let status = child.try_wait().ok().flatten();
-        async move { status }
+    // Ctrl-C as soon as the seeds are placed, perhaps before dev has printed that it is ready.
+    ctrl_c_stops_everything(child, &[http, http + 1, http + 2, etcd_port]).await;
+}
+
+#[tokio::test]
+async fn ctrl_c_while_dev_starts_stops_what_it_started() {
+    let dir = tempfile::tempdir().expect("dir");
+    let (child, http, etcd_port) = spawn_dev(dir.path());
+    // Etcd answers: dev is starting the rest.
+    eventually("etcd starts", Duration::from_secs(30), || async {
+        std::net::TcpStream::connect(("127.0.0.1", etcd_port))
+            .ok()
+            .map(|_| ())
     })
     .await;
-    assert!(exited.success(), "{exited:?}");
-    // Everything it started is gone: the masters' port is free again.
-    assert!(TcpListener::bind(("127.0.0.1", http)).is_ok());
+    ctrl_c_stops_everything(child, &[http, http + 1, http + 2, etcd_port]).await;
 }

@@ -65,11 +65,15 @@ async fn get_json(client: &reqwest::Client, url: &str) -> Option<serde_json::Val
     client.get(url).send().await.ok()?.json().await.ok()
 }
 
-/// Runs the cluster until `shutdown` completes.
+/// Runs the cluster until `shutdown` completes. `shutdown` is polled from the start, so that a
+/// signal it listens for is caught even while the cluster starts (and not left to its default
+/// action, which would orphan the processes started so far); the cluster then stops as soon as
+/// it is up.
 pub async fn run(
     options: DevOptions,
-    shutdown: impl std::future::Future<Output = ()>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), ToolError> {
+    let shutdown = tokio::spawn(shutdown);
     let started = Instant::now();
     let config =
         Config::load(options.config.as_deref()).map_err(|e| ToolError::Setup(e.to_string()))?;
@@ -227,7 +231,7 @@ pub async fn run(
             logs.display().to_string()
         },
     );
-    shutdown.await;
+    let _ = shutdown.await;
     println!(
         "\n  stopping: workers deregister, masters resign, then etcd (Ctrl-C again: kill all)"
     );
