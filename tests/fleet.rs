@@ -166,7 +166,17 @@ async fn a_storm_freezes_returning_workers_keep_their_tasks_and_a_single_loss_mo
     let dir = tempfile::tempdir().expect("dir");
     let wconfig = worker_config(dir.path());
     let rate = 5.0;
-    let master = start_master(policy(&endpoints, |s| s.reassign_rate = rate), 1).await;
+    // A grace long enough that the second returning worker registers within it of the first
+    // (whose return thaws the freeze and restarts the grace) on a loaded machine.
+    let grace_ms = 5_000;
+    let master = start_master(
+        policy(&endpoints, |s| {
+            s.reassign_rate = rate;
+            s.reassign_after = Duration::from_millis(grace_ms as u64);
+        }),
+        1,
+    )
+    .await;
     ready_leader(&[&master.url], WAIT).await;
     let mut workers: Vec<Proc> = (1..=3)
         .map(|n| Proc::worker(n, &endpoints, &wconfig))
@@ -174,13 +184,15 @@ async fn a_storm_freezes_returning_workers_keep_their_tasks_and_a_single_loss_mo
     wait_workers(&master.url, 3).await;
     create_many(&master.url, "storm", 60).await;
     let before = assignments(&etcd).await;
+    // Evenly, but for the first creates, which may come before the leader has seen every
+    // worker join.
     for n in 1..=3 {
-        assert_eq!(
-            held_by(&before, &worker_id(n)),
-            20,
+        assert!(
+            held_by(&before, &worker_id(n)) >= 15,
             "spread evenly: {before:?}"
         );
     }
+    let n3 = held_by(&before, &worker_id(3));
 
     // Two of three workers vanish at once.
     workers[0].kill9();
@@ -204,8 +216,8 @@ async fn a_storm_freezes_returning_workers_keep_their_tasks_and_a_single_loss_mo
             .unwrap_or("")
             .contains("2 of 3 workers left")
     );
-    // Past the grace period (3 s), nothing moves while frozen.
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    // Past the grace period, nothing moves while frozen.
+    tokio::time::sleep(Duration::from_millis(grace_ms as u64 + 2_000)).await;
     assert_eq!(
         assignments(&etcd).await,
         before,
@@ -242,7 +254,7 @@ async fn a_storm_freezes_returning_workers_keep_their_tasks_and_a_single_loss_mo
     })
     .await;
     println!(
-        "measured: worker 3's 20 tasks moved within {:?} of its registration expiring (grace 3 s)",
+        "measured: worker 3's {n3} tasks moved within {:?} of its registration expiring (grace {grace_ms} ms)",
         left.elapsed()
     );
     assert_eq!(
@@ -261,7 +273,7 @@ async fn a_storm_freezes_returning_workers_keep_their_tasks_and_a_single_loss_mo
         .filter(|e| e.1 == "worker-left")
         .map(|e| e.2)
         .collect();
-    assert_eq!(times.len(), 20, "{entries:?}");
+    assert_eq!(times.len(), n3, "{entries:?}");
     assert!(
         entries
             .iter()
@@ -271,20 +283,21 @@ async fn a_storm_freezes_returning_workers_keep_their_tasks_and_a_single_loss_mo
     let first = *times.iter().min().unwrap_or(&0);
     let last = *times.iter().max().unwrap_or(&0);
     assert!(
-        first - left_ms >= 2_500,
+        first - left_ms >= grace_ms - 500,
         "nothing moved before the grace: {} ms",
         first - left_ms
     );
-    // 5 a second, from a bucket holding one second's worth: 20 moves take at least 3 s, and
-    // no second holds more than 5 + 5.
+    // 5 a second, from a bucket holding one second's worth: n3 moves take at least
+    // (n3 - 5) / 5 s, and no second holds more than 5 + 5.
     let busiest = most_within(&mut times, 1_000);
     println!(
-        "measured: 20 moves at {rate}/s spread over {} ms, busiest second {busiest}",
+        "measured: {n3} moves at {rate}/s spread over {} ms, busiest second {busiest}",
         last - first
     );
+    let least = ((n3 as f64 - rate) / rate * 1_000.0) as i64 - 500;
     assert!(
-        last - first >= 2_500,
-        "moves were rate-limited: {} ms",
+        last - first >= least,
+        "moves were rate-limited: {} ms (at least {least})",
         last - first
     );
     assert!(busiest <= 11, "busiest second: {busiest}");
