@@ -96,6 +96,11 @@ impl Assigner {
         self.bucket(id);
     }
 
+    /// True when some worker is eligible and has room.
+    pub fn any_room(&self) -> bool {
+        !self.buckets.is_empty()
+    }
+
     /// True when `id` is present, eligible and has room.
     pub fn has_room(&self, id: &str) -> bool {
         self.slots.get(id).is_some_and(Slot::has_room)

@@ -153,11 +153,11 @@ impl Placement {
     /// Absent workers that hold resources and were not released: those in their grace period,
     /// and any the leader has not seen leave.
     pub fn absent_holders(&self) -> HashSet<String> {
-        self.needs
+        // Per worker, not per resource: this runs after every batch of changes.
+        self.members
             .keys()
-            .filter_map(|name| self.assigned(name))
-            .filter(|w| !self.released.contains(*w))
-            .map(str::to_owned)
+            .filter(|w| !self.assigner.contains(w) && !self.released.contains(*w))
+            .cloned()
             .collect()
     }
 
@@ -282,6 +282,10 @@ impl Placement {
     /// Orphans whose cause is newer than `workers_revision` wait, as do those of workers not
     /// released. Stops early when no worker has room.
     pub fn plan(&mut self, limit: usize, orphan_limit: usize, workers_revision: i64) -> Vec<Move> {
+        if !self.assigner.any_room() {
+            // Nothing can be placed: do not walk what waits.
+            return Vec::new();
+        }
         let mut orphans = 0usize;
         let mut ready: Vec<(String, i64, Option<String>)> = Vec::new();
         for (name, since) in &self.needs {
