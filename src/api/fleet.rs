@@ -134,8 +134,17 @@ pub struct SchedulingView {
     pub cordoned: usize,
 }
 
-/// The scheduling state as this master's cache holds it.
+/// The scheduling state as this master's cache holds it. Counts resources per worker only
+/// when a departed worker needs them.
 pub fn scheduling(state: &AppState) -> SchedulingView {
+    scheduling_with(state, None)
+}
+
+/// [`scheduling`], with the loads per worker when the caller already has them.
+pub fn scheduling_with(
+    state: &AppState,
+    loads: Option<&std::collections::HashMap<String, usize>>,
+) -> SchedulingView {
     let (storm, departed, cordoned) = state.schedule.with(|objects, _| {
         let mut storm: Option<Storm> = None;
         let mut departed = Vec::new();
@@ -149,10 +158,17 @@ pub fn scheduling(state: &AppState) -> SchedulingView {
         }
         (storm, departed, cordoned)
     });
-    let loads = if departed.is_empty() {
-        Default::default()
-    } else {
-        super::workers::loads(state)
+    let counted;
+    let loads = match loads {
+        Some(loads) => loads,
+        None => {
+            counted = if departed.is_empty() {
+                Default::default()
+            } else {
+                super::workers::loads(state)
+            };
+            &counted
+        }
     };
     let grace = i64::try_from(state.scheduling.reassign_after.as_millis()).unwrap_or(i64::MAX);
     let departed = departed

@@ -91,11 +91,12 @@ pub async fn metrics(State(state): State<AppState>) -> impl axum::response::Into
         }
         m.is_leader
             .set(i64::from(state.leader.leadership().is_leader()));
-        let scheduling = super::fleet::scheduling(&state);
+        // One pass over the resources for every figure that needs loads.
+        let loads = super::workers::loads(&state);
+        let scheduling = super::fleet::scheduling_with(&state, Some(&loads));
         m.frozen.set(i64::from(scheduling.frozen));
         m.cordoned.set(scheduling.cordoned as i64);
         m.departed.set(scheduling.departed.len() as i64);
-        let loads = super::workers::loads(&state);
         let draining = super::fleet::controls(&state)
             .iter()
             .filter(|(id, c)| c.drain.is_some() && loads.get(*id).copied().unwrap_or(0) > 0)
@@ -103,7 +104,7 @@ pub async fn metrics(State(state): State<AppState>) -> impl axum::response::Into
         m.draining.set(draining as i64);
         m.workers.set(state.workers.len() as i64);
         m.worker_load.clear();
-        for (worker, load) in super::workers::loads(&state) {
+        for (worker, load) in loads {
             m.worker_load
                 .get_or_create(&WorkerLabels { worker })
                 .set(load as i64);

@@ -288,16 +288,12 @@ impl Leader {
         let config = &self.inner.config.scheduling;
         let now = now_ms();
         let interval = i64::try_from(config.rebalance_interval.as_millis()).unwrap_or(i64::MAX);
-        let (asked, recent, term_started) = {
+        let asked = {
             let fleet = self.fleet();
             if fleet.frozen() || fleet.last_rebalance_ms.is_some_and(|t| now - t < interval) {
                 return Ok(());
             }
-            (
-                fleet.rebalance_asked,
-                fleet.recent.clone(),
-                fleet.term_started_ms,
-            )
+            fleet.rebalance_asked
         };
         let (spread, mean) = self.placement().spread();
         if !policy::rebalance_due(config, asked, spread, mean) {
@@ -310,6 +306,11 @@ impl Leader {
         if limit == 0 {
             return Ok(());
         }
+        // Copied only when a round runs: this step runs after every batch of changes.
+        let (recent, term_started) = {
+            let fleet = self.fleet();
+            (fleet.recent.clone(), fleet.term_started_ms)
+        };
         let min_runtime = i64::try_from(config.min_runtime.as_millis()).unwrap_or(i64::MAX);
         let movable = |name: &str| {
             let started = self.started(name, &recent, term_started);
