@@ -13,6 +13,7 @@ pub mod events;
 pub mod extract;
 pub mod fleet;
 pub mod health;
+pub mod listing;
 pub mod openapi;
 pub mod proxy;
 pub mod resources;
@@ -190,7 +191,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/resources/{name}/history", get(fleet::history))
         .route(
             "/api/v1/resources",
-            get(resources::list).post(resources::create),
+            get(listing::list).post(resources::create),
         )
         .route(
             "/api/v1/resources/{name}",
@@ -205,6 +206,7 @@ pub fn router(state: AppState) -> Router {
             axum::routing::post(tasks::restart),
         )
         .route("/api/v1/cluster", get(cluster::get))
+        .route("/api/v1/summary", get(listing::summary))
         .route("/metrics", get(health::metrics))
         .route("/api/v1/events", get(events::stream))
         .route(

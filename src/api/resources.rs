@@ -4,7 +4,6 @@
 //! txn (the key's create revision must be 0), never by reading first.
 
 use std::collections::BTreeMap;
-use std::ops::Bound;
 use std::time::{Duration, UNIX_EPOCH};
 
 use axum::Json;
@@ -12,21 +11,16 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::IntoResponse;
 use serde::{Deserialize, Serialize};
-use utoipa::{IntoParams, ToSchema};
+use utoipa::ToSchema;
 
-use super::extract::{ApiJson, ApiPath, ApiQuery};
-use super::status::{StatusView, parse_state};
+use super::extract::{ApiJson, ApiPath};
+use super::status::StatusView;
 use super::{ApiError, AppState, revision_header};
 use crate::etcd::cache::{Entry, Store};
 use crate::master::leader::WriteError;
 use crate::model::name;
 use crate::model::resource::Resource;
 use crate::model::status::TaskStatus;
-
-/// Default page size of a list.
-pub const DEFAULT_LIMIT: usize = 1000;
-/// Largest page size of a list.
-pub const MAX_LIMIT: usize = 10_000;
 
 /// The worker a resource is assigned to.
 #[derive(Debug, Serialize, ToSchema)]
@@ -210,24 +204,6 @@ pub fn if_match(headers: &HeaderMap) -> Result<Option<i64>, ApiError> {
     Ok(Some(bare.parse::<i64>().unwrap_or(i64::MAX)))
 }
 
-/// Query of a list.
-#[derive(Debug, Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct ListQuery {
-    /// Only resources assigned to this worker (node id).
-    pub worker: Option<String>,
-    /// Only resources whose task is in this state: `starting`, `running`, `backoff`,
-    /// `completed`, `failed`, `stopping`, or `unknown`.
-    pub state: Option<String>,
-    /// Page size, 1 to 10000 (default 1000).
-    #[param(minimum = 1, maximum = 10000)]
-    pub limit: Option<usize>,
-    /// The `continue` token of the previous page.
-    #[serde(rename = "continue")]
-    #[param(rename = "continue")]
-    pub continue_token: Option<String>,
-}
-
 /// A resource name from a request, checked against the rules before anything touches etcd.
 pub fn checked_name(raw: &str) -> Result<&str, ApiError> {
     name::validate(raw).map_err(|e| ApiError::Unprocessable {
@@ -278,68 +254,6 @@ pub async fn create(
             created.revision,
             &state.statuses,
         )),
-    ))
-}
-
-/// Lists resources from the local cache, sorted by name, a page at a time.
-#[utoipa::path(get, path = "/api/v1/resources", tag = "resources", operation_id = "list_resources",
-    params(ListQuery),
-    responses(
-        (status = 200, description = "A page of resources", body = ResourceList,
-            headers(("x-etcd-revision" = i64, description = "etcd revision the cache reflected"))),
-        (status = 400, description = "Bad query", body = super::Problem, content_type = "application/problem+json")))]
-pub async fn list(
-    State(state): State<AppState>,
-    ApiQuery(query): ApiQuery<ListQuery>,
-) -> Result<impl IntoResponse, ApiError> {
-    let limit = query.limit.unwrap_or(DEFAULT_LIMIT);
-    if !(1..=MAX_LIMIT).contains(&limit) {
-        return Err(ApiError::bad_field(
-            "limit",
-            format!("limit must be between 1 and {MAX_LIMIT}"),
-        ));
-    }
-    if let Some(token) = &query.continue_token {
-        name::validate(token)
-            .map_err(|_| ApiError::bad_field("continue", "not a continue token"))?;
-    }
-    let start = match &query.continue_token {
-        Some(token) => Bound::Excluded(token.clone()),
-        None => Bound::Unbounded,
-    };
-    let wanted_state = match &query.state {
-        Some(text) => Some(parse_state(text).ok_or_else(|| {
-            ApiError::bad_field(
-                "state",
-                "state is one of starting, running, backoff, completed, failed, stopping, unknown",
-            )
-        })?),
-        None => None,
-    };
-    let statuses = &state.statuses;
-    let (items, more, revision) = state.resources.with(|objects, revision| {
-        let mut page = objects
-            .range((start, Bound::Unbounded))
-            .filter(|(_, e)| match &query.worker {
-                Some(w) => e.value.assigned_worker() == Some(w.as_str()),
-                None => true,
-            })
-            .map(|(_, e)| ResourceView::with_status(e, statuses))
-            .filter(|view| match (&wanted_state, &view.status) {
-                (Some(wanted), Some(status)) => status.state == *wanted,
-                _ => true,
-            });
-        let items: Vec<ResourceView> = page.by_ref().take(limit).collect();
-        let more = page.next().is_some();
-        (items, more, revision)
-    });
-    let continue_token = more.then(|| items.last().map(|r| r.name.clone())).flatten();
-    Ok((
-        [revision_header(revision)],
-        Json(ResourceList {
-            items,
-            continue_token,
-        }),
     ))
 }
 

@@ -104,12 +104,15 @@ pub async fn get_one(
 ) -> Result<impl IntoResponse, ApiError> {
     let revision = state.workers.revision();
     let found = state.workers.with(|objects, _| {
-        objects.get(&id).map(|e| e.value.clone()).or_else(|| {
-            objects
-                .values()
-                .find(|e| e.value.id == id)
-                .map(|e| e.value.clone())
-        })
+        objects
+            .get(id.as_str())
+            .map(|e| e.value.clone())
+            .or_else(|| {
+                objects
+                    .values()
+                    .find(|e| e.value.id == id)
+                    .map(|e| e.value.clone())
+            })
     });
     let worker = found.ok_or_else(|| ApiError::NotFound {
         what: "worker",

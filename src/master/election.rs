@@ -52,7 +52,7 @@ pub fn leader_of(candidates: &Store<Candidate>) -> Option<(String, Candidate, i6
         objects
             .iter()
             .min_by_key(|(_, e)| e.create_revision)
-            .map(|(name, e)| (name.clone(), (*e.value).clone(), e.create_revision))
+            .map(|(name, e)| (name.to_string(), (*e.value).clone(), e.create_revision))
     })
 }
 

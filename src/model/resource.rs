@@ -81,6 +81,10 @@ impl Object for Resource {
         }
         Ok(r)
     }
+
+    fn group(&self) -> Option<&str> {
+        self.assigned_worker()
+    }
 }
 
 #[cfg(test)]

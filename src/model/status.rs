@@ -89,6 +89,10 @@ impl Object for TaskStatus {
     fn decode(_name: &str, value: &[u8]) -> Result<Self, DecodeError> {
         serde_json::from_slice(value).map_err(|e| DecodeError::new(e.to_string()))
     }
+
+    fn group(&self) -> Option<&str> {
+        Some(self.state.as_str())
+    }
 }
 
 /// Milliseconds since the Unix epoch, now.

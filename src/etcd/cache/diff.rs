@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use super::store::Entry;
+use super::store::{Entry, Name};
 
 /// One change to one object.
 #[derive(Debug)]
@@ -11,14 +11,14 @@ pub enum Event<T> {
     /// A new object.
     Added {
         /// Its name.
-        name: String,
+        name: Name,
         /// Its value.
         new: Entry<T>,
     },
     /// An object whose value changed.
     Modified {
         /// Its name.
-        name: String,
+        name: Name,
         /// The value before.
         old: Entry<T>,
         /// The value after.
@@ -28,7 +28,7 @@ pub enum Event<T> {
     /// etcd's `prev_kv` was not.
     Deleted {
         /// Its name.
-        name: String,
+        name: Name,
         /// The value before.
         old: Entry<T>,
     },
@@ -67,10 +67,7 @@ impl<T> Event<T> {
 
 /// The events that turn `old` into `new`, in name order. Two entries are the same object
 /// version when their mod revisions are equal.
-pub fn diff<T>(
-    old: &BTreeMap<String, Entry<T>>,
-    new: &BTreeMap<String, Entry<T>>,
-) -> Vec<Event<T>> {
+pub fn diff<T>(old: &BTreeMap<Name, Entry<T>>, new: &BTreeMap<Name, Entry<T>>) -> Vec<Event<T>> {
     let mut events = Vec::new();
     let mut old_iter = old.iter().peekable();
     let mut new_iter = new.iter().peekable();
@@ -137,10 +134,10 @@ mod tests {
         }
     }
 
-    fn map(items: &[(&str, u32, i64)]) -> BTreeMap<String, Entry<u32>> {
+    fn map(items: &[(&str, u32, i64)]) -> BTreeMap<Name, Entry<u32>> {
         items
             .iter()
-            .map(|(k, v, r)| ((*k).to_owned(), entry(*v, *r)))
+            .map(|(k, v, r)| (Name::from(*k), entry(*v, *r)))
             .collect()
     }
 

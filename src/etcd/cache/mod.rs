@@ -15,7 +15,7 @@ mod store;
 pub mod watcher;
 
 pub use diff::{Event, diff};
-pub use store::{Change, Entry, Snapshot, Store, StoreStats, Writer};
+pub use store::{Change, Entry, Index, Name, Objects, Snapshot, Store, StoreStats, Writer};
 
 use etcd_client::Client;
 use tokio::task::JoinSet;
@@ -27,6 +27,12 @@ use watcher::WatchConfig;
 pub trait Object: Sized + Send + Sync + 'static {
     /// Decodes the value stored under `name` (the key with the prefix removed).
     fn decode(name: &str, value: &[u8]) -> Result<Self, DecodeError>;
+
+    /// The group the cache indexes this object under (a resource's worker, a task's state),
+    /// if any: see [`Index`].
+    fn group(&self) -> Option<&str> {
+        None
+    }
 }
 
 /// A value that could not be decoded; it is logged, counted and skipped.

@@ -1,6 +1,6 @@
 //! The cache's state, its single writer and its cheap readers.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
@@ -8,6 +8,12 @@ use std::time::Duration;
 use tokio::sync::{broadcast, watch};
 
 use super::diff::{Event, diff};
+
+/// An object's name (its key without the prefix), shared by the map and its index.
+pub type Name = Arc<str>;
+
+/// The objects of a cache, by name.
+pub type Objects<T> = BTreeMap<Name, Entry<T>>;
 
 /// One cached object and the etcd revisions of its key.
 #[derive(Debug)]
@@ -47,7 +53,59 @@ pub struct Snapshot<T> {
     /// The revision the copy reflects.
     pub revision: i64,
     /// Objects by name.
-    pub objects: BTreeMap<String, Entry<T>>,
+    pub objects: Objects<T>,
+}
+
+/// A secondary index: the names of the objects in each group (a resource's worker, a task's
+/// state), as [`super::Object::group`] says. It lives in the cache's state and changes under
+/// the same lock as the objects, so a reader never sees one without the other.
+#[derive(Debug, Default)]
+pub struct Index {
+    groups: HashMap<Name, BTreeSet<Name>>,
+}
+
+impl Index {
+    fn add(&mut self, group: &str, name: &Name) {
+        match self.groups.get_mut(group) {
+            Some(names) => {
+                names.insert(Arc::clone(name));
+            }
+            None => {
+                self.groups
+                    .insert(Name::from(group), BTreeSet::from([Arc::clone(name)]));
+            }
+        }
+    }
+
+    fn remove(&mut self, group: &str, name: &str) {
+        if let Some(names) = self.groups.get_mut(group) {
+            names.remove(name);
+            if names.is_empty() {
+                self.groups.remove(group);
+            }
+        }
+    }
+
+    /// The names in `group`, sorted; `None` when it has none.
+    pub fn names(&self, group: &str) -> Option<&BTreeSet<Name>> {
+        self.groups.get(group)
+    }
+
+    /// How many objects are in `group`.
+    pub fn count(&self, group: &str) -> usize {
+        self.groups.get(group).map_or(0, BTreeSet::len)
+    }
+
+    /// Every group with its size, in no particular order.
+    pub fn groups(&self) -> impl Iterator<Item = (&str, usize)> {
+        self.groups.iter().map(|(g, names)| (&**g, names.len()))
+    }
+
+    /// The shared copy of a group's name, so that holders of many references to one worker
+    /// keep one string (interning).
+    pub fn intern(&self, group: &str) -> Option<Name> {
+        self.groups.get_key_value(group).map(|(g, _)| Arc::clone(g))
+    }
 }
 
 /// Counters describing the cache's life, for logs, metrics and tests.
@@ -62,8 +120,33 @@ pub struct StoreStats {
 }
 
 struct State<T> {
-    objects: BTreeMap<String, Entry<T>>,
+    objects: Objects<T>,
+    index: Index,
     revision: i64,
+}
+
+impl<T: super::Object> State<T> {
+    fn insert(&mut self, name: Name, entry: Entry<T>) -> Option<Entry<T>> {
+        if let Some(group) = entry.value.group() {
+            self.index.add(group, &name);
+        }
+        let old = self.objects.insert(Arc::clone(&name), entry);
+        if let Some(old_group) = old.as_ref().and_then(|o| o.value.group()) {
+            let now = self.objects.get(&name).and_then(|e| e.value.group());
+            if now != Some(old_group) {
+                self.index.remove(old_group, &name);
+            }
+        }
+        old
+    }
+
+    fn remove(&mut self, name: &str) -> Option<Entry<T>> {
+        let old = self.objects.remove(name);
+        if let Some(group) = old.as_ref().and_then(|o| o.value.group()) {
+            self.index.remove(group, name);
+        }
+        old
+    }
 }
 
 struct Shared<T> {
@@ -112,7 +195,7 @@ pub struct Writer<T> {
 /// How many change batches a slow subscriber may fall behind before it is told it lagged.
 const CHANGE_BUFFER: usize = 4096;
 
-impl<T: Send + Sync + 'static> Store<T> {
+impl<T: super::Object> Store<T> {
     /// An empty, not yet ready cache and its writer. `kind` names it in logs.
     pub fn new(kind: &'static str) -> (Store<T>, Writer<T>) {
         let (changes, _) = broadcast::channel(CHANGE_BUFFER);
@@ -120,6 +203,7 @@ impl<T: Send + Sync + 'static> Store<T> {
             kind,
             state: RwLock::new(State {
                 objects: BTreeMap::new(),
+                index: Index::default(),
                 revision: 0,
             }),
             revision: watch::channel(0).0,
@@ -159,9 +243,15 @@ impl<T: Send + Sync + 'static> Store<T> {
 
     /// Runs `f` over the objects and revision under the read lock, without copying. Keep `f`
     /// short: the writer waits for it.
-    pub fn with<R>(&self, f: impl FnOnce(&BTreeMap<String, Entry<T>>, i64) -> R) -> R {
+    pub fn with<R>(&self, f: impl FnOnce(&Objects<T>, i64) -> R) -> R {
         let state = self.shared.read();
         f(&state.objects, state.revision)
+    }
+
+    /// Like [`Store::with`], with the secondary index of the same state.
+    pub fn with_index<R>(&self, f: impl FnOnce(&Objects<T>, &Index, i64) -> R) -> R {
+        let state = self.shared.read();
+        f(&state.objects, &state.index, state.revision)
     }
 
     /// Number of objects.
@@ -225,16 +315,16 @@ impl<T: Send + Sync + 'static> Store<T> {
 pub(crate) enum Update<T> {
     /// The key now holds this value.
     Put {
-        name: String,
+        name: Name,
         value: T,
         create_revision: i64,
         mod_revision: i64,
     },
     /// The key was deleted, or now holds a value that cannot be decoded.
-    Remove { name: String },
+    Remove { name: Name },
 }
 
-impl<T: Send + Sync + 'static> Writer<T> {
+impl<T: super::Object> Writer<T> {
     /// The revision the cache reflects.
     pub(crate) fn revision(&self) -> i64 {
         self.shared.read().revision
@@ -251,11 +341,19 @@ impl<T: Send + Sync + 'static> Writer<T> {
     }
 
     /// Replaces the whole state with a fresh list at `revision`, atomically.
-    pub(crate) fn replace(&self, objects: BTreeMap<String, Entry<T>>, revision: i64) {
+    pub(crate) fn replace(&self, objects: Objects<T>, revision: i64) {
+        // The index is built before the lock is taken and swapped in with the data.
+        let mut index = Index::default();
+        for (name, entry) in &objects {
+            if let Some(group) = entry.value.group() {
+                index.add(group, name);
+            }
+        }
         let events = {
             let mut state = self.shared.write();
             let events = diff(&state.objects, &objects);
             state.objects = objects;
+            state.index = index;
             state.revision = revision;
             events
         };
@@ -287,13 +385,13 @@ impl<T: Send + Sync + 'static> Writer<T> {
                             create_revision,
                             mod_revision,
                         };
-                        match state.objects.insert(name.clone(), new.clone()) {
+                        match state.insert(Arc::clone(&name), new.clone()) {
                             Some(old) => events.push(Event::Modified { name, old, new }),
                             None => events.push(Event::Added { name, new }),
                         }
                     }
                     Update::Remove { name } => {
-                        if let Some(old) = state.objects.remove(&name) {
+                        if let Some(old) = state.remove(&name) {
                             events.push(Event::Deleted { name, old });
                         }
                     }
@@ -335,6 +433,104 @@ impl<T: Send + Sync + 'static> Writer<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::etcd::cache::{DecodeError, Object};
+
+    impl Object for u32 {
+        fn decode(_: &str, _: &[u8]) -> Result<Self, DecodeError> {
+            Err(DecodeError::new("test values are not decoded"))
+        }
+    }
+
+    /// A value in a group, as a resource is in its worker's.
+    #[derive(Debug)]
+    struct Tagged(&'static str);
+
+    impl Object for Tagged {
+        fn decode(_: &str, _: &[u8]) -> Result<Self, DecodeError> {
+            Err(DecodeError::new("test values are not decoded"))
+        }
+        fn group(&self) -> Option<&str> {
+            (!self.0.is_empty()).then_some(self.0)
+        }
+    }
+
+    fn tagged(name: &str, group: &'static str, rev: i64) -> Update<Tagged> {
+        Update::Put {
+            name: name.into(),
+            value: Tagged(group),
+            create_revision: rev,
+            mod_revision: rev,
+        }
+    }
+
+    fn groups(store: &Store<Tagged>) -> Vec<(String, Vec<String>)> {
+        store.with_index(|_, index, _| {
+            let mut all: Vec<_> = index
+                .groups
+                .iter()
+                .map(|(g, names)| (g.to_string(), names.iter().map(|n| n.to_string()).collect()))
+                .collect();
+            all.sort();
+            all
+        })
+    }
+
+    #[test]
+    fn the_index_follows_every_change_and_swaps_with_a_relist() {
+        let (store, writer) = Store::<Tagged>::new("test");
+        writer.apply(
+            vec![
+                tagged("a", "w1", 2),
+                tagged("b", "w1", 2),
+                tagged("c", "", 2),
+                tagged("d", "w2", 2),
+            ],
+            2,
+        );
+        assert_eq!(
+            groups(&store),
+            [
+                ("w1".into(), vec!["a".into(), "b".into()]),
+                ("w2".into(), vec!["d".into()])
+            ]
+        );
+        // A move, an unassignment, an assignment, a delete and a rewrite in the same group.
+        writer.apply(
+            vec![
+                tagged("a", "w2", 3),
+                tagged("b", "", 3),
+                tagged("c", "w1", 3),
+                Update::Remove { name: "d".into() },
+                tagged("a", "w2", 3),
+            ],
+            3,
+        );
+        assert_eq!(
+            groups(&store),
+            [
+                ("w1".into(), vec!["c".into()]),
+                ("w2".into(), vec!["a".into()])
+            ]
+        );
+        store.with_index(|_, index, _| {
+            assert_eq!(index.count("w2"), 1);
+            assert_eq!(index.count("gone"), 0);
+            assert!(index.names("w9").is_none());
+            let shared = index.intern("w1").expect("w1 has a name");
+            assert_eq!(&*shared, "w1");
+        });
+        let mut fresh = BTreeMap::new();
+        fresh.insert(
+            Name::from("z"),
+            Entry {
+                value: Arc::new(Tagged("w3")),
+                create_revision: 9,
+                mod_revision: 9,
+            },
+        );
+        writer.replace(fresh, 9);
+        assert_eq!(groups(&store), [("w3".into(), vec!["z".into()])]);
+    }
 
     fn put(name: &str, value: u32, rev: i64) -> Update<u32> {
         Update::Put {
@@ -389,7 +585,7 @@ mod tests {
         let mut changes = store.subscribe();
         let mut fresh = BTreeMap::new();
         fresh.insert(
-            "b".to_owned(),
+            Name::from("b"),
             Entry {
                 value: Arc::new(2),
                 create_revision: 3,

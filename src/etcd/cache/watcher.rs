@@ -22,7 +22,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::store::{Entry, Update, Writer};
+use super::store::{Entry, Name, Update, Writer};
 use super::{DecodeError, Object};
 use crate::etcd::backoff::Backoff;
 use crate::etcd::{EtcdError, list_prefix, timed};
@@ -199,7 +199,7 @@ fn decode_kv<T: Object>(prefix: &str, kv: &KeyValue, writer: &Writer<T>) -> Opti
 }
 
 /// The name of `key` under `prefix`: it must be UTF-8 and a direct child of the prefix.
-pub fn name_of(prefix: &str, key: &[u8]) -> Result<String, DecodeError> {
+pub fn name_of(prefix: &str, key: &[u8]) -> Result<Name, DecodeError> {
     let key = std::str::from_utf8(key).map_err(|_| DecodeError::new("key is not UTF-8"))?;
     let name = key
         .strip_prefix(prefix)
@@ -207,7 +207,7 @@ pub fn name_of(prefix: &str, key: &[u8]) -> Result<String, DecodeError> {
     if name.is_empty() || name.contains('/') {
         return Err(DecodeError::new("key is not a direct child of the prefix"));
     }
-    Ok(name.to_owned())
+    Ok(Name::from(name))
 }
 
 /// Watches from `from` until the stream fails. Never returns `Ok` on its own.

@@ -60,7 +60,7 @@ impl Leader {
                         // Moves only: a new resource's start is its creation time.
                         let before = placement.assigned(name);
                         if worker.is_some() && before.is_some() && before != worker {
-                            self.fleet().recent.insert(name.clone(), now);
+                            self.fleet().recent.insert(name.to_string(), now);
                         }
                         placement.set_resource(name, Some(worker), change.revision);
                         placement.set_done(name, self.completed(name, worker, new.mod_revision));

@@ -1,0 +1,247 @@
+//! Lists and counts of resources, answered from the caches' indexes rather than by scanning.
+//!
+//! A list walks one sorted candidate set and stops when the page is full: the names of one
+//! worker (the resources cache's index by worker), of one task state (the statuses cache's
+//! index by state), or every name, each from the `continue` token or the name prefix on. So a
+//! filtered page costs what it returns, not what the cache holds: a worker with no resource
+//! answers at once with 1,000,000 cached. Only `state=unknown` (no report from the assigned
+//! worker, which no key records) walks every resource.
+//!
+//! The summary counts come from the same indexes, so the dashboard shows totals without
+//! loading what it does not display.
+
+use std::collections::BTreeMap;
+use std::ops::Bound;
+
+use axum::Json;
+use axum::extract::State;
+use axum::response::IntoResponse;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use super::extract::ApiQuery;
+use super::resources::{ResourceList, ResourceView};
+use super::status::{StatusView, UNKNOWN, parse_state};
+use super::{ApiError, AppState, revision_header};
+use crate::etcd::cache::{Entry, Index, Name, Objects};
+use crate::model::name;
+use crate::model::resource::Resource;
+use crate::model::status::{TaskState, TaskStatus};
+
+/// Default page size of a list.
+pub const DEFAULT_LIMIT: usize = 1000;
+/// Largest page size of a list.
+pub const MAX_LIMIT: usize = 10_000;
+/// Longest name prefix, in bytes (a name is at most this long).
+const MAX_PREFIX: usize = 253;
+
+/// Query of a list.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListQuery {
+    /// Only resources assigned to this worker (node id).
+    pub worker: Option<String>,
+    /// Only resources whose task is in this state: `starting`, `running`, `backoff`,
+    /// `completed`, `failed`, `stopping`, or `unknown`.
+    pub state: Option<String>,
+    /// Only resources whose name starts with this text.
+    pub prefix: Option<String>,
+    /// Page size, 1 to 10000 (default 1000).
+    #[param(minimum = 1, maximum = 10000)]
+    pub limit: Option<usize>,
+    /// The `continue` token of the previous page.
+    #[serde(rename = "continue")]
+    #[param(rename = "continue")]
+    pub continue_token: Option<String>,
+}
+
+/// The checked filters of a list.
+struct Filter<'a> {
+    worker: Option<&'a str>,
+    state: Option<String>,
+    prefix: &'a str,
+}
+
+impl Filter<'_> {
+    /// The first name a page may hold: past the `continue` token, at or past the prefix.
+    fn start<'n>(&self, token: Option<&'n str>, prefix: &'n str) -> Bound<&'n str> {
+        match token {
+            Some(t) if t >= prefix => Bound::Excluded(t),
+            _ => Bound::Included(prefix),
+        }
+    }
+}
+
+/// The view of `entry` with its status judged from the statuses cache's objects.
+fn view(entry: &Entry<Resource>, statuses: &Objects<TaskStatus>) -> ResourceView {
+    let reported = statuses.get(entry.value.name.as_str());
+    ResourceView {
+        status: Some(StatusView::judge(
+            &entry.value,
+            entry.mod_revision,
+            reported.map(|e| &*e.value),
+        )),
+        ..ResourceView::of(&entry.value)
+    }
+}
+
+/// One page: walks the smallest candidate set the filters allow, in name order.
+fn page(
+    resources: (&Objects<Resource>, &Index),
+    statuses: (&Objects<TaskStatus>, &Index),
+    filter: &Filter<'_>,
+    start: Bound<&str>,
+    limit: usize,
+) -> (Vec<ResourceView>, bool) {
+    let range = (start, Bound::Unbounded);
+    let candidates: Box<dyn Iterator<Item = &str>> = match (filter.worker, &filter.state) {
+        (Some(worker), _) => match resources.1.names(worker) {
+            Some(names) => Box::new(names.range::<str, _>(range).map(|n: &Name| &**n)),
+            None => Box::new(std::iter::empty()),
+        },
+        (None, Some(state)) if state != UNKNOWN => match statuses.1.names(state) {
+            Some(names) => Box::new(names.range::<str, _>(range).map(|n: &Name| &**n)),
+            None => Box::new(std::iter::empty()),
+        },
+        _ => Box::new(resources.0.range::<str, _>(range).map(|(n, _)| &**n)),
+    };
+    let mut matches = candidates
+        .take_while(|name| name.starts_with(filter.prefix))
+        .filter_map(|name| resources.0.get(name))
+        .filter(|e| {
+            filter
+                .worker
+                .is_none_or(|w| e.value.assigned_worker() == Some(w))
+        })
+        .map(|e| view(e, statuses.0))
+        .filter(|v| match (&filter.state, &v.status) {
+            (Some(wanted), Some(status)) => status.state == *wanted,
+            _ => true,
+        });
+    let items: Vec<ResourceView> = matches.by_ref().take(limit).collect();
+    let more = matches.next().is_some();
+    (items, more)
+}
+
+/// Lists resources from the local cache, sorted by name, a page at a time.
+#[utoipa::path(get, path = "/api/v1/resources", tag = "resources", operation_id = "list_resources",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "A page of resources", body = ResourceList,
+            headers(("x-etcd-revision" = i64, description = "etcd revision the cache reflected"))),
+        (status = 400, description = "Bad query", body = super::Problem, content_type = "application/problem+json")))]
+pub async fn list(
+    State(state): State<AppState>,
+    ApiQuery(query): ApiQuery<ListQuery>,
+) -> Result<impl IntoResponse, ApiError> {
+    let limit = query.limit.unwrap_or(DEFAULT_LIMIT);
+    if !(1..=MAX_LIMIT).contains(&limit) {
+        return Err(ApiError::bad_field(
+            "limit",
+            format!("limit must be between 1 and {MAX_LIMIT}"),
+        ));
+    }
+    if let Some(token) = &query.continue_token {
+        name::validate(token)
+            .map_err(|_| ApiError::bad_field("continue", "not a continue token"))?;
+    }
+    let prefix = query.prefix.as_deref().unwrap_or("");
+    if prefix.len() > MAX_PREFIX || prefix.chars().any(char::is_control) {
+        return Err(ApiError::bad_field(
+            "prefix",
+            format!("prefix is at most {MAX_PREFIX} bytes, with no control characters"),
+        ));
+    }
+    let wanted_state = match &query.state {
+        Some(text) => Some(parse_state(text).ok_or_else(|| {
+            ApiError::bad_field(
+                "state",
+                "state is one of starting, running, backoff, completed, failed, stopping, unknown",
+            )
+        })?),
+        None => None,
+    };
+    let filter = Filter {
+        worker: query.worker.as_deref(),
+        state: wanted_state,
+        prefix,
+    };
+    let start = filter.start(query.continue_token.as_deref(), prefix);
+    // Locks in the order every reader takes them: resources, then statuses.
+    let ((items, more), revision) = state.resources.with_index(|robjs, rindex, revision| {
+        let found = state.statuses.with_index(|sobjs, sindex, _| {
+            page((robjs, rindex), (sobjs, sindex), &filter, start, limit)
+        });
+        (found, revision)
+    });
+    let continue_token = more.then(|| items.last().map(|r| r.name.clone())).flatten();
+    Ok((
+        [revision_header(revision)],
+        Json(ResourceList {
+            items,
+            continue_token,
+        }),
+    ))
+}
+
+/// Counts of resources, from the caches' indexes.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Summary {
+    /// etcd revision the resources cache reflected.
+    pub revision: i64,
+    /// Every resource.
+    pub resources: usize,
+    /// Resources no worker holds.
+    pub unassigned: usize,
+    /// Resources by the state their workers report (`unknown`: no report), as counted from
+    /// the reports; a report a worker left behind for a task it no longer holds counts until
+    /// the worker removes it.
+    pub states: BTreeMap<String, usize>,
+}
+
+/// Counts of resources: all, unassigned, and by state. Cheap at any size (no resource is
+/// read).
+#[utoipa::path(get, path = "/api/v1/summary", tag = "resources", operation_id = "summary",
+    responses(
+        (status = 200, description = "Counts", body = Summary,
+            headers(("x-etcd-revision" = i64, description = "etcd revision the cache reflected")))))]
+pub async fn summary(State(state): State<AppState>) -> impl IntoResponse {
+    let (total, assigned, revision) = state.resources.with_index(|objects, index, revision| {
+        let assigned: usize = index.groups().map(|(_, n)| n).sum();
+        (objects.len(), assigned, revision)
+    });
+    let mut states: BTreeMap<String, usize> = state.statuses.with_index(|_, index, _| {
+        TaskState::ALL
+            .iter()
+            .map(|s| (s.as_str().to_owned(), index.count(s.as_str())))
+            .collect()
+    });
+    let reported: usize = states.values().sum();
+    states.insert(UNKNOWN.to_owned(), total.saturating_sub(reported));
+    (
+        [revision_header(revision)],
+        Json(Summary {
+            revision,
+            resources: total,
+            unassigned: total.saturating_sub(assigned),
+            states,
+        }),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_page_starts_past_the_token_and_at_the_prefix() {
+        let filter = Filter {
+            worker: None,
+            state: None,
+            prefix: "b",
+        };
+        assert_eq!(filter.start(None, "b"), Bound::Included("b"));
+        assert_eq!(filter.start(Some("a"), "b"), Bound::Included("b"));
+        assert_eq!(filter.start(Some("bb"), "b"), Bound::Excluded("bb"));
+    }
+}
