@@ -129,6 +129,28 @@ pub async fn list_prefix(
     prefix: &str,
     revision: i64,
     deadline: Duration,
+    page_of: impl FnMut(Vec<KeyValue>),
+) -> Result<i64, EtcdError> {
+    list(client, prefix, revision, deadline, false, page_of).await
+}
+
+/// Like [`list_prefix`], with keys only (values are left empty).
+pub async fn list_keys(
+    client: &Client,
+    prefix: &str,
+    revision: i64,
+    deadline: Duration,
+    page_of: impl FnMut(Vec<KeyValue>),
+) -> Result<i64, EtcdError> {
+    list(client, prefix, revision, deadline, true, page_of).await
+}
+
+async fn list(
+    client: &Client,
+    prefix: &str,
+    revision: i64,
+    deadline: Duration,
+    keys_only: bool,
     mut page_of: impl FnMut(Vec<KeyValue>),
 ) -> Result<i64, EtcdError> {
     let mut kv = client.kv_client();
@@ -137,10 +159,13 @@ pub async fn list_prefix(
     let mut revision = revision;
     let mut page = PAGE;
     loop {
-        let options = GetOptions::new()
+        let mut options = GetOptions::new()
             .with_range(end.clone())
             .with_limit(page)
             .with_revision(revision);
+        if keys_only {
+            options = options.with_keys_only();
+        }
         let mut resp = match timed(deadline, kv.get(start.clone(), Some(options))).await {
             Ok(resp) => resp,
             Err(EtcdError::Client(e))

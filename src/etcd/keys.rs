@@ -30,6 +30,10 @@ pub struct KeyLayout {
     pub schedule_prefix: String,
     /// Prefix of assignment histories, one key per resource: `<history_prefix><name>`.
     pub history_prefix: String,
+    /// Prefix of per-worker assignments: `<assignments_prefix><node-id>/<name>` holds the
+    /// resource while `<node-id>` is assigned it, written in the same txn as the resource, so
+    /// that a worker watches its own tasks and nothing else.
+    pub assignments_prefix: String,
 }
 
 impl Default for KeyLayout {
@@ -41,6 +45,7 @@ impl Default for KeyLayout {
             status_prefix: "/crawler/status/".to_owned(),
             schedule_prefix: "/crawler/schedule/".to_owned(),
             history_prefix: "/crawler/history/".to_owned(),
+            assignments_prefix: "/crawler/assignments/".to_owned(),
         }
     }
 }
@@ -54,6 +59,7 @@ impl KeyLayout {
             ("keys.status_prefix", &self.status_prefix),
             ("keys.schedule_prefix", &self.schedule_prefix),
             ("keys.history_prefix", &self.history_prefix),
+            ("keys.assignments_prefix", &self.assignments_prefix),
         ];
         for (what, prefix) in prefixes {
             if !prefix.starts_with('/') || !prefix.ends_with('/') || prefix.len() < 3 {
@@ -108,6 +114,24 @@ impl KeyLayout {
         format!("{}{name}", self.history_prefix)
     }
 
+    /// The prefix worker `node_id` watches: its assignments.
+    pub fn assignment_prefix(&self, node_id: &str) -> String {
+        format!("{}{node_id}/", self.assignments_prefix)
+    }
+
+    /// Key of resource `name`'s assignment to worker `node_id`.
+    pub fn assignment_key(&self, node_id: &str, name: &str) -> String {
+        format!("{}{node_id}/{name}", self.assignments_prefix)
+    }
+
+    /// The worker and resource of an assignment key. A resource name has no `/`, so the last
+    /// one separates them.
+    pub fn parse_assignment_key<'k>(&self, key: &'k str) -> Option<(&'k str, &'k str)> {
+        let rest = key.strip_prefix(self.assignments_prefix.as_str())?;
+        let (worker, name) = rest.rsplit_once('/')?;
+        (!worker.is_empty() && !name.is_empty()).then_some((worker, name))
+    }
+
     /// The key a member's health probe reads (count only): the resources prefix itself, which
     /// both roles may read and no resource has as its key.
     pub fn health_probe_key(&self) -> String {
@@ -132,6 +156,15 @@ mod tests {
             "/micro/registry/go.micro.server.worker/go.micro.server.worker-2"
         );
         assert_eq!(k.resource_key("douban"), "/resources/douban");
+        let key = k.assignment_key("go.micro.server.worker-2", "douban");
+        assert_eq!(key, "/crawler/assignments/go.micro.server.worker-2/douban");
+        assert!(key.starts_with(&k.assignment_prefix("go.micro.server.worker-2")));
+        assert_eq!(
+            k.parse_assignment_key(&key),
+            Some(("go.micro.server.worker-2", "douban"))
+        );
+        assert_eq!(k.parse_assignment_key("/crawler/assignments/douban"), None);
+        assert_eq!(k.parse_assignment_key("/resources/douban"), None);
         assert_eq!(k.status_key("douban"), "/crawler/status/douban");
         assert_eq!(k.control_key("w-1"), "/crawler/schedule/worker:w-1");
         assert_eq!(k.departure_key("w-1"), "/crawler/schedule/departed:w-1");

@@ -14,4 +14,4 @@ pub mod endpoints;
 pub mod keys;
 pub mod lease;
 
-pub use client::{EtcdError, connect, list_prefix, timed};
+pub use client::{EtcdError, connect, list_keys, list_prefix, timed};

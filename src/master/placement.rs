@@ -536,6 +536,11 @@ impl Placement {
         self.assigner.load(worker)
     }
 
+    /// True when the placement knows resource `name`.
+    pub fn has_resource(&self, name: &str) -> bool {
+        self.resources.contains_key(name)
+    }
+
     /// The worker resource `name` is assigned to, as far as the placement knows.
     pub fn assigned(&self, name: &str) -> Option<&str> {
         self.resources.get(name).and_then(|w| w.as_deref())

@@ -37,7 +37,20 @@ pub const LABELS_FIELD: &str = "Labels";
 /// again.
 pub const RESTARTED_FIELD: &str = "RestartedAt";
 
+/// In a worker's assignment key written by a repair, the resource's version (mod revision) the
+/// key stands for; absent when the key was written in the resource's own txn, whose revision
+/// is the key's.
+pub const EPOCH_FIELD: &str = "Epoch";
+
 impl Resource {
+    /// The assignment epoch of a worker's key whose mod revision is `mod_revision`.
+    pub fn epoch(&self, mod_revision: i64) -> i64 {
+        self.extra
+            .get(EPOCH_FIELD)
+            .and_then(Value::as_i64)
+            .unwrap_or(mod_revision)
+    }
+
     /// The labels stored in the resource; malformed ones are ignored.
     pub fn labels(&self) -> BTreeMap<String, String> {
         self.extra

@@ -103,6 +103,8 @@ pub struct TaskList {
     pub items: Vec<TaskView>,
 }
 
+/// True when the assignment key still names this worker: a resource's JSON is copied whole
+/// into its worker's key, and a key another worker's id reached would not be ours.
 fn is_mine(resource: &Resource, node_id: &str) -> bool {
     resource.assigned_worker() == Some(node_id)
 }
@@ -189,7 +191,7 @@ fn desired(resources: &Store<Resource>, node_id: &str) -> BTreeMap<String, TaskS
                 let spec = TaskSpec {
                     name: r.name.clone(),
                     id: r.id.clone(),
-                    epoch: e.mod_revision,
+                    epoch: r.epoch(e.mod_revision),
                     labels: r.labels(),
                 };
                 (r.name.clone(), spec)
@@ -276,11 +278,12 @@ pub async fn run(
     let cancel = CancellationToken::new();
     let mut background = JoinSet::new();
     crate::etcd::endpoints::spawn(&client, &config, &cancel, &mut background);
+    // Only this worker's assignments: etcd sends it the changes to its own tasks and no other.
     let resources: Store<Resource> = cache::spawn(
-        "resources",
+        "assignments",
         &client,
         &config,
-        &config.keys.resources_prefix,
+        &config.keys.assignment_prefix(&node_id),
         &cancel,
         &mut background,
     );

@@ -100,6 +100,7 @@ impl Leader {
         tolerate("storm guard", self.guard(fence).await)?;
         self.release_workers();
         tolerate("reassignment", self.reconcile(fence).await)?;
+        tolerate("assignment keys", self.repair_assignments(fence).await)?;
         tolerate("drains", self.drain_step(fence).await)?;
         tolerate("rebalancing", self.rebalance_step(fence).await)
     }

@@ -13,6 +13,7 @@
 //! drain, thaw, a placement preview) are in `operators.rs`, and assignment histories, written in
 //! the same txn as each assignment, in `history.rs`.
 
+mod assignments;
 mod fleet;
 mod history;
 mod operators;
@@ -45,8 +46,9 @@ pub use writes::WriteError;
 /// Most resources moved by one reassignment txn. etcd allows 128 operations per txn and gives
 /// a nested txn what its parent leaves: the fence's txn holds one, the nested one 127.
 pub const BATCH: usize = 127;
-/// Most resources moved by one txn: each move writes the resource and its history.
-pub const MOVES: usize = BATCH / 2;
+/// Most resources moved by one txn: each move writes the resource, its history, and its
+/// assignment keys (the old worker's deleted, the new one's put).
+pub const MOVES: usize = BATCH / 4;
 
 /// What the leader needs.
 #[derive(Debug, Clone)]
@@ -78,6 +80,8 @@ struct Inner {
     applied: watch::Sender<i64>,
     /// Wakes the reconciler.
     kick: Notify,
+    /// Which worker's assignment key holds each resource.
+    ledger: Mutex<assignments::Ledger>,
 }
 
 /// The leader's duties. Cheap to clone; write methods refuse unless this master leads.
@@ -139,6 +143,7 @@ impl Leader {
                 ids,
                 applied: watch::channel(0).0,
                 kick: Notify::new(),
+                ledger: Mutex::default(),
             }),
         }
     }

@@ -9,7 +9,7 @@ use etcd_client::{Compare, CompareOp, TxnOp};
 use tokio::sync::broadcast;
 use tracing::{info, warn};
 
-use super::{Leader, MOVES, WriteError};
+use super::{Leader, MOVES, WriteError, assignments};
 
 /// Batches of moves written concurrently.
 const IN_FLIGHT: usize = 4;
@@ -50,6 +50,9 @@ impl Leader {
         let Some(change) = self.received(change, "resources") else {
             return;
         };
+        if change.revision > loaded_at || change.relisted {
+            self.note_assignments(&change);
+        }
         let mut placement = self.placement();
         if change.revision > loaded_at || change.relisted {
             let now = crate::model::status::now_ms();
@@ -266,6 +269,7 @@ impl Leader {
                 to: Some(m.to.worker.clone()),
             };
             ops.push(self.history_op(&m.name, histories.get(&m.name).map(Vec::as_slice), entry)?);
+            let before = self.key_holder(&m.name);
             moved.assigned_node = Resource::assigned_node_value(&m.to.worker, &m.to.address);
             let key = self.inner.config.keys.resource_key(&m.name);
             compares.push(Compare::mod_revision(
@@ -273,11 +277,15 @@ impl Leader {
                 CompareOp::Equal,
                 mod_revision,
             ));
-            ops.push(TxnOp::put(
-                key.as_bytes(),
-                serde_json::to_vec(&moved)?,
-                None,
+            let value = serde_json::to_vec(&moved)?;
+            ops.extend(assignments::ops(
+                &self.inner.config.keys,
+                &m.name,
+                before.as_deref(),
+                &moved,
+                &value,
             ));
+            ops.push(TxnOp::put(key.as_bytes(), value, None));
             writing.push(m);
         }
         if writing.is_empty() {
@@ -288,6 +296,7 @@ impl Leader {
         match result {
             Ok(w) if w.applied => {
                 for m in &writing {
+                    self.assigned(&m.name, Some(&m.to.worker));
                     placement.confirm(m.to.token, w.revision);
                     self.inner.metrics.moved(m.reason.as_str(), 1);
                 }

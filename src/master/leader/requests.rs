@@ -4,10 +4,10 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use etcd_client::{Compare, CompareOp, TxnOp, TxnOpResponse};
+use etcd_client::{Compare, CompareOp, TxnOp};
 use tracing::debug;
 
-use super::{Created, Leader, WriteError};
+use super::{Created, Leader, WriteError, assignments};
 use crate::etcd::cache::Object;
 use crate::etcd::timed;
 use crate::master::leadership::Fence;
@@ -54,6 +54,16 @@ impl Leader {
         };
         // A new resource starts a new history, whatever an earlier one of that name left.
         let history = self.history_op(name, None, entry)?;
+        let before = self.key_holder(name);
+        let mut ops = assignments::ops(
+            &self.inner.config.keys,
+            name,
+            before.as_deref(),
+            &resource,
+            &value,
+        );
+        ops.push(TxnOp::put(key.as_bytes(), value, None));
+        ops.push(history);
         let result = self
             .txn(
                 fence,
@@ -62,11 +72,12 @@ impl Leader {
                     CompareOp::Equal,
                     0,
                 )],
-                vec![TxnOp::put(key.as_bytes(), value, None), history],
+                ops,
             )
             .await;
         match result {
             Ok(w) if w.applied => {
+                self.assigned(name, resource.assigned_worker());
                 if let Some(r) = &reservation {
                     self.placement().confirm(r.token, w.revision);
                     self.inner.metrics.assignments.inc();
@@ -114,37 +125,62 @@ impl Leader {
     }
 
     /// Deletes resource `name`, only if its mod revision is `if_match` when given. Returns the
-    /// revision of the delete.
+    /// revision of the delete. The resource is read first, so that its worker's assignment key
+    /// goes in the same txn (compared on the version read).
     pub async fn delete(&self, name: &str, if_match: Option<i64>) -> Result<i64, WriteError> {
         let fence = self.fence()?;
-        let key = self.inner.config.keys.resource_key(name);
-        let compares = if_match
-            .map(|rev| Compare::mod_revision(key.as_bytes(), CompareOp::Equal, rev))
-            .into_iter()
-            .collect();
-        let history = self.inner.config.keys.history_key(name);
-        let written = self
-            .write(
-                &fence,
-                compares,
-                vec![
-                    TxnOp::delete(key.as_bytes(), None),
-                    TxnOp::delete(history.as_bytes(), None),
-                ],
+        let keys = &self.inner.config.keys;
+        let key = keys.resource_key(name);
+        for _ in 0..3 {
+            let mut kv = self.inner.client.kv_client();
+            let current = timed(
+                self.inner.config.request_timeout,
+                kv.get(key.as_bytes(), None),
             )
             .await?;
-        if !written.applied {
-            return Err(WriteError::PreconditionFailed);
+            let Some(stored) = current.kvs().first() else {
+                return Err(if if_match.is_some() {
+                    WriteError::PreconditionFailed
+                } else {
+                    WriteError::NotFound
+                });
+            };
+            let version = stored.mod_revision();
+            if if_match.is_some_and(|wanted| wanted != version) {
+                return Err(WriteError::PreconditionFailed);
+            }
+            let worker = Resource::decode(name, stored.value())
+                .ok()
+                .and_then(|r| r.assigned_worker().map(str::to_owned));
+            let mut ops = vec![
+                TxnOp::delete(key.as_bytes(), None),
+                TxnOp::delete(keys.history_key(name).as_bytes(), None),
+            ];
+            let holder = self.key_holder(name);
+            for w in worker.iter().chain(holder.iter().filter(|h| Some(*h) != worker.as_ref())) {
+                ops.push(TxnOp::delete(keys.assignment_key(w, name), None));
+            }
+            let written = self
+                .write(
+                    &fence,
+                    vec![Compare::mod_revision(
+                        key.as_bytes(),
+                        CompareOp::Equal,
+                        version,
+                    )],
+                    ops,
+                )
+                .await?;
+            if written.applied {
+                self.assigned(name, None);
+                self.wait_applied(written.revision).await;
+                return Ok(written.revision);
+            }
+            if if_match.is_some() {
+                return Err(WriteError::PreconditionFailed);
+            }
         }
-        let deleted = written.responses.first().is_some_and(|r| match r {
-            TxnOpResponse::Delete(d) => d.deleted() > 0,
-            _ => false,
-        });
-        if !deleted {
-            return Err(WriteError::NotFound);
-        }
-        self.wait_applied(written.revision).await;
-        Ok(written.revision)
+        Err(WriteError::Contended)
     }
 
     /// Changes what users may change of resource `name` (its worker, its labels), only if its
@@ -198,11 +234,16 @@ impl Leader {
             if let Some(node) = &pinned {
                 resource.assigned_node = node.clone();
             }
-            let mut ops = vec![TxnOp::put(
-                key.as_bytes(),
-                serde_json::to_vec(&resource)?,
-                None,
-            )];
+            let value = serde_json::to_vec(&resource)?;
+            let holder = self.key_holder(name);
+            let mut ops = assignments::ops(
+                &self.inner.config.keys,
+                name,
+                holder.as_deref().or(before.assigned_worker()),
+                &resource,
+                &value,
+            );
+            ops.push(TxnOp::put(key.as_bytes(), value, None));
             let reason = if resource.assigned_worker() != before.assigned_worker() {
                 Some(Reason::Pinned)
             } else if resource.extra.get(RESTARTED_FIELD) != before.extra.get(RESTARTED_FIELD) {
@@ -233,6 +274,7 @@ impl Leader {
                 )
                 .await?;
             if written.applied {
+                self.assigned(name, resource.assigned_worker());
                 if let Some(reason) = reason {
                     self.inner.metrics.moved(reason.as_str(), 1);
                 }

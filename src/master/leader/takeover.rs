@@ -59,12 +59,16 @@ impl Leader {
             }
         })
         .await?;
+        // Which worker's key holds each resource, checked against the resources below.
+        let keyed = self.load_assignments(revision).await?;
         let seeds: HashSet<&str> = self.inner.config.seeds.iter().map(String::as_str).collect();
         let mut present: HashSet<String> = HashSet::new();
         let mut resources = 0usize;
         let mut loaded: HashMap<String, (Resource, i64)> = HashMap::new();
         list_prefix(client, &keys.resources_prefix, revision, deadline, |kvs| {
-            for (r, mod_revision) in decode_all::<Resource>(&keys.resources_prefix, &kvs) {
+            let page = decode_all::<Resource>(&keys.resources_prefix, &kvs);
+            self.check_listed(page.iter().map(|(r, _)| (r.name.as_str(), r.assigned_worker())));
+            for (r, mod_revision) in page {
                 resources += 1;
                 placement.set_resource(&r.name, Some(r.assigned_worker()), revision);
                 placement.set_done(
@@ -84,10 +88,13 @@ impl Leader {
         })
         .await?;
         placement.advance(revision);
+        let to_repair = self.check_gone(|name| placement.has_resource(name));
         info!(
             revision,
             resources,
             workers,
+            assignment_keys = keyed,
+            to_repair,
             departed = fleet.departed.len(),
             cordoned = fleet.controls.len(),
             frozen = fleet.frozen(),
