@@ -39,6 +39,7 @@ async fn main() -> ExitCode {
                 quick: args.quick,
                 out,
                 only: args.only,
+                scale: args.scale,
             })
             .await
             .map_err(Into::into)

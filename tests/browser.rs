@@ -406,3 +406,95 @@ async fn the_storm_banner_shows_and_an_operator_thaws_it() {
     driver.call(reqwest::Method::DELETE, "", None).await;
     master.stop().await;
 }
+
+/// The dashboard pages on the server: with 100,000 resources its first rows and counts show
+/// without loading the rest (the benchmark times it; this test checks that it works), search
+/// and paging go to the server, and a change to a row on screen shows live.
+#[tokio::test]
+async fn the_dashboard_pages_through_100_000_resources() {
+    const N: usize = 100_000;
+    let etcd = Etcd::start().await;
+    let mut client = etcd.client().await;
+    let names: Vec<String> = (0..N).map(|i| format!("r-{i:06}")).collect();
+    for chunk in names.chunks(128) {
+        let ops: Vec<etcd_client::TxnOp> = chunk
+            .iter()
+            .map(|name| {
+                let value = format!(
+                    r#"{{"ID":"{}","Name":"{name}","AssignedNode":"","CreationTime":1}}"#,
+                    1000 + name[2..].parse::<u64>().expect("number")
+                );
+                etcd_client::TxnOp::put(format!("/resources/{name}"), value, None)
+            })
+            .collect();
+        client
+            .txn(etcd_client::Txn::new().and_then(ops))
+            .await
+            .expect("bulk write");
+    }
+    let endpoints = vec![etcd.url.clone()];
+    let master = start_master(test_config(&endpoints), 1).await;
+    ready_leader(&[&master.url], Duration::from_secs(60)).await;
+
+    let profile = tempfile::tempdir().expect("profile");
+    let driver = Driver::start(profile.path()).await;
+    driver.goto(&format!("{}/", master.url)).await;
+    eventually("the first rows show", Duration::from_secs(20), || async {
+        driver
+            .find("tr[data-resource=\"r-000049\"]")
+            .await
+            .map(|_| ())
+    })
+    .await;
+    assert!(
+        driver
+            .find("tr[data-resource=\"r-000050\"]")
+            .await
+            .is_none(),
+        "one page of 50 rows, not every resource"
+    );
+    eventually("the counts show", Duration::from_secs(20), || async {
+        let text = driver.text("#resource-count").await?;
+        text.contains(&format!("{N} total · {N} unassigned"))
+            .then_some(())
+    })
+    .await;
+    // The next page comes from the server.
+    driver.click("#next").await;
+    eventually("the second page", Duration::from_secs(20), || async {
+        driver
+            .find("tr[data-resource=\"r-000099\"]")
+            .await
+            .map(|_| ())
+    })
+    .await;
+    // Search by name prefix.
+    driver.type_into("#search", "r-09999").await;
+    eventually("the search's rows", Duration::from_secs(20), || async {
+        let text = driver.text("#resources").await?;
+        (text.contains("r-099990") && text.contains("r-099999") && !text.contains("r-000099"))
+            .then_some(())
+    })
+    .await;
+    // A change to a row on screen shows live: a restart is a write the row reflects (its
+    // id stays; a delete removes the row and the count).
+    let resp = http()
+        .delete(format!("{}/api/v1/resources/r-099995", master.url))
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(resp.status(), 204);
+    eventually(
+        "the deleted row goes, the count drops",
+        Duration::from_secs(20),
+        || async {
+            let rows = driver.text("#resources").await?;
+            let count = driver.text("#resource-count").await?;
+            (!rows.contains("r-099995") && count.contains(&format!("{} total", N - 1)))
+                .then_some(())
+        },
+    )
+    .await;
+    driver.call(reqwest::Method::DELETE, "", None).await;
+    master.stop().await;
+}

@@ -354,6 +354,18 @@ fn no_input_gets_a_5xx_or_leaves_a_stray_key() {
                 );
                 continue;
             }
+            // So does a worker's assignment key.
+            if let Some((_, name)) = key
+                .strip_prefix("/crawler/assignments/")
+                .and_then(|rest| rest.rsplit_once('/'))
+            {
+                let resource = format!("/resources/{name}");
+                assert!(
+                    all.kvs().iter().any(|kv| kv.key() == resource.as_bytes()),
+                    "{key:?} outlived its resource"
+                );
+                continue;
+            }
             let name = key
                 .strip_prefix("/resources/")
                 .unwrap_or_else(|| panic!("stray key outside the layout: {key:?}"));

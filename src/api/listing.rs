@@ -32,8 +32,6 @@ use crate::model::status::{TaskState, TaskStatus};
 pub const DEFAULT_LIMIT: usize = 1000;
 /// Largest page size of a list.
 pub const MAX_LIMIT: usize = 10_000;
-/// Longest name prefix, in bytes (a name is at most this long).
-const MAX_PREFIX: usize = 253;
 
 /// Query of a list.
 #[derive(Debug, Deserialize, IntoParams)]
@@ -145,13 +143,8 @@ pub async fn list(
         name::validate(token)
             .map_err(|_| ApiError::bad_field("continue", "not a continue token"))?;
     }
+    // Any text is a valid prefix: one that no name can start with matches nothing.
     let prefix = query.prefix.as_deref().unwrap_or("");
-    if prefix.len() > MAX_PREFIX || prefix.chars().any(char::is_control) {
-        return Err(ApiError::bad_field(
-            "prefix",
-            format!("prefix is at most {MAX_PREFIX} bytes, with no control characters"),
-        ));
-    }
     let wanted_state = match &query.state {
         Some(text) => Some(parse_state(text).ok_or_else(|| {
             ApiError::bad_field(

@@ -169,7 +169,10 @@ impl Leader {
 
     /// Marks dirty every resource of a take-over page whose key does not match (`listed`:
     /// resource → worker).
-    pub(super) fn check_listed<'a>(&self, listed: impl Iterator<Item = (&'a str, Option<&'a str>)>) {
+    pub(super) fn check_listed<'a>(
+        &self,
+        listed: impl Iterator<Item = (&'a str, Option<&'a str>)>,
+    ) {
         let mut ledger = self.ledger();
         for (name, worker) in listed {
             ledger.check(name, worker);
@@ -179,12 +182,7 @@ impl Leader {
     /// Marks dirty every key whose resource is gone; returns how many repairs wait.
     pub(super) fn check_gone(&self, exists: impl Fn(&str) -> bool) -> usize {
         let mut ledger = self.ledger();
-        let gone: Vec<Name> = ledger
-            .held
-            .keys()
-            .filter(|n| !exists(n))
-            .cloned()
-            .collect();
+        let gone: Vec<Name> = ledger.held.keys().filter(|n| !exists(n)).cloned().collect();
         ledger.dirty.extend(gone);
         ledger.dirty()
     }
@@ -344,7 +342,10 @@ mod tests {
         // resource has no key.
         assert_eq!(ops(&keys, "r", Some("w2"), &after, b"v").len(), 1);
         assert_eq!(ops(&keys, "r", None, &resource("r", ""), b"v").len(), 0);
-        assert_eq!(ops(&keys, "r", Some("w1"), &resource("r", ""), b"v").len(), 1);
+        assert_eq!(
+            ops(&keys, "r", Some("w1"), &resource("r", ""), b"v").len(),
+            1
+        );
     }
 
     #[test]

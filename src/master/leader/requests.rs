@@ -157,7 +157,10 @@ impl Leader {
                 TxnOp::delete(keys.history_key(name).as_bytes(), None),
             ];
             let holder = self.key_holder(name);
-            for w in worker.iter().chain(holder.iter().filter(|h| Some(*h) != worker.as_ref())) {
+            for w in worker
+                .iter()
+                .chain(holder.iter().filter(|h| Some(*h) != worker.as_ref()))
+            {
                 ops.push(TxnOp::delete(keys.assignment_key(w, name), None));
             }
             let written = self

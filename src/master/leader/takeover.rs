@@ -67,7 +67,10 @@ impl Leader {
         let mut loaded: HashMap<String, (Resource, i64)> = HashMap::new();
         list_prefix(client, &keys.resources_prefix, revision, deadline, |kvs| {
             let page = decode_all::<Resource>(&keys.resources_prefix, &kvs);
-            self.check_listed(page.iter().map(|(r, _)| (r.name.as_str(), r.assigned_worker())));
+            self.check_listed(
+                page.iter()
+                    .map(|(r, _)| (r.name.as_str(), r.assigned_worker())),
+            );
             for (r, mod_revision) in page {
                 resources += 1;
                 placement.set_resource(&r.name, Some(r.assigned_worker()), revision);

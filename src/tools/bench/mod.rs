@@ -7,10 +7,11 @@
 //! with tiny counts, as a smoke test.
 //!
 //! One file per scenario (`reads.rs`, `creates.rs`, `follower.rs`, `propagation.rs`, `failover.rs`,
-//! `scale.rs`, `ids.rs`, `fleet.rs`), over a shared `harness.rs` and `report.rs`; this file runs them in order.
+//! `scale.rs`, `ids.rs`, `fleet.rs`, `fanout.rs`, `workers.rs`), over a shared `harness.rs` and `report.rs`; this file runs them in order.
 
 mod creates;
 mod failover;
+mod fanout;
 mod fleet;
 mod follower;
 mod harness;
@@ -20,6 +21,7 @@ mod propagation;
 mod reads;
 mod report;
 mod scale;
+mod workers;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -30,6 +32,7 @@ use crate::tools::procs::{self, Scratch, ToolError};
 
 use creates::create_on_leader;
 use failover::failover;
+use fanout::fanout;
 use fleet::fleet;
 use follower::through_follower;
 use harness::{http_client, is_ready, is_ready_leader, wait_until};
@@ -38,6 +41,7 @@ use propagation::propagation;
 use reads::cached_read;
 use report::{Report, write_report};
 use scale::scale;
+use workers::worker_memory;
 
 /// How to run.
 #[derive(Debug, Clone)]
@@ -48,6 +52,8 @@ pub struct BenchOptions {
     pub out: PathBuf,
     /// Only these scenarios (all when empty).
     pub only: Vec<u8>,
+    /// Resources in the scale scenario (default 100,000).
+    pub scale: Option<usize>,
 }
 
 impl BenchOptions {
@@ -109,13 +115,19 @@ pub async fn run(options: BenchOptions) -> Result<(), ToolError> {
     drop(raw);
     drop(etcd);
     if options.runs(6) {
-        scale(&mut report, q).await?;
+        scale(&mut report, q, options.scale).await?;
     }
     if options.runs(7) {
         ids(&mut report, q);
     }
     if options.runs(8) {
         fleet(&mut report, q).await?;
+    }
+    if options.runs(9) {
+        fanout(&mut report, q).await?;
+    }
+    if options.runs(10) {
+        worker_memory(&mut report, q).await?;
     }
 
     let total = started.elapsed();

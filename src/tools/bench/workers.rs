@@ -1,0 +1,97 @@
+//! Scenario 10: a worker's memory at 100,000 tasks over 3 workers. Each `crawler worker` holds
+//! its own assignments only (a third), so its memory grows with its own tasks; a fourth worker
+//! that holds none stays at its idle size while 100,000 resources exist.
+//!
+//! The resources and their assignment keys are written straight into etcd, as the leader
+//! writes them. The workers run with a lease margin longer than their lease, so they never
+//! start a process: 33,000 processes per worker would measure the machine, not the worker.
+//! The figure is the worker's own state (its cache of assignments and its HTTP server), which
+//! is what followed every resource before.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use etcd_client::Client;
+
+use super::harness::{bulk_put, go_resource, http_client, wait_until};
+use super::report::Report;
+use crate::etcd::keys::KeyLayout;
+use crate::tools::procs::{self, Scratch, ToolError, free_port};
+
+/// How many tasks a worker's `/tasks` lists, if it answers.
+async fn listed(client: &reqwest::Client, addr: &str) -> Option<usize> {
+    let body: serde_json::Value = client
+        .get(format!("http://{addr}/tasks"))
+        .send()
+        .await
+        .ok()?
+        .json()
+        .await
+        .ok()?;
+    body["items"].as_array().map(Vec::len)
+}
+
+pub(super) async fn worker_memory(report: &mut Report, q: bool) -> Result<(), ToolError> {
+    let n = if q { 3_000 } else { 100_000 };
+    let scratch = Scratch::new("workers")?;
+    let etcd = procs::etcd(&scratch.0).await?;
+    let raw = Client::connect([etcd.url.as_str()], None).await?;
+    let keys = KeyLayout::default();
+    let mut kvs = Vec::with_capacity(2 * n);
+    for i in 0..n {
+        let worker = i % 3 + 1;
+        let (key, value) = go_resource(i, worker);
+        let name = key
+            .trim_start_matches(keys.resources_prefix.as_str())
+            .to_owned();
+        kvs.push((
+            keys.assignment_key(&format!("go.micro.server.worker-{worker}"), &name),
+            value.clone(),
+        ));
+        kvs.push((key, value));
+    }
+    bulk_put(&raw, kvs, None).await?;
+    let config = scratch.0.join("worker.yaml");
+    std::fs::write(
+        &config,
+        "worker:\n  lease_ttl_secs: 3\n  lease_margin_ms: 60000\nlog:\n  level: error\n",
+    )?;
+    let client = http_client(4)?;
+    let mut workers = Vec::new();
+    for id in 1..=4u32 {
+        workers.push(procs::worker_on(
+            id,
+            free_port()?,
+            &etcd.url,
+            &config,
+            Stdio::null(),
+            &[],
+        )?);
+    }
+    for (i, w) in workers.iter().enumerate() {
+        let want = if i < 3 { (n - i).div_ceil(3) } else { 0 };
+        wait_until("a worker's tasks", Duration::from_secs(120), || {
+            let client = client.clone();
+            let url = w.url.clone();
+            async move { listed(&client, &url).await == Some(want) }
+        })
+        .await?;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let rss: Vec<u64> = workers.iter().map(|w| w.rss_bytes().unwrap_or(0)).collect();
+    let idle = rss[3];
+    let busiest = rss[..3].iter().copied().max().unwrap_or(0);
+    report.add(
+        "10 worker memory",
+        format!("worker RSS, {} of {n} tasks (3 workers)", n.div_ceil(3)),
+        format!("{:.1} MB", busiest as f64 / 1e6),
+        format!("{:.1} MB holding none", idle as f64 / 1e6),
+        format!(
+            "{:.0} B/task above",
+            busiest.saturating_sub(idle) as f64 / n.div_ceil(3) as f64
+        ),
+        "< 25 MB, own tasks only",
+        Some(busiest > 0 && busiest < 25_000_000),
+    );
+    Ok(())
+}
