@@ -3,10 +3,10 @@
 //! that holds none stays at its idle size while 100,000 resources exist.
 //!
 //! The resources and their assignment keys are written straight into etcd, as the leader
-//! writes them. The workers run with a lease margin longer than their lease, so they never
-//! start a process: 33,000 processes per worker would measure the machine, not the worker.
-//! The figure is the worker's own state (its cache of assignments and its HTTP server), which
-//! is what followed every resource before.
+//! writes them. The workers have no runner configured, so each task is supervised, fails at
+//! once with "no runner" and is reported once, without starting a process (33,000 processes
+//! per worker would measure the machine, not the worker). The figure is the worker's whole
+//! state for its tasks: its cache of assignments, one supervised task and one report each.
 
 use std::process::Stdio;
 use std::time::Duration;
@@ -54,7 +54,10 @@ pub(super) async fn worker_memory(report: &mut Report, q: bool) -> Result<(), To
     let config = scratch.0.join("worker.yaml");
     std::fs::write(
         &config,
-        "worker:\n  lease_ttl_secs: 3\n  lease_margin_ms: 60000\nlog:\n  level: error\n",
+        format!(
+            "worker:\n  data_dir: {}\nlog:\n  level: error\n",
+            scratch.0.join("data").display()
+        ),
     )?;
     let client = http_client(4)?;
     let mut workers = Vec::new();
