@@ -536,6 +536,13 @@ impl Placement {
         self.assigner.load(worker)
     }
 
+    /// Every resource with the worker etcd says it is assigned to.
+    pub fn assignments(&self) -> impl Iterator<Item = (&str, Option<&str>)> {
+        self.resources
+            .iter()
+            .map(|(name, worker)| (name.as_str(), worker.as_deref()))
+    }
+
     /// True when the placement knows resource `name`.
     pub fn has_resource(&self, name: &str) -> bool {
         self.resources.contains_key(name)

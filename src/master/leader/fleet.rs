@@ -303,7 +303,7 @@ impl Leader {
             }
             return Ok(());
         }
-        let limit = config.rebalance_max_moves.min(self.tokens()).min(MOVES);
+        let limit = config.rebalance_max_moves.min(self.tokens());
         if limit == 0 {
             return Ok(());
         }
@@ -327,10 +327,22 @@ impl Leader {
             fleet.last_rebalance_ms = Some(now);
         }
         info!(moves = moves.len(), spread, "rebalancing");
-        let n = moves.len();
-        self.write_moves(fence, &moves, &|name| self.current(name))
-            .await?;
-        self.spend(n);
+        // A round may hold more moves than one txn: written a txn at a time, and what a failed
+        // txn leaves unwritten is released.
+        let mut chunks = moves.chunks(MOVES);
+        while let Some(chunk) = chunks.next() {
+            if let Err(e) = self
+                .write_moves(fence, chunk, &|name| self.current(name))
+                .await
+            {
+                let mut placement = self.placement();
+                for m in chunks.flatten() {
+                    placement.unplan(m);
+                }
+                return Err(e);
+            }
+            self.spend(chunk.len());
+        }
         Ok(())
     }
 

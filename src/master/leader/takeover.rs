@@ -59,19 +59,15 @@ impl Leader {
             }
         })
         .await?;
-        // Which worker's key holds each resource, checked against the resources below.
-        let keyed = self.load_assignments(revision).await?;
+        // Which worker's key holds each resource, read beside the resources and checked
+        // against them after.
+        let keyed = self.load_assignments(revision);
         let seeds: HashSet<&str> = self.inner.config.seeds.iter().map(String::as_str).collect();
         let mut present: HashSet<String> = HashSet::new();
         let mut resources = 0usize;
         let mut loaded: HashMap<String, (Resource, i64)> = HashMap::new();
-        list_prefix(client, &keys.resources_prefix, revision, deadline, |kvs| {
-            let page = decode_all::<Resource>(&keys.resources_prefix, &kvs);
-            self.check_listed(
-                page.iter()
-                    .map(|(r, _)| (r.name.as_str(), r.assigned_worker())),
-            );
-            for (r, mod_revision) in page {
+        let listed = list_prefix(client, &keys.resources_prefix, revision, deadline, |kvs| {
+            for (r, mod_revision) in decode_all::<Resource>(&keys.resources_prefix, &kvs) {
                 resources += 1;
                 placement.set_resource(&r.name, Some(r.assigned_worker()), revision);
                 placement.set_done(
@@ -88,9 +84,12 @@ impl Leader {
                     loaded.insert(r.name.clone(), (r, mod_revision));
                 }
             }
-        })
-        .await?;
+        });
+        let (keyed, listed) = tokio::join!(keyed, listed);
+        let keyed = keyed?;
+        listed?;
         placement.advance(revision);
+        self.check_listed(placement.assignments());
         let to_repair = self.check_gone(|name| placement.has_resource(name));
         info!(
             revision,
