@@ -18,7 +18,7 @@ use tracing::warn;
 
 use crate::etcd::backoff::Backoff;
 use crate::etcd::keys::KeyLayout;
-use crate::etcd::{EtcdError, timed};
+use crate::etcd::timed;
 use crate::model::status::TaskStatus;
 
 #[derive(Default)]
@@ -108,15 +108,26 @@ pub async fn run(
             }
             let batch = reports.take_dirty();
             let mut failed = Vec::new();
-            for (name, status) in batch {
-                let key = keys.status_key(&name);
-                let written = match &status {
-                    Some(status) => put(&client, &key, status, &ours, request_timeout).await,
-                    None => remove(&client, &key, &ours, request_timeout).await,
-                };
-                if let Err(error) = written {
-                    warn!(task = %name, %error, "could not write a task status; will retry");
-                    failed.push(name);
+            // A few statuses per txn: a worker that takes thousands of tasks at once reports
+            // them in a few hundred round trips, not tens of thousands.
+            for chunk in batch.chunks(STATUS_BATCH) {
+                let ops: Vec<TxnOp> = chunk
+                    .iter()
+                    .filter_map(|(name, status)| {
+                        let key = keys.status_key(name);
+                        match status {
+                            Some(status) => put_op(&key, status, &ours),
+                            None => remove_op(&key, &ours),
+                        }
+                    })
+                    .collect();
+                if ops.is_empty() {
+                    continue;
+                }
+                let mut kv = client.kv_client();
+                if let Err(error) = timed(request_timeout, kv.txn(Txn::new().and_then(ops))).await {
+                    warn!(count = chunk.len(), %error, "could not write task statuses; will retry");
+                    failed.extend(chunk.iter().map(|(name, _)| name.clone()));
                 }
             }
             if !failed.is_empty() {
@@ -142,50 +153,42 @@ pub async fn run(
     }
 }
 
-/// Puts `status` on our newest lease (`ours[0]`), if the key is ours (on any of our leases)
-/// or absent.
-async fn put(
-    client: &Client,
-    key: &str,
-    status: &TaskStatus,
-    ours: &[i64],
-    deadline: Duration,
-) -> Result<(), EtcdError> {
-    let Some(&lease) = ours.first() else {
-        return Ok(());
-    };
-    let value = serde_json::to_vec(status).map_err(|e| EtcdError::Malformed(e.to_string()))?;
+/// Statuses written per txn (each is a nested txn of up to four ops).
+const STATUS_BATCH: usize = 16;
+
+/// The op that puts `status` on our newest lease (`ours[0]`) if the key is ours (on any of our
+/// leases) or absent, and leaves it alone otherwise (another worker's status: the task is
+/// theirs now). One nested txn per condition, each tried when the one before failed.
+fn put_op(key: &str, status: &TaskStatus, ours: &[i64]) -> Option<TxnOp> {
+    let lease = *ours.first()?;
+    let value = serde_json::to_vec(status).ok()?;
     let op = TxnOp::put(key, value, Some(PutOptions::new().with_lease(lease)));
-    let mut kv = client.kv_client();
-    let compares = ours
+    let compares: Vec<Compare> = ours
         .iter()
         .map(|l| Compare::lease(key, CompareOp::Equal, *l))
-        .chain([Compare::create_revision(key, CompareOp::Equal, 0)]);
-    for compare in compares {
-        let txn = Txn::new().when([compare]).and_then([op.clone()]);
-        if timed(deadline, kv.txn(txn)).await?.succeeded() {
-            return Ok(());
-        }
-    }
-    // Another worker's status: the task is theirs now, and ours is no longer wanted.
-    Ok(())
+        .chain([Compare::create_revision(key, CompareOp::Equal, 0)])
+        .collect();
+    Some(chain(compares, op))
 }
 
-/// Deletes the status at `key` if we wrote it.
-async fn remove(
-    client: &Client,
-    key: &str,
-    ours: &[i64],
-    deadline: Duration,
-) -> Result<(), EtcdError> {
-    let mut kv = client.kv_client();
-    for lease in ours {
-        let txn = Txn::new()
-            .when([Compare::lease(key, CompareOp::Equal, *lease)])
-            .and_then([TxnOp::delete(key, None)]);
-        if timed(deadline, kv.txn(txn)).await?.succeeded() {
-            break;
-        }
+/// The op that deletes the status at `key` if we wrote it (on any of our leases).
+fn remove_op(key: &str, ours: &[i64]) -> Option<TxnOp> {
+    let compares: Vec<Compare> = ours
+        .iter()
+        .map(|l| Compare::lease(key, CompareOp::Equal, *l))
+        .collect();
+    (!compares.is_empty()).then(|| chain(compares, TxnOp::delete(key, None)))
+}
+
+/// `if c1 { op } else if c2 { op } else ...`, as nested txns.
+fn chain(compares: Vec<Compare>, op: TxnOp) -> TxnOp {
+    let mut nested: Option<Txn> = None;
+    for compare in compares.into_iter().rev() {
+        let txn = Txn::new().when([compare]).and_then([op.clone()]);
+        nested = Some(match nested {
+            Some(inner) => txn.or_else([TxnOp::txn(inner)]),
+            None => txn,
+        });
     }
-    Ok(())
+    TxnOp::txn(nested.unwrap_or_default())
 }
