@@ -115,8 +115,8 @@ async fn tasks(State(state): State<WorkerState>) -> Json<TaskList> {
             .values()
             .filter(|e| is_mine(&e.value, &state.node_id))
             .map(|e| TaskView {
-                id: e.value.id.clone(),
-                name: e.value.name.clone(),
+                id: e.value.id.to_string(),
+                name: e.value.name.to_string(),
                 creation_time: e.value.creation_time,
                 status: state.reports.get(&e.value.name),
             })
@@ -180,24 +180,49 @@ async fn task_log(
     (text, axum::body::Body::from_stream(body)).into_response()
 }
 
+/// The task of a cached assignment.
+fn spec_of(entry: &cache::Entry<Resource>) -> TaskSpec {
+    let r = &entry.value;
+    TaskSpec {
+        name: r.name.to_string(),
+        id: r.id.to_string(),
+        epoch: r.epoch(entry.mod_revision),
+        labels: r.labels(),
+    }
+}
+
 /// The tasks assigned to `node_id`, at their epochs.
 fn desired(resources: &Store<Resource>, node_id: &str) -> BTreeMap<String, TaskSpec> {
     resources.with(|objects, _| {
         objects
             .values()
             .filter(|e| is_mine(&e.value, node_id))
-            .map(|e| {
-                let r = &e.value;
-                let spec = TaskSpec {
-                    name: r.name.clone(),
-                    id: r.id.clone(),
-                    epoch: r.epoch(e.mod_revision),
-                    labels: r.labels(),
-                };
-                (r.name.clone(), spec)
-            })
+            .map(|e| (e.value.name.to_string(), spec_of(e)))
             .collect()
     })
+}
+
+/// Applies one batch of changes to `desired`: a worker with 30,000 tasks does not rebuild them
+/// all for each change.
+fn apply(
+    desired: &mut BTreeMap<String, TaskSpec>,
+    change: &cache::Change<Resource>,
+    node_id: &str,
+) {
+    for event in &change.events {
+        match event {
+            cache::Event::Added { name, new } | cache::Event::Modified { name, new, .. } => {
+                if is_mine(&new.value, node_id) {
+                    desired.insert(name.to_string(), spec_of(new));
+                } else {
+                    desired.remove(&**name);
+                }
+            }
+            cache::Event::Deleted { name, .. } => {
+                desired.remove(&**name);
+            }
+        }
+    }
 }
 
 /// Keeps the supervisor's tasks equal to the ones assigned here, while the lease is provably
@@ -210,7 +235,10 @@ async fn drive(
     margin: Duration,
     cancel: CancellationToken,
 ) {
+    // Subscribed before the first read, so that no change falls between; a change applied
+    // twice is harmless (each carries the whole new value).
     let mut changes = resources.subscribe();
+    let mut wanted = desired(&resources, &node_id);
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     let mut was_safe = false;
     let mut changed = true;
@@ -218,8 +246,12 @@ async fn drive(
         tokio::select! {
             () = cancel.cancelled() => break,
             c = changes.recv() => {
-                if let Err(tokio::sync::broadcast::error::RecvError::Closed) = c {
-                    break;
+                match c {
+                    Ok(change) => apply(&mut wanted, &change, &node_id),
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                        wanted = desired(&resources, &node_id);
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
                 }
                 changed = true;
             }
@@ -243,7 +275,7 @@ async fn drive(
         }
         changed = false;
         if safe {
-            supervisor.reconcile(&desired(&resources, &node_id)).await;
+            supervisor.reconcile(&wanted).await;
         } else {
             supervisor.stop_all().await;
         }
