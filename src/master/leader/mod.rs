@@ -46,9 +46,10 @@ pub use writes::WriteError;
 /// Most resources moved by one reassignment txn. etcd allows 128 operations per txn and gives
 /// a nested txn what its parent leaves: the fence's txn holds one, the nested one 127.
 pub const BATCH: usize = 127;
-/// Most resources moved by one txn: each move writes the resource, its history, and its
-/// assignment keys (the old worker's deleted, the new one's put).
-pub const MOVES: usize = BATCH / 4;
+/// Most resources planned for one write of moves: each move writes the resource, its history
+/// and the new worker's assignment key (three ops), and deletes the old worker's key when it
+/// had one (four); what does not fit one txn goes in the next.
+pub const MOVES: usize = BATCH / 3;
 
 /// What the leader needs.
 #[derive(Debug, Clone)]

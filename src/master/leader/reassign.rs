@@ -9,7 +9,7 @@ use etcd_client::{Compare, CompareOp, TxnOp};
 use tokio::sync::broadcast;
 use tracing::{info, warn};
 
-use super::{Leader, MOVES, WriteError, assignments};
+use super::{BATCH, Leader, MOVES, WriteError, assignments};
 
 /// Batches of moves written concurrently.
 const IN_FLIGHT: usize = 4;
@@ -65,11 +65,11 @@ impl Leader {
                         if worker.is_some() && before.is_some() && before != worker {
                             self.fleet().recent.insert(name.to_string(), now);
                         }
-                        placement.set_resource(name, Some(worker), change.revision);
+                        placement.set_resource_shared(name, Some(worker), change.revision);
                         placement.set_done(name, self.completed(name, worker, new.mod_revision));
                     }
                     Event::Deleted { name, .. } => {
-                        placement.set_resource(name, None, change.revision);
+                        placement.set_resource_shared(name, None, change.revision);
                     }
                 }
             }
@@ -155,7 +155,7 @@ impl Leader {
         }
         for (name, entry) in &resources.objects {
             let worker = entry.value.assigned_worker();
-            placement.set_resource(name, Some(worker), resources.revision);
+            placement.set_resource_shared(name, Some(worker), resources.revision);
             placement.set_done(name, self.completed(name, worker, entry.mod_revision));
         }
         placement.advance(resources.revision);
@@ -250,33 +250,27 @@ impl Leader {
             }
         };
         let now = crate::model::status::now_ms();
-        let mut compares = Vec::with_capacity(moves.len());
-        let mut ops = Vec::with_capacity(moves.len() * 2);
-        let mut writing = Vec::with_capacity(moves.len());
-        let mut orphans = 0u64;
+        // Each move is a compare and three or four ops (history, resource, the new worker's
+        // key, the old one's delete); moves go into txns of at most BATCH ops.
+        let mut groups: Vec<(Compare, Vec<TxnOp>, &Move, bool)> = Vec::with_capacity(moves.len());
         for m in moves {
             let Some((mut moved, mod_revision)) = lookup(&m.name) else {
                 self.placement().unplan(m);
                 continue;
             };
-            if !moved.assigned_node.is_empty() {
-                orphans += 1;
-            }
+            let orphan = !moved.assigned_node.is_empty();
             let entry = crate::model::schedule::Assignment {
                 reason: m.reason,
                 at_ms: now,
                 from: moved.assigned_worker().map(str::to_owned),
                 to: Some(m.to.worker.clone()),
             };
-            ops.push(self.history_op(&m.name, histories.get(&m.name).map(Vec::as_slice), entry)?);
+            let mut ops =
+                vec![self.history_op(&m.name, histories.get(&m.name).map(Vec::as_slice), entry)?];
             let before = self.key_holder(&m.name);
             moved.assigned_node = Resource::assigned_node_value(&m.to.worker, &m.to.address);
             let key = self.inner.config.keys.resource_key(&m.name);
-            compares.push(Compare::mod_revision(
-                key.as_bytes(),
-                CompareOp::Equal,
-                mod_revision,
-            ));
+            let compare = Compare::mod_revision(key.as_bytes(), CompareOp::Equal, mod_revision);
             let value = serde_json::to_vec(&moved)?;
             ops.extend(assignments::ops(
                 &self.inner.config.keys,
@@ -286,36 +280,53 @@ impl Leader {
                 &value,
             ));
             ops.push(TxnOp::put(key.as_bytes(), value, None));
-            writing.push(m);
+            groups.push((compare, ops, m, orphan));
         }
-        if writing.is_empty() {
-            return Ok(false);
-        }
-        let result = self.txn(fence, compares, ops).await;
-        let mut placement = self.placement();
-        match result {
-            Ok(w) if w.applied => {
-                for m in &writing {
-                    self.assigned(&m.name, Some(&m.to.worker));
-                    placement.confirm(m.to.token, w.revision);
-                    self.inner.metrics.moved(m.reason.as_str(), 1);
+        let mut progress = false;
+        let mut rest = groups.into_iter().peekable();
+        while rest.peek().is_some() {
+            let (mut compares, mut ops, mut writing, mut orphans) =
+                (Vec::new(), Vec::new(), Vec::new(), 0u64);
+            while let Some((_, group, _, _)) = rest.peek() {
+                if !writing.is_empty() && ops.len() + group.len() > BATCH {
+                    break;
                 }
-                info!(
-                    count = writing.len(),
-                    moved = orphans,
-                    revision = w.revision,
-                    "resources assigned"
-                );
-                self.inner.metrics.assignments.inc_by(writing.len() as u64);
-                self.inner.metrics.reassignments.inc_by(orphans);
-                Ok(true)
+                let Some((compare, group, m, orphan)) = rest.next() else {
+                    break;
+                };
+                compares.push(compare);
+                ops.extend(group);
+                writing.push(m);
+                orphans += u64::from(orphan);
             }
-            other => {
-                for m in &writing {
-                    placement.unplan(m);
+            let result = self.txn(fence, compares, ops).await;
+            let mut placement = self.placement();
+            match result {
+                Ok(w) if w.applied => {
+                    for m in &writing {
+                        self.assigned(&m.name, Some(&m.to.worker));
+                        placement.confirm(m.to.token, w.revision);
+                        self.inner.metrics.moved(m.reason.as_str(), 1);
+                    }
+                    info!(
+                        count = writing.len(),
+                        moved = orphans,
+                        revision = w.revision,
+                        "resources assigned"
+                    );
+                    self.inner.metrics.assignments.inc_by(writing.len() as u64);
+                    self.inner.metrics.reassignments.inc_by(orphans);
+                    progress = true;
                 }
-                other.map(|_| false)
+                other => {
+                    // This txn's moves and those not written yet are pending again.
+                    for m in writing.iter().copied().chain(rest.map(|(_, _, m, _)| m)) {
+                        placement.unplan(m);
+                    }
+                    return other.map(|_| progress);
+                }
             }
         }
+        Ok(progress)
     }
 }
