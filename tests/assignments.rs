@@ -75,7 +75,7 @@ async fn expected_keys(etcd: &Etcd) -> BTreeSet<(String, String)> {
     stored_resources(etcd)
         .await
         .into_iter()
-        .filter_map(|r| Some((r.assigned_worker()?.to_owned(), r.name.clone())))
+        .filter_map(|r| Some((r.assigned_worker()?.to_owned(), r.name.to_string())))
         .collect()
 }
 

@@ -171,18 +171,18 @@ async fn leader_killed_under_load_loses_nothing() {
 
     // Every acknowledged create exists, with the ID it was acknowledged with; no ID twice.
     let stored = stored_resources(&etcd).await;
-    let by_name: HashMap<&str, &str> = stored
+    let by_name: HashMap<&str, String> = stored
         .iter()
-        .map(|r| (r.name.as_str(), r.id.as_str()))
+        .map(|r| (&*r.name, r.id.to_string()))
         .collect();
     for (name, id) in &load.acked {
         assert_eq!(
             by_name.get(name.as_str()),
-            Some(&id.as_str()),
+            Some(id),
             "{name} was acknowledged"
         );
     }
-    let ids: HashSet<&str> = stored.iter().map(|r| r.id.as_str()).collect();
+    let ids: HashSet<String> = stored.iter().map(|r| r.id.to_string()).collect();
     assert_eq!(ids.len(), stored.len(), "duplicate IDs");
 
     // No resource stays on the dead worker.
@@ -278,12 +278,12 @@ async fn a_paused_leader_is_fenced_off_and_rejoins_as_follower() {
     let stored = stored_resources(&etcd).await;
     for (i, status) in statuses.iter().enumerate() {
         let name = format!("paused-{i}");
-        let found = stored.iter().find(|r| r.name == name);
+        let found = stored.iter().find(|r| *r.name == *name);
         if (200..300).contains(status) {
             assert!(found.is_some(), "{name} was acknowledged but is not stored");
         }
         if let Some(r) = found {
-            let id: u64 = r.id.parse().expect("a snowflake id");
+            let id: u64 = r.id.as_u64().expect("a snowflake id");
             let (_, node, _) = crawler::model::snowflake::decompose(id);
             assert_ne!(
                 node, paused_id,
@@ -549,7 +549,7 @@ async fn losing_any_etcd_member_stalls_writes_for_less_than_1_5_s() {
     let stored: HashSet<String> = stored_resources(&cluster.members[0])
         .await
         .into_iter()
-        .map(|r| r.name)
+        .map(|r| r.name.to_string())
         .collect();
     for name in &acked {
         assert!(
@@ -702,7 +702,7 @@ async fn tokens_are_required_and_pass_through_a_follower() {
     let names: Vec<String> = stored_resources(&etcd)
         .await
         .into_iter()
-        .map(|r| r.name)
+        .map(|r| r.name.to_string())
         .collect();
     assert_eq!(names, ["with-token"]);
 }

@@ -58,7 +58,10 @@ async fn assignments(etcd: &Etcd) -> BTreeMap<String, (String, String, i64)> {
         .filter_map(|kv| {
             let r: Resource = serde_json::from_slice(kv.value()).ok()?;
             let worker = r.assigned_worker().unwrap_or("").to_owned();
-            Some((r.name.clone(), (worker, r.id.clone(), kv.mod_revision())))
+            Some((
+                r.name.to_string(),
+                (worker, r.id.to_string(), kv.mod_revision()),
+            ))
         })
         .collect()
 }
@@ -384,7 +387,7 @@ async fn replay_drain(etcd: &Etcd, drained: &str, from: i64, to: i64) -> usize {
         .iter()
         .filter_map(|kv| {
             let r: Resource = serde_json::from_slice(kv.value()).ok()?;
-            Some((r.name.clone(), r.assigned_worker()?.to_owned()))
+            Some((r.name.to_string(), r.assigned_worker()?.to_owned()))
         })
         .collect();
     let mut stream = client
@@ -422,7 +425,7 @@ async fn replay_drain(etcd: &Etcd, drained: &str, from: i64, to: i64) -> usize {
                 "{} assigned to the drained worker at {last}",
                 r.name
             );
-            let before = state.insert(r.name.clone(), worker.clone());
+            let before = state.insert(r.name.to_string(), worker.clone());
             if let Some(before) = before
                 && before != worker
             {
@@ -431,7 +434,7 @@ async fn replay_drain(etcd: &Etcd, drained: &str, from: i64, to: i64) -> usize {
                     "{} moved between two other workers",
                     r.name
                 );
-                *moves.entry(r.name.clone()).or_default() += 1;
+                *moves.entry(r.name.to_string()).or_default() += 1;
             }
         }
     }

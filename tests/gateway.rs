@@ -310,7 +310,7 @@ async fn go_gateway_routes_swagger_and_cors() {
             .is_some_and(|a| a.starts_with("127.0.0.1:"))
     );
     let stored = stored_resources(&c.etcd).await;
-    assert!(stored.iter().any(|r| r.name == "from-go-script"));
+    assert!(stored.iter().any(|r| &*r.name == "from-go-script"));
     let (status, _, body) = send(
         reqwest::Method::DELETE,
         &format!("{}/crawler/resource", c.url(f)),

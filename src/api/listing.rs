@@ -72,7 +72,7 @@ impl Filter<'_> {
 
 /// The view of `entry` with its status judged from the statuses cache's objects.
 fn view(entry: &Entry<Resource>, statuses: &Objects<TaskStatus>) -> ResourceView {
-    let reported = statuses.get(entry.value.name.as_str());
+    let reported = statuses.get(&*entry.value.name);
     ResourceView {
         status: Some(StatusView::judge(
             &entry.value,

@@ -91,8 +91,8 @@ impl ResourceView {
     pub fn of(r: &Resource) -> Self {
         let created = UNIX_EPOCH + Duration::from_nanos(r.creation_time.max(0) as u64);
         Self {
-            id: r.id.clone(),
-            name: r.name.clone(),
+            id: r.id.to_string(),
+            name: r.name.to_string(),
             assigned_node: r.assignment().map(|(id, address)| AssignedNode {
                 id: id.to_owned(),
                 address: address.to_owned(),

@@ -113,7 +113,7 @@ mod tests {
 
     fn resource(node: &str) -> Resource {
         Resource {
-            id: "1".into(),
+            id: 1.into(),
             name: "t".into(),
             assigned_node: node.into(),
             creation_time: 0,

@@ -20,6 +20,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
+use crate::etcd::cache::Name;
 use crate::master::assigner::Assigner;
 use crate::model::schedule::Reason;
 
@@ -56,12 +57,16 @@ pub struct Move {
 #[derive(Debug, Default, Clone)]
 pub struct Placement {
     assigner: Assigner,
-    /// Resource → the worker etcd says it is assigned to (`None`: unassigned).
-    resources: HashMap<String, Option<String>>,
+    /// Resource → the worker etcd says it is assigned to (`None`: unassigned). Names are the
+    /// caches' own strings and worker ids are shared (see `worker_ids`), so a resource costs
+    /// this map two pointers.
+    resources: HashMap<Name, Option<Name>>,
     /// Worker → the resources assigned to it (present or not).
-    members: HashMap<String, HashSet<String>>,
+    members: HashMap<Name, HashSet<Name>>,
+    /// One string per worker id, shared by every resource assigned to it.
+    worker_ids: HashSet<Name>,
     /// Resources with no present worker → revision at which that became so.
-    needs: BTreeMap<String, i64>,
+    needs: BTreeMap<Name, i64>,
     /// Writes in flight: token → (worker, revision of the write once it succeeded).
     reservations: HashMap<u64, (String, Option<i64>)>,
     next_token: u64,
@@ -69,7 +74,7 @@ pub struct Placement {
     applied: i64,
     /// Resources whose task completed at their current assignment: they stay with their
     /// worker but no longer count against its capacity.
-    done: HashSet<String>,
+    done: HashSet<Name>,
     /// Absent workers whose resources may be handed out (their grace period is over).
     released: HashSet<String>,
     /// Cordoned workers: present or not, they take no new resource.
@@ -156,8 +161,8 @@ impl Placement {
         // Per worker, not per resource: this runs after every batch of changes.
         self.members
             .keys()
-            .filter(|w| !self.assigner.contains(w) && !self.released.contains(*w))
-            .cloned()
+            .filter(|w| !self.assigner.contains(w) && !self.released.contains(&***w))
+            .map(|w| w.to_string())
             .collect()
     }
 
@@ -169,47 +174,69 @@ impl Placement {
     /// Records what etcd says of resource `name` at `revision`: assigned to `worker`, unassigned
     /// (`Some(None)`), or deleted (`None`).
     pub fn set_resource(&mut self, name: &str, state: Option<Option<&str>>, revision: i64) {
+        let shared = self
+            .resources
+            .get_key_value(name)
+            .map_or_else(|| Name::from(name), |(k, _)| Name::clone(k));
+        self.set_resource_shared(&shared, state, revision);
+    }
+
+    /// The shared string of worker id `id`.
+    fn worker_id(&mut self, id: &str) -> Name {
+        if let Some(w) = self.worker_ids.get(id) {
+            return Name::clone(w);
+        }
+        let w = Name::from(id);
+        self.worker_ids.insert(Name::clone(&w));
+        w
+    }
+
+    /// Like [`Placement::set_resource`], keeping `name` (the cache's string) rather than a
+    /// copy.
+    pub fn set_resource_shared(&mut self, name: &Name, state: Option<Option<&str>>, revision: i64) {
         let before = self.resources.get(name).and_then(|w| w.as_deref());
         let after = state.flatten();
         if before != after {
             // Moved or deleted: a completed run at the old assignment says nothing any more.
             self.set_done(name, false);
-            self.in_flight.remove(name);
+            self.in_flight.remove(&**name);
         }
         let before = self.resources.get(name).and_then(|w| w.as_deref());
         if before != after {
             if let Some(old) = before.map(str::to_owned) {
                 self.assigner.adjust(&old, -1);
-                if let Some(set) = self.members.get_mut(&old) {
-                    set.remove(name);
+                if let Some(set) = self.members.get_mut(old.as_str()) {
+                    set.remove(&**name);
                     if set.is_empty() {
-                        self.members.remove(&old);
+                        self.members.remove(old.as_str());
                     }
                 }
             }
             if let Some(new) = after {
                 self.assigner.adjust(new, 1);
+                let id = self.worker_id(new);
                 self.members
-                    .entry(new.to_owned())
+                    .entry(id)
                     .or_default()
-                    .insert(name.to_owned());
+                    .insert(Name::clone(name));
             }
         }
         match state {
-            None => self.resources.remove(name),
-            Some(worker) => self
-                .resources
-                .insert(name.to_owned(), worker.map(str::to_owned)),
+            None => self.resources.remove(&**name),
+            Some(worker) => {
+                let worker = worker.map(|w| self.worker_id(w));
+                self.resources.insert(Name::clone(name), worker)
+            }
         };
         match state {
             None => {
-                self.needs.remove(name);
+                self.needs.remove(&**name);
             }
             Some(Some(worker)) if self.assigner.contains(worker) => {
-                self.needs.remove(name);
+                self.needs.remove(&**name);
             }
             Some(_) => {
-                self.needs.entry(name.to_owned()).or_insert(revision);
+                self.needs.entry(Name::clone(name)).or_insert(revision);
             }
         }
     }
@@ -218,7 +245,11 @@ impl Placement {
     /// task stops counting against its worker's capacity, and counts again when it runs again.
     pub fn set_done(&mut self, name: &str, done: bool) {
         let changed = if done {
-            self.done.insert(name.to_owned())
+            let shared = self
+                .resources
+                .get_key_value(name)
+                .map_or_else(|| Name::from(name), |(k, _)| Name::clone(k));
+            self.done.insert(shared)
         } else {
             self.done.remove(name)
         };
@@ -293,14 +324,14 @@ impl Placement {
                 break;
             }
             match self.assigned(name) {
-                None => ready.push((name.clone(), *since, None)),
+                None => ready.push((name.to_string(), *since, None)),
                 Some(worker) => {
                     if orphans < orphan_limit
                         && *since <= workers_revision
                         && self.released.contains(worker)
                     {
                         orphans += 1;
-                        ready.push((name.clone(), *since, Some(worker.to_owned())));
+                        ready.push((name.to_string(), *since, Some(worker.to_owned())));
                     }
                 }
             }
@@ -308,7 +339,7 @@ impl Placement {
         let mut moves = Vec::with_capacity(ready.len());
         for (name, since, from) in ready {
             let Some(to) = self.reserve() else { break };
-            self.needs.remove(&name);
+            self.needs.remove(name.as_str());
             let reason = if from.is_some() {
                 Reason::WorkerLeft
             } else {
@@ -333,9 +364,9 @@ impl Placement {
             .get(from)
             .into_iter()
             .flatten()
-            .filter(|n| !self.in_flight.contains_key(*n) && !self.needs.contains_key(*n))
+            .filter(|n| !self.in_flight.contains_key(&***n) && !self.needs.contains_key(&***n))
             .take(limit)
-            .cloned()
+            .map(|n| n.to_string())
             .collect();
         let mut moves = Vec::with_capacity(names.len());
         for name in names {
@@ -433,13 +464,13 @@ impl Placement {
             let donor_id = loads[d].0.clone();
             let candidate = self
                 .members
-                .get(&donor_id)
+                .get(donor_id.as_str())
                 .into_iter()
                 .flatten()
                 .filter(|n| {
-                    !self.in_flight.contains_key(*n)
-                        && !self.done.contains(*n)
-                        && !self.needs.contains_key(*n)
+                    !self.in_flight.contains_key(&***n)
+                        && !self.done.contains(&***n)
+                        && !self.needs.contains_key(&***n)
                 })
                 .filter_map(|n| movable(n).map(|started| (started, n)))
                 // The youngest among the first candidates found, so a round costs the same
@@ -458,7 +489,7 @@ impl Placement {
             };
             loads[d].1 -= 1;
             loads[r].1 += 1;
-            moves.push(self.depart(name, &donor_id, to, Reason::Rebalanced));
+            moves.push(self.depart(name.to_string(), &donor_id, to, Reason::Rebalanced));
         }
         moves
     }
@@ -493,8 +524,10 @@ impl Placement {
             moves.extend(p.plan_drain(id, usize::MAX));
         }
         let stranded = drain.iter().map(|id| {
-            p.members.get(id).map_or(0, |m| {
-                m.iter().filter(|n| !p.in_flight.contains_key(*n)).count()
+            p.members.get(id.as_str()).map_or(0, |m| {
+                m.iter()
+                    .filter(|n| !p.in_flight.contains_key(&***n))
+                    .count()
             })
         });
         let unplaced = p
@@ -514,10 +547,10 @@ impl Placement {
         if self.in_flight.remove(&m.name).is_some() {
             return;
         }
-        if let Some(worker) = self.resources.get(&m.name)
+        if let Some((name, worker)) = self.resources.get_key_value(m.name.as_str())
             && worker.as_deref().is_none_or(|w| !self.assigner.contains(w))
         {
-            self.needs.insert(m.name.clone(), m.since);
+            self.needs.insert(Name::clone(name), m.since);
         }
     }
 
@@ -537,10 +570,10 @@ impl Placement {
     }
 
     /// Every resource with the worker etcd says it is assigned to.
-    pub fn assignments(&self) -> impl Iterator<Item = (&str, Option<&str>)> {
+    pub fn assignments(&self) -> impl Iterator<Item = (&Name, Option<&str>)> {
         self.resources
             .iter()
-            .map(|(name, worker)| (name.as_str(), worker.as_deref()))
+            .map(|(name, worker)| (name, worker.as_deref()))
     }
 
     /// True when the placement knows resource `name`.

@@ -7,6 +7,7 @@
 //! Codecs and pure rules only: nothing here does I/O, and nothing here knows which process it
 //! runs in.
 
+pub mod intern;
 pub mod name;
 pub mod registry;
 pub mod resource;

@@ -4,24 +4,105 @@
 //! and types. Fields this codec does not know are kept so that nothing is lost on rewrite.
 
 use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;
 
-use crate::etcd::cache::{DecodeError, Object};
+use crate::etcd::cache::{DecodeError, Name, Object};
+use crate::model::intern::intern;
 
-/// A resource as stored in etcd.
+/// A resource's ID: a snowflake, kept as a number (8 bytes, no allocation); any other text a
+/// foreign writer stored is kept as it was, so that a rewrite loses nothing.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ResourceId {
+    /// A decimal u64 written without leading zeros (what every snowflake is).
+    Snowflake(u64),
+    /// Anything else, verbatim.
+    Text(Box<str>),
+}
+
+impl ResourceId {
+    /// The ID stored as `text`.
+    pub fn parse(text: &str) -> Self {
+        match text.parse::<u64>() {
+            Ok(n) if n.to_string() == text => Self::Snowflake(n),
+            _ => Self::Text(text.into()),
+        }
+    }
+
+    /// The snowflake, if it is one.
+    pub fn as_u64(&self) -> Option<u64> {
+        match self {
+            Self::Snowflake(n) => Some(*n),
+            Self::Text(_) => None,
+        }
+    }
+}
+
+impl From<u64> for ResourceId {
+    fn from(n: u64) -> Self {
+        Self::Snowflake(n)
+    }
+}
+
+impl fmt::Display for ResourceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Snowflake(n) => write!(f, "{n}"),
+            Self::Text(t) => f.write_str(t),
+        }
+    }
+}
+
+impl PartialEq<str> for ResourceId {
+    fn eq(&self, other: &str) -> bool {
+        match self {
+            Self::Snowflake(_) => *self == Self::parse(other),
+            Self::Text(t) => &**t == other,
+        }
+    }
+}
+
+impl Serialize for ResourceId {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for ResourceId {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        // A string, as Go writes it; a bare number is read too.
+        match Value::deserialize(d)? {
+            Value::String(s) => Ok(Self::parse(&s)),
+            Value::Number(n) => Ok(Self::parse(&n.to_string())),
+            other => Err(serde::de::Error::custom(format!(
+                "ID is not a string: {other}"
+            ))),
+        }
+    }
+}
+
+fn interned<'de, D: Deserializer<'de>>(d: D) -> Result<Arc<str>, D::Error> {
+    let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+    Ok(intern(&text))
+}
+
+/// A resource as stored in etcd. Kept small, as a million of them are cached on every master:
+/// the ID is a number, the name is shared with the cache's key, and the assigned node is one
+/// string per worker shared by all its resources.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Resource {
-    /// Snowflake id, as a decimal string.
+    /// Snowflake id, stored as a decimal string.
     #[serde(rename = "ID")]
-    pub id: String,
+    pub id: ResourceId,
     /// Resource name; equal to the last segment of its key.
     #[serde(rename = "Name")]
-    pub name: String,
+    pub name: Arc<str>,
     /// `<node-id>|<address>` of the worker it is assigned to, or empty.
-    #[serde(rename = "AssignedNode", default)]
-    pub assigned_node: String,
+    #[serde(rename = "AssignedNode", default, deserialize_with = "interned")]
+    pub assigned_node: Arc<str>,
     /// Creation time in Unix nanoseconds.
     #[serde(rename = "CreationTime", default)]
     pub creation_time: i64,
@@ -67,7 +148,7 @@ impl Resource {
         Some(
             self.assigned_node
                 .split_once('|')
-                .unwrap_or((self.assigned_node.as_str(), "")),
+                .unwrap_or((&*self.assigned_node, "")),
         )
     }
 
@@ -76,9 +157,10 @@ impl Resource {
         self.assignment().map(|(id, _)| id)
     }
 
-    /// Encodes `node_id` and `address` the way the Go crawler does.
-    pub fn assigned_node_value(node_id: &str, address: &str) -> String {
-        format!("{node_id}|{address}")
+    /// Encodes `node_id` and `address` the way the Go crawler does (one shared string per
+    /// worker).
+    pub fn assigned_node_value(node_id: &str, address: &str) -> Arc<str> {
+        intern(&format!("{node_id}|{address}"))
     }
 }
 
@@ -86,7 +168,7 @@ impl Object for Resource {
     fn decode(name: &str, value: &[u8]) -> Result<Self, DecodeError> {
         let r: Resource = serde_json::from_slice(value)
             .map_err(|e| DecodeError::new(format!("not a resource record: {e}")))?;
-        if r.name != name {
+        if &*r.name != name {
             return Err(DecodeError::new(format!(
                 "Name {:?} does not match its key {name:?}",
                 r.name
@@ -97,6 +179,10 @@ impl Object for Resource {
 
     fn group(&self) -> Option<&str> {
         self.assigned_worker()
+    }
+
+    fn key(&self) -> Option<Name> {
+        Some(Arc::clone(&self.name))
     }
 }
 
@@ -115,6 +201,33 @@ mod tests {
         assert_eq!(r.creation_time, 1_621_344_456_000_000_000);
         let again: Value = serde_json::to_value(&r).expect("encodes");
         assert_eq!(again, serde_json::from_str::<Value>(text).expect("json"));
+    }
+
+    #[test]
+    fn ids_are_numbers_unless_the_text_says_otherwise() {
+        assert_eq!(
+            ResourceId::parse("1395790254231478272").as_u64(),
+            Some(1_395_790_254_231_478_272)
+        );
+        // Text that a number would not write back the same is kept verbatim.
+        for text in ["007", "abc", "", "18446744073709551616", "-1"] {
+            let id = ResourceId::parse(text);
+            assert_eq!(id.as_u64(), None, "{text}");
+            assert_eq!(id.to_string(), text);
+        }
+        let r = Resource::decode("a", br#"{"ID":"007","Name":"a"}"#).expect("decodes");
+        let again: Value = serde_json::to_value(&r).expect("encodes");
+        assert_eq!(again["ID"], "007");
+        assert!(ResourceId::parse("42") == *"42");
+        assert!(ResourceId::parse("42") != *"042");
+        // Resources of one worker share its node string, and the name is the cache's key.
+        let text = br#"{"ID":"1","Name":"a","AssignedNode":"w-1|h:1","CreationTime":0}"#;
+        let (a, b) = (
+            Resource::decode("a", text).expect("a"),
+            Resource::decode("a", text).expect("b"),
+        );
+        assert!(Arc::ptr_eq(&a.assigned_node, &b.assigned_node));
+        assert!(a.key().is_some_and(|k| Arc::ptr_eq(&k, &a.name)));
     }
 
     #[test]

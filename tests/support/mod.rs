@@ -344,7 +344,10 @@ pub async fn assert_consistent(etcd: &Etcd, master: &str) {
                 let name = key.strip_prefix(prefix)?;
                 if prefix == "/resources/" {
                     let r = crawler::model::resource::Resource::decode(name, kv.value()).ok()?;
-                    Some((r.name.clone(), r.assigned_worker().unwrap_or("").to_owned()))
+                    Some((
+                        r.name.to_string(),
+                        r.assigned_worker().unwrap_or("").to_owned(),
+                    ))
                 } else {
                     Some((name.to_owned(), String::new()))
                 }

@@ -33,6 +33,12 @@ pub trait Object: Sized + Send + Sync + 'static {
     fn group(&self) -> Option<&str> {
         None
     }
+
+    /// The name as the object holds it, when it does: the cache then uses that one string as
+    /// its key instead of a copy.
+    fn key(&self) -> Option<Name> {
+        None
+    }
 }
 
 /// A value that could not be decoded; it is logged, counted and skipped.

@@ -185,7 +185,7 @@ fn decode_kv<T: Object>(prefix: &str, kv: &KeyValue, writer: &Writer<T>) -> Opti
     };
     match T::decode(&name, kv.value()) {
         Ok(value) => Some(Update::Put {
-            name,
+            name: value.key().unwrap_or(name),
             value,
             create_revision: kv.create_revision(),
             mod_revision: kv.mod_revision(),

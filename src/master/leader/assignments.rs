@@ -169,13 +169,18 @@ impl Leader {
 
     /// Marks dirty every resource of a take-over page whose key does not match (`listed`:
     /// resource → worker).
+    /// The ledger's names are then replaced by the placement's (`listed`), which are the
+    /// caches' own strings, so that a name is stored once.
     pub(super) fn check_listed<'a>(
         &self,
-        listed: impl Iterator<Item = (&'a str, Option<&'a str>)>,
+        listed: impl Iterator<Item = (&'a Name, Option<&'a str>)>,
     ) {
         let mut ledger = self.ledger();
         for (name, worker) in listed {
             ledger.check(name, worker);
+            if let Some(w) = ledger.held.remove(&**name) {
+                ledger.held.insert(Name::clone(name), w);
+            }
         }
     }
 
@@ -317,7 +322,7 @@ mod tests {
 
     fn resource(name: &str, node: &str) -> Resource {
         Resource {
-            id: "1".into(),
+            id: 1.into(),
             name: name.into(),
             assigned_node: node.into(),
             creation_time: 0,

@@ -114,9 +114,9 @@ impl Leader {
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as i64);
         Ok(Resource {
-            id: id.to_string(),
-            name: name.to_owned(),
-            assigned_node: reservation.map_or_else(String::new, |r| {
+            id: id.into(),
+            name: name.into(),
+            assigned_node: reservation.map_or_else(Default::default, |r| {
                 Resource::assigned_node_value(&r.worker, &r.address)
             }),
             creation_time: now,

@@ -69,19 +69,19 @@ impl Leader {
         let listed = list_prefix(client, &keys.resources_prefix, revision, deadline, |kvs| {
             for (r, mod_revision) in decode_all::<Resource>(&keys.resources_prefix, &kvs) {
                 resources += 1;
-                placement.set_resource(&r.name, Some(r.assigned_worker()), revision);
+                placement.set_resource_shared(&r.name, Some(r.assigned_worker()), revision);
                 placement.set_done(
                     &r.name,
                     self.completed(&r.name, r.assigned_worker(), mod_revision),
                 );
-                if let Ok(id) = r.id.parse::<u64>() {
+                if let Some(id) = r.id.as_u64() {
                     self.inner.ids.advance_past(id);
                 }
-                if seeds.contains(r.name.as_str()) {
-                    present.insert(r.name.clone());
+                if seeds.contains(&*r.name) {
+                    present.insert(r.name.to_string());
                 }
                 if placement.needs(&r.name) {
-                    loaded.insert(r.name.clone(), (r, mod_revision));
+                    loaded.insert(r.name.to_string(), (r, mod_revision));
                 }
             }
         });

@@ -49,9 +49,9 @@ pub(super) async fn create_on_leader(
         put.header().map_or(0, |h| h.revision()),
     );
     let value = serde_json::to_vec(&crate::model::resource::Resource {
-        id: "2125152218540679168".into(),
+        id: 2_125_152_218_540_679_168u64.into(),
         name: "bench-raw-000000".into(),
-        assigned_node: String::new(),
+        assigned_node: "".into(),
         creation_time: 1,
         extra: BTreeMap::new(),
     })
