@@ -73,20 +73,43 @@ impl Serialize for ResourceId {
 
 impl<'de> Deserialize<'de> for ResourceId {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        // A string, as Go writes it; a bare number is read too.
-        match Value::deserialize(d)? {
-            Value::String(s) => Ok(Self::parse(&s)),
-            Value::Number(n) => Ok(Self::parse(&n.to_string())),
-            other => Err(serde::de::Error::custom(format!(
-                "ID is not a string: {other}"
-            ))),
+        /// A string, as Go writes it; a bare number is read too.
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = ResourceId;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an ID string")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<ResourceId, E> {
+                Ok(ResourceId::parse(v))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<ResourceId, E> {
+                Ok(ResourceId::Snowflake(v))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<ResourceId, E> {
+                Ok(ResourceId::parse(&v.to_string()))
+            }
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<ResourceId, E> {
+                Ok(ResourceId::parse(&v.to_string()))
+            }
         }
+        d.deserialize_any(Visitor)
     }
 }
 
 fn interned<'de, D: Deserializer<'de>>(d: D) -> Result<Arc<str>, D::Error> {
-    let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
-    Ok(intern(&text))
+    /// Interned without an owned copy first.
+    struct Visitor;
+    impl serde::de::Visitor<'_> for Visitor {
+        type Value = Arc<str>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a string")
+        }
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Arc<str>, E> {
+            Ok(intern(v))
+        }
+    }
+    d.deserialize_str(Visitor)
 }
 
 /// A resource as stored in etcd. Kept small, as a million of them are cached on every master:

@@ -193,7 +193,8 @@ async fn supervise(spec: TaskSpec, policy: Arc<Policy>, reports: Reports, stop: 
         let mut s = status(TaskState::Failed);
         s.message = format!("cannot create {}: {error}", work.display());
         reports.set(&spec.name, s);
-        stop.cancelled().await;
+        // Nothing runs, so nothing waits for the stop: the task's state is freed now, and
+        // the supervisor's stop finds it finished.
         return;
     }
     let log = policy.log_of(&spec.name);
@@ -204,7 +205,6 @@ async fn supervise(spec: TaskSpec, policy: Arc<Policy>, reports: Reports, stop: 
             let mut s = status(TaskState::Failed);
             s.message = error.to_string();
             reports.set(&spec.name, s);
-            stop.cancelled().await;
             return;
         }
     };
