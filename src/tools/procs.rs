@@ -232,7 +232,24 @@ fn spawn_role(
     (output, env): (Stdio, &[(&str, &str)]),
     url: String,
 ) -> Result<Proc, ToolError> {
-    let child = Command::new(this_binary()?)
+    // `CRAWLER_HEAPTRACK=<dir>:<role>-<id>,...` runs those processes under Debian's heaptrack,
+    // its recording in <dir>, to see where a role's memory goes (`heaptrack_print`).
+    let traced = std::env::var("CRAWLER_HEAPTRACK").ok().and_then(|spec| {
+        let (dir, who) = spec.split_once(':')?;
+        let me = format!("{role}-{id}");
+        who.split(',')
+            .any(|w| w == me)
+            .then(|| format!("{dir}/{me}"))
+    });
+    let mut command = match &traced {
+        Some(out) => {
+            let mut c = Command::new("heaptrack");
+            c.arg("-o").arg(out).arg(this_binary()?);
+            c
+        }
+        None => Command::new(this_binary()?),
+    };
+    let child = command
         .envs(env.iter().copied())
         .args([role, "--id", id])
         .args([listen_flag, &format!("127.0.0.1:{port}")])
