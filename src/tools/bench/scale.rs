@@ -28,7 +28,10 @@ pub(super) async fn scale(
     let scratch = Scratch::new("scale")?;
     let etcd = procs::etcd(&scratch.0).await?;
     let raw = Client::connect([etcd.url.as_str()], None).await?;
-    let config = procs::master_config(&scratch.0, 2)?;
+    // A session TTL of 10 s: what is timed is a resignation (SIGTERM), not an expiry, and a
+    // master loading a million resources on this 2-core machine must not lose its session
+    // meanwhile.
+    let config = procs::master_config(&scratch.0, 10)?;
     let client = http_client(8)?;
     // An idle master, on the empty etcd: what the per-object figures are counted above.
     let idle = {
@@ -88,6 +91,13 @@ pub(super) async fn scale(
         || is_ready(&client, &b.url),
     )
     .await?;
+    // The first master must still lead, and the second follow, or there is no take-over to
+    // time.
+    if !is_ready_leader(&client, &a.url).await || is_ready_leader(&client, &b.url).await {
+        return Err(ToolError::Setup(
+            "the first master lost its leadership before the take-over was timed".into(),
+        ));
+    }
     a.signal(15);
     let takeover = wait_until(
         "the second master to take over",
