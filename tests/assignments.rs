@@ -256,7 +256,11 @@ async fn no_assignment_is_missed_across_failover_etcd_restart_and_compaction() {
     //    is shorter than the worker's lease, so it stays registered and keeps the task.
     let (_, seen) = worker_tasks(&worker).await.expect("tasks");
     proxy.cut();
-    assert_eq!(create(&m2.url, "during-cut").await.expect("create").0, 201);
+    // Two writes, so that the compaction below removes the first revision the watch would
+    // resume from (a compaction at exactly that revision would leave it watchable).
+    for name in ["during-cut", "during-cut-2"] {
+        assert_eq!(create(&m2.url, name).await.expect("create").0, 201);
+    }
     let mut client = etcd.client().await;
     let now = client
         .get("/", Some(GetOptions::new().with_count_only()))
@@ -268,6 +272,7 @@ async fn no_assignment_is_missed_across_failover_etcd_restart_and_compaction() {
     client.compact(now, None).await.expect("compact");
     proxy.restore();
     want.insert("during-cut".to_owned());
+    want.insert("during-cut-2".to_owned());
     wait_tasks(
         &worker,
         &want,

@@ -132,24 +132,8 @@ impl Leader {
         let keys = &self.inner.config.keys;
         let key = keys.resource_key(name);
         for _ in 0..3 {
-            let mut kv = self.inner.client.kv_client();
-            let current = timed(
-                self.inner.config.request_timeout,
-                kv.get(key.as_bytes(), None),
-            )
-            .await?;
-            let Some(stored) = current.kvs().first() else {
-                return Err(if if_match.is_some() {
-                    WriteError::PreconditionFailed
-                } else {
-                    WriteError::NotFound
-                });
-            };
-            let version = stored.mod_revision();
-            if if_match.is_some_and(|wanted| wanted != version) {
-                return Err(WriteError::PreconditionFailed);
-            }
-            let worker = Resource::decode(name, stored.value())
+            let (stored, version) = self.read_for_write(&key, if_match).await?;
+            let worker = Resource::decode(name, &stored)
                 .ok()
                 .and_then(|r| r.assigned_worker().map(str::to_owned));
             let mut ops = vec![
@@ -163,17 +147,7 @@ impl Leader {
             {
                 ops.push(TxnOp::delete(keys.assignment_key(w, name), None));
             }
-            let written = self
-                .write(
-                    &fence,
-                    vec![Compare::mod_revision(
-                        key.as_bytes(),
-                        CompareOp::Equal,
-                        version,
-                    )],
-                    ops,
-                )
-                .await?;
+            let written = self.write_at(&fence, &key, version, ops).await?;
             if written.applied {
                 self.assigned(name, None);
                 self.wait_applied(written.revision).await;
@@ -213,24 +187,8 @@ impl Leader {
         let key = self.inner.config.keys.resource_key(name);
         // Read-modify-write, each attempt fenced and compared on the version read.
         for _ in 0..3 {
-            let mut kv = self.inner.client.kv_client();
-            let current = timed(
-                self.inner.config.request_timeout,
-                kv.get(key.as_bytes(), None),
-            )
-            .await?;
-            let Some(stored) = current.kvs().first() else {
-                return Err(if if_match.is_some() {
-                    WriteError::PreconditionFailed
-                } else {
-                    WriteError::NotFound
-                });
-            };
-            let version = stored.mod_revision();
-            if if_match.is_some_and(|wanted| wanted != version) {
-                return Err(WriteError::PreconditionFailed);
-            }
-            let mut resource = Resource::decode(name, stored.value())
+            let (stored, version) = self.read_for_write(&key, if_match).await?;
+            let mut resource = Resource::decode(name, &stored)
                 .map_err(|e| WriteError::Etcd(crate::etcd::EtcdError::Malformed(e.to_string())))?;
             let before = resource.clone();
             change(&mut resource)?;
@@ -265,17 +223,7 @@ impl Leader {
                 };
                 ops.push(self.history_op(name, stored.get(name).map(Vec::as_slice), entry)?);
             }
-            let written = self
-                .write(
-                    &fence,
-                    vec![Compare::mod_revision(
-                        key.as_bytes(),
-                        CompareOp::Equal,
-                        version,
-                    )],
-                    ops,
-                )
-                .await?;
+            let written = self.write_at(&fence, &key, version, ops).await?;
             if written.applied {
                 self.assigned(name, resource.assigned_worker());
                 if let Some(reason) = reason {
@@ -292,5 +240,40 @@ impl Leader {
             }
         }
         Err(WriteError::Contended)
+    }
+
+    /// Reads the stored value of `key` and its version for a read-modify-write, or the error a
+    /// missing key or a stale `if_match` means.
+    async fn read_for_write(
+        &self,
+        key: &str,
+        if_match: Option<i64>,
+    ) -> Result<(Vec<u8>, i64), WriteError> {
+        let mut kv = self.inner.client.kv_client();
+        let current = timed(self.inner.config.request_timeout, kv.get(key, None)).await?;
+        let Some(stored) = current.kvs().first() else {
+            return Err(if if_match.is_some() {
+                WriteError::PreconditionFailed
+            } else {
+                WriteError::NotFound
+            });
+        };
+        let version = stored.mod_revision();
+        if if_match.is_some_and(|wanted| wanted != version) {
+            return Err(WriteError::PreconditionFailed);
+        }
+        Ok((stored.value().to_vec(), version))
+    }
+
+    /// Writes `ops`, fenced, only if `key` is still at `version`.
+    async fn write_at(
+        &self,
+        fence: &Fence,
+        key: &str,
+        version: i64,
+        ops: Vec<TxnOp>,
+    ) -> Result<super::writes::Written, WriteError> {
+        let compare = Compare::mod_revision(key.as_bytes(), CompareOp::Equal, version);
+        self.write(fence, vec![compare], ops).await
     }
 }
