@@ -363,6 +363,7 @@ impl<T: super::Object> Writer<T> {
             relisted: true,
             events,
         });
+        super::release_free_memory();
         self.shared.ready.send_replace(true);
     }
 

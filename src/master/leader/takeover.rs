@@ -105,6 +105,7 @@ impl Leader {
         self.inner.metrics.frozen.set(i64::from(fleet.frozen()));
         *self.placement() = placement;
         *self.fleet() = fleet;
+        crate::etcd::cache::release_free_memory();
         self.inner.applied.send_replace(revision);
         for seed in &self.inner.config.seeds {
             if present.contains(seed) {

@@ -35,13 +35,18 @@ pub(super) async fn scale(
     let client = http_client(8)?;
     // An idle master, on the empty etcd: what the per-object figures are counted above.
     let idle = {
-        let m = procs::master(9, &etcd.url, &config)?;
+        let mut m = procs::master(9, &etcd.url, &config)?;
         wait_until("the idle master", Duration::from_secs(60), || {
             is_ready_leader(&client, &m.url)
         })
         .await?;
         tokio::time::sleep(Duration::from_millis(500)).await;
-        m.rss_bytes().unwrap_or(0) as usize
+        let rss = m.rss_bytes().unwrap_or(0) as usize;
+        // It resigns (SIGTERM), so that its election key does not hold the next master back
+        // for a session TTL.
+        m.signal(15);
+        m.wait_exit(Duration::from_secs(10)).await;
+        rss
     };
     let lease = raw.clone().lease_grant(3_600, None).await?.id();
     let written = Instant::now();
