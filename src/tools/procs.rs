@@ -35,12 +35,22 @@ pub struct Proc {
     child: Option<Child>,
     /// Its base URL or address.
     pub url: String,
+    /// Run under heaptrack: `child` is heaptrack's script, and the process itself is its child.
+    traced: bool,
 }
 
 impl Proc {
-    /// The OS process id.
+    /// The OS process id (under heaptrack, of the traced process, not of heaptrack's script).
     pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
+        let pid = self.child.as_ref().map(Child::id)?;
+        if !self.traced {
+            return Some(pid);
+        }
+        let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).ok()?;
+        children.split_whitespace().find_map(|c| {
+            let comm = std::fs::read_to_string(format!("/proc/{c}/comm")).ok()?;
+            (comm.trim() == "crawler").then(|| c.parse().ok())?
+        })
     }
 
     /// Sends a signal with `kill(1)`'s numbering (9 = KILL, 15 = TERM).
@@ -53,10 +63,17 @@ impl Proc {
         }
     }
 
-    /// Kills it and reaps it.
+    /// Kills it and reaps it. Under heaptrack, the traced process is killed and the script
+    /// waited for, so that heaptrack writes its recording to the end: what it reports as leaked
+    /// is then what was live at the kill.
     pub fn kill(&mut self) {
+        if self.traced {
+            self.signal(9);
+        }
         if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
+            if !self.traced {
+                let _ = child.kill();
+            }
             let _ = child.wait();
         }
     }
@@ -135,6 +152,7 @@ pub async fn etcd_on(dir: &Path, client: u16, peer: u16, stdin: Stdio) -> Result
     let proc = Proc {
         child: Some(child),
         url,
+        traced: false,
     };
     let started = Instant::now();
     loop {
@@ -232,19 +250,25 @@ fn spawn_role(
     (output, env): (Stdio, &[(&str, &str)]),
     url: String,
 ) -> Result<Proc, ToolError> {
-    // `CRAWLER_HEAPTRACK=<dir>:<role>-<id>,...` runs those processes under Debian's heaptrack,
-    // its recording in <dir>, to see where a role's memory goes (`heaptrack_print`).
+    // `CRAWLER_HEAPTRACK=<dir>:<role>-<id>,...[:<binary>]` runs those processes under Debian's
+    // heaptrack, its recording in <dir>, to see where a role's memory goes (`heaptrack_print`);
+    // <binary> traces another build of crawler in their place (an older commit: before/after).
     let traced = std::env::var("CRAWLER_HEAPTRACK").ok().and_then(|spec| {
-        let (dir, who) = spec.split_once(':')?;
+        let mut parts = spec.splitn(3, ':');
+        let (dir, who, binary) = (parts.next()?, parts.next()?, parts.next());
         let me = format!("{role}-{id}");
-        who.split(',')
-            .any(|w| w == me)
-            .then(|| format!("{dir}/{me}"))
+        who.split(',').any(|w| w == me).then(|| {
+            // One recording per process, though a bench starts `master-2` more than once.
+            static STARTED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+            let n = STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            (format!("{dir}/{me}.{n}"), binary.map(PathBuf::from))
+        })
     });
     let mut command = match &traced {
-        Some(out) => {
+        Some((out, binary)) => {
             let mut c = Command::new("heaptrack");
-            c.arg("-o").arg(out).arg(this_binary()?);
+            c.arg("-o").arg(out);
+            c.arg(binary.clone().map_or_else(this_binary, Ok)?);
             c
         }
         None => Command::new(this_binary()?),
@@ -264,6 +288,7 @@ fn spawn_role(
     Ok(Proc {
         child: Some(child),
         url,
+        traced: traced.is_some(),
     })
 }
 
@@ -300,6 +325,7 @@ pub fn bare(body: &Path) -> Result<Proc, ToolError> {
     Ok(Proc {
         child: Some(child),
         url: format!("http://127.0.0.1:{port}"),
+        traced: false,
     })
 }
 

@@ -168,6 +168,12 @@ pub(super) async fn scale(
         "<= 250 B/obj",
         Some(follower_rss > 0 && above(follower_rss) <= 250.0),
     );
+    if std::env::var_os("CRAWLER_HEAPTRACK").is_some() {
+        // Masters under heaptrack are killed now, at rest, so that what it reports as leaked
+        // is what they hold.
+        println!("scale: masters under heaptrack stop after the memory rows");
+        return Ok(());
+    }
     drop(c);
     report.add(
         "6 scale",
