@@ -4,7 +4,10 @@
 //! mod revision, with a worker); when the worker then reports the task `running` at that epoch,
 //! the time from that moment to the process's start goes into
 //! `crawler_task_start_seconds`. Each epoch is measured once; a resource whose worker never
-//! reports (a Go worker) is forgotten when it is deleted or changes again.
+//! reports (a Go worker) is forgotten when it is deleted or changes again, or after
+//! [`WAIT_LIMIT`]. A list or re-list is not an assignment seen as it happens, so its resources
+//! are not measured: a master holding a million resources that Go workers run keeps no entry
+//! for them (heaptrack found this map holding every resource, ~65 bytes each, on a leader).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -12,22 +15,37 @@ use std::sync::Arc;
 use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
 
-use crate::etcd::cache::{Event, Store};
+use crate::etcd::cache::{Event, Name, Store};
 use crate::metrics::Metrics;
 use crate::model::resource::Resource;
 use crate::model::status::{TaskState, TaskStatus, now_ms};
 
-/// Epochs waiting for their task to run, by resource name: (epoch, first seen, Unix ms).
+/// How long an assignment waits for its task to run before it is no longer measured (the
+/// histogram's buckets end at 41 s).
+const WAIT_LIMIT_MS: i64 = 10 * 60 * 1000;
+
+/// Epochs waiting for their task to run, by resource name (the cache's own string): (epoch,
+/// first seen, Unix ms).
 #[derive(Debug, Default)]
-struct Waiting(HashMap<String, (i64, i64)>);
+struct Waiting {
+    epochs: HashMap<Name, (i64, i64)>,
+    /// Entries after the last sweep of those past [`WAIT_LIMIT_MS`]; the next sweep comes when
+    /// the map has doubled.
+    swept_at: usize,
+}
 
 impl Waiting {
-    fn assigned(&mut self, name: &str, epoch: i64, at_ms: i64) {
-        self.0.insert(name.to_owned(), (epoch, at_ms));
+    fn assigned(&mut self, name: &Name, epoch: i64, at_ms: i64) {
+        self.epochs.insert(Name::clone(name), (epoch, at_ms));
+        if self.epochs.len() >= (2 * self.swept_at).max(1024) {
+            self.epochs
+                .retain(|_, (_, seen)| at_ms - *seen <= WAIT_LIMIT_MS);
+            self.swept_at = self.epochs.len();
+        }
     }
 
     fn gone(&mut self, name: &str) {
-        self.0.remove(name);
+        self.epochs.remove(name);
     }
 
     /// Seconds from assignment to the process's start, once per epoch.
@@ -35,11 +53,11 @@ impl Waiting {
         if status.state != TaskState::Running {
             return None;
         }
-        let (epoch, seen) = *self.0.get(name)?;
+        let (epoch, seen) = *self.epochs.get(name)?;
         if status.epoch != epoch {
             return None;
         }
-        self.0.remove(name);
+        self.epochs.remove(name);
         let started = status.started_at_ms.unwrap_or(status.updated_at_ms);
         Some((started - seen).max(0) as f64 / 1000.0)
     }
@@ -63,7 +81,7 @@ pub async fn run(
                     for event in &change.events {
                         match event {
                             Event::Added { name, new } | Event::Modified { name, new, .. } => {
-                                if new.value.assigned_worker().is_some() {
+                                if new.value.assigned_worker().is_some() && !change.relisted {
                                     waiting.assigned(name, new.mod_revision, now_ms());
                                 } else {
                                     waiting.gone(name);
@@ -114,7 +132,7 @@ mod tests {
     #[test]
     fn each_epoch_is_measured_once_from_its_assignment() {
         let mut w = Waiting::default();
-        w.assigned("t", 5, 1_000);
+        w.assigned(&"t".into(), 5, 1_000);
         assert_eq!(w.running("t", &status(TaskState::Starting, 5, 1_100)), None);
         assert_eq!(w.running("t", &status(TaskState::Running, 4, 1_100)), None);
         assert_eq!(
@@ -122,8 +140,26 @@ mod tests {
             Some(0.25)
         );
         assert_eq!(w.running("t", &status(TaskState::Running, 5, 1_300)), None);
-        w.assigned("u", 7, 2_000);
+        w.assigned(&"u".into(), 7, 2_000);
         w.gone("u");
         assert_eq!(w.running("u", &status(TaskState::Running, 7, 2_100)), None);
+    }
+
+    #[test]
+    fn assignments_no_task_ran_for_are_swept_after_the_limit() {
+        let mut w = Waiting::default();
+        for i in 0..1_000 {
+            w.assigned(&format!("old-{i}").into(), 1, 0);
+        }
+        // The 1,024th entry sweeps: the thousand old ones are past the limit.
+        for i in 0..24 {
+            w.assigned(&format!("new-{i}").into(), 1, WAIT_LIMIT_MS + 1);
+        }
+        assert_eq!(w.epochs.len(), 24);
+        assert_eq!(
+            w.running("new-3", &status(TaskState::Running, 1, WAIT_LIMIT_MS + 2)),
+            Some(0.001)
+        );
+        assert_eq!(w.running("old-3", &status(TaskState::Running, 1, 5)), None);
     }
 }
