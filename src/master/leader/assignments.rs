@@ -9,20 +9,24 @@
 //! master failover (nothing is in flight outside etcd), an etcd restart or a compaction (its
 //! cache resumes or re-lists its prefix). What the leader did not write itself — resources
 //! written straight into etcd by a Go master or a tool, or keys an older version did not write —
-//! is repaired: the leader keeps a ledger of which worker's key holds each resource (read
-//! keys-only at take-over, then updated by its own writes), marks a resource *dirty* when the
-//! cache shows it assigned elsewhere, and writes the missing key and deletes the stale one in
-//! fenced txns compared on the resource's version. A repaired key carries the resource's
-//! version as its epoch ([`EPOCH_FIELD`]), so the worker reports the same epoch the masters
-//! judge by; a key the leader's own write already put (same revision as the resource) is left
-//! untouched, so a repair never restarts a running task.
+//! is repaired. The leader's ledger holds only the *exceptions*: resources whose key is not the
+//! one their worker in the cache implies (another worker's, or none), learned from cache
+//! batches (a change the leader did not write moves no key) and from a verification of every
+//! key against the cache that runs in the background once a term is ready. Everything else is
+//! taken to be keyed as the cache says, so the ledger costs nothing per resource. Repairs are
+//! fenced txns compared on the resource's version; a repaired key carries that version as its
+//! epoch ([`EPOCH_FIELD`]), so the worker reports the same epoch the masters judge by, and a key
+//! the resource's own txn already wrote (same revision) is left untouched, so a repair never
+//! restarts a running task.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
+use std::time::{Duration, Instant};
 
 use etcd_client::{Compare, CompareOp, Txn, TxnOp};
 use tracing::{info, warn};
 
 use super::{Leader, WriteError};
+use crate::etcd::backoff::Backoff;
 use crate::etcd::cache::{Change, Event, Name};
 use crate::etcd::keys::KeyLayout;
 use crate::master::leadership::Fence;
@@ -33,69 +37,75 @@ const REPAIRS: usize = 40;
 /// Repair txns per scheduling step; the rest waits for the next step.
 const REPAIR_TXNS: usize = 8;
 
-/// Which worker's assignment key holds each resource, as this leader knows it.
+/// Where assignment keys disagree with the resources, as this leader knows it.
 #[derive(Debug, Default)]
 pub(super) struct Ledger {
-    /// Resource → the worker whose key holds it.
-    held: HashMap<Name, Name>,
-    /// One shared string per worker id.
-    workers: HashSet<Name>,
+    /// Resource → the worker whose key holds it (`None`: no key), for the resources whose key
+    /// is not their worker's in the cache. Normally empty.
+    exceptions: HashMap<Name, Option<Name>>,
     /// Resources whose keys may not match the resource.
     dirty: BTreeSet<Name>,
-    /// Keys found beyond the first for one resource: (worker, resource), deleted by a repair.
+    /// Keys that hold a resource not assigned to their worker: (worker, resource).
     strays: Vec<(Name, Name)>,
+    /// True once this term's verification has compared every key with the cache; no repair is
+    /// written before (it would act on a ledger that does not know the keys yet).
+    verified: bool,
+    /// True when a re-list of the resources cache asks for a new verification.
+    reverify: bool,
 }
 
 impl Ledger {
-    fn intern(&mut self, worker: &str) -> Name {
-        if let Some(w) = self.workers.get(worker) {
-            return Name::clone(w);
-        }
-        let w = Name::from(worker);
-        self.workers.insert(Name::clone(&w));
-        w
-    }
-
-    /// Records that `worker`'s key (or none) now holds `name`.
-    pub(super) fn set(&mut self, name: &str, worker: Option<&str>) {
-        match worker {
-            Some(w) => {
-                let w = self.intern(w);
-                match self.held.get_mut(name) {
-                    Some(held) => *held = w,
-                    None => {
-                        self.held.insert(Name::from(name), w);
-                    }
-                }
-            }
-            None => {
-                self.held.remove(name);
-            }
+    /// The worker whose key holds `name`, when the cache shows it assigned to `current`.
+    pub(super) fn holder<'a>(&'a self, name: &str, current: Option<&'a str>) -> Option<&'a str> {
+        match self.exceptions.get(name) {
+            Some(held) => held.as_deref(),
+            None => current,
         }
     }
 
-    /// The worker whose key holds `name`.
-    pub(super) fn holder(&self, name: &str) -> Option<&str> {
-        self.held.get(name).map(|w| &**w)
-    }
-
-    /// Marks `name` dirty when the resource's worker (`None`: unassigned or deleted) is not the
-    /// one whose key holds it.
-    pub(super) fn check(&mut self, name: &str, worker: Option<&str>) {
-        if self.holder(name) != worker {
-            self.dirty.insert(Name::from(name));
+    /// Records that `worker`'s key (or none) now holds `name`, which the cache shows assigned
+    /// to `current`. A disagreement is an exception until the cache catches up (the leader's
+    /// own write, not seen yet) or a repair settles it.
+    pub(super) fn wrote(&mut self, name: &str, worker: Option<&str>, current: Option<&str>) {
+        if worker == current {
+            self.exceptions.remove(name);
+        } else {
+            let name = Name::from(name);
+            self.exceptions
+                .insert(Name::clone(&name), worker.map(Name::from));
+            self.dirty.insert(name);
         }
     }
 
-    /// Records a key found at take-over.
-    fn found(&mut self, worker: &str, name: &str) {
-        if self.held.contains_key(name) {
-            let worker = self.intern(worker);
-            self.strays.push((worker, Name::from(name)));
-            self.dirty.insert(Name::from(name));
+    /// Follows one cache event: `name` went from `old`'s worker to `new`'s. A change the leader
+    /// did not write moved no key, so the key stays where it was.
+    pub(super) fn changed(&mut self, name: &Name, old: Option<&str>, new: Option<&str>) {
+        let held = match self.exceptions.get(&**name) {
+            Some(held) => held.as_deref(),
+            None => old,
+        };
+        if held == new {
+            self.exceptions.remove(&**name);
             return;
         }
-        self.set(name, Some(worker));
+        if !self.exceptions.contains_key(&**name) {
+            self.exceptions
+                .insert(Name::clone(name), old.map(Name::from));
+        }
+        self.dirty.insert(Name::clone(name));
+    }
+
+    /// Records what a verification found: keys that hold a resource not assigned to their
+    /// worker, and resources assigned to a worker without its key.
+    fn found(&mut self, strays: Vec<(Name, Name)>, missing: Vec<Name>) {
+        for name in missing {
+            if !self.exceptions.contains_key(&*name) {
+                self.exceptions.insert(Name::clone(&name), None);
+            }
+            self.dirty.insert(name);
+        }
+        self.strays.extend(strays);
+        self.verified = true;
     }
 
     /// Number of resources waiting for a repair.
@@ -125,25 +135,113 @@ pub(super) fn ops(
     ops
 }
 
+/// One worker's keys as listed: compared with the cache when the listing moves past them.
+#[derive(Debug, Default)]
+struct Run {
+    worker: String,
+    names: Vec<String>,
+}
+
 impl Leader {
     fn ledger(&self) -> std::sync::MutexGuard<'_, Ledger> {
         self.inner.ledger.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The worker the cache shows `name` assigned to.
+    fn cached_worker(&self, name: &str) -> Option<String> {
+        self.inner
+            .resources
+            .get(name)
+            .and_then(|e| e.value.assigned_worker().map(str::to_owned))
+    }
+
     /// Records a write of the leader's own that left `name` with `worker`'s key (or none).
     pub(super) fn assigned(&self, name: &str, worker: Option<&str>) {
-        self.ledger().set(name, worker);
+        let current = self.cached_worker(name);
+        self.ledger().wrote(name, worker, current.as_deref());
     }
 
-    /// The worker whose key holds `name`, as the ledger knows it.
+    /// The worker whose key holds `name`, as the leader knows it.
     pub(super) fn key_holder(&self, name: &str) -> Option<String> {
-        self.ledger().holder(name).map(str::to_owned)
+        let current = self.cached_worker(name);
+        self.ledger()
+            .holder(name, current.as_deref())
+            .map(str::to_owned)
     }
 
-    /// Loads the ledger from etcd at `revision` (keys only), replacing the last term's.
-    pub(super) async fn load_assignments(&self, revision: i64) -> Result<usize, WriteError> {
+    /// Starts a term's ledger: empty and not verified.
+    pub(super) fn reset_assignments(&self) {
+        *self.ledger() = Ledger::default();
+    }
+
+    /// Asks for a new verification (after a re-list of the resources cache); repairs wait for
+    /// it.
+    pub(super) fn reverify_assignments(&self) {
+        let mut ledger = self.ledger();
+        ledger.verified = false;
+        ledger.reverify = true;
+    }
+
+    /// True once, after [`Leader::reverify_assignments`].
+    pub(super) fn take_reverify(&self) -> bool {
+        std::mem::take(&mut self.ledger().reverify)
+    }
+
+    /// Follows the assignments of a cache batch.
+    pub(super) fn note_assignments(&self, change: &Change<Resource>) {
+        let mut ledger = self.ledger();
+        for event in &change.events {
+            match event {
+                Event::Added { name, new } => {
+                    ledger.changed(name, None, new.value.assigned_worker());
+                }
+                Event::Modified { name, old, new } => ledger.changed(
+                    name,
+                    old.value.assigned_worker(),
+                    new.value.assigned_worker(),
+                ),
+                Event::Deleted { name, old } => {
+                    ledger.changed(name, old.value.assigned_worker(), None);
+                }
+            }
+        }
+    }
+
+    /// Compares every assignment key with the resources cache, retrying until it succeeds (the
+    /// term's end drops it). Runs once per term, after the term is ready, so a take-over does
+    /// not wait for a million keys.
+    pub(super) async fn verify_assignments(&self) {
+        let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
+        loop {
+            match self.verify_once().await {
+                Ok(()) => return,
+                Err(error) => {
+                    warn!(%error, "assignment keys not verified; retrying");
+                    tokio::time::sleep(backoff.next_delay()).await;
+                }
+            }
+        }
+    }
+
+    async fn verify_once(&self) -> Result<(), WriteError> {
+        let started = Instant::now();
         let keys = &self.inner.config.keys;
-        let mut ledger = Ledger::default();
+        // Keys are listed at `revision` and compared with the cache once it reflects that
+        // revision; a resource changed since was followed by the cache batches meanwhile.
+        let revision = self.current_revision().await?;
+        if !self
+            .inner
+            .resources
+            .wait_for_revision(revision, Duration::from_secs(10))
+            .await
+        {
+            return Err(WriteError::Etcd(crate::etcd::EtcdError::Timeout(
+                Duration::from_secs(10),
+            )));
+        }
+        let mut run = Run::default();
+        let mut visited: HashSet<String> = HashSet::new();
+        let (mut strays, mut missing) = (Vec::new(), Vec::new());
         let mut count = 0usize;
         crate::etcd::list_keys(
             &self.inner.client,
@@ -152,64 +250,111 @@ impl Leader {
             self.inner.config.request_timeout,
             |kvs| {
                 for kv in &kvs {
-                    let Ok(key) = std::str::from_utf8(kv.key()) else {
+                    let Some((worker, name)) = std::str::from_utf8(kv.key())
+                        .ok()
+                        .and_then(|k| keys.parse_assignment_key(k))
+                    else {
                         continue;
                     };
-                    if let Some((worker, name)) = keys.parse_assignment_key(key) {
-                        ledger.found(worker, name);
-                        count += 1;
+                    count += 1;
+                    // A worker's keys are contiguous in key order.
+                    if worker != run.worker {
+                        self.compare_run(&run, revision, &mut strays, &mut missing);
+                        visited.insert(std::mem::take(&mut run.worker));
+                        run = Run {
+                            worker: worker.to_owned(),
+                            names: Vec::new(),
+                        };
                     }
+                    run.names.push(name.to_owned());
                 }
             },
         )
         .await?;
-        *self.ledger() = ledger;
-        Ok(count)
-    }
-
-    /// Marks dirty every resource of a take-over page whose key does not match (`listed`:
-    /// resource → worker).
-    /// The ledger's names are then replaced by the placement's (`listed`), which are the
-    /// caches' own strings, so that a name is stored once.
-    pub(super) fn check_listed<'a>(
-        &self,
-        listed: impl Iterator<Item = (&'a Name, Option<&'a str>)>,
-    ) {
-        let mut ledger = self.ledger();
-        for (name, worker) in listed {
-            ledger.check(name, worker);
-            if let Some(w) = ledger.held.remove(&**name) {
-                ledger.held.insert(Name::clone(name), w);
-            }
-        }
-    }
-
-    /// Marks dirty every key whose resource is gone; returns how many repairs wait.
-    pub(super) fn check_gone(&self, exists: impl Fn(&str) -> bool) -> usize {
-        let mut ledger = self.ledger();
-        let gone: Vec<Name> = ledger.held.keys().filter(|n| !exists(n)).cloned().collect();
-        ledger.dirty.extend(gone);
-        ledger.dirty()
-    }
-
-    /// Marks dirty the resources of a cache batch whose keys do not match.
-    pub(super) fn note_assignments(&self, change: &Change<Resource>) {
-        let mut ledger = self.ledger();
-        for event in &change.events {
-            match event {
-                Event::Added { name, new } | Event::Modified { name, new, .. } => {
-                    ledger.check(name, new.value.assigned_worker());
+        self.compare_run(&run, revision, &mut strays, &mut missing);
+        visited.insert(run.worker);
+        // Workers holding resources without a single key.
+        self.inner.resources.with_index(|objects, index, _| {
+            for (worker, _) in index.groups() {
+                if visited.contains(worker) {
+                    continue;
                 }
-                Event::Deleted { name, .. } => ledger.check(name, None),
+                for name in index.names(worker).into_iter().flatten() {
+                    if objects
+                        .get(name)
+                        .is_some_and(|e| e.mod_revision <= revision)
+                    {
+                        missing.push(Name::clone(name));
+                    }
+                }
             }
-        }
+        });
+        let (found_strays, found_missing) = (strays.len(), missing.len());
+        let mut ledger = self.ledger();
+        ledger.found(strays, missing);
+        let to_repair = ledger.dirty();
+        drop(ledger);
+        info!(
+            revision,
+            keys = count,
+            strays = found_strays,
+            missing = found_missing,
+            to_repair,
+            took_ms = started.elapsed().as_millis() as u64,
+            "assignment keys verified"
+        );
+        self.inner.kick.notify_one();
+        Ok(())
     }
 
-    /// Writes the repairs waiting, a bounded number of txns per call.
+    /// Compares one worker's listed keys (sorted) with the resources the cache shows on it:
+    /// a key whose resource is not on that worker is a stray; a resource on it, unchanged since
+    /// `revision`, without a key is missing.
+    fn compare_run(
+        &self,
+        run: &Run,
+        revision: i64,
+        strays: &mut Vec<(Name, Name)>,
+        missing: &mut Vec<Name>,
+    ) {
+        if run.worker.is_empty() {
+            return;
+        }
+        self.inner.resources.with_index(|objects, index, _| {
+            let worker = Name::from(run.worker.as_str());
+            for name in &run.names {
+                let on = objects
+                    .get(name.as_str())
+                    .and_then(|e| e.value.assigned_worker());
+                if on != Some(run.worker.as_str()) {
+                    strays.push((Name::clone(&worker), Name::from(name.as_str())));
+                }
+            }
+            for name in index.names(&run.worker).into_iter().flatten() {
+                let unchanged = objects
+                    .get(name)
+                    .is_some_and(|e| e.mod_revision <= revision);
+                if unchanged
+                    && run
+                        .names
+                        .binary_search_by(|n| n.as_str().cmp(name))
+                        .is_err()
+                {
+                    missing.push(Name::clone(name));
+                }
+            }
+        });
+    }
+
+    /// Writes the repairs waiting, a bounded number of txns per call; none before the term's
+    /// verification.
     pub(super) async fn repair_assignments(&self, fence: &Fence) -> Result<(), WriteError> {
         for _ in 0..REPAIR_TXNS {
             let (names, strays) = {
                 let mut ledger = self.ledger();
+                if !ledger.verified {
+                    return Ok(());
+                }
                 let names: Vec<Name> = std::iter::from_fn(|| ledger.dirty.pop_first())
                     .take(REPAIRS)
                     .collect();
@@ -231,6 +376,15 @@ impl Leader {
         Ok(())
     }
 
+    /// The compare that holds while `name` is as the cache shows it (`mod_revision`, or absent).
+    fn unchanged(&self, name: &str, mod_revision: Option<i64>) -> Compare {
+        let key = self.inner.config.keys.resource_key(name);
+        match mod_revision {
+            Some(r) => Compare::mod_revision(key.as_bytes(), CompareOp::Equal, r),
+            None => Compare::create_revision(key.as_bytes(), CompareOp::Equal, 0),
+        }
+    }
+
     async fn repair(
         &self,
         fence: &Fence,
@@ -240,35 +394,34 @@ impl Leader {
         let keys = &self.inner.config.keys;
         let mut compares = Vec::new();
         let mut ops = Vec::new();
+        // A key is deleted at most once per txn (etcd refuses a txn naming a key twice).
+        let mut deleted: HashSet<String> = HashSet::new();
         let mut outcome: Vec<(Name, Option<String>)> = Vec::new();
         for (worker, name) in strays {
             let current = self.inner.resources.get(name);
-            if current.as_ref().and_then(|e| e.value.assigned_worker()) != Some(&**worker) {
-                ops.push(TxnOp::delete(keys.assignment_key(worker, name), None));
+            if current.as_ref().and_then(|e| e.value.assigned_worker()) == Some(&**worker) {
+                continue;
+            }
+            compares.push(self.unchanged(name, current.as_ref().map(|e| e.mod_revision)));
+            let key = keys.assignment_key(worker, name);
+            if deleted.insert(key.clone()) {
+                ops.push(TxnOp::delete(key, None));
             }
         }
         for name in names {
             let current = self.inner.resources.get(name);
             let desired = current.as_ref().and_then(|e| e.value.assigned_worker());
-            let held = self.ledger().holder(name).map(str::to_owned);
+            let held = self.ledger().holder(name, desired).map(str::to_owned);
             if held.as_deref() == desired {
+                self.ledger().exceptions.remove(&**name);
                 continue;
             }
-            let key = keys.resource_key(name);
-            match &current {
-                Some(e) => compares.push(Compare::mod_revision(
-                    key.as_bytes(),
-                    CompareOp::Equal,
-                    e.mod_revision,
-                )),
-                None => compares.push(Compare::create_revision(
-                    key.as_bytes(),
-                    CompareOp::Equal,
-                    0,
-                )),
-            }
-            if let Some(from) = held.as_deref().filter(|h| Some(*h) != desired) {
-                ops.push(TxnOp::delete(keys.assignment_key(from, name), None));
+            compares.push(self.unchanged(name, current.as_ref().map(|e| e.mod_revision)));
+            if let Some(from) = held.as_deref() {
+                let key = keys.assignment_key(from, name);
+                if deleted.insert(key.clone()) {
+                    ops.push(TxnOp::delete(key, None));
+                }
             }
             if let (Some(e), Some(to)) = (&current, desired) {
                 let mut value = (*e.value).clone();
@@ -292,10 +445,9 @@ impl Leader {
             return Ok(());
         }
         let written = self.write(fence, compares, ops).await?;
-        let mut ledger = self.ledger();
         if written.applied {
             for (name, worker) in &outcome {
-                ledger.set(name, worker.as_deref());
+                self.assigned(name, worker.as_deref());
             }
             info!(
                 repaired = outcome.len(),
@@ -304,11 +456,12 @@ impl Leader {
                 "assignment keys repaired"
             );
         } else {
-            // A resource changed meanwhile: its next batch marks it again if needed.
+            // A resource changed meanwhile: its batch is followed, and the repair tried again.
             warn!(
                 count = outcome.len(),
                 "assignment repair raced a change; retrying"
             );
+            let mut ledger = self.ledger();
             ledger.dirty.extend(outcome.into_iter().map(|(n, _)| n));
             ledger.strays.extend(strays.iter().cloned());
         }
@@ -354,22 +507,41 @@ mod tests {
     }
 
     #[test]
-    fn the_ledger_marks_what_does_not_match_and_remembers_strays() {
+    fn the_ledger_holds_only_the_keys_that_disagree_with_the_cache() {
         let mut ledger = Ledger::default();
-        ledger.found("w1", "a");
-        ledger.found("w2", "a");
-        ledger.found("w1", "b");
-        assert_eq!(ledger.holder("a"), Some("w1"));
-        assert_eq!(ledger.strays.len(), 1);
-        ledger.check("b", Some("w1"));
-        ledger.check("c", None);
-        assert_eq!(ledger.dirty.iter().map(|n| &**n).collect::<Vec<_>>(), ["a"]);
-        ledger.check("c", Some("w1"));
-        ledger.set("b", None);
-        assert_eq!(ledger.holder("b"), None);
-        assert_eq!(ledger.dirty(), 3);
-        // Worker ids are shared.
-        ledger.set("d", Some("w1"));
-        assert!(Name::ptr_eq(&ledger.held["a"], &ledger.held["d"]));
+        let name = |n: &str| Name::from(n);
+        // Nothing known: the key is where the cache says.
+        assert_eq!(ledger.holder("a", Some("w1")), Some("w1"));
+        // The leader's own move, before the cache shows it: an exception until it does.
+        ledger.wrote("a", Some("w2"), Some("w1"));
+        assert_eq!(ledger.holder("a", Some("w1")), Some("w2"));
+        ledger.changed(&name("a"), Some("w1"), Some("w2"));
+        assert!(ledger.exceptions.is_empty());
+        // Seen by the cache first, then written: no exception either.
+        ledger.changed(&name("b"), None, Some("w1"));
+        ledger.wrote("b", Some("w1"), Some("w1"));
+        assert!(ledger.exceptions.is_empty());
+        // A change the leader did not write moves no key.
+        ledger.changed(&name("c"), Some("w1"), Some("w3"));
+        assert_eq!(ledger.holder("c", Some("w3")), Some("w1"));
+        ledger.changed(&name("d"), Some("w1"), None);
+        assert_eq!(ledger.holder("d", None), Some("w1"));
+        ledger.changed(&name("e"), None, Some("w2"));
+        assert_eq!(ledger.holder("e", Some("w2")), None);
+        // A second foreign change keeps the first holder.
+        ledger.changed(&name("c"), Some("w3"), Some("w4"));
+        assert_eq!(ledger.holder("c", Some("w4")), Some("w1"));
+        // ...and one back to the key's worker settles it.
+        ledger.changed(&name("c"), Some("w4"), Some("w1"));
+        assert_eq!(ledger.exceptions.len(), 2);
+        // A verification adds missing keys (not over what the ledger knows) and strays.
+        assert!(!ledger.verified);
+        ledger.found(vec![(name("w9"), name("f"))], vec![name("d"), name("g")]);
+        assert!(ledger.verified);
+        assert_eq!(ledger.holder("d", None), Some("w1"));
+        assert_eq!(ledger.holder("g", Some("w1")), None);
+        let dirty: Vec<&str> = ledger.dirty.iter().map(|n| &**n).collect();
+        assert_eq!(dirty, ["a", "b", "c", "d", "e", "g"]);
+        assert_eq!(ledger.dirty(), 7);
     }
 }

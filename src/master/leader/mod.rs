@@ -2,8 +2,9 @@
 //! the term loop and what the duties share; each duty has a file of its own: `takeover.rs`,
 //! `requests.rs` (create, delete, update), `reassign.rs`, and [`writes`] (the fenced txn).
 //!
-//! Each term starts with the take-over, in order: load all resources and workers at one etcd
-//! revision, rebuild each worker's load, add the missing seed tasks, assign every resource that
+//! Each term starts with the take-over, in order: load the workers from etcd and the resources
+//! from this master's cache (each at one revision, the term applying every change batch after
+//! it), rebuild each worker's load, add the missing seed tasks, assign every resource that
 //! has no live worker, and only then declare the term ready (writes accepted, `/readyz` 200).
 //! During the term the [`Placement`] follows both caches, and resources that need a worker are
 //! handed out in fenced txns of at most [`BATCH`] operations.
@@ -292,7 +293,8 @@ impl Leader {
         let mut resource_changes = self.inner.resources.subscribe();
         let mut worker_changes = self.inner.workers.subscribe();
         let mut status_changes = self.inner.statuses.subscribe();
-        let revision = self.take_over(fence).await?;
+        let loaded = self.take_over(fence).await?;
+        let revision = loaded.workers;
         if self.inner.leadership.ready(fence) {
             info!(
                 revision,
@@ -301,14 +303,24 @@ impl Leader {
                 "leader ready: accepting writes"
             );
         }
+        // The assignment keys are compared with the cache while the term serves; repairs wait
+        // for it.
+        let verification = self.verify_assignments();
+        tokio::pin!(verification);
+        let mut verified = false;
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         loop {
             tokio::select! {
-                change = resource_changes.recv() => self.on_resources(change, revision),
-                change = worker_changes.recv() => self.on_workers(change, revision),
+                () = &mut verification, if !verified => verified = true,
+                change = resource_changes.recv() => self.on_resources(change, loaded.resources),
+                change = worker_changes.recv() => self.on_workers(change, loaded.workers),
                 change = status_changes.recv() => self.on_statuses(change),
                 () = self.inner.kick.notified() => {}
                 _ = tick.tick() => {}
+            }
+            if self.take_reverify() {
+                verification.set(self.verify_assignments());
+                verified = false;
             }
             self.step(fence).await?;
         }

@@ -50,8 +50,14 @@ impl Leader {
         let Some(change) = self.received(change, "resources") else {
             return;
         };
-        if change.revision > loaded_at || change.relisted {
-            self.note_assignments(&change);
+        // A change the snapshot of the take-over holds was verified with it. A re-list's
+        // differences do not say where keys are: the keys are verified again.
+        if change.revision > loaded_at {
+            if change.relisted {
+                self.reverify_assignments();
+            } else {
+                self.note_assignments(&change);
+            }
         }
         let mut placement = self.placement();
         if change.revision > loaded_at || change.relisted {
