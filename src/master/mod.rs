@@ -78,6 +78,20 @@ pub enum MasterError {
 /// `worker joined: [...], left: [...], changed: [...]`.
 async fn log_membership(workers: Store<Worker>, cancel: CancellationToken) {
     let mut changes = workers.subscribe();
+    tokio::select! {
+        () = cancel.cancelled() => return,
+        () = workers.wait_ready() => {}
+    }
+    // The first list is not a change batch: its workers are logged from the cache.
+    let (revision, present) = workers.with(|objects, revision| {
+        let ids: Vec<String> = objects.values().map(|e| e.value.id.clone()).collect();
+        (revision, ids)
+    });
+    info!(
+        revision,
+        relisted = true,
+        "worker joined: {present:?}, left: [], changed: []"
+    );
     loop {
         let change = tokio::select! {
             () = cancel.cancelled() => return,

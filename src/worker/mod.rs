@@ -238,6 +238,11 @@ async fn drive(
     // Subscribed before the first read, so that no change falls between; a change applied
     // twice is harmless (each carries the whole new value).
     let mut changes = resources.subscribe();
+    // The first list is read from the cache once ready; batches follow it.
+    tokio::select! {
+        () = cancel.cancelled() => return supervisor.stop_all().await,
+        () = resources.wait_ready() => {}
+    }
     let mut wanted = desired(&resources, &node_id);
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     let mut was_safe = false;

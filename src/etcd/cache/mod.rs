@@ -8,7 +8,10 @@
 //! - [`Store`] is a cheap, cloneable reader: snapshots, the revision it reflects, readiness,
 //!   and a subscription to changes.
 //!
-//! A re-list is swapped in under one lock, so readers never see half a list.
+//! A re-list is swapped in under one lock, so readers never see half a list. The first list
+//! publishes no change batch (a batch of every object, a million at scale, held until each
+//! subscriber has read it, is what a follower's memory peaked on): a subscriber reads the state
+//! once the cache is ready ([`Store::wait_ready`]) and then follows every batch after it.
 
 mod diff;
 mod store;

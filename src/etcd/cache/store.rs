@@ -340,8 +340,10 @@ impl<T: super::Object> Writer<T> {
         self.shared.live.store(live, Ordering::Release);
     }
 
-    /// Replaces the whole state with a fresh list at `revision`, atomically.
+    /// Replaces the whole state with a fresh list at `revision`, atomically, and publishes the
+    /// differences; the first list publishes none (subscribers read the state once ready).
     pub(crate) fn replace(&self, objects: Objects<T>, revision: i64) {
+        let first = !*self.shared.ready.borrow();
         // The index is built before the lock is taken and swapped in with the data.
         let mut index = Index::default();
         for (name, entry) in &objects {
@@ -351,7 +353,11 @@ impl<T: super::Object> Writer<T> {
         }
         let events = {
             let mut state = self.shared.write();
-            let events = diff(&state.objects, &objects);
+            let events = if first {
+                Vec::new()
+            } else {
+                diff(&state.objects, &objects)
+            };
             state.objects = objects;
             state.index = index;
             state.revision = revision;
@@ -582,8 +588,22 @@ mod tests {
     #[tokio::test]
     async fn relist_swaps_and_derives_events() {
         let (store, writer) = Store::<u32>::new("test");
-        writer.apply(vec![put("a", 1, 2), put("b", 2, 3)], 3);
         let mut changes = store.subscribe();
+        let mut first = BTreeMap::new();
+        first.insert(
+            Name::from("a"),
+            Entry {
+                value: Arc::new(1),
+                create_revision: 2,
+                mod_revision: 2,
+            },
+        );
+        writer.replace(first, 2);
+        // The first list is read from the state, not from a batch.
+        assert!(store.is_ready());
+        assert!(changes.try_recv().is_err());
+        writer.apply(vec![put("b", 2, 3)], 3);
+        assert_eq!(changes.recv().await.expect("a batch").revision, 3);
         let mut fresh = BTreeMap::new();
         fresh.insert(
             Name::from("b"),

@@ -29,8 +29,10 @@ impl Leader {
         // master already holds is listed and decoded again (at a million resources that took
         // most of a 20 s take-over), and the placement shares the cache's names. The
         // assignment keys are verified after the term is ready.
+        // The caches' first lists publish no batch: what they hold is read after them.
         self.inner.resources.wait_ready().await;
         self.inner.statuses.wait_ready().await;
+        self.inner.workers.wait_ready().await;
         self.reset_assignments();
         let (mut placement, fleet, workers, workers_revision) = self.load_scheduling().await?;
         let snapshot = self.inner.resources.snapshot();
