@@ -134,12 +134,17 @@ impl Supervisor {
                 continue;
             }
             let stop = CancellationToken::new();
-            let handle = tokio::spawn(supervise(
+            // The supervising future is boxed: a spawned task's memory is sized for its future
+            // and kept until its handle goes, so a task that ended (no runner, failed) would
+            // keep ~2 KB of a finished state machine (heaptrack: 68 MB at 33,000 tasks); the
+            // box goes when the future ends.
+            let supervised = Box::pin(supervise(
                 spec.clone(),
                 Arc::clone(&self.policy),
                 self.reports.clone(),
                 stop.clone(),
             ));
+            let handle = tokio::spawn(supervised);
             self.running.insert(
                 name.clone(),
                 Running {
