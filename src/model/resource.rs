@@ -131,7 +131,59 @@ pub struct Resource {
     pub creation_time: i64,
     /// Fields this codec does not know, kept for the round trip.
     #[serde(flatten)]
-    pub extra: BTreeMap<String, Value>,
+    pub extra: Extra,
+}
+
+/// The fields of a stored resource that this codec does not know (labels, a restart time, an
+/// assignment key's epoch, anything a newer writer added), kept for the round trip. A Go
+/// resource has none; boxed, an empty set costs one pointer rather than an empty map's 24 bytes
+/// (a cached resource's allocation shrinks from 104 to 88 bytes).
+#[derive(Debug, Clone, Default, PartialEq)]
+// The box is the point: `Option<Box<_>>` is one word, an empty `BTreeMap` three.
+#[allow(clippy::box_collection)]
+pub struct Extra(Option<Box<BTreeMap<String, Value>>>);
+
+impl Extra {
+    /// The value of field `key`.
+    pub fn get(&self, key: &str) -> Option<&Value> {
+        self.0.as_ref()?.get(key)
+    }
+
+    /// Sets field `key`; returns its previous value.
+    pub fn insert(&mut self, key: String, value: Value) -> Option<Value> {
+        self.0.get_or_insert_default().insert(key, value)
+    }
+
+    /// Removes field `key`; returns its value.
+    pub fn remove(&mut self, key: &str) -> Option<Value> {
+        let fields = self.0.as_mut()?;
+        let old = fields.remove(key);
+        if fields.is_empty() {
+            self.0 = None;
+        }
+        old
+    }
+
+    /// True when there is no such field.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_none()
+    }
+}
+
+impl Serialize for Extra {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match &self.0 {
+            Some(fields) => fields.serialize(s),
+            None => s.collect_map(std::iter::empty::<(&str, &Value)>()),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Extra {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let fields = BTreeMap::<String, Value>::deserialize(d)?;
+        Ok(Self((!fields.is_empty()).then(|| Box::new(fields))))
+    }
 }
 
 /// Where labels are kept in the stored JSON (a field the Go crawler ignores).
@@ -251,6 +303,22 @@ mod tests {
         );
         assert!(Arc::ptr_eq(&a.assigned_node, &b.assigned_node));
         assert!(a.key().is_some_and(|k| Arc::ptr_eq(&k, &a.name)));
+    }
+
+    #[test]
+    fn unknown_fields_round_trip_and_none_costs_a_pointer() {
+        let text = r#"{"ID":"1","Name":"a","AssignedNode":"","CreationTime":0,"Labels":{"x":"y"},"Later":[1]}"#;
+        let mut r = Resource::decode("a", text.as_bytes()).expect("decodes");
+        assert_eq!(r.labels().get("x").map(String::as_str), Some("y"));
+        let again: Value = serde_json::to_value(&r).expect("encodes");
+        assert_eq!(again, serde_json::from_str::<Value>(text).expect("json"));
+        r.extra.remove(LABELS_FIELD);
+        r.extra.remove("Later");
+        assert!(r.extra.is_empty());
+        let plain: Value = serde_json::to_value(&r).expect("encodes");
+        assert_eq!(plain.as_object().map(|o| o.len()), Some(4));
+        // A million of these are cached on every master.
+        assert!(std::mem::size_of::<Resource>() <= 72);
     }
 
     #[test]

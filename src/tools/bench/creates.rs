@@ -1,6 +1,5 @@
 //! Scenario 2: creates on the leader against the same fenced txn sent to etcd directly.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use etcd_client::{Client, Compare, CompareOp, Txn, TxnOp};
@@ -53,7 +52,7 @@ pub(super) async fn create_on_leader(
         name: "bench-raw-000000".into(),
         assigned_node: "".into(),
         creation_time: 1,
-        extra: BTreeMap::new(),
+        extra: Default::default(),
     })
     .unwrap_or_default();
     for (concurrency, n) in [
