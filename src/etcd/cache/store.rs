@@ -585,35 +585,27 @@ mod tests {
         assert!(store.wait_for_revision(7, Duration::from_millis(10)).await);
     }
 
+    /// A list holding one object, `name` = `value`, written at `revision`.
+    fn listed(name: &str, value: u32, revision: i64) -> Objects<u32> {
+        let entry = Entry {
+            value: Arc::new(value),
+            create_revision: revision,
+            mod_revision: revision,
+        };
+        BTreeMap::from([(Name::from(name), entry)])
+    }
+
     #[tokio::test]
     async fn relist_swaps_and_derives_events() {
         let (store, writer) = Store::<u32>::new("test");
         let mut changes = store.subscribe();
-        let mut first = BTreeMap::new();
-        first.insert(
-            Name::from("a"),
-            Entry {
-                value: Arc::new(1),
-                create_revision: 2,
-                mod_revision: 2,
-            },
-        );
-        writer.replace(first, 2);
+        writer.replace(listed("a", 1, 2), 2);
         // The first list is read from the state, not from a batch.
         assert!(store.is_ready());
         assert!(changes.try_recv().is_err());
         writer.apply(vec![put("b", 2, 3)], 3);
         assert_eq!(changes.recv().await.expect("a batch").revision, 3);
-        let mut fresh = BTreeMap::new();
-        fresh.insert(
-            Name::from("b"),
-            Entry {
-                value: Arc::new(2),
-                create_revision: 3,
-                mod_revision: 3,
-            },
-        );
-        writer.replace(fresh, 10);
+        writer.replace(listed("b", 2, 3), 10);
         let snap = store.snapshot();
         assert_eq!(snap.revision, 10);
         assert_eq!(snap.objects.len(), 1);
