@@ -60,13 +60,11 @@ struct Filter<'a> {
     prefix: &'a str,
 }
 
-impl Filter<'_> {
-    /// The first name a page may hold: past the `continue` token, at or past the prefix.
-    fn start<'n>(&self, token: Option<&'n str>, prefix: &'n str) -> Bound<&'n str> {
-        match token {
-            Some(t) if t >= prefix => Bound::Excluded(t),
-            _ => Bound::Included(prefix),
-        }
+/// The first name a page may hold: past the `continue` token, at or past the prefix.
+fn start<'n>(token: Option<&'n str>, prefix: &'n str) -> Bound<&'n str> {
+    match token {
+        Some(t) if t >= prefix => Bound::Excluded(t),
+        _ => Bound::Included(prefix),
     }
 }
 
@@ -159,7 +157,7 @@ pub async fn list(
         state: wanted_state,
         prefix,
     };
-    let start = filter.start(query.continue_token.as_deref(), prefix);
+    let start = start(query.continue_token.as_deref(), prefix);
     // Locks in the order every reader takes them: resources, then statuses.
     let ((items, more), revision) = state.resources.with_index(|robjs, rindex, revision| {
         let found = state.statuses.with_index(|sobjs, sindex, _| {
@@ -228,13 +226,8 @@ mod tests {
 
     #[test]
     fn a_page_starts_past_the_token_and_at_the_prefix() {
-        let filter = Filter {
-            worker: None,
-            state: None,
-            prefix: "b",
-        };
-        assert_eq!(filter.start(None, "b"), Bound::Included("b"));
-        assert_eq!(filter.start(Some("a"), "b"), Bound::Included("b"));
-        assert_eq!(filter.start(Some("bb"), "b"), Bound::Excluded("bb"));
+        assert_eq!(start(None, "b"), Bound::Included("b"));
+        assert_eq!(start(Some("a"), "b"), Bound::Included("b"));
+        assert_eq!(start(Some("bb"), "b"), Bound::Excluded("bb"));
     }
 }

@@ -569,18 +569,6 @@ impl Placement {
         self.assigner.load(worker)
     }
 
-    /// Every resource with the worker etcd says it is assigned to.
-    pub fn assignments(&self) -> impl Iterator<Item = (&Name, Option<&str>)> {
-        self.resources
-            .iter()
-            .map(|(name, worker)| (name, worker.as_deref()))
-    }
-
-    /// True when the placement knows resource `name`.
-    pub fn has_resource(&self, name: &str) -> bool {
-        self.resources.contains_key(name)
-    }
-
     /// The worker resource `name` is assigned to, as far as the placement knows.
     pub fn assigned(&self, name: &str) -> Option<&str> {
         self.resources.get(name).and_then(|w| w.as_deref())

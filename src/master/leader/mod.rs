@@ -31,7 +31,7 @@ use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::etcd::cache::Store;
+use crate::etcd::cache::{Snapshot, Store};
 use crate::etcd::keys::KeyLayout;
 use crate::etcd::timed;
 use crate::master::leadership::{Fence, Leadership, Term};
@@ -166,6 +166,17 @@ impl Leader {
     /// The leadership this leader acts for.
     pub fn leadership(&self) -> &Leadership {
         &self.inner.leadership
+    }
+
+    /// Puts every resource of a cache snapshot in `placement`, with whether its task completed
+    /// at its assignment (the take-over and a resynchronisation build from the cache alike).
+    fn place(&self, placement: &mut Placement, resources: &Snapshot<Resource>) {
+        for (name, entry) in &resources.objects {
+            let worker = entry.value.assigned_worker();
+            placement.set_resource_shared(name, Some(worker), resources.revision);
+            placement.set_done(name, self.completed(name, worker, entry.mod_revision));
+        }
+        placement.advance(resources.revision);
     }
 
     /// True when resource `name` (at `mod_revision`, assigned to `worker`) has a status saying

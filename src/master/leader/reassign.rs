@@ -159,12 +159,7 @@ impl Leader {
             let w = &entry.value;
             placement.upsert_worker(&w.id, &w.address, w.capacity());
         }
-        for (name, entry) in &resources.objects {
-            let worker = entry.value.assigned_worker();
-            placement.set_resource_shared(name, Some(worker), resources.revision);
-            placement.set_done(name, self.completed(name, worker, entry.mod_revision));
-        }
-        placement.advance(resources.revision);
+        self.place(&mut placement, &resources);
         // The operators' cordons and the releases carry over.
         let mut current = self.placement();
         let fleet = self.fleet();

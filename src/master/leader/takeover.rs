@@ -1,8 +1,8 @@
 //! The take-over that starts every term: load the scheduling state and workers from etcd and
 //! the resources from this master's cache into a new placement and fleet, add the missing seed
-//! tasks, and assign the resources that have no worker. Those of absent workers are not moved here: their grace
-//! period runs from the departure etcd records (or from now, for a departure no leader saw),
-//! and a storm freeze etcd holds stays in force.
+//! tasks, and assign the resources that have no worker. Those of absent workers are not moved
+//! here: their grace period runs from the departure etcd records (or from now, for a departure
+//! no leader saw), and a storm freeze etcd holds stays in force.
 
 use std::collections::{HashMap, HashSet};
 
@@ -28,8 +28,8 @@ impl Leader {
         // revision, whose later batches this term applies (it subscribed before). Nothing this
         // master already holds is listed and decoded again (at a million resources that took
         // most of a 20 s take-over), and the placement shares the cache's names. The
-        // assignment keys are verified after the term is ready.
-        // The caches' first lists publish no batch: what they hold is read after them.
+        // assignment keys are verified after the term is ready. The caches' first lists publish
+        // no batch, so what they hold is read once they are ready.
         self.inner.resources.wait_ready().await;
         self.inner.statuses.wait_ready().await;
         self.inner.workers.wait_ready().await;
@@ -41,13 +41,9 @@ impl Leader {
         let mut present: HashSet<String> = HashSet::new();
         let resources = snapshot.objects.len();
         let mut loaded: HashMap<String, (Resource, i64)> = HashMap::new();
+        self.place(&mut placement, &snapshot);
         for (name, entry) in &snapshot.objects {
             let r = &entry.value;
-            placement.set_resource_shared(name, Some(r.assigned_worker()), revision);
-            placement.set_done(
-                name,
-                self.completed(name, r.assigned_worker(), entry.mod_revision),
-            );
             if let Some(id) = r.id.as_u64() {
                 self.inner.ids.advance_past(id);
             }
@@ -59,7 +55,6 @@ impl Leader {
             }
         }
         drop(snapshot);
-        placement.advance(revision);
         info!(
             revision,
             workers_revision,
