@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::etcd::keys::KeyLayout;
+use crate::keys::KeyLayout;
 
 /// The whole configuration of a master or a worker.
 #[derive(Debug, Clone, Deserialize, Default)]

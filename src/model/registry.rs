@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::etcd::cache::{DecodeError, Object};
+use crate::object::{DecodeError, Object};
 
 /// go-micro's `registry.Service`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

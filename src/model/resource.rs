@@ -10,8 +10,8 @@ use std::sync::Arc;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;
 
-use crate::etcd::cache::{DecodeError, Name, Object};
 use crate::model::intern::intern;
+use crate::object::{DecodeError, Name, Object};
 
 /// A resource's ID: a snowflake, kept as a number (8 bytes, no allocation); any other text a
 /// foreign writer stored is kept as it was, so that a rewrite loses nothing.

@@ -8,9 +8,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::etcd::cache::{DecodeError, Object};
+use crate::object::{DecodeError, Object};
 
-use crate::etcd::keys::{
+use crate::keys::{
     SCHEDULE_CONTROL as CONTROL, SCHEDULE_DEPARTED as DEPARTED, SCHEDULE_STORM as STORM,
 };
 

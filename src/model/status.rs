@@ -8,7 +8,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::etcd::cache::{DecodeError, Object};
+use crate::object::{DecodeError, Object};
 
 /// Where a task is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -17,8 +17,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 use crate::etcd::backoff::Backoff;
-use crate::etcd::keys::KeyLayout;
 use crate::etcd::timed;
+use crate::keys::KeyLayout;
 use crate::model::status::TaskStatus;
 
 #[derive(Default)]

@@ -1,69 +1,9 @@
-//! What changed between two states of a cache: used for re-lists, where the watcher has no
-//! events and must derive them, and for the membership log.
+//! What changed between two states of a cache: a re-list has no watch events, so its
+//! change batch is derived here.
 
 use std::collections::BTreeMap;
 
-use super::store::{Entry, Name};
-
-/// One change to one object.
-#[derive(Debug)]
-pub enum Event<T> {
-    /// A new object.
-    Added {
-        /// Its name.
-        name: Name,
-        /// Its value.
-        new: Entry<T>,
-    },
-    /// An object whose value changed.
-    Modified {
-        /// Its name.
-        name: Name,
-        /// The value before.
-        old: Entry<T>,
-        /// The value after.
-        new: Entry<T>,
-    },
-    /// An object that is gone. The value before is the cache's own, so it is present even when
-    /// etcd's `prev_kv` was not.
-    Deleted {
-        /// Its name.
-        name: Name,
-        /// The value before.
-        old: Entry<T>,
-    },
-}
-
-impl<T> Clone for Event<T> {
-    fn clone(&self) -> Self {
-        match self {
-            Self::Added { name, new } => Self::Added {
-                name: name.clone(),
-                new: new.clone(),
-            },
-            Self::Modified { name, old, new } => Self::Modified {
-                name: name.clone(),
-                old: old.clone(),
-                new: new.clone(),
-            },
-            Self::Deleted { name, old } => Self::Deleted {
-                name: name.clone(),
-                old: old.clone(),
-            },
-        }
-    }
-}
-
-impl<T> Event<T> {
-    /// The name of the object.
-    pub fn name(&self) -> &str {
-        match self {
-            Self::Added { name, .. } | Self::Modified { name, .. } | Self::Deleted { name, .. } => {
-                name
-            }
-        }
-    }
-}
+use super::event::{Entry, Event, Name};
 
 /// The events that turn `old` into `new`, in name order. Two entries are the same object
 /// version when their mod revisions are equal.

@@ -14,11 +14,16 @@
 //! once the cache is ready ([`Store::wait_ready`]) and then follows every batch after it.
 
 mod diff;
+mod event;
+mod index;
 mod store;
 pub mod watcher;
 
-pub use diff::{Event, diff};
-pub use store::{Change, Entry, Index, Name, Objects, Snapshot, Store, StoreStats, Writer};
+pub use crate::object::{DecodeError, Name, Object};
+pub use diff::diff;
+pub use event::{Change, Entry, Event, Objects};
+pub use index::Index;
+pub use store::{Snapshot, Store, StoreStats, Writer};
 
 use etcd_client::Client;
 use tokio::task::JoinSet;
@@ -35,36 +40,6 @@ pub fn release_free_memory() {
     // may be called from any thread at any time.
     unsafe {
         libc::malloc_trim(0);
-    }
-}
-
-/// A value that can be decoded from an etcd key-value pair.
-pub trait Object: Sized + Send + Sync + 'static {
-    /// Decodes the value stored under `name` (the key with the prefix removed).
-    fn decode(name: &str, value: &[u8]) -> Result<Self, DecodeError>;
-
-    /// The group the cache indexes this object under (a resource's worker, a task's state),
-    /// if any: see [`Index`].
-    fn group(&self) -> Option<&str> {
-        None
-    }
-
-    /// The name as the object holds it, when it does: the cache then uses that one string as
-    /// its key instead of a copy.
-    fn key(&self) -> Option<Name> {
-        None
-    }
-}
-
-/// A value that could not be decoded; it is logged, counted and skipped.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("{0}")]
-pub struct DecodeError(String);
-
-impl DecodeError {
-    /// A decode error with a reason.
-    pub fn new(reason: impl Into<String>) -> Self {
-        Self(reason.into())
     }
 }
 

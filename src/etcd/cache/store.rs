@@ -1,51 +1,15 @@
 //! The cache's state, its single writer and its cheap readers.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
 use tokio::sync::{broadcast, watch};
 
-use super::diff::{Event, diff};
-
-/// An object's name (its key without the prefix), shared by the map and its index.
-pub type Name = Arc<str>;
-
-/// The objects of a cache, by name.
-pub type Objects<T> = BTreeMap<Name, Entry<T>>;
-
-/// One cached object and the etcd revisions of its key.
-#[derive(Debug)]
-pub struct Entry<T> {
-    /// The decoded value.
-    pub value: Arc<T>,
-    /// Revision at which the key was created.
-    pub create_revision: i64,
-    /// Revision of the key's last change.
-    pub mod_revision: i64,
-}
-
-impl<T> Clone for Entry<T> {
-    fn clone(&self) -> Self {
-        Self {
-            value: Arc::clone(&self.value),
-            create_revision: self.create_revision,
-            mod_revision: self.mod_revision,
-        }
-    }
-}
-
-/// A batch of changes, all at one revision or from one re-list.
-#[derive(Debug)]
-pub struct Change<T> {
-    /// The revision the cache reflects after the batch.
-    pub revision: i64,
-    /// True when the batch was derived from a re-list rather than watch events.
-    pub relisted: bool,
-    /// The changes, in order.
-    pub events: Vec<Event<T>>,
-}
+use super::diff::diff;
+use super::event::{Change, Entry, Event, Name, Objects};
+use super::index::Index;
 
 /// A consistent copy of the cache at one revision.
 #[derive(Debug)]
@@ -54,58 +18,6 @@ pub struct Snapshot<T> {
     pub revision: i64,
     /// Objects by name.
     pub objects: Objects<T>,
-}
-
-/// A secondary index: the names of the objects in each group (a resource's worker, a task's
-/// state), as [`super::Object::group`] says. It lives in the cache's state and changes under
-/// the same lock as the objects, so a reader never sees one without the other.
-#[derive(Debug, Default)]
-pub struct Index {
-    groups: HashMap<Name, BTreeSet<Name>>,
-}
-
-impl Index {
-    fn add(&mut self, group: &str, name: &Name) {
-        match self.groups.get_mut(group) {
-            Some(names) => {
-                names.insert(Arc::clone(name));
-            }
-            None => {
-                self.groups
-                    .insert(Name::from(group), BTreeSet::from([Arc::clone(name)]));
-            }
-        }
-    }
-
-    fn remove(&mut self, group: &str, name: &str) {
-        if let Some(names) = self.groups.get_mut(group) {
-            names.remove(name);
-            if names.is_empty() {
-                self.groups.remove(group);
-            }
-        }
-    }
-
-    /// The names in `group`, sorted; `None` when it has none.
-    pub fn names(&self, group: &str) -> Option<&BTreeSet<Name>> {
-        self.groups.get(group)
-    }
-
-    /// How many objects are in `group`.
-    pub fn count(&self, group: &str) -> usize {
-        self.groups.get(group).map_or(0, BTreeSet::len)
-    }
-
-    /// Every group with its size, in no particular order.
-    pub fn groups(&self) -> impl Iterator<Item = (&str, usize)> {
-        self.groups.iter().map(|(g, names)| (&**g, names.len()))
-    }
-
-    /// The shared copy of a group's name, so that holders of many references to one worker
-    /// keep one string (interning).
-    pub fn intern(&self, group: &str) -> Option<Name> {
-        self.groups.get_key_value(group).map(|(g, _)| Arc::clone(g))
-    }
 }
 
 /// Counters describing the cache's life, for logs, metrics and tests.
@@ -149,7 +61,7 @@ impl<T: super::Object> State<T> {
     }
 }
 
-struct Shared<T> {
+struct Inner<T> {
     kind: &'static str,
     state: RwLock<State<T>>,
     revision: watch::Sender<i64>,
@@ -161,7 +73,7 @@ struct Shared<T> {
     events: AtomicU64,
 }
 
-impl<T> Shared<T> {
+impl<T> Inner<T> {
     fn read(&self) -> RwLockReadGuard<'_, State<T>> {
         // A panic while holding the lock cannot leave the map half-updated in a way readers
         // could misinterpret (every update is a single insert, remove or swap), so a poisoned
@@ -176,20 +88,20 @@ impl<T> Shared<T> {
 
 /// A cheap, cloneable reader of the cache.
 pub struct Store<T> {
-    shared: Arc<Shared<T>>,
+    inner: Arc<Inner<T>>,
 }
 
 impl<T> Clone for Store<T> {
     fn clone(&self) -> Self {
         Self {
-            shared: Arc::clone(&self.shared),
+            inner: Arc::clone(&self.inner),
         }
     }
 }
 
 /// The one writer of a cache; held by its watcher.
 pub struct Writer<T> {
-    shared: Arc<Shared<T>>,
+    inner: Arc<Inner<T>>,
 }
 
 /// How many change batches a slow subscriber may fall behind before it is told it lagged.
@@ -199,7 +111,7 @@ impl<T: super::Object> Store<T> {
     /// An empty, not yet ready cache and its writer. `kind` names it in logs.
     pub fn new(kind: &'static str) -> (Store<T>, Writer<T>) {
         let (changes, _) = broadcast::channel(CHANGE_BUFFER);
-        let shared = Arc::new(Shared {
+        let inner = Arc::new(Inner {
             kind,
             state: RwLock::new(State {
                 objects: BTreeMap::new(),
@@ -216,25 +128,25 @@ impl<T: super::Object> Store<T> {
         });
         (
             Store {
-                shared: Arc::clone(&shared),
+                inner: Arc::clone(&inner),
             },
-            Writer { shared },
+            Writer { inner },
         )
     }
 
     /// What the cache holds (`workers`, `resources`).
     pub fn kind(&self) -> &'static str {
-        self.shared.kind
+        self.inner.kind
     }
 
     /// One object.
     pub fn get(&self, name: &str) -> Option<Entry<T>> {
-        self.shared.read().objects.get(name).cloned()
+        self.inner.read().objects.get(name).cloned()
     }
 
     /// A consistent copy of every object and the revision it reflects.
     pub fn snapshot(&self) -> Snapshot<T> {
-        let state = self.shared.read();
+        let state = self.inner.read();
         Snapshot {
             revision: state.revision,
             objects: state.objects.clone(),
@@ -244,19 +156,19 @@ impl<T: super::Object> Store<T> {
     /// Runs `f` over the objects and revision under the read lock, without copying. Keep `f`
     /// short: the writer waits for it.
     pub fn with<R>(&self, f: impl FnOnce(&Objects<T>, i64) -> R) -> R {
-        let state = self.shared.read();
+        let state = self.inner.read();
         f(&state.objects, state.revision)
     }
 
     /// Like [`Store::with`], with the secondary index of the same state.
     pub fn with_index<R>(&self, f: impl FnOnce(&Objects<T>, &Index, i64) -> R) -> R {
-        let state = self.shared.read();
+        let state = self.inner.read();
         f(&state.objects, &state.index, state.revision)
     }
 
     /// Number of objects.
     pub fn len(&self) -> usize {
-        self.shared.read().objects.len()
+        self.inner.read().objects.len()
     }
 
     /// True when the cache holds nothing.
@@ -266,22 +178,22 @@ impl<T: super::Object> Store<T> {
 
     /// The etcd revision the cache reflects.
     pub fn revision(&self) -> i64 {
-        *self.shared.revision.borrow()
+        *self.inner.revision.borrow()
     }
 
     /// True once the first list has been applied.
     pub fn is_ready(&self) -> bool {
-        *self.shared.ready.borrow()
+        *self.inner.ready.borrow()
     }
 
     /// True while the cache's watch is connected and making progress.
     pub fn is_live(&self) -> bool {
-        self.shared.live.load(Ordering::Acquire)
+        self.inner.live.load(Ordering::Acquire)
     }
 
     /// Waits until the first list has been applied.
     pub async fn wait_ready(&self) {
-        let mut rx = self.shared.ready.subscribe();
+        let mut rx = self.inner.ready.subscribe();
         // The sender lives as long as `self`, so this cannot fail.
         let _ = rx.wait_for(|r| *r).await;
     }
@@ -289,7 +201,7 @@ impl<T: super::Object> Store<T> {
     /// Waits, at most `timeout`, until the cache reflects at least `revision`. Returns whether
     /// it did.
     pub async fn wait_for_revision(&self, revision: i64, timeout: Duration) -> bool {
-        let mut rx = self.shared.revision.subscribe();
+        let mut rx = self.inner.revision.subscribe();
         tokio::time::timeout(timeout, rx.wait_for(|r| *r >= revision))
             .await
             .is_ok_and(|r| r.is_ok())
@@ -298,15 +210,15 @@ impl<T: super::Object> Store<T> {
     /// A subscription to change batches. A subscriber that falls more than a few thousand
     /// batches behind receives `Lagged` and should re-read a snapshot.
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<Change<T>>> {
-        self.shared.changes.subscribe()
+        self.inner.changes.subscribe()
     }
 
     /// Counters.
     pub fn stats(&self) -> StoreStats {
         StoreStats {
-            malformed: self.shared.malformed.load(Ordering::Relaxed),
-            lists: self.shared.lists.load(Ordering::Relaxed),
-            events: self.shared.events.load(Ordering::Relaxed),
+            malformed: self.inner.malformed.load(Ordering::Relaxed),
+            lists: self.inner.lists.load(Ordering::Relaxed),
+            events: self.inner.events.load(Ordering::Relaxed),
         }
     }
 }
@@ -327,23 +239,23 @@ pub(crate) enum Update<T> {
 impl<T: super::Object> Writer<T> {
     /// The revision the cache reflects.
     pub(crate) fn revision(&self) -> i64 {
-        self.shared.read().revision
+        self.inner.read().revision
     }
 
     /// Counts a value that could not be decoded.
     pub(crate) fn count_malformed(&self) {
-        self.shared.malformed.fetch_add(1, Ordering::Relaxed);
+        self.inner.malformed.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Marks the watch as connected or not.
     pub(crate) fn set_live(&self, live: bool) {
-        self.shared.live.store(live, Ordering::Release);
+        self.inner.live.store(live, Ordering::Release);
     }
 
     /// Replaces the whole state with a fresh list at `revision`, atomically, and publishes the
     /// differences; the first list publishes none (subscribers read the state once ready).
     pub(crate) fn replace(&self, objects: Objects<T>, revision: i64) {
-        let first = !*self.shared.ready.borrow();
+        let first = !*self.inner.ready.borrow();
         // The index is built before the lock is taken and swapped in with the data.
         let mut index = Index::default();
         for (name, entry) in &objects {
@@ -352,7 +264,7 @@ impl<T: super::Object> Writer<T> {
             }
         }
         let events = {
-            let mut state = self.shared.write();
+            let mut state = self.inner.write();
             let events = if first {
                 Vec::new()
             } else {
@@ -363,21 +275,21 @@ impl<T: super::Object> Writer<T> {
             state.revision = revision;
             events
         };
-        self.shared.lists.fetch_add(1, Ordering::Relaxed);
+        self.inner.lists.fetch_add(1, Ordering::Relaxed);
         self.publish(Change {
             revision,
             relisted: true,
             events,
         });
         super::release_free_memory();
-        self.shared.ready.send_replace(true);
+        self.inner.ready.send_replace(true);
     }
 
     /// Applies a batch of watch updates, in order, and moves the revision to `revision`.
     pub(crate) fn apply(&self, updates: Vec<Update<T>>, revision: i64) {
         let count = updates.len() as u64;
         let events = {
-            let mut state = self.shared.write();
+            let mut state = self.inner.write();
             let mut events = Vec::with_capacity(updates.len());
             for update in updates {
                 match update {
@@ -407,7 +319,7 @@ impl<T: super::Object> Writer<T> {
             state.revision = state.revision.max(revision);
             events
         };
-        self.shared.events.fetch_add(count, Ordering::Relaxed);
+        self.inner.events.fetch_add(count, Ordering::Relaxed);
         self.publish(Change {
             revision,
             relisted: false,
@@ -417,11 +329,11 @@ impl<T: super::Object> Writer<T> {
 
     /// Moves the revision forward without changes (a progress notification).
     pub(crate) fn advance(&self, revision: i64) {
-        let mut state = self.shared.write();
+        let mut state = self.inner.write();
         if revision > state.revision {
             state.revision = revision;
             drop(state);
-            self.shared.revision.send_replace(revision);
+            self.inner.revision.send_replace(revision);
         }
     }
 
@@ -429,11 +341,9 @@ impl<T: super::Object> Writer<T> {
         let revision = change.revision;
         if !change.events.is_empty() {
             // No subscriber is not an error.
-            let _ = self.shared.changes.send(Arc::new(change));
+            let _ = self.inner.changes.send(Arc::new(change));
         }
-        self.shared
-            .revision
-            .send_modify(|r| *r = (*r).max(revision));
+        self.inner.revision.send_modify(|r| *r = (*r).max(revision));
     }
 }
 
@@ -473,9 +383,11 @@ mod tests {
     fn groups(store: &Store<Tagged>) -> Vec<(String, Vec<String>)> {
         store.with_index(|_, index, _| {
             let mut all: Vec<_> = index
-                .groups
-                .iter()
-                .map(|(g, names)| (g.to_string(), names.iter().map(|n| n.to_string()).collect()))
+                .groups()
+                .map(|(g, _)| {
+                    let names = index.names(g).into_iter().flatten();
+                    (g.to_string(), names.map(|n| n.to_string()).collect())
+                })
                 .collect();
             all.sort();
             all
@@ -523,8 +435,8 @@ mod tests {
             assert_eq!(index.count("w2"), 1);
             assert_eq!(index.count("gone"), 0);
             assert!(index.names("w9").is_none());
-            let shared = index.intern("w1").expect("w1 has a name");
-            assert_eq!(&*shared, "w1");
+            let inner = index.intern("w1").expect("w1 has a name");
+            assert_eq!(&*inner, "w1");
         });
         let mut fresh = BTreeMap::new();
         fresh.insert(

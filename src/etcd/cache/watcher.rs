@@ -22,7 +22,8 @@ use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::store::{Entry, Name, Update, Writer};
+use super::event::{Entry, Name};
+use super::store::{Update, Writer};
 use super::{DecodeError, Object};
 use crate::etcd::backoff::Backoff;
 use crate::etcd::{EtcdError, list_prefix, timed};

@@ -28,7 +28,7 @@ use tracing::{info, warn};
 use super::{Leader, WriteError};
 use crate::etcd::backoff::Backoff;
 use crate::etcd::cache::{Change, Event, Name};
-use crate::etcd::keys::KeyLayout;
+use crate::keys::KeyLayout;
 use crate::master::leadership::Fence;
 use crate::model::resource::{EPOCH_FIELD, Resource};
 

@@ -32,8 +32,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::etcd::cache::{Snapshot, Store};
-use crate::etcd::keys::KeyLayout;
 use crate::etcd::timed;
+use crate::keys::KeyLayout;
 use crate::master::leadership::{Fence, Leadership, Term};
 use crate::master::placement::Placement;
 use crate::metrics::Metrics;

@@ -19,7 +19,7 @@ use futures_util::StreamExt;
 use super::harness::{bulk_put, create, go_worker, http_client, is_ready_leader, wait_until};
 use super::load;
 use super::report::{Report, ms};
-use crate::etcd::keys::KeyLayout;
+use crate::keys::KeyLayout;
 use crate::tools::procs::{self, Scratch, ToolError};
 
 /// Events received by every agent, and the tasks that count them.

@@ -61,7 +61,7 @@ pub(super) async fn scale(
     .await?;
     // The keys our leader writes with each assignment (not counted as master data: no master
     // reads them but at take-over, keys only).
-    let keys = crate::etcd::keys::KeyLayout::default();
+    let keys = crate::keys::KeyLayout::default();
     bulk_put(
         &raw,
         (0..n_resources)

@@ -15,7 +15,7 @@ use etcd_client::Client;
 
 use super::harness::{bulk_put, go_resource, http_client, wait_until};
 use super::report::Report;
-use crate::etcd::keys::KeyLayout;
+use crate::keys::KeyLayout;
 use crate::tools::procs::{self, Scratch, ToolError, free_port};
 
 /// How many tasks a worker's `/tasks` lists with a status (supervised and reported), if it
