@@ -22,6 +22,7 @@ pub mod master;
 pub mod metrics;
 pub mod model;
 pub mod object;
+pub mod server;
 pub mod shutdown;
 pub mod tools;
 pub mod worker;

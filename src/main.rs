@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use crawler::cli::{Cli, Command, advertise_url};
-use crawler::{logging, master, shutdown, worker};
+use crawler::{logging, server, shutdown, worker};
 use tokio::net::TcpListener;
 
 #[tokio::main]
@@ -76,11 +76,11 @@ async fn run_master(args: crawler::cli::MasterArgs) -> Result<(), BoxError> {
     let listener = TcpListener::bind(&args.http)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", args.http))?;
-    let options = master::MasterOptions {
+    let options = server::MasterOptions {
         id: args.id,
         advertise: args.advertise.unwrap_or_else(|| advertise_url(&args.http)),
     };
-    master::run(listener, config, options, shutdown::signal()).await?;
+    server::run(listener, config, options, shutdown::signal()).await?;
     Ok(())
 }
 

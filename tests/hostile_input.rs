@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{Method, Request};
-use crawler::master::{Master, MasterOptions};
+use crawler::server::{Master, MasterOptions};
 use etcd_client::GetOptions;
 use http_body_util::BodyExt;
 use proptest::prelude::*;

@@ -50,25 +50,25 @@ pub const REVISION_HEADER: HeaderName = HeaderName::from_static("x-etcd-revision
 /// What every handler can reach: one `Arc`, so the clone each extractor and middleware makes
 /// per request costs one atomic increment.
 #[derive(Clone)]
-pub struct AppState(Arc<Shared>);
+pub struct AppState(Arc<AppParts>);
 
 impl AppState {
     /// State over `shared`.
-    pub fn new(shared: Shared) -> Self {
-        Self(Arc::new(shared))
+    pub fn new(parts: AppParts) -> Self {
+        Self(Arc::new(parts))
     }
 }
 
 impl std::ops::Deref for AppState {
-    type Target = Shared;
+    type Target = AppParts;
 
-    fn deref(&self) -> &Shared {
+    fn deref(&self) -> &AppParts {
         &self.0
     }
 }
 
 /// The parts of [`AppState`].
-pub struct Shared {
+pub struct AppParts {
     /// This master.
     pub me: Candidate,
     /// Workers, from the registry prefix.
@@ -100,7 +100,7 @@ pub struct Shared {
     pub draining: CancellationToken,
 }
 
-impl Shared {
+impl AppParts {
     /// True when the caches are synced, shutdown has not started, and, on the leader, the
     /// take-over is done.
     pub fn is_ready(&self) -> bool {

@@ -19,7 +19,7 @@ use crate::model::status::TaskState;
 /// The API description.
 #[derive(OpenApi)]
 #[openapi(
-    modifiers(&Shared),
+    modifiers(&CommonRules),
     info(title = "crawler master", description = "Control plane of a distributed web crawler.\n\nEvery master serves reads from its cache and forwards writes to the leader. Every response carries `X-Served-By` (the master's id), `X-Leader` (the leader's URL, when known) and `X-Etcd-Revision` (reads: the revision the cache reflected; writes: the revision of the write). Any GET accepts `?min_revision=N`: it waits up to 3 s for the cache to reach N, then answers 503 with `Retry-After`. Errors are RFC 9457 problem+json."),
     paths(
         super::health::healthz,
@@ -102,7 +102,7 @@ pub struct ApiDoc;
 ///   on every write (no leader, etcd unavailable);
 /// - the name rule ([`crate::model::name::PATTERN`]) on every name, the label rules on labels,
 ///   and the `If-Match` shape this API hands out.
-struct Shared;
+struct CommonRules;
 
 fn integer() -> Object {
     ObjectBuilder::new()
@@ -304,7 +304,7 @@ fn constrain_schemas(openapi: &mut utoipa::openapi::OpenApi) {
     }
 }
 
-impl Modify for Shared {
+impl Modify for CommonRules {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         constrain_schemas(openapi);
         // A drain's body is optional: none means no deadline.

@@ -120,13 +120,13 @@ pub async fn start_master(config: Config, id: u16) -> Running {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr").to_string();
     let url = format!("http://{addr}");
-    let options = crawler::master::MasterOptions {
+    let options = crawler::server::MasterOptions {
         id,
         advertise: url.clone(),
     };
     let (stop, shutdown) = shutdown_pair();
     let handle = tokio::spawn(async move {
-        if let Err(error) = crawler::master::run(listener, config, options, shutdown).await {
+        if let Err(error) = crawler::server::run(listener, config, options, shutdown).await {
             eprintln!("master {id} failed: {error}");
         }
     });
