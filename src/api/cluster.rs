@@ -1,11 +1,14 @@
-//! Who leads, who this master is, and which masters take part in the election.
+//! The cluster: who leads, who this master is, which masters take part in the election, the
+//! scheduling policy's state, and the operator's thaw of a storm freeze.
 
 use axum::Json;
 use axum::extract::State;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::AppState;
+use super::status_view::rfc3339;
+use super::views::{SchedulingView, scheduling};
+use super::{ApiError, AppState};
 
 /// A master.
 #[derive(Debug, Serialize, ToSchema)]
@@ -37,7 +40,7 @@ pub struct ClusterView {
     pub masters: Vec<MasterView>,
     /// The scheduling policy's state: the storm guard, departed workers in their grace
     /// period, cordons.
-    pub scheduling: super::fleet::SchedulingView,
+    pub scheduling: SchedulingView,
 }
 
 /// The leader, this master's role and the masters in the election.
@@ -72,6 +75,26 @@ pub async fn get(State(state): State<AppState>) -> Json<ClusterView> {
             role,
         },
         masters,
-        scheduling: super::fleet::scheduling(&state),
+        scheduling: scheduling(&state),
     })
+}
+
+/// Ends a storm freeze now; reassignment resumes at the reassignment rate. Without a freeze,
+/// nothing changes.
+#[utoipa::path(post, path = "/api/v1/cluster/thaw", tag = "cluster", operation_id = "thaw_cluster",
+    responses((status = 200, description = "Not frozen (any more)", body = SchedulingView)))]
+pub async fn thaw(State(state): State<AppState>) -> Result<Json<SchedulingView>, ApiError> {
+    let storm = state
+        .leader
+        .thaw()
+        .await
+        .map_err(|e| state.write_error("cluster", "", e))?;
+    let mut view = scheduling(&state);
+    // This master's cache may not have the write yet: the answer shows what was written.
+    if let Some(s) = storm {
+        view.frozen = s.frozen;
+        view.thawed_at = s.thawed_at_ms.map(rfc3339);
+        view.thawed_by = s.thawed_by;
+    }
+    Ok(Json(view))
 }

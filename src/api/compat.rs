@@ -49,7 +49,7 @@ pub async fn add(
         .leader
         .create(name)
         .await
-        .map_err(|e| state.write_error(name, e))?;
+        .map_err(|e| state.write_error("resource", name, e))?;
     let (id, address) = created.resource.assignment().unwrap_or(("", ""));
     Ok(Json(NodeSpec {
         id: id.to_owned(),
@@ -74,6 +74,6 @@ pub async fn remove(
         .leader
         .delete(name, None)
         .await
-        .map_err(|e| state.write_error(name, e))?;
+        .map_err(|e| state.write_error("resource", name, e))?;
     Ok(Json(Empty {}))
 }

@@ -9,6 +9,8 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use crate::master::leader::WriteError;
+
 /// An RFC 9457 problem document.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Problem {
@@ -248,6 +250,53 @@ impl IntoResponse for ApiError {
             _ => {}
         }
         response
+    }
+}
+
+/// At most this many characters of a caller's name are echoed back in a problem.
+const SHOWN_CHARS: usize = 200;
+
+/// A caller's name (a resource, a worker id, a path) as a problem echoes it: clipped.
+pub fn shown(name: &str) -> String {
+    name.chars().take(SHOWN_CHARS).collect()
+}
+
+/// The API error for a failed leader write on the `what` (`resource`, `worker`, `cluster`)
+/// named `name`; `leader` is another master known to lead. A write naming a worker that is
+/// not registered is a 404 when the worker is the subject, else a 409.
+pub fn from_write(
+    error: WriteError,
+    what: &'static str,
+    name: &str,
+    leader: Option<String>,
+) -> ApiError {
+    let name = shown(name);
+    match error {
+        WriteError::NotLeader => ApiError::NotLeader { leader },
+        WriteError::Deposed => ApiError::NotLeader { leader: None },
+        WriteError::TakingOver => {
+            ApiError::unavailable("this master was just elected and is taking over")
+        }
+        WriteError::Exists => ApiError::Conflict { what, name },
+        WriteError::NotFound => ApiError::NotFound { what, name },
+        WriteError::PreconditionFailed => ApiError::PreconditionFailed,
+        WriteError::UnknownWorker(_) if what == "worker" => ApiError::NotFound { what, name },
+        WriteError::UnknownWorker(id) => ApiError::StateConflict {
+            slug: "unknown-worker",
+            title: "No such worker",
+            detail: format!("no registered worker has id {:?}", shown(&id)),
+            field: Some("assigned_node".to_owned()),
+        },
+        WriteError::Invalid(field, detail) => ApiError::Unprocessable {
+            detail,
+            field: Some(field.to_owned()),
+        },
+        WriteError::Contended => ApiError::unavailable("the resource kept changing; retry"),
+        WriteError::Etcd(e) => {
+            tracing::warn!(error = %e, "etcd write failed");
+            ApiError::unavailable("etcd did not answer in time; retry")
+        }
+        other => ApiError::Internal(other.to_string()),
     }
 }
 

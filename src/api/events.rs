@@ -219,7 +219,7 @@ fn to_events<T>(
 
 fn worker_object(worker: &Worker) -> Option<serde_json::Value> {
     // A registration event: load and operators' state are not part of it.
-    let mut value = serde_json::to_value(super::workers::view(worker, 0, None)).ok()?;
+    let mut value = serde_json::to_value(super::views::view(worker, 0, None)).ok()?;
     if let Some(map) = value.as_object_mut() {
         map.remove("load");
         map.remove("state");

@@ -1,7 +1,10 @@
 //! Extractors whose every rejection is an [`ApiError`], so bad bodies, paths and queries get
-//! the same problem+json shape as everything else, naming the field where serde can tell.
+//! the same problem+json shape as everything else, naming the field where serde can tell; and
+//! the parsing of values with rules of their own (a drain's deadline).
 
-use axum::body::Bytes;
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
@@ -157,9 +160,119 @@ fn clip(text: &str) -> String {
     text.chars().take(300).collect()
 }
 
+/// Longest drain deadline; a longer one counts as this.
+pub const MAX_DEADLINE: Duration = Duration::from_secs(366 * 24 * 3600);
+
+/// The rule for a deadline written as text: components such as `90s`, `5m`, `1h 30m`
+/// (units ns, us, ms, s, m, h, d, w), at most 64 characters.
+pub const DEADLINE_PATTERN: &str =
+    "^[0-9]{1,9}(ns|us|ms|s|m|h|d|w)( ?[0-9]{1,9}(ns|us|ms|s|m|h|d|w))*$";
+/// Longest deadline text.
+pub const DEADLINE_MAX_LEN: usize = 64;
+
+/// A duration written as [`DEADLINE_PATTERN`] says, or `None`.
+pub fn parse_duration_text(text: &str) -> Option<Duration> {
+    if text.is_empty() || text.len() > DEADLINE_MAX_LEN {
+        return None;
+    }
+    let mut total = Duration::ZERO;
+    let mut rest = text;
+    loop {
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        if !(1..=9).contains(&digits) {
+            return None;
+        }
+        let value: u64 = rest[..digits].parse().ok()?;
+        rest = &rest[digits..];
+        let letters = rest.bytes().take_while(u8::is_ascii_lowercase).count();
+        let unit = match &rest[..letters] {
+            "ns" => Duration::from_nanos(1),
+            "us" => Duration::from_micros(1),
+            "ms" => Duration::from_millis(1),
+            "s" => Duration::from_secs(1),
+            "m" => Duration::from_secs(60),
+            "h" => Duration::from_secs(3_600),
+            "d" => Duration::from_secs(86_400),
+            "w" => Duration::from_secs(7 * 86_400),
+            _ => return None,
+        };
+        total = total.saturating_add(unit.saturating_mul(u32::try_from(value).ok()?));
+        rest = &rest[letters..];
+        if rest.is_empty() {
+            return Some(total);
+        }
+        rest = rest.strip_prefix(' ').unwrap_or(rest);
+    }
+}
+
+/// The deadline of a drain request: text such as `90s` (see [`DEADLINE_PATTERN`]) or a whole,
+/// non-negative number of seconds. Anything else is a 400 naming `deadline`.
+pub fn parse_deadline(value: Option<&serde_json::Value>) -> Result<Option<Duration>, ApiError> {
+    let bad = |detail: String| ApiError::bad_field("deadline", detail);
+    match value {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(serde_json::Value::Number(n)) => {
+            // JSON Schema counts 344.0 as an integer: any whole number of seconds.
+            // The schema says int64: 2^63 and more are refused.
+            let too_large = match n.as_u64() {
+                Some(u) => i64::try_from(u).is_err(),
+                None => n.as_f64().is_some_and(|f| f >= 9_223_372_036_854_775_808.0),
+            };
+            if too_large {
+                return Err(bad("deadline is larger than an int64".into()));
+            }
+            let secs = n.as_u64().map(|u| u as f64).or_else(|| n.as_f64());
+            match secs {
+                Some(s) if s < 0.0 => Err(bad("deadline must not be negative".into())),
+                // Past the cap every value counts as the cap: no need to ask whether it is whole
+                // (a large one may not parse to exactly the integer it was written as).
+                Some(s) if s >= MAX_DEADLINE.as_secs_f64() => Ok(Some(MAX_DEADLINE)),
+                Some(s) if s.fract() == 0.0 => Ok(Some(Duration::from_secs_f64(
+                    s.min(MAX_DEADLINE.as_secs_f64()),
+                ))),
+                _ => Err(bad("deadline must be a whole number of seconds".into())),
+            }
+        }
+        Some(serde_json::Value::String(text)) => parse_duration_text(text)
+            .map(|d| Some(d.min(MAX_DEADLINE)))
+            .ok_or_else(|| {
+                let shown: String = text.chars().take(40).collect();
+                if shown.trim_start().starts_with('-') {
+                    bad("deadline must not be negative".into())
+                } else {
+                    bad(format!(
+                        "deadline {shown:?} is not a duration such as 90s, 5m or 1h 30m"
+                    ))
+                }
+            }),
+        Some(_) => Err(bad(
+            "deadline must be a duration such as \"90s\" or a number of seconds".into(),
+        )),
+    }
+}
+
+/// A JSON body when there is one (any Content-Type is fine for none), else the default.
+pub async fn optional_json<T: serde::de::DeserializeOwned + Default>(
+    state: &AppState,
+    req: Request,
+) -> Result<T, ApiError> {
+    let (parts, body) = req.into_parts();
+    let limit = state.http.max_body_bytes;
+    let bytes = axum::body::to_bytes(body, limit)
+        .await
+        .map_err(|_| ApiError::PayloadTooLarge { limit })?;
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    let req = Request::from_parts(parts, Body::from(bytes));
+    let ApiJson(value) = ApiJson::<T>::from_request(req, state).await?;
+    Ok(value)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     #[test]
     fn json_content_types() {
@@ -186,5 +299,61 @@ mod tests {
             field_of("Failed to deserialize the JSON body into the target type: missing field `name` at line 1 column 2").as_deref(),
             Some("name")
         );
+    }
+
+    #[test]
+    fn deadlines_parse_or_name_the_field() {
+        let ok = |v: serde_json::Value| parse_deadline(Some(&v)).expect("ok");
+        assert_eq!(ok(serde_json::json!("90s")), Some(Duration::from_secs(90)));
+        assert_eq!(
+            ok(serde_json::json!("1h 30m")),
+            Some(Duration::from_secs(5_400))
+        );
+        assert_eq!(
+            ok(serde_json::json!("1h30m")),
+            Some(Duration::from_secs(5_400))
+        );
+        assert_eq!(ok(serde_json::json!(45)), Some(Duration::from_secs(45)));
+        assert_eq!(ok(serde_json::json!(344.0)), Some(Duration::from_secs(344)));
+        // schemathesis sent this: serde_json parses it to a float a hair off the integer.
+        let large: serde_json::Value =
+            serde_json::from_str("2036819993370577.0").expect("a number");
+        assert_eq!(ok(large), Some(MAX_DEADLINE));
+        assert_eq!(
+            ok(serde_json::json!(9_000_000_000_000_000_000u64)),
+            Some(MAX_DEADLINE)
+        );
+        assert_eq!(ok(serde_json::json!("999999999w")), Some(MAX_DEADLINE));
+        assert_eq!(ok(serde_json::Value::Null), None);
+        assert_eq!(parse_deadline(None).expect("none"), None);
+        for bad in [
+            serde_json::json!("-5s"),
+            serde_json::json!(-5),
+            serde_json::json!(9_223_372_036_854_775_808u64),
+            serde_json::json!(1e30),
+            serde_json::json!(1.5),
+            serde_json::json!("soon"),
+            serde_json::json!("5 minutes"),
+            serde_json::json!(""),
+            serde_json::json!(true),
+            serde_json::json!({"s": 1}),
+        ] {
+            match parse_deadline(Some(&bad)) {
+                Err(ApiError::BadRequest { field, .. }) => {
+                    assert_eq!(field.as_deref(), Some("deadline"), "{bad}")
+                }
+                other => panic!("{bad}: {other:?}"),
+            }
+        }
+    }
+
+    proptest! {
+        /// The pattern the API documents is exactly what the parser takes.
+        #[test]
+        fn the_pattern_states_the_rule(text in "[0-9a-z -]{0,20}|[0-9]{1,10}(ns|us|ms|s|m|h|d|w|x)( ?[0-9]{1,3}(s|m|h))*") {
+            let pattern = regex::Regex::new(DEADLINE_PATTERN).expect("pattern");
+            let by_pattern = pattern.is_match(&text) && text.len() <= DEADLINE_MAX_LEN;
+            prop_assert_eq!(by_pattern, parse_duration_text(&text).is_some(), "{:?}", text);
+        }
     }
 }

@@ -2,140 +2,40 @@
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::{StatusCode, Uri};
+use axum::http::StatusCode;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::{ApiError, AppState};
+use super::AppState;
 
-/// Health or readiness status.
+/// Liveness or readiness.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct Status {
+pub struct Health {
     /// `ok`, or what is missing.
     pub status: &'static str,
 }
 
 /// Answers while the process is up.
 #[utoipa::path(get, path = "/healthz", tag = "health", operation_id = "healthz",
-    responses((status = 200, description = "The process is up", body = Status)))]
-pub async fn healthz() -> Json<Status> {
-    Json(Status { status: "ok" })
+    responses((status = 200, description = "The process is up", body = Health)))]
+pub async fn healthz() -> Json<Health> {
+    Json(Health { status: "ok" })
 }
 
 /// 200 once the caches are synced; 503 before that and during shutdown.
 #[utoipa::path(get, path = "/readyz", tag = "health", operation_id = "readyz",
     responses(
-        (status = 200, description = "Ready", body = Status),
-        (status = 503, description = "Not ready", body = Status)))]
-pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Status>) {
+        (status = 200, description = "Ready", body = Health),
+        (status = 503, description = "Not ready", body = Health)))]
+pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
     if state.is_ready() {
-        (StatusCode::OK, Json(Status { status: "ok" }))
+        (StatusCode::OK, Json(Health { status: "ok" }))
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(Status {
+            Json(Health {
                 status: "not ready",
             }),
         )
     }
-}
-
-/// Unknown routes get the same JSON error shape as everything else.
-pub async fn not_found(uri: Uri) -> ApiError {
-    ApiError::NotFound {
-        what: "route",
-        name: uri.path().chars().take(200).collect(),
-    }
-}
-
-/// Prometheus metrics in the text exposition format.
-#[utoipa::path(get, path = "/metrics", tag = "health", operation_id = "metrics",
-    responses((status = 200, description = "Prometheus text format", content_type = "application/openmetrics-text", body = String)))]
-pub async fn metrics(State(state): State<AppState>) -> impl axum::response::IntoResponse {
-    use crate::metrics::{CacheLabels, Metrics, StateLabels, WorkerLabels};
-    let text = state.metrics.render(|m| {
-        for (cache, stats, len, revision) in [
-            (
-                "schedule",
-                state.schedule.stats(),
-                state.schedule.len(),
-                state.schedule.revision(),
-            ),
-            (
-                "workers",
-                state.workers.stats(),
-                state.workers.len(),
-                state.workers.revision(),
-            ),
-            (
-                "resources",
-                state.resources.stats(),
-                state.resources.len(),
-                state.resources.revision(),
-            ),
-            (
-                "masters",
-                state.candidates.stats(),
-                state.candidates.len(),
-                state.candidates.revision(),
-            ),
-        ] {
-            let labels = CacheLabels {
-                cache: cache.to_owned(),
-            };
-            m.cache_objects.get_or_create(&labels).set(len as i64);
-            m.cache_revision.get_or_create(&labels).set(revision);
-            Metrics::catch_up(&m.watch_events.get_or_create(&labels), stats.events);
-            Metrics::catch_up(&m.relists.get_or_create(&labels), stats.lists);
-            Metrics::catch_up(&m.malformed.get_or_create(&labels), stats.malformed);
-        }
-        m.is_leader
-            .set(i64::from(state.leader.leadership().is_leader()));
-        // One pass over the resources for every figure that needs loads.
-        let loads = super::workers::loads(&state);
-        let scheduling = super::fleet::scheduling_with(&state, Some(&loads));
-        m.frozen.set(i64::from(scheduling.frozen));
-        m.cordoned.set(scheduling.cordoned as i64);
-        m.departed.set(scheduling.departed.len() as i64);
-        let draining = super::fleet::controls(&state)
-            .iter()
-            .filter(|(id, c)| c.drain.is_some() && loads.get(*id).copied().unwrap_or(0) > 0)
-            .count();
-        m.draining.set(draining as i64);
-        m.workers.set(state.workers.len() as i64);
-        m.worker_load.clear();
-        for (worker, load) in loads {
-            m.worker_load
-                .get_or_create(&WorkerLabels { worker })
-                .set(load as i64);
-        }
-        let mut by_state: std::collections::BTreeMap<String, i64> =
-            crate::model::status::TaskState::ALL
-                .iter()
-                .map(|s| s.as_str())
-                .chain([super::status::UNKNOWN])
-                .map(|s| (s.to_owned(), 0))
-                .collect();
-        let mut restarts = 0i64;
-        state.resources.with(|objects, _| {
-            for entry in objects.values() {
-                let view = super::status::StatusView::of(entry, &state.statuses);
-                restarts += i64::from(view.restarts);
-                *by_state.entry(view.state).or_insert(0) += 1;
-            }
-        });
-        for (task_state, count) in by_state {
-            m.tasks
-                .get_or_create(&StateLabels { state: task_state })
-                .set(count);
-        }
-        m.task_restarts.set(restarts);
-    });
-    (
-        [(
-            axum::http::header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        text,
-    )
 }

@@ -21,7 +21,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::extract::ApiQuery;
 use super::resources::{ResourceList, ResourceView};
-use super::status::{StatusView, UNKNOWN, parse_state};
+use super::status_view::{StatusView, UNKNOWN, parse_state};
 use super::{ApiError, AppState, revision_header};
 use crate::etcd::cache::{Entry, Index, Name, Objects};
 use crate::model::name;

@@ -11,14 +11,17 @@ pub mod dashboard;
 pub mod error;
 pub mod events;
 pub mod extract;
-pub mod fleet;
 pub mod health;
+pub mod history;
 pub mod listing;
+pub mod metrics;
 pub mod openapi;
+pub mod placement;
 pub mod proxy;
 pub mod resources;
-pub mod status;
+pub mod status_view;
 pub mod tasks;
+pub mod views;
 pub mod workers;
 
 use std::sync::Arc;
@@ -125,46 +128,11 @@ impl AppParts {
         self.known_leader().map(|c| c.url)
     }
 
-    /// The API error for a failed leader write on resource `name`.
-    pub fn write_error(&self, name: &str, error: WriteError) -> ApiError {
-        let name: String = name.chars().take(200).collect();
-        match error {
-            WriteError::NotLeader => ApiError::NotLeader {
-                leader: self.leader_url().filter(|u| *u != self.me.url),
-            },
-            WriteError::Deposed => ApiError::NotLeader { leader: None },
-            WriteError::TakingOver => {
-                ApiError::unavailable("this master was just elected and is taking over")
-            }
-            WriteError::Exists => ApiError::Conflict {
-                what: "resource",
-                name,
-            },
-            WriteError::NotFound => ApiError::NotFound {
-                what: "resource",
-                name,
-            },
-            WriteError::PreconditionFailed => ApiError::PreconditionFailed,
-            WriteError::UnknownWorker(id) => ApiError::StateConflict {
-                slug: "unknown-worker",
-                title: "No such worker",
-                detail: format!(
-                    "no registered worker has id {:?}",
-                    id.chars().take(200).collect::<String>()
-                ),
-                field: Some("assigned_node".to_owned()),
-            },
-            WriteError::Invalid(field, detail) => ApiError::Unprocessable {
-                detail,
-                field: Some(field.to_owned()),
-            },
-            WriteError::Contended => ApiError::unavailable("the resource kept changing; retry"),
-            WriteError::Etcd(e) => {
-                tracing::warn!(error = %e, "etcd write failed");
-                ApiError::unavailable("etcd did not answer in time; retry")
-            }
-            other => ApiError::Internal(other.to_string()),
-        }
+    /// The API error for a failed leader write on the `what` (`resource`, `worker`,
+    /// `cluster`) named `name`.
+    pub fn write_error(&self, what: &'static str, name: &str, error: WriteError) -> ApiError {
+        let leader = self.leader_url().filter(|u| *u != self.me.url);
+        error::from_write(error, what, name, leader)
     }
 }
 
@@ -183,12 +151,12 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(health::readyz))
         .route("/api/v1/workers", get(workers::list))
         .route("/api/v1/workers/{id}", get(workers::get_one))
-        .route("/api/v1/workers/{id}/cordon", post(fleet::cordon))
-        .route("/api/v1/workers/{id}/uncordon", post(fleet::uncordon))
-        .route("/api/v1/workers/{id}/drain", post(fleet::drain))
-        .route("/api/v1/cluster/thaw", post(fleet::thaw))
-        .route("/api/v1/placement/preview", post(fleet::preview))
-        .route("/api/v1/resources/{name}/history", get(fleet::history))
+        .route("/api/v1/workers/{id}/cordon", post(workers::cordon))
+        .route("/api/v1/workers/{id}/uncordon", post(workers::uncordon))
+        .route("/api/v1/workers/{id}/drain", post(workers::drain))
+        .route("/api/v1/cluster/thaw", post(cluster::thaw))
+        .route("/api/v1/placement/preview", post(placement::preview))
+        .route("/api/v1/resources/{name}/history", get(history::history))
         .route(
             "/api/v1/resources",
             get(listing::list).post(resources::create),
@@ -207,14 +175,14 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/api/v1/cluster", get(cluster::get))
         .route("/api/v1/summary", get(listing::summary))
-        .route("/metrics", get(health::metrics))
+        .route("/metrics", get(metrics::render))
         .route("/api/v1/events", get(events::stream))
         .route(
             "/crawler/resource",
             post(compat::add).delete(compat::remove),
         )
         .merge(openapi::routes())
-        .fallback(health::not_found)
+        .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))
         .layer(from_fn_with_state(state.clone(), proxy::forward_writes))
@@ -237,6 +205,14 @@ pub fn router(state: AppState) -> Router {
 
 async fn method_not_allowed() -> ApiError {
     ApiError::MethodNotAllowed
+}
+
+/// Unknown routes get the same JSON error shape as everything else.
+async fn not_found(uri: axum::http::Uri) -> ApiError {
+    ApiError::NotFound {
+        what: "route",
+        name: error::shown(uri.path()),
+    }
 }
 
 /// Header carrying the request id; kept from the client or a forwarding master, else made here.

@@ -24,16 +24,16 @@ use crate::model::status::TaskState;
     paths(
         super::health::healthz,
         super::health::readyz,
-        super::health::metrics,
+        super::metrics::render,
         super::dashboard::page,
         super::workers::list,
         super::workers::get_one,
-        super::fleet::cordon,
-        super::fleet::uncordon,
-        super::fleet::drain,
-        super::fleet::thaw,
-        super::fleet::preview,
-        super::fleet::history,
+        super::workers::cordon,
+        super::workers::uncordon,
+        super::workers::drain,
+        super::cluster::thaw,
+        super::placement::preview,
+        super::history::history,
         super::resources::create,
         super::listing::list,
         super::listing::summary,
@@ -50,8 +50,8 @@ use crate::model::status::TaskState;
     ),
     components(schemas(
         super::Problem,
-        super::health::Status,
-        super::workers::WorkerView,
+        super::health::Health,
+        super::views::WorkerView,
         super::workers::WorkerList,
         super::resources::ResourceView,
         super::resources::AssignedNode,
@@ -60,7 +60,7 @@ use crate::model::status::TaskState;
         super::resources::CreateResource,
         super::resources::ReplaceResource,
         super::resources::PatchResource,
-        super::status::StatusView,
+        super::status_view::StatusView,
         super::events::FeedEvent,
         super::events::StreamNotice,
         super::events::StreamData,
@@ -71,17 +71,17 @@ use crate::model::status::TaskState;
         super::cluster::ClusterView,
         super::cluster::MasterView,
         super::cluster::SelfView,
-        super::fleet::ControlView,
-        super::fleet::ControlAnswer,
-        super::fleet::DrainView,
-        super::fleet::DrainRequest,
-        super::fleet::SchedulingView,
-        super::fleet::DepartedView,
-        super::fleet::PreviewRequest,
-        super::fleet::PreviewAnswer,
-        super::fleet::PlannedMove,
-        super::fleet::HistoryView,
-        super::fleet::HistoryItem,
+        super::views::ControlView,
+        super::workers::ControlAnswer,
+        super::views::DrainView,
+        super::workers::DrainRequest,
+        super::views::SchedulingView,
+        super::views::DepartedView,
+        super::placement::PreviewRequest,
+        super::placement::PreviewAnswer,
+        super::placement::PlannedMove,
+        super::history::HistoryView,
+        super::history::HistoryItem,
     )),
     tags(
         (name = "workers", description = "Crawler workers discovered through etcd"),
@@ -130,8 +130,8 @@ fn deadline_schema() -> Schema {
     let text = ObjectBuilder::new()
         .schema_type(Type::String)
         .min_length(Some(1))
-        .max_length(Some(super::fleet::DEADLINE_MAX_LEN))
-        .pattern(Some(super::fleet::DEADLINE_PATTERN))
+        .max_length(Some(super::extract::DEADLINE_MAX_LEN))
+        .pattern(Some(super::extract::DEADLINE_PATTERN))
         .build();
     let seconds = ObjectBuilder::new()
         .schema_type(Type::Integer)
@@ -270,7 +270,7 @@ fn constrain_parameters(op: &mut Operation) {
                     TaskState::ALL
                         .iter()
                         .map(|s| s.as_str())
-                        .chain([super::status::UNKNOWN]),
+                        .chain([super::status_view::UNKNOWN]),
                 ))
                 .build(),
             _ => continue,

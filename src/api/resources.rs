@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::extract::{ApiJson, ApiPath};
-use super::status::StatusView;
+use super::status_view::StatusView;
 use super::{ApiError, AppState, revision_header};
 use crate::etcd::cache::{Entry, Store};
 use crate::master::leader::WriteError;
@@ -213,10 +213,6 @@ pub fn checked_name(raw: &str) -> Result<&str, ApiError> {
     Ok(raw)
 }
 
-fn shown(name: &str) -> String {
-    name.chars().take(200).collect()
-}
-
 /// Creates a resource and assigns it to the least-loaded worker with room (or leaves it
 /// unassigned until one has room).
 #[utoipa::path(post, path = "/api/v1/resources", tag = "resources", operation_id = "create_resource",
@@ -241,7 +237,7 @@ pub async fn create(
         .leader
         .create(name)
         .await
-        .map_err(|e| state.write_error(name, e))?;
+        .map_err(|e| state.write_error("resource", name, e))?;
     let location = format!("/api/v1/resources/{name}");
     Ok((
         StatusCode::CREATED,
@@ -277,7 +273,7 @@ pub async fn get_one(
         .get(name)
         .ok_or_else(|| ApiError::NotFound {
             what: "resource",
-            name: shown(name),
+            name: super::error::shown(name),
         })?;
     let tag = HeaderValue::from_str(&etag(entry.mod_revision))
         .map_err(|e| ApiError::Internal(e.to_string()))?;
@@ -310,7 +306,7 @@ pub async fn delete(
         .leader
         .delete(name, wanted)
         .await
-        .map_err(|e| state.write_error(name, e))?;
+        .map_err(|e| state.write_error("resource", name, e))?;
     Ok((StatusCode::NO_CONTENT, [revision_header(revision)]))
 }
 
@@ -379,7 +375,7 @@ pub async fn replace(
             wanted,
         )
         .await
-        .map_err(|e| state.write_error(name, e))?;
+        .map_err(|e| state.write_error("resource", name, e))?;
     updated(&state, created)
 }
 
@@ -433,7 +429,7 @@ pub async fn patch(
             wanted,
         )
         .await
-        .map_err(|e| state.write_error(name, e))?;
+        .map_err(|e| state.write_error("resource", name, e))?;
     updated(&state, created)
 }
 

@@ -119,6 +119,6 @@ pub async fn restart(
             None,
         )
         .await
-        .map_err(|e| state.write_error(name, e))?;
+        .map_err(|e| state.write_error("resource", name, e))?;
     updated(&state, created)
 }

@@ -1,37 +1,16 @@
-//! Read-only worker listings, served from the workers cache.
-
-use std::collections::{BTreeMap, HashMap};
+//! The workers: read-only listings from the workers cache, and operators' commands on one
+//! worker (cordon, uncordon, drain), which are writes that followers forward to the leader.
 
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{Request, State};
 use axum::response::IntoResponse;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::extract::ApiPath;
+use super::extract::{ApiPath, optional_json, parse_deadline};
+use super::views::{ControlView, WorkerView, control_view, controls, loads, view};
 use super::{ApiError, AppState, revision_header};
-use crate::model::registry::Worker;
 use crate::model::schedule::Control;
-
-/// A worker, as listed by the API.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct WorkerView {
-    /// Node id, e.g. `go.micro.server.worker-2`.
-    pub id: String,
-    /// Address the worker advertises.
-    pub address: String,
-    /// Node metadata (service metadata merged under it).
-    pub metadata: BTreeMap<String, String>,
-    /// Version the worker registered with.
-    pub version: String,
-    /// Most resources it takes; absent when unbounded.
-    pub capacity: Option<u32>,
-    /// Resources currently assigned to it.
-    pub load: usize,
-    /// Operators' state: `ready`, `cordoned`, `draining` or `drained`, with details.
-    #[serde(flatten)]
-    pub control: super::fleet::ControlView,
-}
 
 /// A list of workers.
 #[derive(Debug, Serialize, ToSchema)]
@@ -40,39 +19,13 @@ pub struct WorkerList {
     pub items: Vec<WorkerView>,
 }
 
-/// The API view of a worker with `load` resources and operators' `control`.
-pub fn view(worker: &Worker, load: usize, control: Option<&Control>) -> WorkerView {
-    WorkerView {
-        control: super::fleet::control_view(control, load),
-        id: worker.id.clone(),
-        address: worker.address.clone(),
-        metadata: worker.metadata_map(),
-        version: worker.version.clone(),
-        capacity: worker.capacity(),
-        load,
-    }
-}
-
-/// Counts resources per assigned worker in one pass over the resources cache.
-pub fn loads(state: &AppState) -> HashMap<String, usize> {
-    state.resources.with(|objects, _| {
-        let mut loads = HashMap::new();
-        for entry in objects.values() {
-            if let Some(worker) = entry.value.assigned_worker() {
-                *loads.entry(worker.to_owned()).or_insert(0) += 1;
-            }
-        }
-        loads
-    })
-}
-
 /// Lists the registered workers, sorted by id.
 #[utoipa::path(get, path = "/api/v1/workers", tag = "workers", operation_id = "list_workers",
     responses((status = 200, description = "All workers", body = WorkerList,
         headers(("x-etcd-revision" = i64, description = "etcd revision the cache reflected")))))]
 pub async fn list(State(state): State<AppState>) -> impl IntoResponse {
     let loads = loads(&state);
-    let controls = super::fleet::controls(&state);
+    let controls = controls(&state);
     let (items, revision) = state.workers.with(|objects, revision| {
         let mut items: Vec<WorkerView> = objects
             .values()
@@ -116,12 +69,102 @@ pub async fn get_one(
     });
     let worker = found.ok_or_else(|| ApiError::NotFound {
         what: "worker",
-        name: id.chars().take(200).collect(),
+        name: super::error::shown(&id),
     })?;
     let load = loads(&state).get(&worker.id).copied().unwrap_or(0);
-    let controls = super::fleet::controls(&state);
+    let controls = controls(&state);
     Ok((
         [revision_header(revision)],
         Json(view(&worker, load, controls.get(&worker.id))),
     ))
+}
+/// The answer to cordon, uncordon and drain: the worker's id and operators' state.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ControlAnswer {
+    /// Node id.
+    pub id: String,
+    /// Its state.
+    #[serde(flatten)]
+    pub control: ControlView,
+}
+
+fn answer(state: &AppState, id: &str, control: Option<&Control>) -> Json<ControlAnswer> {
+    let load = loads(state).get(id).copied().unwrap_or(0);
+    Json(ControlAnswer {
+        id: id.to_owned(),
+        control: control_view(control, load),
+    })
+}
+
+/// Cordons a worker: it takes no new task; what it holds stays.
+#[utoipa::path(post, path = "/api/v1/workers/{id}/cordon", tag = "workers", operation_id = "cordon_worker",
+    params(("id" = String, Path, description = "Node id of a registered worker")),
+    responses(
+        (status = 200, description = "Cordoned", body = ControlAnswer),
+        (status = 404, description = "No such worker", body = super::Problem, content_type = "application/problem+json")))]
+pub async fn cordon(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Json<ControlAnswer>, ApiError> {
+    let control = state
+        .leader
+        .cordon(&id)
+        .await
+        .map_err(|e| state.write_error("worker", &id, e))?;
+    Ok(answer(&state, &id, Some(&control)))
+}
+
+/// Lifts a worker's cordon, and stops its drain.
+#[utoipa::path(post, path = "/api/v1/workers/{id}/uncordon", tag = "workers", operation_id = "uncordon_worker",
+    params(("id" = String, Path, description = "Node id of a registered or cordoned worker")),
+    responses(
+        (status = 200, description = "Ready again", body = ControlAnswer),
+        (status = 404, description = "No such worker", body = super::Problem, content_type = "application/problem+json")))]
+pub async fn uncordon(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Json<ControlAnswer>, ApiError> {
+    state
+        .leader
+        .uncordon(&id)
+        .await
+        .map_err(|e| state.write_error("worker", &id, e))?;
+    Ok(answer(&state, &id, None))
+}
+
+/// A drain request. The body is optional.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DrainRequest {
+    /// How long until the remaining tasks move regardless of the reassignment rate: a
+    /// duration such as `90s`, `5m` or `1h 30m`, or a whole number of seconds (longer than
+    /// 366 days counts as 366 days). Without one, the drain goes at the rate until done.
+    #[schema(value_type = Option<String>, example = "5m")]
+    pub deadline: Option<serde_json::Value>,
+}
+
+/// Drains a worker: it is cordoned and its tasks move to other workers at the reassignment
+/// rate (all of them once the deadline passes). The drain is done when the worker holds none.
+#[utoipa::path(post, path = "/api/v1/workers/{id}/drain", tag = "workers", operation_id = "drain_worker",
+    params(("id" = String, Path, description = "Node id of a registered worker")),
+    request_body(content = DrainRequest, description = "Optional: a deadline", content_type = "application/json"),
+    responses(
+        (status = 200, description = "Draining", body = ControlAnswer),
+        (status = 400, description = "The deadline is negative or not a duration", body = super::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such worker", body = super::Problem, content_type = "application/problem+json"),
+        (status = 415, description = "A body that is not JSON", body = super::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "A body that is not a drain request", body = super::Problem, content_type = "application/problem+json")))]
+pub async fn drain(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+    req: Request,
+) -> Result<Json<ControlAnswer>, ApiError> {
+    let request = optional_json::<DrainRequest>(&state, req).await?;
+    let deadline = parse_deadline(request.deadline.as_ref())?;
+    let control = state
+        .leader
+        .drain(&id, deadline)
+        .await
+        .map_err(|e| state.write_error("worker", &id, e))?;
+    Ok(answer(&state, &id, Some(&control)))
 }
