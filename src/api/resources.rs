@@ -313,7 +313,7 @@ pub async fn delete(
 /// The answer to a write that changed a resource: its view, revision and new ETag.
 pub fn updated(
     state: &AppState,
-    created: crate::master::leader::Created,
+    created: crate::master::leader::Written,
 ) -> Result<impl IntoResponse + use<>, ApiError> {
     Ok((
         [

@@ -8,8 +8,8 @@
 //! given to another worker. On SIGTERM it stops its tasks, then revokes its lease.
 
 pub mod registration;
+pub mod reporter;
 pub mod runner;
-pub mod status;
 pub mod supervisor;
 pub mod tasklog;
 
@@ -38,8 +38,8 @@ use crate::etcd::cache::{self, Store};
 use crate::model::registry::{self, CAPACITY_KEY};
 use crate::model::resource::Resource;
 use crate::model::status::TaskStatus;
+use reporter::Reports;
 use runner::TaskSpec;
-use status::Reports;
 use supervisor::{Policy, Supervisor};
 
 /// The worker's health route (compose healthchecks and tests use it).
@@ -327,7 +327,7 @@ pub async fn run(
     let policy = Policy::new(&config.worker, &node_id);
     let reports = Reports::default();
     let lease_watch = registration::LeaseWatch::default();
-    background.spawn(status::run(
+    background.spawn(reporter::run(
         client.clone(),
         config.keys.clone(),
         reports.clone(),

@@ -20,8 +20,8 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use super::reporter::Reports;
 use super::runner::{self, TaskSpec};
-use super::status::Reports;
 use super::tasklog::TaskLog;
 use crate::config::{Runners, WorkerConfig};
 use crate::etcd::backoff::Backoff;

@@ -10,16 +10,16 @@
 //! handed out in fenced txns of at most [`BATCH`] operations.
 //!
 //! The scheduling policy (grace period, storm guard, rate limit, drains, rebalancing) runs in
-//! `fleet.rs` over the decisions of [`crate::master::policy`]; operators' requests (cordon,
+//! `scheduling.rs` over the decisions of [`crate::master::policy`]; operators' requests (cordon,
 //! drain, thaw, a placement preview) are in `operators.rs`, and assignment histories, written in
 //! the same txn as each assignment, in `history.rs`.
 
-mod assignments;
-mod fleet;
+mod assignment_keys;
 mod history;
 mod operators;
 mod reassign;
 mod requests;
+mod scheduling;
 mod takeover;
 pub mod writes;
 
@@ -75,15 +75,15 @@ struct Inner {
     /// Task statuses: a task that completed stops counting against its worker's capacity.
     statuses: Store<TaskStatus>,
     placement: Mutex<Placement>,
-    /// The fleet's scheduling state; lock after the placement when both are needed.
-    fleet: Mutex<fleet::Fleet>,
+    /// The scheduling's scheduling state; lock after the placement when both are needed.
+    scheduling: Mutex<scheduling::Scheduling>,
     ids: Generator,
     /// Revision of resources the placement has applied.
     applied: watch::Sender<i64>,
     /// Wakes the reconciler.
     kick: Notify,
     /// Which worker's assignment key holds each resource.
-    ledger: Mutex<assignments::Ledger>,
+    ledger: Mutex<assignment_keys::Ledger>,
 }
 
 /// The leader's duties. Cheap to clone; write methods refuse unless this master leads.
@@ -103,9 +103,9 @@ pub struct LeaderCaches {
     pub statuses: Store<TaskStatus>,
 }
 
-/// A resource the leader created.
+/// A resource as the leader wrote it (created or updated).
 #[derive(Debug, Clone)]
-pub struct Created {
+pub struct Written {
     /// The stored value.
     pub resource: Resource,
     /// Revision of the write.
@@ -127,7 +127,7 @@ impl Leader {
             workers,
             statuses,
         } = caches;
-        let fleet = fleet::Fleet::new(
+        let scheduling = scheduling::Scheduling::new(
             config.scheduling.reassign_rate,
             crate::model::status::now_ms(),
         );
@@ -141,7 +141,7 @@ impl Leader {
                 workers,
                 statuses,
                 placement: Mutex::new(Placement::new()),
-                fleet: Mutex::new(fleet),
+                scheduling: Mutex::new(scheduling),
                 ids,
                 applied: watch::channel(0).0,
                 kick: Notify::new(),
@@ -159,8 +159,11 @@ impl Leader {
             .unwrap_or_else(|p| p.into_inner())
     }
 
-    fn fleet(&self) -> MutexGuard<'_, fleet::Fleet> {
-        self.inner.fleet.lock().unwrap_or_else(|p| p.into_inner())
+    fn scheduling(&self) -> MutexGuard<'_, scheduling::Scheduling> {
+        self.inner
+            .scheduling
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
     }
 
     /// The leadership this leader acts for.

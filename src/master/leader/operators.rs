@@ -1,6 +1,6 @@
 //! What operators ask of the leader: cordon, uncordon and drain a worker, thaw a storm
 //! freeze, and preview a placement. Each change is one fenced write under the schedule
-//! prefix, adopted by the leader's fleet and placement once written.
+//! prefix, adopted by the leader's scheduling and placement once written.
 
 use std::time::Duration;
 
@@ -39,7 +39,9 @@ impl Leader {
         )
         .await?;
         self.placement().set_cordoned(id, true);
-        self.fleet().controls.insert(id.to_owned(), control.clone());
+        self.scheduling()
+            .controls
+            .insert(id.to_owned(), control.clone());
         self.inner.kick.notify_one();
         Ok(control)
     }
@@ -50,7 +52,7 @@ impl Leader {
         if !self.registered(id) {
             return Err(WriteError::UnknownWorker(id.to_owned()));
         }
-        let existing = self.fleet().controls.get(id).cloned();
+        let existing = self.scheduling().controls.get(id).cloned();
         let control = existing.unwrap_or(Control {
             cordoned_at_ms: now_ms(),
             drain: None,
@@ -68,7 +70,7 @@ impl Leader {
         }
         let now = now_ms();
         let cordoned_at_ms = self
-            .fleet()
+            .scheduling()
             .controls
             .get(id)
             .map_or(now, |c| c.cordoned_at_ms);
@@ -92,7 +94,7 @@ impl Leader {
     /// nor cordoned.
     pub async fn uncordon(&self, id: &str) -> Result<(), WriteError> {
         let fence = self.fence()?;
-        let cordoned = self.fleet().controls.contains_key(id);
+        let cordoned = self.scheduling().controls.contains_key(id);
         if !cordoned && !self.registered(id) {
             return Err(WriteError::UnknownWorker(id.to_owned()));
         }
@@ -100,7 +102,7 @@ impl Leader {
             let key = self.inner.config.keys.control_key(id);
             self.write(&fence, vec![], vec![TxnOp::delete(key, None)])
                 .await?;
-            self.fleet().controls.remove(id);
+            self.scheduling().controls.remove(id);
             info!(worker = %id, "uncordoned");
         }
         self.placement().set_cordoned(id, false);
@@ -112,9 +114,9 @@ impl Leader {
     /// was a storm).
     pub async fn thaw(&self) -> Result<Option<Storm>, WriteError> {
         let fence = self.fence()?;
-        let current = self.fleet().storm.clone();
+        let current = self.scheduling().storm.clone();
         let Some(storm) = current.filter(|s| s.frozen) else {
-            return Ok(self.fleet().storm.clone());
+            return Ok(self.scheduling().storm.clone());
         };
         let thawed = Storm {
             frozen: false,

@@ -9,7 +9,7 @@ use etcd_client::{Compare, CompareOp, TxnOp};
 use tokio::sync::broadcast;
 use tracing::{info, warn};
 
-use super::{BATCH, Leader, MOVES, WriteError, assignments};
+use super::{BATCH, Leader, MOVES, WriteError, assignment_keys};
 
 /// Batches of moves written concurrently.
 const IN_FLIGHT: usize = 4;
@@ -69,7 +69,7 @@ impl Leader {
                         // Moves only: a new resource's start is its creation time.
                         let before = placement.assigned(name);
                         if worker.is_some() && before.is_some() && before != worker {
-                            self.fleet().recent.insert(name.to_string(), now);
+                            self.scheduling().recent.insert(name.to_string(), now);
                         }
                         placement.set_resource_shared(name, Some(worker), change.revision);
                         placement.set_done(name, self.completed(name, worker, new.mod_revision));
@@ -99,27 +99,27 @@ impl Leader {
         }
         let now = crate::model::status::now_ms();
         let mut placement = self.placement();
-        let mut fleet = self.fleet();
+        let mut scheduling = self.scheduling();
         for event in &change.events {
             match event {
                 Event::Added { new, .. } | Event::Modified { new, .. } => {
                     let w = &new.value;
                     let known = placement.has_worker(&w.id);
                     placement.upsert_worker(&w.id, &w.address, w.capacity());
-                    if fleet.departed.remove(&w.id).is_some() {
+                    if scheduling.departed.remove(&w.id).is_some() {
                         info!(worker = %w.id, tasks = placement.held_by(&w.id), "worker is back: it keeps its tasks");
                     } else if !known {
-                        fleet.rebalance_asked = true;
+                        scheduling.rebalance_asked = true;
                     }
                 }
                 Event::Deleted { old, .. } => {
                     let id = &old.value.id;
                     placement.remove_worker(id, change.revision);
-                    fleet.departed.entry(id.clone()).or_insert(now);
+                    scheduling.departed.entry(id.clone()).or_insert(now);
                 }
             }
         }
-        drop(fleet);
+        drop(scheduling);
         if placement.pending() > 0 {
             self.inner.kick.notify_one();
         }
@@ -162,16 +162,16 @@ impl Leader {
         self.place(&mut placement, &resources);
         // The operators' cordons and the releases carry over.
         let mut current = self.placement();
-        let fleet = self.fleet();
-        for id in fleet.controls.keys() {
+        let scheduling = self.scheduling();
+        for id in scheduling.controls.keys() {
             placement.set_cordoned(id, true);
         }
-        for id in fleet.departed.keys() {
+        for id in scheduling.departed.keys() {
             if current.is_released(id) {
                 placement.release(id);
             }
         }
-        drop(fleet);
+        drop(scheduling);
         *current = placement;
         drop(current);
         self.inner.applied.send_replace(resources.revision);
@@ -186,7 +186,7 @@ impl Leader {
                 return Ok(());
             }
             let workers_revision = self.inner.workers.revision();
-            let mut orphans = if self.fleet().frozen() {
+            let mut orphans = if self.scheduling().frozen() {
                 0
             } else {
                 self.tokens()
@@ -273,7 +273,7 @@ impl Leader {
             let key = self.inner.config.keys.resource_key(&m.name);
             let compare = Compare::mod_revision(key.as_bytes(), CompareOp::Equal, mod_revision);
             let value = serde_json::to_vec(&moved)?;
-            ops.extend(assignments::ops(
+            ops.extend(assignment_keys::ops(
                 &self.inner.config.keys,
                 &m.name,
                 before.as_deref(),

@@ -7,7 +7,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use etcd_client::{Compare, CompareOp, TxnOp};
 use tracing::debug;
 
-use super::{Created, Leader, WriteError, assignments};
+use super::{Leader, WriteError, Written, assignment_keys};
 use crate::etcd::cache::Object;
 use crate::etcd::timed;
 use crate::master::leadership::Fence;
@@ -19,7 +19,7 @@ use crate::model::status::now_ms;
 impl Leader {
     /// Creates resource `name` (already validated), assigned to the least-loaded worker with
     /// room, or unassigned when there is none. Fails with `Exists` when the name is taken.
-    pub async fn create(&self, name: &str) -> Result<Created, WriteError> {
+    pub async fn create(&self, name: &str) -> Result<Written, WriteError> {
         let fence = self.fence()?;
         let created = self.create_fenced(&fence, name).await?;
         self.wait_applied(created.revision).await;
@@ -30,7 +30,7 @@ impl Leader {
         &self,
         fence: &Fence,
         name: &str,
-    ) -> Result<Created, WriteError> {
+    ) -> Result<Written, WriteError> {
         let reservation = self.placement().reserve();
         let release = |p: &mut Placement| {
             if let Some(r) = &reservation {
@@ -55,7 +55,7 @@ impl Leader {
         // A new resource starts a new history, whatever an earlier one of that name left.
         let history = self.history_op(name, None, entry)?;
         let before = self.key_holder(name);
-        let mut ops = assignments::ops(
+        let mut ops = assignment_keys::ops(
             &self.inner.config.keys,
             name,
             before.as_deref(),
@@ -84,7 +84,7 @@ impl Leader {
                 }
                 self.inner.metrics.moved(Reason::Created.as_str(), 1);
                 debug!(%name, id = %resource.id, node = %resource.assigned_node, revision = w.revision, "created");
-                Ok(Created {
+                Ok(Written {
                     resource,
                     revision: w.revision,
                 })
@@ -168,7 +168,7 @@ impl Leader {
         change: impl Fn(&mut Resource) -> Result<(), WriteError>,
         pin: Option<&str>,
         if_match: Option<i64>,
-    ) -> Result<Created, WriteError> {
+    ) -> Result<Written, WriteError> {
         let fence = self.fence()?;
         let pinned = match pin {
             Some(id) => {
@@ -197,7 +197,7 @@ impl Leader {
             }
             let value = serde_json::to_vec(&resource)?;
             let holder = self.key_holder(name);
-            let mut ops = assignments::ops(
+            let mut ops = assignment_keys::ops(
                 &self.inner.config.keys,
                 name,
                 holder.as_deref().or(before.assigned_worker()),
@@ -230,7 +230,7 @@ impl Leader {
                     self.inner.metrics.moved(reason.as_str(), 1);
                 }
                 self.wait_applied(written.revision).await;
-                return Ok(Created {
+                return Ok(Written {
                     resource,
                     revision: written.revision,
                 });

@@ -1,5 +1,5 @@
 //! The take-over that starts every term: load the scheduling state and workers from etcd and
-//! the resources from this master's cache into a new placement and fleet, add the missing seed
+//! the resources from this master's cache into a new placement and scheduling, add the missing seed
 //! tasks, and assign the resources that have no worker. Those of absent workers are not moved
 //! here: their grace period runs from the departure etcd records (or from now, for a departure
 //! no leader saw), and a storm freeze etcd holds stays in force.
@@ -8,7 +8,7 @@ use std::collections::{HashMap, HashSet};
 
 use tracing::info;
 
-use super::fleet::Fleet;
+use super::scheduling::Scheduling;
 use super::{Leader, MOVES, WriteError};
 use crate::etcd::cache::Object;
 use crate::etcd::cache::watcher::name_of;
@@ -34,7 +34,7 @@ impl Leader {
         self.inner.statuses.wait_ready().await;
         self.inner.workers.wait_ready().await;
         self.reset_assignments();
-        let (mut placement, fleet, workers, workers_revision) = self.load_scheduling().await?;
+        let (mut placement, scheduling, workers, workers_revision) = self.load_scheduling().await?;
         let snapshot = self.inner.resources.snapshot();
         let revision = snapshot.revision;
         let seeds: HashSet<&str> = self.inner.config.seeds.iter().map(String::as_str).collect();
@@ -60,14 +60,17 @@ impl Leader {
             workers_revision,
             resources,
             workers,
-            departed = fleet.departed.len(),
-            cordoned = fleet.controls.len(),
-            frozen = fleet.frozen(),
+            departed = scheduling.departed.len(),
+            cordoned = scheduling.controls.len(),
+            frozen = scheduling.frozen(),
             "leader loaded the scheduling state, resources and workers"
         );
-        self.inner.metrics.frozen.set(i64::from(fleet.frozen()));
+        self.inner
+            .metrics
+            .frozen
+            .set(i64::from(scheduling.frozen()));
         *self.placement() = placement;
-        *self.fleet() = fleet;
+        *self.scheduling() = scheduling;
         crate::etcd::cache::release_free_memory();
         self.inner.applied.send_replace(revision);
         for seed in &self.inner.config.seeds {
@@ -105,14 +108,14 @@ impl Leader {
 
 impl Leader {
     /// The scheduling state and the workers at etcd's current revision, in a new placement and
-    /// fleet; the number of workers and the revision.
-    async fn load_scheduling(&self) -> Result<(Placement, Fleet, usize, i64), WriteError> {
+    /// scheduling; the number of workers and the revision.
+    async fn load_scheduling(&self) -> Result<(Placement, Scheduling, usize, i64), WriteError> {
         let revision = self.current_revision().await?;
         let deadline = self.inner.config.request_timeout;
         let keys = &self.inner.config.keys;
         let client = &self.inner.client;
         let mut placement = Placement::new();
-        let mut fleet = Fleet::new(
+        let mut scheduling = Scheduling::new(
             self.inner.config.scheduling.reassign_rate,
             crate::model::status::now_ms(),
         );
@@ -121,13 +124,13 @@ impl Leader {
                 match record {
                     Record::Control(id, control) => {
                         placement.set_cordoned(&id, true);
-                        fleet.controls.insert(id, control);
+                        scheduling.controls.insert(id, control);
                     }
                     Record::Departed(id, d) => {
-                        fleet.recorded.insert(id.clone());
-                        fleet.departed.insert(id, d.at_ms);
+                        scheduling.recorded.insert(id.clone());
+                        scheduling.departed.insert(id, d.at_ms);
                     }
-                    Record::Storm(storm) => fleet.storm = Some(storm),
+                    Record::Storm(storm) => scheduling.storm = Some(storm),
                 }
             }
         })
@@ -137,12 +140,12 @@ impl Leader {
             for (w, _) in decode_all::<Worker>(&keys.worker_prefix, &kvs) {
                 placement.upsert_worker(&w.id, &w.address, w.capacity());
                 // Back while no leader watched: it keeps its tasks.
-                fleet.departed.remove(&w.id);
+                scheduling.departed.remove(&w.id);
                 workers += 1;
             }
         })
         .await?;
-        Ok((placement, fleet, workers, revision))
+        Ok((placement, scheduling, workers, revision))
     }
 }
 

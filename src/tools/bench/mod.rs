@@ -7,12 +7,11 @@
 //! with tiny counts, as a smoke test.
 //!
 //! One file per scenario (`reads.rs`, `creates.rs`, `follower.rs`, `propagation.rs`, `failover.rs`,
-//! `scale.rs`, `ids.rs`, `fleet.rs`, `fanout.rs`, `workers.rs`), over a shared `harness.rs` and `report.rs`; this file runs them in order.
+//! `scale.rs`, `ids.rs`, `scheduling.rs`, `fanout.rs`, `workers.rs`), over a shared `harness.rs` and `report.rs`; this file runs them in order.
 
 mod creates;
 mod failover;
 mod fanout;
-mod fleet;
 mod follower;
 mod harness;
 mod ids;
@@ -21,6 +20,7 @@ mod propagation;
 mod reads;
 mod report;
 mod scale;
+mod scheduling;
 mod workers;
 
 use std::path::PathBuf;
@@ -33,7 +33,6 @@ use crate::tools::procs::{self, Scratch, ToolError};
 use creates::create_on_leader;
 use failover::failover;
 use fanout::fanout;
-use fleet::fleet;
 use follower::through_follower;
 use harness::{http_client, is_ready, is_ready_leader, wait_until};
 use ids::ids;
@@ -41,6 +40,7 @@ use propagation::propagation;
 use reads::cached_read;
 use report::{Report, write_report};
 use scale::scale;
+use scheduling::scheduling;
 use workers::worker_memory;
 
 /// How to run.
@@ -121,7 +121,7 @@ pub async fn run(options: BenchOptions) -> Result<(), ToolError> {
         ids(&mut report, q);
     }
     if options.runs(8) {
-        fleet(&mut report, q).await?;
+        scheduling(&mut report, q).await?;
     }
     if options.runs(9) {
         fanout(&mut report, q).await?;

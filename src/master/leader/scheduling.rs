@@ -19,9 +19,9 @@ use crate::master::policy::{self, TokenBucket};
 use crate::model::schedule::{Control, Storm};
 use crate::model::status::now_ms;
 
-/// The fleet as the leader keeps it during a term; loaded from etcd by the take-over.
+/// The scheduling as the leader keeps it during a term; loaded from etcd by the take-over.
 #[derive(Debug)]
-pub struct Fleet {
+pub struct Scheduling {
     /// Absent workers → when they left (Unix ms).
     pub departed: HashMap<String, i64>,
     /// Departures stored in etcd.
@@ -43,8 +43,8 @@ pub struct Fleet {
     pub term_started_ms: i64,
 }
 
-impl Fleet {
-    /// An empty fleet at `now_ms`.
+impl Scheduling {
+    /// An empty scheduling at `now_ms`.
     pub fn new(rate: f64, now_ms: i64) -> Self {
         Self {
             departed: HashMap::new(),
@@ -111,21 +111,21 @@ impl Leader {
         let now = now_ms();
         let holders = self.placement().absent_holders();
         let ops: Vec<TxnOp> = {
-            let mut fleet = self.fleet();
+            let mut scheduling = self.scheduling();
             for id in holders {
-                fleet.departed.entry(id).or_insert(now);
+                scheduling.departed.entry(id).or_insert(now);
             }
             let keys = &self.inner.config.keys;
             let mut ops = Vec::new();
-            for (id, at) in &fleet.departed {
-                if !fleet.recorded.contains(id) {
+            for (id, at) in &scheduling.departed {
+                if !scheduling.recorded.contains(id) {
                     let value =
                         serde_json::to_vec(&crate::model::schedule::Departure { at_ms: *at })?;
                     ops.push(TxnOp::put(keys.departure_key(id), value, None));
                 }
             }
-            for id in &fleet.recorded {
-                if !fleet.departed.contains_key(id) {
+            for id in &scheduling.recorded {
+                if !scheduling.departed.contains_key(id) {
                     ops.push(TxnOp::delete(keys.departure_key(id), None));
                 }
             }
@@ -135,8 +135,8 @@ impl Leader {
             self.write(fence, vec![], chunk.to_vec()).await?;
         }
         if !ops.is_empty() {
-            let mut fleet = self.fleet();
-            fleet.recorded = fleet.departed.keys().cloned().collect();
+            let mut scheduling = self.scheduling();
+            scheduling.recorded = scheduling.departed.keys().cloned().collect();
         }
         Ok(())
     }
@@ -148,23 +148,24 @@ impl Leader {
         let now = now_ms();
         let present = self.placement().present_workers();
         let next = {
-            let fleet = self.fleet();
-            match &fleet.storm {
-                Some(s) if s.frozen => {
-                    policy::thaws(config, s, |id| fleet.departed.contains_key(id)).then(|| Storm {
-                        frozen: false,
-                        thawed_at_ms: Some(now),
-                        thawed_by: Some("workers-returned".to_owned()),
-                        ..s.clone()
-                    })
-                }
+            let scheduling = self.scheduling();
+            match &scheduling.storm {
+                Some(s) if s.frozen => policy::thaws(config, s, |id| {
+                    scheduling.departed.contains_key(id)
+                })
+                .then(|| Storm {
+                    frozen: false,
+                    thawed_at_ms: Some(now),
+                    thawed_by: Some("workers-returned".to_owned()),
+                    ..s.clone()
+                }),
                 other => policy::storm(
                     config,
                     // A cordoned worker leaving is expected (an operator is taking it out).
-                    &fleet
+                    &scheduling
                         .departed
                         .iter()
-                        .filter(|(id, _)| !fleet.controls.contains_key(*id))
+                        .filter(|(id, _)| !scheduling.controls.contains_key(*id))
                         .map(|(id, at)| (id.clone(), *at))
                         .collect(),
                     present,
@@ -196,11 +197,11 @@ impl Leader {
         )
         .await?;
         self.inner.metrics.frozen.set(i64::from(storm.frozen));
-        let mut fleet = self.fleet();
+        let mut scheduling = self.scheduling();
         if storm.frozen {
-            fleet.storm = Some(storm.clone());
+            scheduling.storm = Some(storm.clone());
         } else {
-            fleet.thawed(storm.clone(), storm.thawed_at_ms.unwrap_or_else(now_ms));
+            scheduling.thawed(storm.clone(), storm.thawed_at_ms.unwrap_or_else(now_ms));
         }
         Ok(())
     }
@@ -211,18 +212,18 @@ impl Leader {
         let config = &self.inner.config.scheduling;
         let now = now_ms();
         let mut placement = self.placement();
-        let mut fleet = self.fleet();
-        if fleet.frozen() {
+        let mut scheduling = self.scheduling();
+        if scheduling.frozen() {
             return;
         }
         let window = i64::try_from(config.storm_window.as_millis()).unwrap_or(i64::MAX);
         let mut forget = Vec::new();
-        for (id, at) in &fleet.departed {
+        for (id, at) in &scheduling.departed {
             if placement.has_worker(id) {
                 continue;
             }
             if !placement.is_released(id)
-                && (policy::grace_over(config, *at, now) || fleet.draining(id))
+                && (policy::grace_over(config, *at, now) || scheduling.draining(id))
             {
                 info!(worker = %id, tasks = placement.held_by(id), "grace period over: its tasks may move");
                 placement.release(id);
@@ -232,19 +233,19 @@ impl Leader {
             }
         }
         for id in forget {
-            fleet.departed.remove(&id);
+            scheduling.departed.remove(&id);
         }
         let min_runtime = i64::try_from(config.min_runtime.as_millis()).unwrap_or(i64::MAX);
-        fleet.recent.retain(|_, at| now - *at < min_runtime);
+        scheduling.recent.retain(|_, at| now - *at < min_runtime);
     }
 
     /// Moves tasks off draining workers: at the reassignment rate, or all at once past the
     /// deadline.
     async fn drain_step(&self, fence: &Fence) -> Result<(), WriteError> {
         let drains: Vec<(String, bool)> = {
-            let fleet = self.fleet();
+            let scheduling = self.scheduling();
             let now = now_ms();
-            fleet
+            scheduling
                 .controls
                 .iter()
                 .filter_map(|(id, c)| {
@@ -290,16 +291,20 @@ impl Leader {
         let now = now_ms();
         let interval = i64::try_from(config.rebalance_interval.as_millis()).unwrap_or(i64::MAX);
         let asked = {
-            let fleet = self.fleet();
-            if fleet.frozen() || fleet.last_rebalance_ms.is_some_and(|t| now - t < interval) {
+            let scheduling = self.scheduling();
+            if scheduling.frozen()
+                || scheduling
+                    .last_rebalance_ms
+                    .is_some_and(|t| now - t < interval)
+            {
                 return Ok(());
             }
-            fleet.rebalance_asked
+            scheduling.rebalance_asked
         };
         let (spread, mean) = self.placement().spread();
         if !policy::rebalance_due(config, asked, spread, mean) {
             if spread <= 1 {
-                self.fleet().rebalance_asked = false;
+                self.scheduling().rebalance_asked = false;
             }
             return Ok(());
         }
@@ -309,8 +314,8 @@ impl Leader {
         }
         // Copied only when a round runs: this step runs after every batch of changes.
         let (recent, term_started) = {
-            let fleet = self.fleet();
-            (fleet.recent.clone(), fleet.term_started_ms)
+            let scheduling = self.scheduling();
+            (scheduling.recent.clone(), scheduling.term_started_ms)
         };
         let min_runtime = i64::try_from(config.min_runtime.as_millis()).unwrap_or(i64::MAX);
         let movable = |name: &str| {
@@ -322,9 +327,9 @@ impl Leader {
             return Ok(());
         }
         {
-            let mut fleet = self.fleet();
-            fleet.rebalance_asked = true;
-            fleet.last_rebalance_ms = Some(now);
+            let mut scheduling = self.scheduling();
+            scheduling.rebalance_asked = true;
+            scheduling.last_rebalance_ms = Some(now);
         }
         info!(moves = moves.len(), spread, "rebalancing");
         // A round may hold more moves than one txn: written a txn at a time, and what a failed
@@ -374,12 +379,12 @@ impl Leader {
 
     /// Reassignment tokens available now.
     pub(super) fn tokens(&self) -> usize {
-        self.fleet().bucket.available(now_ms())
+        self.scheduling().bucket.available(now_ms())
     }
 
     /// Spends `n` reassignment tokens.
     pub(super) fn spend(&self, n: usize) {
-        self.fleet().bucket.take(n);
+        self.scheduling().bucket.take(n);
     }
 }
 
@@ -389,11 +394,11 @@ mod tests {
 
     #[test]
     fn a_thaw_restarts_the_grace_of_the_workers_still_away() {
-        let mut fleet = Fleet::new(10.0, 0);
-        fleet.departed.insert("a".into(), 100);
-        fleet.departed.insert("b".into(), 100);
-        fleet.departed.insert("c".into(), 50);
-        fleet.recorded = fleet.departed.keys().cloned().collect();
+        let mut scheduling = Scheduling::new(10.0, 0);
+        scheduling.departed.insert("a".into(), 100);
+        scheduling.departed.insert("b".into(), 100);
+        scheduling.departed.insert("c".into(), 50);
+        scheduling.recorded = scheduling.departed.keys().cloned().collect();
         let storm = Storm {
             frozen: false,
             since_ms: 100,
@@ -403,12 +408,18 @@ mod tests {
             thawed_at_ms: Some(900),
             thawed_by: Some("operator".into()),
         };
-        fleet.thawed(storm, 900);
-        assert_eq!((fleet.departed["a"], fleet.departed["b"]), (900, 900));
-        assert_eq!(fleet.departed["c"], 50, "not part of the storm");
-        assert!(!fleet.recorded.contains("a"), "rewritten with the new time");
-        assert!(fleet.recorded.contains("c"));
-        assert!(!fleet.frozen());
-        assert!(!fleet.departed.contains_key("gone-back"));
+        scheduling.thawed(storm, 900);
+        assert_eq!(
+            (scheduling.departed["a"], scheduling.departed["b"]),
+            (900, 900)
+        );
+        assert_eq!(scheduling.departed["c"], 50, "not part of the storm");
+        assert!(
+            !scheduling.recorded.contains("a"),
+            "rewritten with the new time"
+        );
+        assert!(scheduling.recorded.contains("c"));
+        assert!(!scheduling.frozen());
+        assert!(!scheduling.departed.contains_key("gone-back"));
     }
 }

@@ -16,8 +16,8 @@ use crate::tools::procs::{self, Proc, Scratch, ToolError};
 
 const WAIT: Duration = Duration::from_secs(60);
 
-fn fleet_config(dir: &Path, rebalance_moves: usize) -> Result<std::path::PathBuf, ToolError> {
-    let path = dir.join(format!("fleet-{rebalance_moves}.yaml"));
+fn policy_config(dir: &Path, rebalance_moves: usize) -> Result<std::path::PathBuf, ToolError> {
+    let path = dir.join(format!("policy-{rebalance_moves}.yaml"));
     std::fs::write(
         &path,
         format!(
@@ -87,14 +87,14 @@ fn median_max(mut v: Vec<Duration>) -> (Duration, Duration) {
     (v[v.len() / 2], v[v.len() - 1])
 }
 
-pub(super) async fn fleet(report: &mut Report, q: bool) -> Result<(), ToolError> {
+pub(super) async fn scheduling(report: &mut Report, q: bool) -> Result<(), ToolError> {
     let (trials, tasks): (u32, usize) = if q { (1, 60) } else { (5, 500) };
-    let scratch = Scratch::new("fleet")?;
+    let scratch = Scratch::new("scheduling")?;
     let etcd = procs::etcd(&scratch.0).await?;
     let raw = Client::connect([etcd.url.as_str()], None).await?;
     let limit = 50;
     // Rebalancing stays off until its own part, so that it cannot help the drains.
-    let config = fleet_config(&scratch.0, 0)?;
+    let config = policy_config(&scratch.0, 0)?;
     let client = http_client(8)?;
     let master = procs::master(1, &etcd.url, &config)?;
     let m = master.url.clone();
@@ -165,7 +165,7 @@ pub(super) async fn fleet(report: &mut Report, q: bool) -> Result<(), ToolError>
     let (d50, dmax) = median_max(decisions);
     let (p50, pmax) = median_max(propagations);
     report.add(
-        "8 fleet",
+        "8 scheduling",
         format!("storm freeze decision, median/max of {trials}"),
         format!("{}/{}", ms(d50), ms(dmax)),
         format!("cache {}/{}", ms(p50), ms(pmax)),
@@ -220,7 +220,7 @@ pub(super) async fn fleet(report: &mut Report, q: bool) -> Result<(), ToolError>
     .await?;
     let at_rate = tasks as f64 / started.elapsed().as_secs_f64();
     report.add(
-        "8 fleet",
+        "8 scheduling",
         format!("drain {tasks} tasks, reassign_rate 100/s"),
         rate(at_rate),
         rate(100.0),
@@ -238,7 +238,7 @@ pub(super) async fn fleet(report: &mut Report, q: bool) -> Result<(), ToolError>
     .await?;
     let unlimited = on_b as f64 / started.elapsed().as_secs_f64();
     report.add(
-        "8 fleet",
+        "8 scheduling",
         format!("drain {on_b} tasks past the deadline (no rate)"),
         rate(unlimited),
         rate(at_rate),
@@ -253,7 +253,7 @@ pub(super) async fn fleet(report: &mut Report, q: bool) -> Result<(), ToolError>
     for id in [1, 2] {
         operate(&client, &m, id, "uncordon", json!({})).await;
     }
-    let rebalancing = fleet_config(&scratch.0, limit)?;
+    let rebalancing = policy_config(&scratch.0, limit)?;
     let next = procs::master(2, &etcd.url, &rebalancing)?;
     let n = next.url.clone();
     wait_until("the second master", WAIT, || {
@@ -276,7 +276,7 @@ pub(super) async fn fleet(report: &mut Report, q: bool) -> Result<(), ToolError>
     let moves = tasks - tasks.div_ceil(3);
     let bound = Duration::from_secs((moves.div_ceil(limit) - 1) as u64);
     report.add(
-        "8 fleet",
+        "8 scheduling",
         format!("rebalance {moves} moves, {limit} per 1 s"),
         ms(converged),
         format!("bound {}", ms(bound)),
@@ -306,7 +306,7 @@ pub(super) async fn fleet(report: &mut Report, q: bool) -> Result<(), ToolError>
     cached.sort();
     let p99 = |v: &[Duration]| v[(v.len() * 99 / 100).min(v.len() - 1)];
     report.add(
-        "8 fleet",
+        "8 scheduling",
         format!("history read p50/p99, {tasks} resources"),
         format!("{}/{}", ms(history[history.len() / 2]), ms(p99(&history))),
         format!("get {}/{}", ms(cached[cached.len() / 2]), ms(p99(&cached))),

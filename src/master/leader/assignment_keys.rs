@@ -3,7 +3,7 @@
 //! A resource assigned to worker `w` is also stored under `<assignments_prefix><w>/<name>`,
 //! written in the same fenced txn as the resource (create, move, pin, restart, delete), so a
 //! worker watches one small prefix and etcd sends each change to the one worker it concerns,
-//! whatever the fleet's size. `/resources/` is unchanged, so Go workers keep reading it.
+//! whatever the scheduling's size. `/resources/` is unchanged, so Go workers keep reading it.
 //!
 //! Because the key is written with the resource, a worker never misses an assignment across a
 //! master failover (nothing is in flight outside etcd), an etcd restart or a compaction (its
