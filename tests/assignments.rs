@@ -96,10 +96,10 @@ async fn each_worker_sees_only_its_own_tasks_and_keys_written_by_others_are_repa
     let dir = tempfile::tempdir().expect("dir");
     let config = fault_config(dir.path());
     let endpoints = vec![etcd.url.clone()];
-    let master = Proc::master(1, &endpoints, &config, &[]);
+    let master = support::master_process(1, &endpoints, &config, &[]);
     ready_leader(&[&master.url], WAIT).await;
-    let w1 = Proc::worker(1, &endpoints, &config);
-    let w2 = Proc::worker(2, &endpoints, &config);
+    let w1 = support::worker_process(1, &endpoints, &config);
+    let w2 = support::worker_process(2, &endpoints, &config);
     wait_workers(&master.url, 2).await;
     for i in 0..8 {
         assert_eq!(
@@ -203,12 +203,12 @@ async fn no_assignment_is_missed_across_failover_etcd_restart_and_compaction() {
     let dir = tempfile::tempdir().expect("dir");
     let config = fault_config(dir.path());
     let endpoints = vec![etcd.url.clone()];
-    let mut m1 = Proc::master(1, &endpoints, &config, &[]);
+    let mut m1 = support::master_process(1, &endpoints, &config, &[]);
     ready_leader(&[&m1.url], WAIT).await;
-    let m2 = Proc::master(2, &endpoints, &config, &[]);
+    let m2 = support::master_process(2, &endpoints, &config, &[]);
     wait_ready(&m2.url).await;
     // The worker reaches etcd through the proxy, so that its watch can be cut off.
-    let worker = Proc::worker(1, std::slice::from_ref(&proxy.url), &config);
+    let worker = support::worker_process(1, std::slice::from_ref(&proxy.url), &config);
     wait_workers(&m1.url, 1).await;
     let mut want = BTreeSet::new();
     for name in ["before-1", "before-2"] {
@@ -230,7 +230,7 @@ async fn no_assignment_is_missed_across_failover_etcd_restart_and_compaction() {
         .expect("put");
     want.insert("ghost".to_owned());
     wait_tasks(&worker, &want, "the worker sees the stray key").await;
-    m1.kill9();
+    m1.kill();
     ready_leader(&[&m2.url], WAIT).await;
     want.remove("ghost");
     wait_tasks(&worker, &want, "the new leader removed the stray key").await;

@@ -208,8 +208,8 @@ async fn create_in_the_dashboard_then_watch_a_dead_workers_resource_move() {
     let master = start_master(test_config(&endpoints), 1).await;
     ready_leader(&[&master.url], Duration::from_secs(20)).await;
     let mut workers = [
-        Proc::worker(1, &endpoints, &config),
-        Proc::worker(2, &endpoints, &config),
+        support::worker_process(1, &endpoints, &config),
+        support::worker_process(2, &endpoints, &config),
     ];
     wait_workers(&master.url, 2).await;
 
@@ -317,7 +317,7 @@ async fn create_in_the_dashboard_then_watch_a_dead_workers_resource_move() {
 
     // Kill the worker that runs it: the dashboard shows it moving to the other one.
     let victim = if first.ends_with("-1") { 0 } else { 1 };
-    workers[victim].kill9();
+    workers[victim].kill();
     let killed = Instant::now();
     let second = eventually(
         "the resource moves to the live worker",
@@ -356,9 +356,9 @@ async fn the_storm_banner_shows_and_an_operator_thaws_it() {
     let master = start_master(master_config, 1).await;
     ready_leader(&[&master.url], Duration::from_secs(20)).await;
     let mut workers = [
-        Proc::worker(1, &endpoints, &config),
-        Proc::worker(2, &endpoints, &config),
-        Proc::worker(3, &endpoints, &config),
+        support::worker_process(1, &endpoints, &config),
+        support::worker_process(2, &endpoints, &config),
+        support::worker_process(3, &endpoints, &config),
     ];
     wait_workers(&master.url, 3).await;
     let profile = tempfile::tempdir().expect("profile");
@@ -383,8 +383,8 @@ async fn the_storm_banner_shows_and_an_operator_thaws_it() {
     );
 
     // Two of three workers vanish at once: the banner says reassignment is frozen.
-    workers[0].kill9();
-    workers[1].kill9();
+    workers[0].kill();
+    workers[1].kill();
     eventually(
         "the banner shows the freeze",
         Duration::from_secs(30),

@@ -54,12 +54,12 @@ async fn schemathesis_finds_no_failure_through_a_follower() {
     let dir = tempfile::tempdir().expect("dir");
     let config = fault_config(dir.path());
     let endpoints = vec![etcd.url.clone()];
-    let first = Proc::master(1, &endpoints, &config, &[]);
+    let first = support::master_process(1, &endpoints, &config, &[]);
     ready_leader(&[&first.url], Duration::from_secs(20)).await;
-    let follower = Proc::master(2, &endpoints, &config, &[]);
+    let follower = support::master_process(2, &endpoints, &config, &[]);
     wait_ready(&follower.url).await;
     wait_leader_known(&follower.url, &first.url).await;
-    let _worker = Proc::worker(1, &endpoints, &config);
+    let _worker = support::worker_process(1, &endpoints, &config);
     wait_workers(&follower.url, 1).await;
 
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));

@@ -90,8 +90,7 @@ async fn go_record_is_listed_and_leaves_when_its_lease_is_revoked() {
 
 #[tokio::test]
 async fn worker_binary_appears_and_is_gone_within_a_second_of_sigterm() {
-    use nix::sys::signal::{Signal, kill};
-    use nix::unistd::Pid;
+    use nix::sys::signal::Signal;
 
     let etcd = Etcd::start().await;
     let config = test_config(std::slice::from_ref(&etcd.url));
@@ -100,12 +99,12 @@ async fn worker_binary_appears_and_is_gone_within_a_second_of_sigterm() {
 
     let port = free_port();
     let started = Instant::now();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_crawler"))
-        .args(["worker", "--id", "7", "--capacity", "5"])
-        .args(["--addr", &format!("127.0.0.1:{port}")])
-        .args(["--etcd", &etcd.url])
-        .spawn()
-        .expect("spawn worker");
+    let dir = tempfile::tempdir().expect("dir");
+    let file = dir.path().join("config.yaml");
+    std::fs::write(&file, "log:\n  level: info\n").expect("config");
+    let etcd_urls = std::slice::from_ref(&etcd.url);
+    let args = ["--capacity", "5"];
+    let mut child = crawler_process(Role::Worker, (7, port), etcd_urls, &file, &[], &args);
     let id = "go.micro.server.worker-7";
     let worker = eventually("the worker process is listed", WAIT, || async {
         let (status, _, body) = get_json(&format!("{}/api/v1/workers/{id}", master.url)).await?;
@@ -130,8 +129,7 @@ async fn worker_binary_appears_and_is_gone_within_a_second_of_sigterm() {
         .expect("healthz");
     assert_eq!(status, 200);
 
-    let pid = Pid::from_raw(child.id() as i32);
-    kill(pid, Signal::SIGTERM).expect("SIGTERM");
+    child.signal(Signal::SIGTERM);
     let signalled = Instant::now();
     eventually(
         "the worker is gone after SIGTERM",
@@ -146,8 +144,7 @@ async fn worker_binary_appears_and_is_gone_within_a_second_of_sigterm() {
         "measured: worker gone {:?} after SIGTERM",
         signalled.elapsed()
     );
-    let status = child.wait().expect("wait");
-    assert!(status.success(), "worker exited with {status}");
+    assert!(child.wait_success(), "the worker did not exit 0");
     master.stop().await;
 }
 

@@ -25,7 +25,7 @@ async fn masters(
     env: &[(&str, &str)],
 ) -> (Vec<Proc>, usize) {
     let procs: Vec<Proc> = (1..=n)
-        .map(|id| Proc::master(id, etcd, config, env))
+        .map(|id| support::master_process(id, etcd, config, env))
         .collect();
     let urls: Vec<&str> = procs.iter().map(|p| p.url.as_str()).collect();
     let leader = ready_leader(&urls, WAIT).await;
@@ -119,8 +119,8 @@ async fn etcd_and_fault_config() -> (Etcd, tempfile::TempDir, std::path::PathBuf
 async fn leader_killed_under_load_loses_nothing() {
     let (etcd, _dir, config, endpoints) = etcd_and_fault_config().await;
     let (mut procs, leader) = masters(3, &endpoints, &config, &[]).await;
-    let _w1 = Proc::worker(1, &endpoints, &config);
-    let mut w2 = Proc::worker(2, &endpoints, &config);
+    let _w1 = support::worker_process(1, &endpoints, &config);
+    let mut w2 = support::worker_process(2, &endpoints, &config);
     wait_workers(&procs[leader].url, 2).await;
 
     let urls: Vec<String> = procs.iter().map(|p| p.url.clone()).collect();
@@ -131,8 +131,8 @@ async fn leader_killed_under_load_loses_nothing() {
     })
     .await;
     // Kill the leader and a worker at once.
-    procs[leader].kill9();
-    w2.kill9();
+    procs[leader].kill();
+    w2.kill();
     let killed = Instant::now();
     let survivors: Vec<String> = (0..urls.len())
         .filter(|i| *i != leader)
@@ -306,7 +306,7 @@ async fn a_paused_leader_is_fenced_off_and_rejoins_as_follower() {
 async fn masters_and_workers_recover_from_an_etcd_restart() {
     let (mut etcd, _dir, config, endpoints) = etcd_and_fault_config().await;
     let (procs, leader) = masters(2, &endpoints, &config, &[]).await;
-    let _w = Proc::worker(1, &endpoints, &config);
+    let _w = support::worker_process(1, &endpoints, &config);
     wait_workers(&procs[leader].url, 1).await;
     for i in 0..10 {
         assert_eq!(
@@ -338,9 +338,9 @@ async fn a_master_relists_after_compaction_while_cut_off() {
     let config = fault_config(dir.path());
     let direct = vec![etcd.url.clone()];
     // The leader talks to etcd directly; the follower through the proxy.
-    let leader = Proc::master(1, &direct, &config, &[]);
+    let leader = support::master_process(1, &direct, &config, &[]);
     ready_leader(&[&leader.url], WAIT).await;
-    let follower = Proc::master(2, std::slice::from_ref(&proxy.url), &config, &[]);
+    let follower = support::master_process(2, std::slice::from_ref(&proxy.url), &config, &[]);
     wait_leader_known(&follower.url, &leader.url).await;
     for i in 0..5 {
         assert_eq!(
@@ -568,11 +568,11 @@ async fn a_master_cut_off_from_etcd_stops_writing_and_says_its_cache_is_stale() 
     let proxy = Proxy::start(etcd.url.trim_start_matches("http://")).await;
     let dir = tempfile::tempdir().expect("dir");
     let config = fault_config(dir.path());
-    let cut = Proc::master(1, std::slice::from_ref(&proxy.url), &config, &[]);
+    let cut = support::master_process(1, std::slice::from_ref(&proxy.url), &config, &[]);
     ready_leader(&[&cut.url], WAIT).await;
     let direct = vec![etcd.url.clone()];
-    let m2 = Proc::master(2, &direct, &config, &[]);
-    let m3 = Proc::master(3, &direct, &config, &[]);
+    let m2 = support::master_process(2, &direct, &config, &[]);
+    let m3 = support::master_process(3, &direct, &config, &[]);
     for url in [&m2.url, &m3.url] {
         wait_leader_known(url, &cut.url).await;
     }

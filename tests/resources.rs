@@ -132,9 +132,6 @@ async fn new_resources_go_to_the_least_loaded_worker() {
 
 #[tokio::test]
 async fn a_dead_workers_resources_are_reassigned_keeping_id_and_creation_time() {
-    use nix::sys::signal::{Signal, kill};
-    use nix::unistd::Pid;
-
     let (etcd, config, master) = etcd_and_leader().await;
     let survivor = start_worker(config.clone(), 1, 1000).await;
     // The victim is a real process, killed with SIGKILL: its lease must expire.
@@ -142,15 +139,10 @@ async fn a_dead_workers_resources_are_reassigned_keeping_id_and_creation_time() 
     let dir = tempfile::tempdir().expect("dir");
     let file = dir.path().join("config.yaml");
     std::fs::write(&file, "worker:\n  lease_ttl_secs: 3\n").expect("config");
-    let mut victim = std::process::Command::new(env!("CARGO_BIN_EXE_crawler"))
-        .args(["worker", "--id", "9", "--capacity", "1000"])
-        .args(["--addr", &format!("127.0.0.1:{port}")])
-        .args(["--etcd", &etcd.url])
-        .arg("--config")
-        .arg(&file)
-        .env("RUST_LOG", "warn")
-        .spawn()
-        .expect("spawn worker");
+    let etcd_urls = std::slice::from_ref(&etcd.url);
+    let env = [("RUST_LOG", "warn")];
+    let args = ["--capacity", "1000"];
+    let mut victim = crawler_process(Role::Worker, (9, port), etcd_urls, &file, &env, &args);
     wait_workers(&master.url, 2).await;
     for i in 0..300 {
         let (status, body) = create(&master.url, &format!("task-{i}"))
@@ -165,8 +157,7 @@ async fn a_dead_workers_resources_are_reassigned_keeping_id_and_creation_time() 
         .collect();
     assert!(on_victim.len() > 100, "{}", on_victim.len());
 
-    kill(Pid::from_raw(victim.id() as i32), Signal::SIGKILL).expect("SIGKILL");
-    let _ = victim.wait();
+    victim.kill();
     let killed = Instant::now();
     wait_workers(&master.url, 1).await;
     let gone = killed.elapsed();

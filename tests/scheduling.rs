@@ -182,7 +182,7 @@ async fn a_storm_freezes_returning_workers_keep_their_tasks_and_a_single_loss_mo
     .await;
     ready_leader(&[&master.url], WAIT).await;
     let mut workers: Vec<Proc> = (1..=3)
-        .map(|n| Proc::worker(n, &endpoints, &wconfig))
+        .map(|n| support::worker_process(n, &endpoints, &wconfig))
         .collect();
     wait_workers(&master.url, 3).await;
     create_many(&master.url, "storm", 60).await;
@@ -198,8 +198,8 @@ async fn a_storm_freezes_returning_workers_keep_their_tasks_and_a_single_loss_mo
     let n3 = held_by(&before, &worker_id(3));
 
     // Two of three workers vanish at once.
-    workers[0].kill9();
-    workers[1].kill9();
+    workers[0].kill();
+    workers[1].kill();
     let gone = registration_gone(&etcd, 1)
         .await
         .max(registration_gone(&etcd, 2).await);
@@ -234,8 +234,8 @@ async fn a_storm_freezes_returning_workers_keep_their_tasks_and_a_single_loss_mo
 
     // They come back with the same node ids: they keep their tasks, IDs and epochs, and the
     // freeze ends by itself.
-    workers[0] = Proc::worker(1, &endpoints, &wconfig);
-    workers[1] = Proc::worker(2, &endpoints, &wconfig);
+    workers[0] = support::worker_process(1, &endpoints, &wconfig);
+    workers[1] = support::worker_process(2, &endpoints, &wconfig);
     wait_workers(&master.url, 3).await;
     eventually("the freeze thaws", WAIT, || async {
         let s = scheduling(&master.url).await;
@@ -249,7 +249,7 @@ async fn a_storm_freezes_returning_workers_keep_their_tasks_and_a_single_loss_mo
     );
 
     // One of three leaving is no storm: after the grace its tasks move, at the rate.
-    workers[2].kill9();
+    workers[2].kill();
     let left = registration_gone(&etcd, 3).await;
     let left_ms = crawler::model::status::now_ms();
     eventually("worker 3's tasks move", WAIT, || async {
@@ -319,21 +319,21 @@ async fn a_worker_restarting_within_the_grace_keeps_its_tasks_ids_and_epochs() {
     )
     .await;
     ready_leader(&[&master.url], WAIT).await;
-    let mut w1 = Proc::worker(1, &endpoints, &wconfig);
-    let _w2 = Proc::worker(2, &endpoints, &wconfig);
+    let mut w1 = support::worker_process(1, &endpoints, &wconfig);
+    let _w2 = support::worker_process(2, &endpoints, &wconfig);
     wait_workers(&master.url, 2).await;
     create_many(&master.url, "keep", 10).await;
     let before = assignments(&etcd).await;
     let mine = held_by(&before, &worker_id(1));
     assert!(mine > 0);
-    w1.kill9();
+    w1.kill();
     registration_gone(&etcd, 1).await;
     eventually("the master shows it departed", WAIT, || async {
         let s = scheduling(&master.url).await;
         (s["departed"][0]["id"] == worker_id(1) && s["departed"][0]["tasks"] == mine).then_some(())
     })
     .await;
-    let _w1 = Proc::worker(1, &endpoints, &wconfig);
+    let _w1 = support::worker_process(1, &endpoints, &wconfig);
     wait_workers(&master.url, 2).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(
@@ -450,11 +450,11 @@ async fn a_drain_moves_300_tasks_within_the_deadline_and_the_worker_takes_nothin
     let wconfig = worker_config(dir.path());
     let master = start_master(policy(&endpoints, |s| s.reassign_rate = 100.0), 1).await;
     ready_leader(&[&master.url], WAIT).await;
-    let _w1 = Proc::worker(1, &endpoints, &wconfig);
+    let _w1 = support::worker_process(1, &endpoints, &wconfig);
     wait_workers(&master.url, 1).await;
     create_many(&master.url, "drain", 300).await;
-    let _w2 = Proc::worker(2, &endpoints, &wconfig);
-    let _w3 = Proc::worker(3, &endpoints, &wconfig);
+    let _w2 = support::worker_process(2, &endpoints, &wconfig);
+    let _w3 = support::worker_process(3, &endpoints, &wconfig);
     wait_workers(&master.url, 3).await;
     let (from, _) = etcd.range_at("/resources/", 0).await;
 
@@ -516,11 +516,11 @@ async fn three_workers_joining_one_after_another_converge_within_the_churn_limit
     )
     .await;
     ready_leader(&[&master.url], WAIT).await;
-    let mut workers = vec![Proc::worker(1, &endpoints, &wconfig)];
+    let mut workers = vec![support::worker_process(1, &endpoints, &wconfig)];
     wait_workers(&master.url, 1).await;
     create_many(&master.url, "spread", 300).await;
     for n in 2..=4 {
-        workers.push(Proc::worker(n, &endpoints, &wconfig));
+        workers.push(support::worker_process(n, &endpoints, &wconfig));
         wait_workers(&master.url, n as usize).await;
         let joined = Instant::now();
         eventually(
@@ -565,11 +565,11 @@ async fn a_new_leader_continues_a_drain_and_keeps_a_storm_frozen() {
     let wconfig = worker_config(dir.path());
     let config = policy(&endpoints, |s| s.reassign_rate = 20.0);
     let ([m2, m3], leader, follower) = leader_and_follower(&config).await;
-    let mut workers = vec![Proc::worker(1, &endpoints, &wconfig)];
+    let mut workers = vec![support::worker_process(1, &endpoints, &wconfig)];
     wait_workers(&leader, 1).await;
     create_many(&leader, "ha", 100).await;
-    workers.push(Proc::worker(2, &endpoints, &wconfig));
-    workers.push(Proc::worker(3, &endpoints, &wconfig));
+    workers.push(support::worker_process(2, &endpoints, &wconfig));
+    workers.push(support::worker_process(3, &endpoints, &wconfig));
     wait_workers(&leader, 3).await;
 
     // A drain at 20/s, through the follower; the leader dies a second into it.
@@ -601,8 +601,8 @@ async fn a_new_leader_continues_a_drain_and_keeps_a_storm_frozen() {
     )
     .await;
     assert_eq!(status, 200);
-    workers[0].kill9();
-    workers[1].kill9();
+    workers[0].kill();
+    workers[1].kill();
     let frozen = eventually("the guard freezes", WAIT, || async {
         let s = scheduling(&new.url).await;
         (s["frozen"] == true).then_some(s)
@@ -644,7 +644,7 @@ async fn bad_operator_input_gets_a_clear_4xx_and_leaves_no_key() {
     let wconfig = worker_config(dir.path());
     let config = policy(&endpoints, |_| {});
     let ([_m2, _m3], leader, follower) = leader_and_follower(&config).await;
-    let _w1 = Proc::worker(1, &endpoints, &wconfig);
+    let _w1 = support::worker_process(1, &endpoints, &wconfig);
     wait_workers(&leader, 1).await;
     wait_workers(&follower, 1).await;
     let snapshot = || async {
@@ -711,10 +711,10 @@ async fn history_keeps_every_reason_across_a_leader_change_and_a_preview_moves_n
     let wconfig = worker_config(dir.path());
     let config = policy(&endpoints, |_| {});
     let ([m2, m3], leader, follower) = leader_and_follower(&config).await;
-    let _w1 = Proc::worker(1, &endpoints, &wconfig);
+    let _w1 = support::worker_process(1, &endpoints, &wconfig);
     wait_workers(&leader, 1).await;
     create_many(&leader, "hist", 6).await;
-    let _w2 = Proc::worker(2, &endpoints, &wconfig);
+    let _w2 = support::worker_process(2, &endpoints, &wconfig);
     wait_workers(&leader, 2).await;
     wait_workers(&follower, 2).await;
 

@@ -4,10 +4,11 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::Duration;
 
 use crawler::config::{Config, EtcdTls};
+use crawler::tools::procs::EtcdMember;
 use etcd_client::{Certificate, Client, ConnectOptions, Identity, TlsOptions};
 use rcgen::{
     BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
@@ -75,25 +76,24 @@ fn start_secure_etcd(dir: &Path, pki: &Pki) -> SecureEtcd {
     let url = format!("https://127.0.0.1:{client_port}");
     let peer = format!("http://127.0.0.1:{peer_port}");
     let log = std::fs::File::create(dir.join("etcd.log")).expect("log");
-    let child = Command::new("etcd")
-        .arg("--name=secure")
-        .arg(format!("--data-dir={}", dir.join("data").display()))
-        .arg(format!("--listen-client-urls={url}"))
-        .arg(format!("--advertise-client-urls={url}"))
-        .arg(format!("--listen-peer-urls={peer}"))
-        .arg(format!("--initial-advertise-peer-urls={peer}"))
-        .arg(format!("--initial-cluster=secure={peer}"))
-        .arg(format!("--cert-file={}", pki.server_cert.display()))
-        .arg(format!("--key-file={}", pki.server_key.display()))
-        .arg(format!("--trusted-ca-file={}", pki.ca.display()))
-        .arg("--client-cert-auth")
-        .arg("--log-level=warn")
-        .arg("--logger=zap")
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().expect("log"))
-        .stderr(log)
-        .spawn()
-        .unwrap_or_else(|e| panic!("etcd could not start ({e}); install etcd-server"));
+    let data_dir = dir.join("data");
+    let child = EtcdMember {
+        name: "secure",
+        data_dir: &data_dir,
+        client_url: &url,
+        peer_url: &peer,
+        initial_cluster: &format!("secure={peer}"),
+        new_cluster: true,
+    }
+    .command()
+    .arg(format!("--cert-file={}", pki.server_cert.display()))
+    .arg(format!("--key-file={}", pki.server_key.display()))
+    .arg(format!("--trusted-ca-file={}", pki.ca.display()))
+    .arg("--client-cert-auth")
+    .stdout(log.try_clone().expect("log"))
+    .stderr(log)
+    .spawn()
+    .unwrap_or_else(|e| panic!("etcd could not start ({e}); install etcd-server"));
     SecureEtcd { child, url }
 }
 

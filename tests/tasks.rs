@@ -25,12 +25,7 @@ fn task_config(dir: &Path) -> std::path::PathBuf {
   dial_timeout_ms: 500
 master:
   session_ttl_secs: 2
-scheduling:
-  reassign_after: 0s
-  storm_fraction: 1.0
-  reassign_rate: 1000000
-  rebalance_max_moves: 0
-worker:
+{policy}worker:
   lease_ttl_secs: 3
   lease_margin_ms: 1000
   data_dir: {data}
@@ -56,7 +51,8 @@ worker:
 log:
   level: warn
 "#,
-        data = data.display()
+        data = data.display(),
+        policy = crawler::tools::procs::MOVE_AT_ONCE,
     );
     std::fs::write(&file, yaml).expect("config");
     file
@@ -115,12 +111,12 @@ async fn tasks_run_fail_restart_and_stop_and_every_master_shows_it() {
     };
     let dir = tempfile::tempdir().expect("dir");
     let config = task_config(dir.path());
-    let leader = Proc::master(1, &endpoints, &config, &[]);
+    let leader = support::master_process(1, &endpoints, &config, &[]);
     ready_leader(&[&leader.url], WAIT).await;
-    let follower = Proc::master(2, &endpoints, &config, &[]);
+    let follower = support::master_process(2, &endpoints, &config, &[]);
     wait_ready(&follower.url).await;
     wait_leader_known(&follower.url, &leader.url).await;
-    let worker = Proc::worker(1, &endpoints, &config);
+    let worker = support::worker_process(1, &endpoints, &config);
     wait_workers(&leader.url, 1).await;
     let (l, f) = (leader.url.as_str(), follower.url.as_str());
 
@@ -469,10 +465,10 @@ async fn a_worker_cut_off_from_etcd_stops_its_tasks_before_another_starts_them()
         );
         std::fs::write(&config, yaml).expect("config");
         let direct = vec![etcd.url.clone()];
-        let master = Proc::master(1, &direct, &config, &[]);
+        let master = support::master_process(1, &direct, &config, &[]);
         ready_leader(&[&master.url], WAIT).await;
         // Worker 1 reaches etcd through the proxy; it gets every task.
-        let cut_off = Proc::worker(1, std::slice::from_ref(&proxy.url), &config);
+        let cut_off = support::worker_process(1, std::slice::from_ref(&proxy.url), &config);
         wait_workers(&master.url, 1).await;
         let tasks: Vec<String> = (0..5).map(|i| format!("p-{i}")).collect();
         for t in &tasks {
@@ -484,7 +480,7 @@ async fn a_worker_cut_off_from_etcd_stops_its_tasks_before_another_starts_them()
             })
             .await;
         }
-        let _other = Proc::worker(2, &direct, &config);
+        let _other = support::worker_process(2, &direct, &config);
         wait_workers(&master.url, 2).await;
         // Cut worker 1 off: it must stop its tasks before its lease can expire and the tasks
         // move to worker 2.
@@ -534,18 +530,18 @@ async fn a_killed_workers_tasks_run_elsewhere_after_its_lease_expires() {
     let endpoints = vec![etcd.url.clone()];
     let dir = tempfile::tempdir().expect("dir");
     let config = task_config(dir.path());
-    let master = Proc::master(1, &endpoints, &config, &[]);
+    let master = support::master_process(1, &endpoints, &config, &[]);
     ready_leader(&[&master.url], WAIT).await;
-    let mut first = Proc::worker(1, &endpoints, &config);
+    let mut first = support::worker_process(1, &endpoints, &config);
     wait_workers(&master.url, 1).await;
     let tasks: Vec<String> = (0..5).map(|i| format!("long-{i}")).collect();
     for t in &tasks {
         assert_eq!(create(&master.url, t).await.expect("c").0, 201);
         wait_status(&master.url, t, "running", |s| s["state"] == "running").await;
     }
-    let second = Proc::worker(2, &endpoints, &config);
+    let second = support::worker_process(2, &endpoints, &config);
     wait_workers(&master.url, 2).await;
-    first.kill9();
+    first.kill();
     let killed = Instant::now();
     let mut again = Vec::new();
     for t in &tasks {
@@ -586,9 +582,9 @@ async fn a_completed_task_stops_counting_against_its_workers_capacity() {
         yaml.replace("worker:\n", "worker:\n  capacity: 1\n"),
     )
     .expect("config");
-    let master = Proc::master(1, &endpoints, &config, &[]);
+    let master = support::master_process(1, &endpoints, &config, &[]);
     ready_leader(&[&master.url], WAIT).await;
-    let _worker = Proc::worker(1, &endpoints, &config);
+    let _worker = support::worker_process(1, &endpoints, &config);
     wait_workers(&master.url, 1).await;
     let m = master.url.as_str();
     let assigned = |name: &'static str| async move {

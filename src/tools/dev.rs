@@ -12,6 +12,8 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use nix::sys::signal::Signal;
+
 use crate::config::Config;
 use crate::tools::procs::{self, Proc, Scratch, ToolError};
 
@@ -239,7 +241,7 @@ pub async fn run(
         stop_all(&mut workers).await;
         stop_all(&mut masters).await;
         if let Some(etcd) = etcd.as_mut() {
-            etcd.signal(15);
+            etcd.signal(Signal::SIGTERM);
             etcd.wait_exit(Duration::from_secs(5)).await;
         }
     };
@@ -254,7 +256,7 @@ pub async fn run(
 
 async fn stop_all(procs: &mut [Proc]) {
     for p in procs.iter() {
-        p.signal(15);
+        p.signal(Signal::SIGTERM);
     }
     for p in procs.iter_mut() {
         if !p.wait_exit(Duration::from_secs(10)).await {

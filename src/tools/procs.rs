@@ -1,11 +1,17 @@
-//! Child processes for `crawler bench` and `crawler dev`: an etcd from `PATH` on a temp data
-//! dir, masters, workers and a bare HTTP server from this very binary, all on loopback, all
-//! killed on drop.
+//! Child processes, for `crawler bench`, `crawler dev` and the tests (which wrap this file):
+//! an etcd from `PATH` on a temp data dir, masters, workers and a bare HTTP server from the
+//! `crawler` binary, all on loopback, all killed on drop. The one place their command lines
+//! are written.
 
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+use crate::config::{Config, SchedulingConfig};
 
 /// Why a tool (`crawler bench`, `crawler dev`) could not run.
 #[derive(Debug, thiserror::Error)]
@@ -33,13 +39,24 @@ pub fn free_port() -> Result<u16, ToolError> {
 /// A child process, killed (SIGKILL) on drop unless it already exited.
 pub struct Proc {
     child: Option<Child>,
-    /// Its base URL or address.
+    /// Its base URL (a master, etcd) or address (a worker).
     pub url: String,
+    /// What it is, for messages: `master-1`, `worker-2`, `etcd`.
+    pub name: String,
     /// Run under heaptrack: `child` is heaptrack's script, and the process itself is its child.
     traced: bool,
 }
 
 impl Proc {
+    fn new(child: Child, name: String, url: String) -> Self {
+        Self {
+            child: Some(child),
+            url,
+            name,
+            traced: false,
+        }
+    }
+
     /// The OS process id (under heaptrack, of the traced process, not of heaptrack's script).
     pub fn pid(&self) -> Option<u32> {
         let pid = self.child.as_ref().map(Child::id)?;
@@ -53,13 +70,10 @@ impl Proc {
         })
     }
 
-    /// Sends a signal with `kill(1)`'s numbering (9 = KILL, 15 = TERM).
-    pub fn signal(&self, signal: i32) {
-        if let Some(pid) = self.pid() {
-            let _ = Command::new("kill")
-                .arg(format!("-{signal}"))
-                .arg(pid.to_string())
-                .status();
+    /// Sends `signal` (a process that is gone is not an error).
+    pub fn signal(&self, signal: Signal) {
+        if let Some(pid) = self.pid().and_then(|p| i32::try_from(p).ok()) {
+            let _ = kill(Pid::from_raw(pid), signal);
         }
     }
 
@@ -68,14 +82,31 @@ impl Proc {
     /// is then what was live at the kill.
     pub fn kill(&mut self) {
         if self.traced {
-            self.signal(9);
+            self.signal(Signal::SIGKILL);
         }
         if let Some(mut child) = self.child.take() {
             if !self.traced {
+                // A stopped process dies of SIGKILL too, but its process group's other
+                // members would stay stopped: let them go on to see their parent's death.
+                self.signal_child(&child, Signal::SIGCONT);
                 let _ = child.kill();
             }
             let _ = child.wait();
         }
+    }
+
+    fn signal_child(&self, child: &Child, signal: Signal) {
+        if let Ok(pid) = i32::try_from(child.id()) {
+            let _ = kill(Pid::from_raw(pid), signal);
+        }
+    }
+
+    /// Waits for the process to exit and returns whether it exited 0.
+    pub fn wait_success(&mut self) -> bool {
+        self.child
+            .take()
+            .and_then(|mut c| c.wait().ok())
+            .is_some_and(|s| s.success())
     }
 
     /// Resident set size in bytes, from `/proc`.
@@ -117,6 +148,46 @@ impl Drop for Scratch {
     }
 }
 
+/// One etcd member's command line: etcd from `PATH`, on loopback URLs, logging warnings.
+/// Callers add what is theirs (TLS, raft timings, stdio) before spawning it.
+pub struct EtcdMember<'a> {
+    /// Member name, also its key in `initial_cluster`.
+    pub name: &'a str,
+    /// Data directory.
+    pub data_dir: &'a Path,
+    /// Client URL (`http://` or `https://127.0.0.1:<port>`).
+    pub client_url: &'a str,
+    /// Peer URL.
+    pub peer_url: &'a str,
+    /// `--initial-cluster`, `name=peer-url,...`.
+    pub initial_cluster: &'a str,
+    /// A new cluster, or a member (re)joining an existing one.
+    pub new_cluster: bool,
+}
+
+impl EtcdMember<'_> {
+    /// The command that starts this member.
+    pub fn command(&self) -> Command {
+        let mut command = Command::new("etcd");
+        command
+            .arg(format!("--name={}", self.name))
+            .arg(format!("--data-dir={}", self.data_dir.display()))
+            .arg(format!("--listen-client-urls={}", self.client_url))
+            .arg(format!("--advertise-client-urls={}", self.client_url))
+            .arg(format!("--listen-peer-urls={}", self.peer_url))
+            .arg(format!("--initial-advertise-peer-urls={}", self.peer_url))
+            .arg(format!("--initial-cluster={}", self.initial_cluster))
+            .arg(format!(
+                "--initial-cluster-state={}",
+                if self.new_cluster { "new" } else { "existing" }
+            ))
+            .arg("--log-level=warn")
+            .arg("--logger=zap")
+            .stdin(Stdio::null());
+        command
+    }
+}
+
 /// Starts etcd on free ports with its data in `dir`, and waits until it answers.
 pub async fn etcd(dir: &Path) -> Result<Proc, ToolError> {
     etcd_on(dir, free_port()?, free_port()?, Stdio::null()).await
@@ -127,33 +198,28 @@ pub async fn etcd_on(dir: &Path, client: u16, peer: u16, stdin: Stdio) -> Result
     let url = format!("http://127.0.0.1:{client}");
     let peer_url = format!("http://127.0.0.1:{peer}");
     let log = std::fs::File::create(dir.join("etcd.log"))?;
-    let child = Command::new("etcd")
-        .arg("--name=bench")
-        .arg(format!("--data-dir={}", dir.join("etcd").display()))
-        .arg(format!("--listen-client-urls={url}"))
-        .arg(format!("--advertise-client-urls={url}"))
-        .arg(format!("--listen-peer-urls={peer_url}"))
-        .arg(format!("--initial-advertise-peer-urls={peer_url}"))
-        .arg(format!("--initial-cluster=bench={peer_url}"))
-        .arg("--quota-backend-bytes=8589934592")
-        .arg("--log-level=warn")
-        .arg("--logger=zap")
-        .stdin(stdin)
-        // Its own process group: a Ctrl-C reaches only the parent, which stops it last.
-        .process_group(0)
-        .stdout(log.try_clone()?)
-        .stderr(log)
-        .spawn()
-        .map_err(|e| {
-            ToolError::Setup(format!(
-                "cannot start etcd ({e}); install it with `apt-get install etcd-server`"
-            ))
-        })?;
-    let proc = Proc {
-        child: Some(child),
-        url,
-        traced: false,
-    };
+    let child = EtcdMember {
+        name: "bench",
+        data_dir: &dir.join("etcd"),
+        client_url: &url,
+        peer_url: &peer_url,
+        initial_cluster: &format!("bench={peer_url}"),
+        new_cluster: true,
+    }
+    .command()
+    .arg("--quota-backend-bytes=8589934592")
+    .stdin(stdin)
+    // Its own process group: a Ctrl-C reaches only the parent, which stops it last.
+    .process_group(0)
+    .stdout(log.try_clone()?)
+    .stderr(log)
+    .spawn()
+    .map_err(|e| {
+        ToolError::Setup(format!(
+            "cannot start etcd ({e}); install it with `apt-get install etcd-server`"
+        ))
+    })?;
+    let proc = Proc::new(child, "etcd".into(), url);
     let started = Instant::now();
     loop {
         if let Ok(mut c) = etcd_client::Client::connect([proc.url.as_str()], None).await
@@ -168,16 +234,25 @@ pub async fn etcd_on(dir: &Path, client: u16, peer: u16, stdin: Stdio) -> Result
     }
 }
 
+/// The scheduling policy that measures the machinery, not the policy's delays: a dead
+/// worker's tasks move at once, unthrottled, with no storm guard and no rebalancing. The
+/// benchmarks and the tests of anything but the policy run with it.
+pub const MOVE_AT_ONCE: &str = "scheduling:\n  reassign_after: 0s\n  storm_fraction: 1.0\n  reassign_rate: 1000000\n  rebalance_max_moves: 0\n";
+
+/// [`MOVE_AT_ONCE`] as settings, for a configuration built in code.
+pub fn move_at_once() -> SchedulingConfig {
+    Config::from_yaml(MOVE_AT_ONCE, "MOVE_AT_ONCE")
+        .map(|c| c.scheduling)
+        .expect("MOVE_AT_ONCE is a valid configuration")
+}
+
 /// Writes the masters' config: session TTL `ttl_secs`, quiet logs, no grace period.
 pub fn master_config(dir: &Path, ttl_secs: u64) -> Result<PathBuf, ToolError> {
     let path = dir.join("config.yaml");
     std::fs::write(
         &path,
         format!(
-            "master:\n  session_ttl_secs: {ttl_secs}\nworker:\n  lease_ttl_secs: 3\n{legacy}log:\n  level: {log}\n",
-            // The scenarios measure the machinery, not the policy's delays: a dead worker's
-            // tasks move at once, unthrottled, and nothing rebalances.
-            legacy = "scheduling:\n  reassign_after: 0s\n  storm_fraction: 1.0\n  reassign_rate: 1000000\n  rebalance_max_moves: 0\n",
+            "master:\n  session_ttl_secs: {ttl_secs}\nworker:\n  lease_ttl_secs: 3\n{MOVE_AT_ONCE}log:\n  level: {log}\n",
             log = std::env::var("CRAWLER_BENCH_LOG").unwrap_or_else(|_| "error".into())
         ),
     )?;
@@ -186,6 +261,37 @@ pub fn master_config(dir: &Path, ttl_secs: u64) -> Result<PathBuf, ToolError> {
 
 fn this_binary() -> Result<PathBuf, ToolError> {
     Ok(std::env::current_exe()?)
+}
+
+/// A role of the `crawler` binary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// `crawler master`, listening with `--http`; its URL is `http://127.0.0.1:<port>`.
+    Master,
+    /// `crawler worker`, listening with `--addr`; its URL is `127.0.0.1:<port>`.
+    Worker,
+}
+
+/// How to start one master or worker process.
+pub struct Launch<'a> {
+    /// The `crawler` binary.
+    pub binary: &'a Path,
+    /// Which role.
+    pub role: Role,
+    /// Its `--id`.
+    pub id: u32,
+    /// The loopback port it listens on.
+    pub port: u16,
+    /// `--etcd`, comma-separated endpoints.
+    pub etcd: &'a str,
+    /// `--config`.
+    pub config: &'a Path,
+    /// Where its logs (stderr) go.
+    pub output: Stdio,
+    /// Added to its environment (a worker's tasks inherit it).
+    pub env: &'a [(&'a str, &'a str)],
+    /// More arguments (`--capacity 5`).
+    pub args: &'a [&'a str],
 }
 
 /// `crawler master --id <id>` on a free port.
@@ -201,17 +307,17 @@ pub fn master_on(
     config: &Path,
     output: Stdio,
 ) -> Result<Proc, ToolError> {
-    let url = format!("http://127.0.0.1:{port}");
-    spawn_role(
-        "master",
-        &id.to_string(),
-        "--http",
+    launch(Launch {
+        binary: &this_binary()?,
+        role: Role::Master,
+        id: u32::from(id),
         port,
         etcd,
         config,
-        (output, &[]),
-        url,
-    )
+        output,
+        env: &[],
+        args: &[],
+    })
 }
 
 /// `crawler worker --id <id>` on `port`, its output going to `output`, with `env` added to
@@ -224,39 +330,33 @@ pub fn worker_on(
     output: Stdio,
     env: &[(&str, &str)],
 ) -> Result<Proc, ToolError> {
-    let url = format!("127.0.0.1:{port}");
-    spawn_role(
-        "worker",
-        &id.to_string(),
-        "--addr",
+    launch(Launch {
+        binary: &this_binary()?,
+        role: Role::Worker,
+        id,
         port,
         etcd,
         config,
-        (output, env),
-        url,
-    )
+        output,
+        env,
+        args: &[],
+    })
 }
 
 /// `crawler <role> --id <id> <listen flag> 127.0.0.1:<port> --etcd .. --config ..`, in its
 /// own process group (a Ctrl-C reaches only the parent, which stops it in order).
-#[allow(clippy::too_many_arguments)]
-fn spawn_role(
-    role: &str,
-    id: &str,
-    listen_flag: &str,
-    port: u16,
-    etcd: &str,
-    config: &Path,
-    (output, env): (Stdio, &[(&str, &str)]),
-    url: String,
-) -> Result<Proc, ToolError> {
+pub fn launch(l: Launch<'_>) -> Result<Proc, ToolError> {
+    let (role, listen_flag, url) = match l.role {
+        Role::Master => ("master", "--http", format!("http://127.0.0.1:{}", l.port)),
+        Role::Worker => ("worker", "--addr", format!("127.0.0.1:{}", l.port)),
+    };
+    let me = format!("{role}-{}", l.id);
     // `CRAWLER_HEAPTRACK=<dir>:<role>-<id>,...[:<binary>]` runs those processes under Debian's
     // heaptrack, its recording in <dir>, to see where a role's memory goes (`heaptrack_print`);
     // <binary> traces another build of crawler in their place (an older commit: before/after).
     let traced = std::env::var("CRAWLER_HEAPTRACK").ok().and_then(|spec| {
         let mut parts = spec.splitn(3, ':');
         let (dir, who, binary) = (parts.next()?, parts.next()?, parts.next());
-        let me = format!("{role}-{id}");
         who.split(',').any(|w| w == me).then(|| {
             // One recording per process, though a bench starts `master-2` more than once.
             static STARTED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
@@ -268,28 +368,27 @@ fn spawn_role(
         Some((out, binary)) => {
             let mut c = Command::new("heaptrack");
             c.arg("-o").arg(out);
-            c.arg(binary.clone().map_or_else(this_binary, Ok)?);
+            c.arg(binary.as_deref().unwrap_or(l.binary));
             c
         }
-        None => Command::new(this_binary()?),
+        None => Command::new(l.binary),
     };
     let child = command
-        .envs(env.iter().copied())
-        .args([role, "--id", id])
-        .args([listen_flag, &format!("127.0.0.1:{port}")])
-        .args(["--etcd", etcd])
-        .arg("--config")
-        .arg(config)
         .env_remove("RUST_LOG")
+        .envs(l.env.iter().copied())
+        .args([role, "--id", &l.id.to_string()])
+        .args([listen_flag, &format!("127.0.0.1:{}", l.port)])
+        .args(["--etcd", l.etcd])
+        .arg("--config")
+        .arg(l.config)
+        .args(l.args)
         .stdin(Stdio::null())
-        .stderr(output)
+        .stderr(l.output)
         .process_group(0)
         .spawn()?;
-    Ok(Proc {
-        child: Some(child),
-        url,
-        traced: traced.is_some(),
-    })
+    let mut proc = Proc::new(child, me, url);
+    proc.traced = traced.is_some();
+    Ok(proc)
 }
 
 impl Proc {
@@ -322,11 +421,11 @@ pub fn bare(body: &Path) -> Result<Proc, ToolError> {
         .arg(body)
         .stdin(Stdio::null())
         .spawn()?;
-    Ok(Proc {
-        child: Some(child),
-        url: format!("http://127.0.0.1:{port}"),
-        traced: false,
-    })
+    Ok(Proc::new(
+        child,
+        "bench-bare".into(),
+        format!("http://127.0.0.1:{port}"),
+    ))
 }
 
 /// Serves `body` as `application/json` to every GET: the baseline for cached reads.

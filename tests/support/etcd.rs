@@ -2,9 +2,10 @@
 //! killed on drop.
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
+use crawler::tools::procs::EtcdMember;
 use etcd_client::{Client, GetOptions};
 
 use super::free_port;
@@ -22,6 +23,7 @@ pub struct Etcd {
     member: Option<(String, String)>,
 }
 
+/// Panics, saying how to install it, when etcd is not on `PATH`.
 fn etcd_binary() -> PathBuf {
     let found = std::env::var_os("PATH").and_then(|paths| {
         std::env::split_paths(&paths)
@@ -74,30 +76,23 @@ impl Etcd {
             .append(true)
             .open(self.dir.path().join("etcd.log"))
             .expect("etcd log file");
-        let child = Command::new(etcd_binary())
-            .arg(format!("--name={name}"))
-            .arg(format!(
-                "--data-dir={}",
-                self.dir.path().join("data").display()
-            ))
-            .arg(format!("--listen-client-urls={}", self.url))
-            .arg(format!("--advertise-client-urls={}", self.url))
-            .arg(format!("--listen-peer-urls={peer}"))
-            .arg(format!("--initial-advertise-peer-urls={peer}"))
-            .arg(format!("--initial-cluster={initial_cluster}"))
-            .arg(format!(
-                "--initial-cluster-state={}",
-                if new_cluster { "new" } else { "existing" }
-            ))
-            .arg("--logger=zap")
-            .arg("--log-level=warn")
-            .args(self.raft_timing())
-            .env("ETCD_UNSUPPORTED_ARCH", "")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log"))
-            .stderr(log)
-            .spawn()
-            .expect("start etcd");
+        etcd_binary();
+        let data_dir = self.dir.path().join("data");
+        let child = EtcdMember {
+            name,
+            data_dir: &data_dir,
+            client_url: &self.url,
+            peer_url: &peer,
+            initial_cluster,
+            new_cluster,
+        }
+        .command()
+        .args(self.raft_timing())
+        .env("ETCD_UNSUPPORTED_ARCH", "")
+        .stdout(log.try_clone().expect("log"))
+        .stderr(log)
+        .spawn()
+        .expect("start etcd");
         self.child = Some(child);
     }
 

@@ -7,7 +7,6 @@ pub mod process;
 pub mod proxy;
 
 use std::future::Future;
-use std::net::TcpListener as StdListener;
 use std::time::{Duration, Instant};
 
 use crawler::config::Config;
@@ -18,14 +17,13 @@ use tokio::task::JoinHandle;
 #[allow(unused_imports)]
 pub use etcd::{Etcd, EtcdCluster};
 #[allow(unused_imports)]
-pub use process::{Proc, fault_config};
+pub use process::{Proc, Role, crawler_process, fault_config, master_process, worker_process};
 #[allow(unused_imports)]
 pub use proxy::Proxy;
 
 /// A free loopback port (bound and released).
 pub fn free_port() -> u16 {
-    let listener = StdListener::bind("127.0.0.1:0").expect("bind a free port");
-    listener.local_addr().expect("local addr").port()
+    crawler::tools::procs::free_port().expect("bind a free port")
 }
 
 /// A configuration pointing at `endpoints`, with TTLs short enough for tests. Logs of the
@@ -40,13 +38,8 @@ pub fn test_config(endpoints: &[String]) -> Config {
     config.worker.lease_ttl_secs = 3;
     config.master.session_ttl_secs = 2;
     config.tasks.clear();
-    // The policy of the tests written before the scheduling policy (`tests/fleet.rs` tests
-    // it): a dead worker's tasks move at once, at no set rate, with no storm guard and no
-    // rebalancing.
-    config.scheduling.reassign_after = Duration::ZERO;
-    config.scheduling.storm_fraction = 1.0;
-    config.scheduling.reassign_rate = 1e6;
-    config.scheduling.rebalance_max_moves = 0;
+    // Tasks move at once (`tests/scheduling.rs` tests the policy).
+    config.scheduling = crawler::tools::procs::move_at_once();
     config
 }
 

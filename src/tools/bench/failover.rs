@@ -5,6 +5,8 @@ use std::time::{Duration, Instant};
 
 use super::harness::{create, is_ready, wait_until};
 use super::report::{Report, ms};
+use nix::sys::signal::Signal;
+
 use crate::tools::procs::{self, Proc, ToolError};
 
 #[allow(clippy::too_many_arguments)]
@@ -40,7 +42,7 @@ pub(super) async fn failover(
             }
         }
     };
-    leader.signal(9);
+    leader.signal(Signal::SIGKILL);
     let killed = Instant::now();
     let kill9 = first_write(follower.url.clone(), killed).await;
     leader.kill();
@@ -62,7 +64,7 @@ pub(super) async fn failover(
         || is_ready(client, &third.url),
     )
     .await?;
-    follower.signal(15);
+    follower.signal(Signal::SIGTERM);
     let stopping = Instant::now();
     let graceful = first_write(third.url.clone(), stopping).await;
     let r = graceful.as_secs_f64() / ttl.as_secs_f64();

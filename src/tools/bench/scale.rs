@@ -13,6 +13,8 @@ use super::harness::{
 };
 use super::load;
 use super::report::{Report, ms};
+use nix::sys::signal::Signal;
+
 use crate::tools::procs::{self, Scratch, ToolError};
 
 pub(super) async fn scale(
@@ -44,7 +46,7 @@ pub(super) async fn scale(
         let rss = m.rss_bytes().unwrap_or(0) as usize;
         // It resigns (SIGTERM), so that its election key does not hold the next master back
         // for a session TTL.
-        m.signal(15);
+        m.signal(Signal::SIGTERM);
         m.wait_exit(Duration::from_secs(10)).await;
         rss
     };
@@ -103,7 +105,7 @@ pub(super) async fn scale(
             "the first master lost its leadership before the take-over was timed".into(),
         ));
     }
-    a.signal(15);
+    a.signal(Signal::SIGTERM);
     let takeover = wait_until(
         "the second master to take over",
         Duration::from_secs(120),

@@ -12,6 +12,8 @@ use serde_json::{Value, json};
 
 use super::harness::{create, http_client, is_ready_leader, wait_until};
 use super::report::{Report, ms, rate};
+use nix::sys::signal::Signal;
+
 use crate::tools::procs::{self, Proc, Scratch, ToolError};
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -116,7 +118,7 @@ pub(super) async fn scheduling(report: &mut Report, q: bool) -> Result<(), ToolE
         })
         .await?;
         for p in &pair {
-            p.signal(9);
+            p.signal(Signal::SIGKILL);
         }
         let keys: Vec<String> = ids
             .iter()
@@ -260,7 +262,7 @@ pub(super) async fn scheduling(report: &mut Report, q: bool) -> Result<(), ToolE
         super::harness::is_ready(&client, &n)
     })
     .await?;
-    master.signal(15);
+    master.signal(Signal::SIGTERM);
     wait_until("the second master to lead", WAIT, || {
         is_ready_leader(&client, &n)
     })
