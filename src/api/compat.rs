@@ -36,10 +36,7 @@ pub struct Empty {}
 #[utoipa::path(post, path = "/crawler/resource", tag = "compatibility", operation_id = "go_create_resource",
     request_body = ResourceSpec,
     responses(
-        (status = 200, description = "Created; the node it was assigned to", body = NodeSpec),
-        (status = 409, description = "The name exists", body = super::Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Name breaks the rules", body = super::Problem, content_type = "application/problem+json"),
-        (status = 503, description = "No leader, or etcd unavailable", body = super::Problem, content_type = "application/problem+json")))]
+        (status = 200, description = "Created; the node it was assigned to", body = NodeSpec)))]
 pub async fn add(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<ResourceSpec>,
@@ -61,10 +58,7 @@ pub async fn add(
 #[utoipa::path(delete, path = "/crawler/resource", tag = "compatibility", operation_id = "go_delete_resource",
     request_body = ResourceSpec,
     responses(
-        (status = 200, description = "Deleted", body = Empty),
-        (status = 404, description = "No such resource", body = super::Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Name breaks the rules", body = super::Problem, content_type = "application/problem+json"),
-        (status = 503, description = "No leader, or etcd unavailable", body = super::Problem, content_type = "application/problem+json")))]
+        (status = 200, description = "Deleted", body = Empty)))]
 pub async fn remove(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<ResourceSpec>,

@@ -348,8 +348,7 @@ struct Subscriber {
         ("last-event-id" = Option<i64>, Header, description = "Resume after this revision")),
     responses(
         (status = 200, description = "An event stream (text/event-stream). Events: added, modified, deleted (data: FeedEvent, id: revision on the last change of a revision); relist (history too short: list again); dropped (too slow: reconnect).",
-            content_type = "text/event-stream", body = StreamData),
-        (status = 400, description = "Bad query or Last-Event-ID", body = super::Problem, content_type = "application/problem+json")))]
+            content_type = "text/event-stream", body = StreamData)))]
 pub async fn stream(
     State(state): State<AppState>,
     ApiQuery(query): ApiQuery<EventsQuery>,

@@ -36,10 +36,7 @@ pub struct HistoryItem {
 #[utoipa::path(get, path = "/api/v1/resources/{name}/history", tag = "resources", operation_id = "resource_history",
     params(("name" = String, Path, description = "Resource name")),
     responses(
-        (status = 200, description = "Its history", body = HistoryView),
-        (status = 404, description = "No such resource", body = super::Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Name breaks the rules", body = super::Problem, content_type = "application/problem+json"),
-        (status = 503, description = "etcd did not answer", body = super::Problem, content_type = "application/problem+json")))]
+        (status = 200, description = "Its history", body = HistoryView)))]
 pub async fn history(
     State(state): State<AppState>,
     ApiPath(raw): ApiPath<String>,

@@ -124,8 +124,7 @@ fn page(
     params(ListQuery),
     responses(
         (status = 200, description = "A page of resources", body = ResourceList,
-            headers(("x-etcd-revision" = i64, description = "etcd revision the cache reflected"))),
-        (status = 400, description = "Bad query", body = super::Problem, content_type = "application/problem+json")))]
+            headers(("x-etcd-revision" = i64, description = "etcd revision the cache reflected")))))]
 pub async fn list(
     State(state): State<AppState>,
     ApiQuery(query): ApiQuery<ListQuery>,

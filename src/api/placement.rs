@@ -62,10 +62,7 @@ pub struct PreviewAnswer {
 #[utoipa::path(post, path = "/api/v1/placement/preview", tag = "cluster", operation_id = "preview_placement",
     request_body(content = PreviewRequest, content_type = "application/json"),
     responses(
-        (status = 200, description = "The plan", body = PreviewAnswer),
-        (status = 400, description = "A named worker is unknown, or too many are named", body = super::Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Not JSON", body = super::Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Not a preview request", body = super::Problem, content_type = "application/problem+json")))]
+        (status = 200, description = "The plan", body = PreviewAnswer)))]
 pub async fn preview(
     State(state): State<AppState>,
     ApiJson(request): ApiJson<PreviewRequest>,

@@ -220,14 +220,7 @@ pub fn checked_name(raw: &str) -> Result<&str, ApiError> {
     responses(
         (status = 201, description = "Created", body = ResourceView,
             headers(("location" = String, description = "URL of the new resource"),
-                    ("x-etcd-revision" = i64, description = "Revision of the write"))),
-        (status = 400, description = "Malformed body", body = super::Problem, content_type = "application/problem+json"),
-        (status = 409, description = "The name exists", body = super::Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body too large", body = super::Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Not JSON", body = super::Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Name breaks the rules", body = super::Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Not the leader, or etcd unavailable", body = super::Problem, content_type = "application/problem+json",
-            headers(("retry-after" = u32, description = "Seconds to wait")))))]
+                    ("x-etcd-revision" = i64, description = "Revision of the write")))))]
 pub async fn create(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<CreateResource>,
@@ -259,9 +252,7 @@ pub async fn create(
     responses(
         (status = 200, description = "The resource", body = ResourceView,
             headers(("x-etcd-revision" = i64, description = "etcd revision the cache reflected"),
-                    ("etag" = String, description = "Version (the key's mod revision), for If-Match"))),
-        (status = 404, description = "No such resource", body = super::Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Name breaks the rules", body = super::Problem, content_type = "application/problem+json")))]
+                    ("etag" = String, description = "Version (the key's mod revision), for If-Match")))))]
 pub async fn get_one(
     State(state): State<AppState>,
     ApiPath(raw): ApiPath<String>,
@@ -289,12 +280,7 @@ pub async fn get_one(
            ("if-match" = Option<String>, Header, description = "Delete only this version (an ETag)")),
     responses(
         (status = 204, description = "Deleted",
-            headers(("x-etcd-revision" = i64, description = "Revision of the write"))),
-        (status = 400, description = "Malformed If-Match", body = super::Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such resource", body = super::Problem, content_type = "application/problem+json"),
-        (status = 412, description = "If-Match does not match", body = super::Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Name breaks the rules", body = super::Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Not the leader, or etcd unavailable", body = super::Problem, content_type = "application/problem+json")))]
+            headers(("x-etcd-revision" = i64, description = "Revision of the write")))))]
 pub async fn delete(
     State(state): State<AppState>,
     ApiPath(raw): ApiPath<String>,
@@ -340,13 +326,7 @@ pub fn updated(
     responses(
         (status = 200, description = "Changed", body = ResourceView,
             headers(("x-etcd-revision" = i64, description = "Revision of the write"),
-                    ("etag" = String, description = "The new version"))),
-        (status = 400, description = "Malformed body or If-Match", body = super::Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such resource", body = super::Problem, content_type = "application/problem+json"),
-        (status = 409, description = "assigned_node names no registered worker (unknown-worker)", body = super::Problem, content_type = "application/problem+json"),
-        (status = 412, description = "If-Match does not match", body = super::Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Bad name or label", body = super::Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Not the leader, or etcd unavailable", body = super::Problem, content_type = "application/problem+json")))]
+                    ("etag" = String, description = "The new version")))))]
 pub async fn replace(
     State(state): State<AppState>,
     ApiPath(raw): ApiPath<String>,
@@ -387,13 +367,7 @@ pub async fn replace(
     responses(
         (status = 200, description = "Changed", body = ResourceView,
             headers(("x-etcd-revision" = i64, description = "Revision of the write"),
-                    ("etag" = String, description = "The new version"))),
-        (status = 400, description = "Malformed body or If-Match", body = super::Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such resource", body = super::Problem, content_type = "application/problem+json"),
-        (status = 409, description = "assigned_node names no registered worker (unknown-worker)", body = super::Problem, content_type = "application/problem+json"),
-        (status = 412, description = "If-Match does not match", body = super::Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Bad name or label", body = super::Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Not the leader, or etcd unavailable", body = super::Problem, content_type = "application/problem+json")))]
+                    ("etag" = String, description = "The new version")))))]
 pub async fn patch(
     State(state): State<AppState>,
     ApiPath(raw): ApiPath<String>,

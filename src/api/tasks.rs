@@ -30,10 +30,7 @@ pub struct LogQuery {
 #[utoipa::path(get, path = "/api/v1/resources/{name}/logs", tag = "resources", operation_id = "get_resource_logs",
     params(("name" = String, Path, description = "Resource name"), LogQuery),
     responses(
-        (status = 200, description = "The last lines of the task's output (text/plain); with follow=true the response stays open and new output follows", body = String, content_type = "text/plain"),
-        (status = 404, description = "No such resource, or its worker has no log of it yet", body = super::Problem, content_type = "application/problem+json"),
-        (status = 409, description = "No worker is assigned (not-assigned)", body = super::Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Name breaks the rules", body = super::Problem, content_type = "application/problem+json")))]
+        (status = 200, description = "The last lines of the task's output (text/plain); with follow=true the response stays open and new output follows", body = String, content_type = "text/plain")))]
 pub async fn logs(
     State(state): State<AppState>,
     ApiPath(raw): ApiPath<String>,
@@ -97,9 +94,7 @@ pub async fn logs(
     responses(
         (status = 200, description = "Restarted: the resource with its new version", body = super::resources::ResourceView,
             headers(("x-etcd-revision" = i64, description = "Revision of the write"),
-                    ("etag" = String, description = "The new version"))),
-        (status = 404, description = "No such resource", body = super::Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Name breaks the rules", body = super::Problem, content_type = "application/problem+json")))]
+                    ("etag" = String, description = "The new version")))))]
 pub async fn restart(
     State(state): State<AppState>,
     ApiPath(raw): ApiPath<String>,

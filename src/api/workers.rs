@@ -48,9 +48,7 @@ pub async fn list(State(state): State<AppState>) -> impl IntoResponse {
 #[utoipa::path(get, path = "/api/v1/workers/{id}", tag = "workers", operation_id = "get_worker",
     params(("id" = String, Path, description = "Node id, e.g. go.micro.server.worker-2")),
     responses(
-        (status = 200, description = "The worker", body = WorkerView),
-        (status = 404, description = "No such worker", body = super::Problem,
-            content_type = "application/problem+json")))]
+        (status = 200, description = "The worker", body = WorkerView)))]
 pub async fn get_one(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<String>,
@@ -100,8 +98,7 @@ fn answer(state: &AppState, id: &str, control: Option<&Control>) -> Json<Control
 #[utoipa::path(post, path = "/api/v1/workers/{id}/cordon", tag = "workers", operation_id = "cordon_worker",
     params(("id" = String, Path, description = "Node id of a registered worker")),
     responses(
-        (status = 200, description = "Cordoned", body = ControlAnswer),
-        (status = 404, description = "No such worker", body = super::Problem, content_type = "application/problem+json")))]
+        (status = 200, description = "Cordoned", body = ControlAnswer)))]
 pub async fn cordon(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<String>,
@@ -118,8 +115,7 @@ pub async fn cordon(
 #[utoipa::path(post, path = "/api/v1/workers/{id}/uncordon", tag = "workers", operation_id = "uncordon_worker",
     params(("id" = String, Path, description = "Node id of a registered or cordoned worker")),
     responses(
-        (status = 200, description = "Ready again", body = ControlAnswer),
-        (status = 404, description = "No such worker", body = super::Problem, content_type = "application/problem+json")))]
+        (status = 200, description = "Ready again", body = ControlAnswer)))]
 pub async fn uncordon(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<String>,
@@ -149,11 +145,7 @@ pub struct DrainRequest {
     params(("id" = String, Path, description = "Node id of a registered worker")),
     request_body(content = DrainRequest, description = "Optional: a deadline", content_type = "application/json"),
     responses(
-        (status = 200, description = "Draining", body = ControlAnswer),
-        (status = 400, description = "The deadline is negative or not a duration", body = super::Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such worker", body = super::Problem, content_type = "application/problem+json"),
-        (status = 415, description = "A body that is not JSON", body = super::Problem, content_type = "application/problem+json"),
-        (status = 422, description = "A body that is not a drain request", body = super::Problem, content_type = "application/problem+json")))]
+        (status = 200, description = "Draining", body = ControlAnswer)))]
 pub async fn drain(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<String>,
