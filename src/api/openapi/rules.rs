@@ -1,98 +1,19 @@
-//! The OpenAPI document and Swagger UI (vendored, so it works offline).
+//! The rules every operation shares, stated in the spec so that a request the schema allows
+//! is one the API accepts.
 
-use axum::Router;
-use utoipa::openapi::content::ContentBuilder;
+use utoipa::Modify;
 use utoipa::openapi::header::Header;
 use utoipa::openapi::path::{Operation, ParameterBuilder, ParameterIn};
-use utoipa::openapi::response::{Response, ResponseBuilder};
 use utoipa::openapi::schema::{
     KnownFormat, Object, ObjectBuilder, Schema, SchemaFormat, SchemaType, Type,
 };
 use utoipa::openapi::{Ref, RefOr, Required};
-use utoipa::{Modify, OpenApi};
-use utoipa_swagger_ui::SwaggerUi;
 
-use super::{AppState, resources};
+use crate::api::{extract, resources, status_view};
 use crate::model::name;
 use crate::model::status::TaskState;
 
-/// The API description.
-#[derive(OpenApi)]
-#[openapi(
-    modifiers(&CommonRules),
-    info(title = "crawler master", description = "Control plane of a distributed web crawler.\n\nEvery master serves reads from its cache and forwards writes to the leader. Every response carries `X-Served-By` (the master's id), `X-Leader` (the leader's URL, when known) and `X-Etcd-Revision` (reads: the revision the cache reflected; writes: the revision of the write). Any GET accepts `?min_revision=N`: it waits up to 3 s for the cache to reach N, then answers 503 with `Retry-After`. Errors are RFC 9457 problem+json."),
-    paths(
-        super::health::healthz,
-        super::health::readyz,
-        super::metrics::render,
-        super::dashboard::page,
-        super::workers::list,
-        super::workers::get_one,
-        super::workers::cordon,
-        super::workers::uncordon,
-        super::workers::drain,
-        super::cluster::thaw,
-        super::placement::preview,
-        super::history::history,
-        super::resources::create,
-        super::listing::list,
-        super::listing::summary,
-        super::resources::get_one,
-        super::resources::delete,
-        super::resources::replace,
-        super::resources::patch,
-        super::tasks::logs,
-        super::tasks::restart,
-        super::cluster::get,
-        super::events::stream,
-        super::compat::add,
-        super::compat::remove,
-    ),
-    components(schemas(
-        super::Problem,
-        super::health::Health,
-        super::views::WorkerView,
-        super::workers::WorkerList,
-        super::resources::ResourceView,
-        super::resources::AssignedNode,
-        super::resources::ResourceList,
-        super::listing::Summary,
-        super::resources::CreateResource,
-        super::resources::ReplaceResource,
-        super::resources::PatchResource,
-        super::status_view::StatusView,
-        super::events::FeedEvent,
-        super::events::StreamNotice,
-        super::events::StreamData,
-        super::events::Kind,
-        super::compat::ResourceSpec,
-        super::compat::NodeSpec,
-        super::compat::Empty,
-        super::cluster::ClusterView,
-        super::cluster::MasterView,
-        super::cluster::SelfView,
-        super::views::ControlView,
-        super::workers::ControlAnswer,
-        super::views::DrainView,
-        super::workers::DrainRequest,
-        super::views::SchedulingView,
-        super::views::DepartedView,
-        super::placement::PreviewRequest,
-        super::placement::PreviewAnswer,
-        super::placement::PlannedMove,
-        super::history::HistoryView,
-        super::history::HistoryItem,
-    )),
-    tags(
-        (name = "workers", description = "Crawler workers discovered through etcd"),
-        (name = "resources", description = "Crawl tasks, assigned to workers by the leader"),
-        (name = "cluster", description = "Masters, the elected leader and the scheduling policy's state"),
-        (name = "events", description = "A live stream of changes (Server-Sent Events)"),
-        (name = "compatibility", description = "The Go crawler's gateway routes"),
-        (name = "health", description = "Liveness and readiness"),
-    )
-)]
-pub struct ApiDoc;
+use super::problems::{ensure, particular_problems, problem};
 
 /// Adds what every operation shares and states every rule the handlers enforce, so that a
 /// request the schema allows is one the API accepts:
@@ -102,7 +23,7 @@ pub struct ApiDoc;
 ///   on every write (no leader, etcd unavailable);
 /// - the name rule ([`crate::model::name::PATTERN`]) on every name, the label rules on labels,
 ///   and the `If-Match` shape this API hands out.
-struct CommonRules;
+pub(super) struct CommonRules;
 
 fn integer() -> Object {
     ObjectBuilder::new()
@@ -130,8 +51,8 @@ fn deadline_schema() -> Schema {
     let text = ObjectBuilder::new()
         .schema_type(Type::String)
         .min_length(Some(1))
-        .max_length(Some(super::extract::DEADLINE_MAX_LEN))
-        .pattern(Some(super::extract::DEADLINE_PATTERN))
+        .max_length(Some(extract::DEADLINE_MAX_LEN))
+        .pattern(Some(extract::DEADLINE_PATTERN))
         .build();
     let seconds = ObjectBuilder::new()
         .schema_type(Type::Integer)
@@ -227,156 +148,6 @@ fn header(schema: Object, text: &str) -> RefOr<Header> {
     RefOr::T(h)
 }
 
-/// A problem+json response.
-fn problem(description: &str, headers: &[(&str, &str)]) -> RefOr<Response> {
-    let content = ContentBuilder::new()
-        .schema(Some(Ref::from_schema_name("Problem")))
-        .build();
-    let mut response = ResponseBuilder::new()
-        .description(description)
-        .content("application/problem+json", content);
-    for (name, text) in headers {
-        let schema = match *name {
-            "retry-after" => ObjectBuilder::new()
-                .schema_type(Type::Integer)
-                .format(Some(SchemaFormat::KnownFormat(KnownFormat::Int32)))
-                .minimum(Some(0))
-                .build(),
-            _ => string(),
-        };
-        response = response.header(*name, {
-            let mut h = Header::new(schema);
-            h.description = Some((*text).to_owned());
-            h
-        });
-    }
-    RefOr::T(response.build())
-}
-
-/// The problems particular to an operation, by operation id: what each status means there.
-/// Every operation also gets the problems of the rules in [`CommonRules`].
-const PROBLEMS: &[(&str, &str, &str)] = &[
-    ("go_create_resource", "409", "The name exists"),
-    (
-        "go_create_resource",
-        "503",
-        "No leader, or etcd unavailable",
-    ),
-    ("go_create_resource", "422", "Name breaks the rules"),
-    ("go_delete_resource", "404", "No such resource"),
-    (
-        "go_delete_resource",
-        "503",
-        "No leader, or etcd unavailable",
-    ),
-    ("go_delete_resource", "422", "Name breaks the rules"),
-    ("stream_events", "400", "Bad query or Last-Event-ID"),
-    ("resource_history", "404", "No such resource"),
-    ("resource_history", "503", "etcd did not answer"),
-    ("resource_history", "422", "Name breaks the rules"),
-    ("list_resources", "400", "Bad query"),
-    (
-        "preview_placement",
-        "400",
-        "A named worker is unknown, or too many are named",
-    ),
-    ("preview_placement", "422", "Not a preview request"),
-    ("create_resource", "409", "The name exists"),
-    (
-        "create_resource",
-        "503",
-        "Not the leader, or etcd unavailable",
-    ),
-    ("create_resource", "422", "Name breaks the rules"),
-    ("get_resource", "404", "No such resource"),
-    ("get_resource", "422", "Name breaks the rules"),
-    ("delete_resource", "400", "Malformed If-Match"),
-    ("delete_resource", "404", "No such resource"),
-    ("delete_resource", "412", "If-Match does not match"),
-    (
-        "delete_resource",
-        "503",
-        "Not the leader, or etcd unavailable",
-    ),
-    ("delete_resource", "422", "Name breaks the rules"),
-    ("replace_resource", "400", "Malformed body or If-Match"),
-    ("replace_resource", "404", "No such resource"),
-    (
-        "replace_resource",
-        "409",
-        "assigned_node names no registered worker (unknown-worker)",
-    ),
-    ("replace_resource", "412", "If-Match does not match"),
-    ("replace_resource", "422", "Bad name or label"),
-    (
-        "replace_resource",
-        "503",
-        "Not the leader, or etcd unavailable",
-    ),
-    ("patch_resource", "400", "Malformed body or If-Match"),
-    ("patch_resource", "404", "No such resource"),
-    (
-        "patch_resource",
-        "409",
-        "assigned_node names no registered worker (unknown-worker)",
-    ),
-    ("patch_resource", "412", "If-Match does not match"),
-    ("patch_resource", "422", "Bad name or label"),
-    (
-        "patch_resource",
-        "503",
-        "Not the leader, or etcd unavailable",
-    ),
-    (
-        "get_resource_logs",
-        "404",
-        "No such resource, or its worker has no log of it yet",
-    ),
-    (
-        "get_resource_logs",
-        "409",
-        "No worker is assigned (not-assigned)",
-    ),
-    ("get_resource_logs", "422", "Name breaks the rules"),
-    ("restart_resource", "404", "No such resource"),
-    ("restart_resource", "422", "Name breaks the rules"),
-    ("get_worker", "404", "No such worker"),
-    ("cordon_worker", "404", "No such worker"),
-    ("uncordon_worker", "404", "No such worker"),
-    (
-        "drain_worker",
-        "400",
-        "The deadline is negative or not a duration",
-    ),
-    ("drain_worker", "404", "No such worker"),
-    ("drain_worker", "415", "A body that is not JSON"),
-    ("drain_worker", "422", "A body that is not a drain request"),
-];
-
-/// A problem response for `status`, with the headers that status carries.
-fn problem_for(status: &str, description: &str) -> RefOr<Response> {
-    match status {
-        "503" => problem(description, &[("retry-after", "Seconds to wait")]),
-        _ => problem(description, &[]),
-    }
-}
-
-/// Adds the operation's own problems ([`PROBLEMS`]).
-fn particular_problems(op: &mut Operation) {
-    let id = op.operation_id.clone().unwrap_or_default();
-    for (_, status, description) in PROBLEMS.iter().filter(|(o, ..)| *o == id) {
-        ensure(op, status, || problem_for(status, description));
-    }
-}
-
-/// Adds `response` for `status` unless the operation already describes it.
-fn ensure(op: &mut Operation, status: &str, response: impl FnOnce() -> RefOr<Response>) {
-    op.responses
-        .responses
-        .entry(status.to_owned())
-        .or_insert_with(response);
-}
-
 fn constrain_parameters(op: &mut Operation) {
     for param in op.parameters.iter_mut().flatten() {
         let RefOr::T(param) = param else { continue };
@@ -394,7 +165,7 @@ fn constrain_parameters(op: &mut Operation) {
                     TaskState::ALL
                         .iter()
                         .map(|s| s.as_str())
-                        .chain([super::status_view::UNKNOWN]),
+                        .chain([status_view::UNKNOWN]),
                 ))
                 .build(),
             _ => continue,
@@ -553,16 +324,4 @@ impl Modify for CommonRules {
             }
         }
     }
-}
-
-/// The spec as pretty JSON.
-pub fn spec_json() -> String {
-    ApiDoc::openapi()
-        .to_pretty_json()
-        .unwrap_or_else(|_| "{}".to_owned())
-}
-
-/// `/openapi.json` and `/swagger-ui/`.
-pub fn routes() -> Router<AppState> {
-    Router::from(SwaggerUi::new("/swagger-ui").url("/openapi.json", ApiDoc::openapi()))
 }
