@@ -90,6 +90,18 @@ async fn wait_keys_match(etcd: &Etcd, what: &str) {
 const W1: &str = "go.micro.server.worker-1";
 const W2: &str = "go.micro.server.worker-2";
 
+/// Writes `go-written` straight into `/resources/`, assigned to `worker` at `address`, as a Go
+/// master (or a tool) would.
+async fn go_master_assigns(client: &mut etcd_client::Client, worker: &str, address: &str) {
+    let go = format!(
+        r#"{{"ID":"77","Name":"go-written","AssignedNode":"{worker}|{address}","CreationTime":1}}"#
+    );
+    client
+        .put("/resources/go-written", go, None)
+        .await
+        .expect("put");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_worker_sees_only_its_own_tasks_and_keys_written_by_others_are_repaired() {
     let etcd = Etcd::start().await;
@@ -156,14 +168,7 @@ async fn each_worker_sees_only_its_own_tasks_and_keys_written_by_others_are_repa
     // A Go master (or a tool) writes a resource straight into /resources/, assigned to worker 1:
     // the leader writes its key, and worker 1 runs it.
     let mut client = etcd.client().await;
-    let go = format!(
-        r#"{{"ID":"77","Name":"go-written","AssignedNode":"{W1}|{}","CreationTime":1}}"#,
-        w1.url
-    );
-    client
-        .put("/resources/go-written", go, None)
-        .await
-        .expect("put");
+    go_master_assigns(&mut client, W1, &w1.url).await;
     want1.insert("go-written".to_owned());
     wait_tasks(&w1, &want1, "worker 1 got the resource a Go master wrote").await;
     let key = format!("{PREFIX}{W1}/go-written");
@@ -174,14 +179,7 @@ async fn each_worker_sees_only_its_own_tasks_and_keys_written_by_others_are_repa
         "a repaired key carries its epoch: {text}"
     );
     // Moved by the Go master to worker 2, then deleted straight from etcd.
-    let go = format!(
-        r#"{{"ID":"77","Name":"go-written","AssignedNode":"{W2}|{}","CreationTime":1}}"#,
-        w2.url
-    );
-    client
-        .put("/resources/go-written", go, None)
-        .await
-        .expect("put");
+    go_master_assigns(&mut client, W2, &w2.url).await;
     want1.remove("go-written");
     want2.insert("go-written".to_owned());
     wait_tasks(&w1, &want1, "worker 1 lost the task the Go master moved").await;

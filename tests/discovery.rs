@@ -92,10 +92,7 @@ async fn go_record_is_listed_and_leaves_when_its_lease_is_revoked() {
 async fn worker_binary_appears_and_is_gone_within_a_second_of_sigterm() {
     use nix::sys::signal::Signal;
 
-    let etcd = Etcd::start().await;
-    let config = test_config(std::slice::from_ref(&etcd.url));
-    let master = start_master(config, 1).await;
-    wait_ready(&master.url).await;
+    let (etcd, _, master) = etcd_and_leader().await;
 
     let port = free_port();
     let started = Instant::now();
@@ -150,11 +147,8 @@ async fn worker_binary_appears_and_is_gone_within_a_second_of_sigterm() {
 
 #[tokio::test]
 async fn in_process_registration_latency() {
-    let etcd = Etcd::start().await;
-    let config = test_config(std::slice::from_ref(&etcd.url));
-    let master = start_master(config, 1).await;
+    let (etcd, _, master) = etcd_and_leader().await;
     let mut client = etcd.client().await;
-    wait_ready(&master.url).await;
     let mut samples = Vec::new();
     for i in 0..20 {
         let id = format!("go.micro.server.worker-{}", 100 + i);

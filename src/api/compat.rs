@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::extract::ApiJson;
-use super::resources::checked_name;
+use super::resources::{checked_name, create_named};
 use super::{ApiError, AppState};
 
 /// The Go gateway's request body.
@@ -41,12 +41,7 @@ pub async fn add(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<ResourceSpec>,
 ) -> Result<Json<NodeSpec>, ApiError> {
-    let name = checked_name(&body.name)?;
-    let created = state
-        .leader
-        .create(name)
-        .await
-        .map_err(|e| state.write_error("resource", name, e))?;
+    let (_, created) = create_named(&state, &body.name).await?;
     let (id, address) = created.resource.assignment().unwrap_or(("", ""));
     Ok(Json(NodeSpec {
         id: id.to_owned(),

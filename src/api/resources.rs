@@ -17,7 +17,7 @@ use super::extract::{ApiJson, ApiPath};
 use super::status_view::StatusView;
 use super::{ApiError, AppState, revision_header};
 use crate::etcd::cache::{Entry, Store};
-use crate::master::leader::WriteError;
+use crate::master::leader::{WriteError, Written};
 use crate::model::name;
 use crate::model::resource::Resource;
 use crate::model::status::TaskStatus;
@@ -225,12 +225,7 @@ pub async fn create(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<CreateResource>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let name = checked_name(&body.name)?;
-    let created = state
-        .leader
-        .create(name)
-        .await
-        .map_err(|e| state.write_error("resource", name, e))?;
+    let (name, created) = create_named(&state, &body.name).await?;
     let location = format!("/api/v1/resources/{name}");
     Ok((
         StatusCode::CREATED,
@@ -244,6 +239,21 @@ pub async fn create(
             &state.statuses,
         )),
     ))
+}
+
+/// Creates the resource named `raw` once the name passes the rules: the REST create and the Go
+/// gateway's share it.
+pub async fn create_named<'a>(
+    state: &AppState,
+    raw: &'a str,
+) -> Result<(&'a str, Written), ApiError> {
+    let name = checked_name(raw)?;
+    let created = state
+        .leader
+        .create(name)
+        .await
+        .map_err(|e| state.write_error("resource", name, e))?;
+    Ok((name, created))
 }
 
 /// One resource, from the local cache.
@@ -297,22 +307,19 @@ pub async fn delete(
 }
 
 /// The answer to a write that changed a resource: its view, revision and new ETag.
-pub fn updated(
-    state: &AppState,
-    created: crate::master::leader::Written,
-) -> Result<impl IntoResponse + use<>, ApiError> {
+pub fn updated(state: &AppState, written: Written) -> Result<impl IntoResponse + use<>, ApiError> {
     Ok((
         [
-            revision_header(created.revision),
+            revision_header(written.revision),
             (
                 header::ETAG,
-                HeaderValue::from_str(&etag(created.revision))
+                HeaderValue::from_str(&etag(written.revision))
                     .map_err(|e| ApiError::Internal(e.to_string()))?,
             ),
         ],
         Json(ResourceView::written(
-            &created.resource,
-            created.revision,
+            &written.resource,
+            written.revision,
             &state.statuses,
         )),
     ))
@@ -343,7 +350,7 @@ pub async fn replace(
         });
     }
     let labels = body.labels;
-    let created = state
+    let written = state
         .leader
         .update(
             name,
@@ -356,7 +363,7 @@ pub async fn replace(
         )
         .await
         .map_err(|e| state.write_error("resource", name, e))?;
-    updated(&state, created)
+    updated(&state, written)
 }
 
 /// Changes some of what users may change (JSON merge patch).
@@ -378,7 +385,7 @@ pub async fn patch(
     let wanted = if_match(&headers)?;
     let changes = body.labels.unwrap_or_default();
     check_labels(changes.iter().map(|(k, v)| (k, v.as_ref())))?;
-    let created = state
+    let written = state
         .leader
         .update(
             name,
@@ -404,7 +411,7 @@ pub async fn patch(
         )
         .await
         .map_err(|e| state.write_error("resource", name, e))?;
-    updated(&state, created)
+    updated(&state, written)
 }
 
 #[cfg(test)]

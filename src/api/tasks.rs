@@ -101,7 +101,7 @@ pub async fn restart(
 ) -> Result<impl IntoResponse, ApiError> {
     let name = checked_name(&raw)?;
     let at = now_ms();
-    let created = state
+    let written = state
         .leader
         .update(
             name,
@@ -115,5 +115,5 @@ pub async fn restart(
         )
         .await
         .map_err(|e| state.write_error("resource", name, e))?;
-    updated(&state, created)
+    updated(&state, written)
 }
