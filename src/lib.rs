@@ -1,16 +1,15 @@
 //! `crawler`: the control plane ("master") of a distributed web crawler, and its worker agent.
 //!
-//! The parts, from the bottom up:
-//! - [`etcd`]: connection, leases, the key layout and the generic watch-driven cache;
-//! - [`model`]: resources, go-micro worker records, names and snowflake IDs;
-//! - [`master`]: the master process: election, leadership, the leader's duties and placement;
-//! - [`api`]: the master's REST API, event stream, dashboard and gateway;
-//! - [`worker`]: the worker agent;
-//! - [`tools`]: `crawler dev` and `crawler bench`;
-//! - process plumbing shared by every command: [`cli`], [`config`], [`logging`], [`metrics`],
-//!   [`shutdown`].
-//!
-//! The worker and the master both depend on `etcd` and `model`, never on each other.
+//! The parts, bottom up; each imports only parts below it (`tests/layout.rs` checks):
+//! 1. [`object`] (what a stored value is to a cache) and [`keys`] (the etcd key layout);
+//! 2. [`model`]: the stored formats and their rules: resources, worker records, statuses;
+//! 3. [`config`], [`metrics`], [`logging`], [`shutdown`]: what every process shares;
+//! 4. [`etcd`]: the connection, leases, paged lists and the generic watch-driven cache;
+//! 5. the roles, which never import each other: [`master`] (election, the leader's duties,
+//!    placement) and [`worker`] (the agent that runs tasks);
+//! 6. [`api`]: the master's HTTP face, over `master`;
+//! 7. [`server`]: the master process, wiring `master` and `api` together;
+//! 8. [`tools`] (`crawler dev`, `crawler bench`, child processes) and [`cli`], used by `main`.
 
 pub mod api;
 pub mod cli;

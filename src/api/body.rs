@@ -1,19 +1,12 @@
-//! Request bodies are read whole, up to `http.max_body_bytes`, before anything else looks at
-//! the request, so that an early answer can never cost the client its response.
+//! Request bodies are read whole, up to `http.max_body_bytes`, before anything else looks at the
+//! request, so that an early answer can never cost the client its response.
 //!
-//! A server that answers before it has read the request (a 413, a 401, a follower's 503) and
-//! then closes the connection makes the kernel reset it while the client is still sending, and
-//! the client may lose the answer. This layer therefore:
-//! - refuses a `Content-Length` over the limit at once, without reading or forwarding anything;
-//! - reads a body of unknown length (chunked) up to the limit, and refuses it the moment it
-//!   grows past the limit, the same way;
-//! - before answering 413, reads and discards what the client is still sending (nginx's
-//!   "lingering close"), bounded by [`DRAIN_MAX_BYTES`] and [`DRAIN_MAX_TIME`]; past either
-//!   bound the answer says `Connection: close`. A client that sent `Expect: 100-continue` has
-//!   sent nothing yet and gets its 413 at once.
-//! - hands every body within the limit on as bytes already read, so no layer or handler below
-//!   (token check, forwarding, extractors) can answer early with unread input on the wire, and a
-//!   follower forwards a body of known length.
+//! A server that answers before reading the request (a 413, a 401, a follower's 503) and closes
+//! makes the kernel reset the connection, and the client may lose the answer. So: an oversized
+//! `Content-Length` is refused at once; a chunked body is refused the moment it passes the limit;
+//! before a 413 the rest is read and discarded (nginx's lingering close), within
+//! [`DRAIN_MAX_BYTES`] and [`DRAIN_MAX_TIME`], else `Connection: close`; every body within the
+//! limit is handed on already read, so no layer below can answer with unread input on the wire.
 
 use std::time::Duration;
 

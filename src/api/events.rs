@@ -1,14 +1,10 @@
 //! `GET /api/v1/events`: a Server-Sent Events stream of worker and resource changes.
 //!
-//! A [`Feed`] follows both caches and keeps a bounded history. Each change is one SSE event
-//! (`added`, `modified`, `deleted`) whose data names its kind, object and revision; the last
-//! event of each revision carries the revision as its SSE `id`, so a client that drops in the
-//! middle of a revision resumes from the previous one and misses nothing. A client that
-//! reconnects with `Last-Event-ID: N` first gets every kept change this master sent after N
-//! (or, for an id from another master, every kept change above revision N); when the history
-//! no longer reaches back to N it gets a `relist` event and should list again. A client that falls
-//! behind the live stream by more than the stream's buffer gets a final `dropped` event and is
-//! disconnected, so a slow client never holds memory without bound.
+//! A [`Feed`] follows the caches and keeps a bounded history. Each change is one event (`added`,
+//! `modified`, `deleted`); the last event of a revision carries it as its SSE `id`, so a client
+//! that reconnects with `Last-Event-ID: N` resumes after N and misses nothing. When the history no
+//! longer reaches back to N it gets `relist`; a client that falls behind the live stream by more
+//! than its buffer gets `dropped` and is disconnected, so no client holds memory without bound.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;

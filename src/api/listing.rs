@@ -1,14 +1,10 @@
 //! Lists and counts of resources, answered from the caches' indexes rather than by scanning.
 //!
-//! A list walks one sorted candidate set and stops when the page is full: the names of one
-//! worker (the resources cache's index by worker), of one task state (the statuses cache's
-//! index by state), or every name, each from the `continue` token or the name prefix on. So a
-//! filtered page costs what it returns, not what the cache holds: a worker with no resource
-//! answers at once with 1,000,000 cached. Only `state=unknown` (no report from the assigned
-//! worker, which no key records) walks every resource.
-//!
-//! The summary counts come from the same indexes, so the dashboard shows totals without
-//! loading what it does not display.
+//! A list walks one sorted candidate set from the `continue` token or the name prefix on, and
+//! stops when the page is full: one worker's names, one task state's names, or every name. So a
+//! filtered page costs what it returns, not what the cache holds. Only `state=unknown` (no report
+//! from the assigned worker, which no key records) walks every resource. The summary counts come
+//! from the same indexes.
 
 use std::collections::BTreeMap;
 use std::ops::Bound;

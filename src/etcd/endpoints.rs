@@ -1,20 +1,11 @@
 //! Keeping the client's balanced channel on members that answer.
 //!
-//! etcd-client balances requests over every configured endpoint with tonic's balanced channel,
-//! and that channel keeps picking an endpoint whose connection is refused: a killed member
-//! fails a third of the requests, lease keep-alives, watches and campaigns for as long as it is
-//! down. Go's clientv3 does not: its gRPC balancer takes a connection in transient failure out
-//! of the rotation until it reconnects.
-//!
-//! [`watch`] gives the same behaviour with etcd-client's run-time endpoint changes. It probes
-//! every member on its own connection and its own schedule, five times a second, with a
-//! linearizable read (the same check as etcd's `/health`): a member that refuses connections
-//! is removed from the shared channel at once, one that does not serve while others do as soon
-//! as they do, and either is added back as soon as it answers again. The last members standing are never removed: with no member healthy, all
-//! stay, so that the client recovers as soon as any of them does.
-//!
-//! Measured in `tests/faults.rs` (`losing_any_etcd_member_...`): before, killing one member of
-//! three stalled writes for up to 9 s or for good; with this, see the README.
+//! etcd-client's balanced channel keeps picking an endpoint whose connection is refused, so a
+//! killed member fails a share of every request, keep-alive and watch for as long as it is down.
+//! Go's clientv3 takes such a connection out of rotation; [`watch`] does the same: it probes each
+//! member on its own connection five times a second with a linearizable read (etcd's `/health`
+//! check), removes one that refuses connections at once, or that does not serve while others do,
+//! and adds it back as soon as it answers. With no member healthy, all stay.
 
 use std::collections::BTreeSet;
 use std::time::Duration;

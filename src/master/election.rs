@@ -2,20 +2,13 @@
 //!
 //! ```text
 //!   grant lease ─► campaign ──won──► verify ──ok──► Won ─► (take-over) ─► Ready
-//!        ▲            │                 │                       │
-//!        │            │ own key gone,   │ not ours              │ lease lost, fence failed,
-//!        │            │ lease lost      │                       │ another leader seen
-//!        └────────────┴─────────────────┴── revoke ◄── resign ◄─┘
+//!        ▲            │ own key gone,   │ not ours              │ lease lost, fence failed,
+//!        └────────────┴─ lease lost ────┴── revoke ◄── resign ◄─┘ another leader seen
 //! ```
 //!
-//! etcd's server-side Campaign does not re-check the lease after it stops waiting, so a win is
-//! verified before it is acted on: our key must be the oldest under the election prefix, carry
-//! our lease, and the lease must still have time to live. A Campaign can also hang after our
-//! own key was deleted; the campaign is abandoned when our key disappears while we wait.
-//!
-//! Every master's campaign value names it (`{"id","url"}`); the candidates cache
-//! ([`Candidate`]) mirrors the election prefix, so every master knows the leader (the oldest key)
-//! and the other masters without asking etcd.
+//! etcd's Campaign does not re-check the lease after waiting, so a win is verified first: our
+//! key is the oldest, on our lease, and the lease lives. The candidates cache ([`Candidate`])
+//! mirrors the election prefix, so every master knows the leader without asking etcd.
 
 use std::time::Duration;
 

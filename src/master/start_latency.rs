@@ -1,13 +1,10 @@
-//! How long a task takes from its assignment to running, as a metric every master records.
+//! How long a task takes from its assignment to running: `crawler_task_start_seconds`.
 //!
-//! This master notes when its resources cache first saw each assignment epoch (the resource's
-//! mod revision, with a worker); when the worker then reports the task `running` at that epoch,
-//! the time from that moment to the process's start goes into
-//! `crawler_task_start_seconds`. Each epoch is measured once; a resource whose worker never
-//! reports (a Go worker) is forgotten when it is deleted or changes again, or after
-//! [`WAIT_LIMIT`]. A list or re-list is not an assignment seen as it happens, so its resources
-//! are not measured: a master holding a million resources that Go workers run keeps no entry
-//! for them (heaptrack found this map holding every resource, ~65 bytes each, on a leader).
+//! This master notes when its resources cache first saw each assignment epoch; when the worker
+//! reports the task `running` at that epoch, the time from then to the process's start is
+//! recorded, once. An epoch whose worker never reports (a Go worker) is forgotten when the
+//! resource changes or goes, or after `WAIT_LIMIT_MS`. A list or re-list is not an assignment
+//! seen as it happens, so it adds no entry: the map holds only what is waiting to start.
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -1,16 +1,11 @@
 //! Snowflake IDs: 41-bit millisecond timestamp, 10-bit node, 12-bit sequence.
 //!
-//! The layout and epoch are those of bwmarrin/snowflake, which the Go crawler uses, so IDs from
-//! both sort together. Unlike the Go master, the node is the master's own id (0..=1023), so two
-//! masters never mint the same ID.
-//!
-//! Time comes from a monotonic clock anchored once to the wall clock, so a wall-clock step
-//! backwards can neither repeat nor decrease an ID. The timestamp and sequence live together in
-//! one atomic word: each ID is `max(now, last + 1)`, taken by compare-and-swap, so IDs are
-//! strictly increasing without a lock, and a burst of more than 4096 IDs in one millisecond
-//! borrows the next millisecond instead of waiting. A new generator can be moved past IDs it
-//! finds already stored ([`Generator::advance_past`]), which covers a wall clock that stepped
-//! back while the master was down.
+//! The layout and epoch are bwmarrin/snowflake's, which the Go crawler uses, so IDs from both
+//! sort together; the node is the master's own id, so two masters never mint the same ID. Time is
+//! a monotonic clock anchored once to the wall clock, and timestamp and sequence share one atomic
+//! word taken by compare-and-swap (`max(now, last + 1)`): IDs strictly increase without a lock,
+//! and a burst past 4096 in a millisecond borrows the next one. [`Generator::advance_past`] moves
+//! a new generator past stored IDs, for a wall clock that stepped back while the master was down.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};

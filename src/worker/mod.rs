@@ -1,7 +1,7 @@
 //! The worker agent (`crawler worker`): registers in go-micro's format, keeps its lease alive,
 //! runs the resources assigned to it as supervised processes ([`supervisor`], with commands
 //! from [`runner`] and output in a bounded [`tasklog`]), reports their status on its lease
-//! ([`status`]), and serves `/healthz`, `/tasks` and each task's log.
+//! ([`reporter`]), and serves `/healthz`, `/tasks` and each task's log.
 //!
 //! It runs a task only while it can prove its lease alive for `worker.lease_margin_ms` more:
 //! a worker cut off from etcd stops its tasks before its lease can expire and the tasks be

@@ -136,7 +136,7 @@ impl Supervisor {
             let stop = CancellationToken::new();
             // The supervising future is boxed: a spawned task's memory is sized for its future
             // and kept until its handle goes, so a task that ended (no runner, failed) would
-            // keep ~2 KB of a finished state machine (heaptrack: 68 MB at 33,000 tasks); the
+            // keep ~2 KB of a finished state machine (68 MB at 33,000 tasks); the
             // box goes when the future ends.
             let supervised = Box::pin(supervise(
                 spec.clone(),

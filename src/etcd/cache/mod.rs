@@ -1,17 +1,11 @@
-//! A watch-driven, in-memory cache of one etcd prefix, written once and used for both workers
-//! and resources.
+//! A watch-driven, in-memory cache of one etcd prefix, used by both roles for every prefix.
 //!
-//! Three layers, as in kube-runtime:
-//! - [`watcher`] is a state machine: list the prefix at a revision, watch from the next one,
-//!   resume after failures, and list again when the revision it needs was compacted.
-//! - [`Writer`] is the single writer that applies what the watcher sees.
-//! - [`Store`] is a cheap, cloneable reader: snapshots, the revision it reflects, readiness,
-//!   and a subscription to changes.
-//!
-//! A re-list is swapped in under one lock, so readers never see half a list. The first list
-//! publishes no change batch (a batch of every object, a million at scale, held until each
-//! subscriber has read it, is what a follower's memory peaked on): a subscriber reads the state
-//! once the cache is ready ([`Store::wait_ready`]) and then follows every batch after it.
+//! Three layers, as in kube-runtime: the [`watcher`] state machine (list at a revision, watch
+//! from the next, resume after failures, re-list after a compaction), the single [`Writer`] that
+//! applies what it sees, and the cheap, cloneable [`Store`] readers. A re-list is swapped in
+//! under one lock, so readers never see half a list. The first list publishes no change batch
+//! (it would hold every object until each subscriber read it): a subscriber reads the state once
+//! the cache is ready ([`Store::wait_ready`]) and follows every batch after it.
 
 mod diff;
 mod event;

@@ -1,17 +1,14 @@
 //! The watcher state machine that keeps a [`Writer`] in step with one etcd prefix.
 //!
 //! ```text
-//!   ┌──────┐  ok   ┌───────────────┐  compacted          ┌──────┐
-//!   │ List ├──────►│ Watch(from R) ├────────────────────►│ List │
-//!   └──┬───┘       └──────┬────────┘                     └──────┘
-//!      │ error            │ error / dead stream
-//!      ▼                  ▼
-//!   backoff, List     backoff, Watch(from last seen + 1)
+//!   List ──ok──► Watch(from R) ──compacted──► List
+//!    │ error        │ error / dead stream
+//!    ▼              ▼
+//!   backoff, List  backoff, Watch(from last seen + 1)
 //! ```
 //!
-//! A stream is declared dead when nothing (event or progress report) arrives for
-//! `dead_after`; the watcher asks etcd for a progress report every `progress_interval`, so a
-//! healthy but quiet stream always has something to say.
+//! A stream with nothing (event or progress report) for `dead_after` is dead; a progress report
+//! is asked for every `progress_interval`, so a healthy quiet stream always has something to say.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -151,7 +148,7 @@ async fn list<T: Object>(
     writer: &Writer<T>,
 ) -> Result<i64, EtcdError> {
     // Collected in key order and built at once: a map built by inserting sorted keys one by one
-    // leaves every node half full (heaptrack: ~78 bytes per entry against ~45 built in bulk).
+    // leaves every node half full (about 78 bytes per entry, against 45 built in bulk).
     let mut objects = Vec::new();
     let revision = list_prefix(client, &config.prefix, 0, config.request_timeout, |kvs| {
         for kv in &kvs {

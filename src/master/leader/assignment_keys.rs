@@ -1,23 +1,12 @@
-//! Per-worker assignment keys: each worker follows only its own tasks.
+//! Per-worker assignment keys, so that each worker watches only its own tasks.
 //!
-//! A resource assigned to worker `w` is also stored under `<assignments_prefix><w>/<name>`,
-//! written in the same fenced txn as the resource (create, move, pin, restart, delete), so a
-//! worker watches one small prefix and etcd sends each change to the one worker it concerns,
-//! whatever the scheduling's size. `/resources/` is unchanged, so Go workers keep reading it.
-//!
-//! Because the key is written with the resource, a worker never misses an assignment across a
-//! master failover (nothing is in flight outside etcd), an etcd restart or a compaction (its
-//! cache resumes or re-lists its prefix). What the leader did not write itself — resources
-//! written straight into etcd by a Go master or a tool, or keys an older version did not write —
-//! is repaired. The leader's ledger holds only the *exceptions*: resources whose key is not the
-//! one their worker in the cache implies (another worker's, or none), learned from cache
-//! batches (a change the leader did not write moves no key) and from a verification of every
-//! key against the cache that runs in the background once a term is ready. Everything else is
-//! taken to be keyed as the cache says, so the ledger costs nothing per resource. Repairs are
-//! fenced txns compared on the resource's version; a repaired key carries that version as its
-//! epoch ([`EPOCH_FIELD`]), so the worker reports the same epoch the masters judge by, and a key
-//! the resource's own txn already wrote (same revision) is left untouched, so a repair never
-//! restarts a running task.
+//! A resource assigned to worker `w` is also stored under `<assignments_prefix><w>/<name>`, in
+//! the same fenced txn as the resource, so etcd sends each change to the one worker it concerns
+//! and no assignment is in flight outside etcd. Keys the leader did not write (a Go master's, a
+//! tool's) are repaired; the [`Ledger`] holds only those exceptions, learned from cache batches
+//! and from one check of every key once a term is ready. A repaired key carries the resource's
+//! version as its epoch ([`EPOCH_FIELD`]) and a key the resource's own txn wrote is left alone,
+//! so a repair never restarts a running task.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::time::{Duration, Instant};

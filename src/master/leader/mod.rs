@@ -1,18 +1,12 @@
-//! The leader's duties: take over, then create, delete and (re)assign resources. This file holds
-//! the term loop and what the duties share; each duty has a file of its own: `takeover.rs`,
-//! `requests.rs` (create, delete, update), `reassign.rs`, and [`writes`] (the fenced txn).
+//! The leader's duties. This file holds the term loop and what the duties share; each duty has a
+//! file: `takeover.rs`, `requests.rs` (create, delete, update), `reassign.rs`, `scheduling.rs`
+//! (the policy's step over [`crate::master::policy`]), `operators.rs` (cordon, drain, thaw,
+//! preview), `history.rs`, `assignment_keys.rs`, and [`writes`] (the fenced txn).
 //!
-//! Each term starts with the take-over, in order: load the workers from etcd and the resources
-//! from this master's cache (each at one revision, the term applying every change batch after
-//! it), rebuild each worker's load, add the missing seed tasks, assign every resource that
-//! has no live worker, and only then declare the term ready (writes accepted, `/readyz` 200).
-//! During the term the [`Placement`] follows both caches, and resources that need a worker are
-//! handed out in fenced txns of at most [`BATCH`] operations.
-//!
-//! The scheduling policy (grace period, storm guard, rate limit, drains, rebalancing) runs in
-//! `scheduling.rs` over the decisions of [`crate::master::policy`]; operators' requests (cordon,
-//! drain, thaw, a placement preview) are in `operators.rs`, and assignment histories, written in
-//! the same txn as each assignment, in `history.rs`.
+//! A term starts with the take-over: workers from etcd and resources from this master's cache,
+//! each at one revision, loads rebuilt, seeds added, orphans assigned; only then is it ready
+//! (writes accepted, `/readyz` 200). During the term the [`Placement`] follows the caches, and
+//! resources that need a worker are handed out in fenced txns of at most [`BATCH`] operations.
 
 mod assignment_keys;
 mod history;

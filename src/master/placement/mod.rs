@@ -1,22 +1,12 @@
-//! The leader's view of who holds what: which worker each resource is assigned to, each
-//! worker's load, and which resources need a worker.
+//! The leader's view of who holds what: each resource's worker, each worker's load, and which
+//! resources need a worker.
 //!
-//! It is fed by the caches' change batches, and every update says what a resource's state now
-//! *is* (assigned to a worker, or not), so applying a batch twice, or a re-list's derived
-//! batch, is harmless. The leader's own writes that are still in flight are counted as
-//! *reservations*: a reservation adds to its worker's load from the moment the worker is chosen
-//! until the batch carrying the write has been applied (or the write failed), so concurrent
-//! creates see each other's choices and no load is ever counted twice.
-//!
-//! A resource needs a worker when it has none, or when its worker is absent. The resources of
-//! an absent worker are only handed out once the leader *releases* the worker (its grace
-//! period ran out, and no storm freezes reassignment), and once the workers cache has caught
-//! up with the revision that made them orphans, so a resource is never moved because its
-//! worker's registration simply arrived later than the resource through the other cache.
-//!
-//! The same code plans every kind of move: orphans and unassigned resources ([`Placement::plan`]),
-//! a drain ([`Placement::plan_drain`]) and rebalancing ([`Placement::plan_rebalance`]); a
-//! dry run plans on a clone ([`Placement::preview`]).
+//! Every update states what a resource now *is*, so applying a batch twice is harmless. Writes
+//! in flight count as *reservations* on their worker until the batch carrying them is applied,
+//! so concurrent creates see each other's choices. An absent worker's resources are handed out
+//! only once the leader releases it (grace over, no storm) and the workers cache has caught up
+//! with the revision that orphaned them. One code path plans every move (`plan.rs`): orphans, a
+//! drain, rebalancing, and a dry run on a clone.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
