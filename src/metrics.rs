@@ -88,6 +88,8 @@ pub struct Metrics {
     pub relists: Family<CacheLabels, Counter>,
     /// Malformed values skipped per cache.
     pub malformed: Family<CacheLabels, Counter>,
+    /// Changes merged into one already pending for a slow subscriber, per cache.
+    pub coalesced: Family<CacheLabels, Counter>,
     /// 1 while this master leads.
     pub is_leader: Gauge,
     /// Terms this master won.
@@ -143,6 +145,7 @@ impl Metrics {
         let watch_events = Family::<CacheLabels, Counter>::default();
         let relists = Family::<CacheLabels, Counter>::default();
         let malformed = Family::<CacheLabels, Counter>::default();
+        let coalesced = Family::<CacheLabels, Counter>::default();
         let is_leader = Gauge::default();
         let leader_changes = Counter::default();
         let assignments = Counter::default();
@@ -198,6 +201,12 @@ impl Metrics {
             "cache_lists",
             "Full lists (first list and re-lists)",
             relists.clone(),
+        );
+        registry.register(
+            "cache_coalesced_changes",
+            "Changes merged into one already pending for a slow subscriber (how far subscribers \
+             fall behind; they never lag)",
+            coalesced.clone(),
         );
         registry.register(
             "malformed_values",
@@ -261,6 +270,7 @@ impl Metrics {
             watch_events,
             relists,
             malformed,
+            coalesced,
             is_leader,
             leader_changes,
             assignments,

@@ -127,13 +127,6 @@ impl Feed {
         }
     }
 
-    /// History before `revision` is incomplete (a subscription to a cache lagged).
-    pub fn gap(&self, revision: i64) {
-        let mut log = self.lock();
-        log.events.clear();
-        log.floor = log.floor.max(revision);
-    }
-
     /// Appends changes and sends them to live subscribers.
     pub fn publish(&self, events: Vec<FeedEvent>) {
         let mut log = self.lock();
@@ -273,28 +266,25 @@ pub async fn run(
         tokio::select! {
             () = cancel.cancelled() => return,
             change = worker_changes.recv() => match change {
-                Ok(c) if is_fresh(&c, oldest, newest) => {
+                Some(c) if is_fresh(&c, oldest, newest) => {
                     feed.publish(to_events(Kind::Workers, &c, worker_object));
                 }
-                Ok(_) => {}
-                Err(broadcast::error::RecvError::Lagged(_)) => feed.gap(workers.revision()),
-                Err(broadcast::error::RecvError::Closed) => return,
+                Some(_) => {}
+                None => return,
             },
             change = resource_changes.recv() => match change {
-                Ok(c) if is_fresh(&c, oldest, newest) => {
+                Some(c) if is_fresh(&c, oldest, newest) => {
                     feed.publish(to_events(Kind::Resources, &c, resource_object));
                 }
-                Ok(_) => {}
-                Err(broadcast::error::RecvError::Lagged(_)) => feed.gap(resources.revision()),
-                Err(broadcast::error::RecvError::Closed) => return,
+                Some(_) => {}
+                None => return,
             },
             change = status_changes.recv() => match change {
-                Ok(c) if is_fresh(&c, oldest, newest) => {
+                Some(c) if is_fresh(&c, oldest, newest) => {
                     feed.publish(to_events(Kind::Statuses, &c, status_object));
                 }
-                Ok(_) => {}
-                Err(broadcast::error::RecvError::Lagged(_)) => feed.gap(statuses.revision()),
-                Err(broadcast::error::RecvError::Closed) => return,
+                Some(_) => {}
+                None => return,
             },
         }
     }
@@ -448,8 +438,6 @@ mod tests {
             panic!("expected a replay")
         };
         assert_eq!(events.len(), 3);
-        feed.gap(20);
-        assert!(matches!(feed.subscribe(Some(14)).0, Resume::Relist));
     }
 
     #[test]

@@ -33,6 +33,12 @@ pub async fn render(State(state): State<AppState>) -> impl axum::response::IntoR
                 state.resources.revision(),
             ),
             (
+                "statuses",
+                state.statuses.stats(),
+                state.statuses.len(),
+                state.statuses.revision(),
+            ),
+            (
                 "masters",
                 state.candidates.stats(),
                 state.candidates.len(),
@@ -46,6 +52,7 @@ pub async fn render(State(state): State<AppState>) -> impl axum::response::IntoR
             m.cache_revision.get_or_create(&labels).set(revision);
             Metrics::catch_up(&m.watch_events.get_or_create(&labels), stats.events);
             Metrics::catch_up(&m.relists.get_or_create(&labels), stats.lists);
+            Metrics::catch_up(&m.coalesced.get_or_create(&labels), stats.coalesced);
             Metrics::catch_up(&m.malformed.get_or_create(&labels), stats.malformed);
         }
         m.is_leader

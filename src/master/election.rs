@@ -302,7 +302,7 @@ async fn lead(
         tokio::select! {
             () = session.cancelled() => return,
             changed = term.changed() => if changed.is_err() { return },
-            _ = changes.recv() => {}
+            change = changes.recv() => if change.is_none() { return },
         }
     }
 }

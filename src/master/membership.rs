@@ -29,14 +29,7 @@ pub async fn run(workers: Store<Worker>, cancel: CancellationToken) {
             () = cancel.cancelled() => return,
             c = changes.recv() => c,
         };
-        let change = match change {
-            Ok(change) => change,
-            Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                tracing::warn!(skipped = n, "membership log fell behind");
-                continue;
-            }
-            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
-        };
+        let Some(change) = change else { return };
         let (mut joined, mut left, mut changed) = (Vec::new(), Vec::new(), Vec::new());
         for event in &change.events {
             match event {

@@ -9,7 +9,6 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
 
 use crate::etcd::cache::{Event, Name, Store};
@@ -74,7 +73,7 @@ pub async fn run(
         tokio::select! {
             () = cancel.cancelled() => return,
             change = resource_changes.recv() => match change {
-                Ok(change) => {
+                Some(change) => {
                     for event in &change.events {
                         match event {
                             Event::Added { name, new } | Event::Modified { name, new, .. } => {
@@ -88,11 +87,10 @@ pub async fn run(
                         }
                     }
                 }
-                Err(RecvError::Lagged(_)) => {}
-                Err(RecvError::Closed) => return,
+                None => return,
             },
             change = status_changes.recv() => match change {
-                Ok(change) => {
+                Some(change) => {
                     for event in &change.events {
                         if let Event::Added { name, new } | Event::Modified { name, new, .. } = event
                             && let Some(seconds) = waiting.running(name, &new.value)
@@ -101,8 +99,7 @@ pub async fn run(
                         }
                     }
                 }
-                Err(RecvError::Lagged(_)) => {}
-                Err(RecvError::Closed) => return,
+                None => return,
             },
         }
     }

@@ -10,6 +10,7 @@
 mod diff;
 mod event;
 mod index;
+mod queue;
 mod store;
 pub mod watcher;
 
@@ -17,7 +18,7 @@ pub use crate::object::{DecodeError, Name, Object};
 pub use diff::diff;
 pub use event::{Change, Entry, Event, Objects};
 pub use index::Index;
-pub use store::{Snapshot, Store, StoreStats, Writer};
+pub use store::{Snapshot, Store, StoreStats, Subscription, Writer};
 
 use etcd_client::Client;
 use tokio::task::JoinSet;

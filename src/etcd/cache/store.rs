@@ -2,14 +2,15 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
 use std::time::Duration;
 
-use tokio::sync::{broadcast, watch};
+use tokio::sync::watch;
 
 use super::diff::diff;
 use super::event::{Change, Entry, Event, Name, Objects};
 use super::index::Index;
+use super::queue::{self, Queue};
 
 /// A consistent copy of the cache at one revision.
 #[derive(Debug)]
@@ -29,6 +30,9 @@ pub struct StoreStats {
     pub lists: u64,
     /// Watch events applied.
     pub events: u64,
+    /// Changes merged into one already pending for a subscriber: how far subscribers fall
+    /// behind, at no cost to them (see [`Subscription`]).
+    pub coalesced: u64,
 }
 
 struct State<T> {
@@ -67,10 +71,11 @@ struct Inner<T> {
     revision: watch::Sender<i64>,
     ready: watch::Sender<bool>,
     live: AtomicBool,
-    changes: broadcast::Sender<Arc<Change<T>>>,
+    subscribers: Mutex<Vec<Weak<Queue<T>>>>,
     malformed: AtomicU64,
     lists: AtomicU64,
     events: AtomicU64,
+    coalesced: AtomicU64,
 }
 
 impl<T> Inner<T> {
@@ -83,6 +88,10 @@ impl<T> Inner<T> {
 
     fn write(&self) -> RwLockWriteGuard<'_, State<T>> {
         self.state.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn subscribers(&self) -> std::sync::MutexGuard<'_, Vec<Weak<Queue<T>>>> {
+        self.subscribers.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -104,13 +113,54 @@ pub struct Writer<T> {
     inner: Arc<Inner<T>>,
 }
 
-/// How many change batches a slow subscriber may fall behind before it is told it lagged.
-const CHANGE_BUFFER: usize = 4096;
+/// A subscription to a cache's changes. Each subscriber has its own queue of changed names,
+/// coalesced per name, and reads each name's latest value when it takes a batch: a slow
+/// subscriber gets fewer, larger batches, does less work per change, and never has to start
+/// again from a snapshot.
+pub struct Subscription<T> {
+    inner: Arc<Inner<T>>,
+    queue: Arc<Queue<T>>,
+}
+
+impl<T: super::Object> Subscription<T> {
+    /// The next batch: every name changed since the last batch, once, with its value then and
+    /// now, at the cache's current revision. `None` once the cache's writer is gone.
+    pub async fn recv(&mut self) -> Option<Change<T>> {
+        loop {
+            if let Some(change) = self.try_recv() {
+                return Some(change);
+            }
+            if self.queue.is_closed() {
+                return self.try_recv();
+            }
+            self.queue.notified().await;
+        }
+    }
+
+    /// The next batch if one is pending.
+    pub fn try_recv(&mut self) -> Option<Change<T>> {
+        loop {
+            // The values are read under the same lock as the names are taken, so the batch
+            // is the cache at one revision; a name marked after it is in the next batch.
+            let state = self.inner.read();
+            let (before, relisted) = self.queue.take()?;
+            let events = queue::events(before, |name| state.objects.get(name).cloned());
+            let revision = state.revision;
+            drop(state);
+            if !events.is_empty() {
+                return Some(Change {
+                    revision,
+                    relisted,
+                    events,
+                });
+            }
+        }
+    }
+}
 
 impl<T: super::Object> Store<T> {
     /// An empty, not yet ready cache and its writer. `kind` names it in logs.
     pub fn new(kind: &'static str) -> (Store<T>, Writer<T>) {
-        let (changes, _) = broadcast::channel(CHANGE_BUFFER);
         let inner = Arc::new(Inner {
             kind,
             state: RwLock::new(State {
@@ -121,10 +171,11 @@ impl<T: super::Object> Store<T> {
             revision: watch::channel(0).0,
             ready: watch::channel(false).0,
             live: AtomicBool::new(false),
-            changes,
+            subscribers: Mutex::new(Vec::new()),
             malformed: AtomicU64::new(0),
             lists: AtomicU64::new(0),
             events: AtomicU64::new(0),
+            coalesced: AtomicU64::new(0),
         });
         (
             Store {
@@ -207,10 +258,15 @@ impl<T: super::Object> Store<T> {
             .is_ok_and(|r| r.is_ok())
     }
 
-    /// A subscription to change batches. A subscriber that falls more than a few thousand
-    /// batches behind receives `Lagged` and should re-read a snapshot.
-    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Change<T>>> {
-        self.inner.changes.subscribe()
+    /// A subscription to the changes applied from now on (see [`Subscription`]). The first
+    /// list is not a change: read the state once the cache is ready, then follow the batches.
+    pub fn subscribe(&self) -> Subscription<T> {
+        let queue = Arc::new(Queue::new());
+        self.inner.subscribers().push(Arc::downgrade(&queue));
+        Subscription {
+            inner: Arc::clone(&self.inner),
+            queue,
+        }
     }
 
     /// Counters.
@@ -219,6 +275,7 @@ impl<T: super::Object> Store<T> {
             malformed: self.inner.malformed.load(Ordering::Relaxed),
             lists: self.inner.lists.load(Ordering::Relaxed),
             events: self.inner.events.load(Ordering::Relaxed),
+            coalesced: self.inner.coalesced.load(Ordering::Relaxed),
         }
     }
 }
@@ -252,8 +309,8 @@ impl<T: super::Object> Writer<T> {
         self.inner.live.store(live, Ordering::Release);
     }
 
-    /// Replaces the whole state with a fresh list at `revision`, atomically, and publishes the
-    /// differences; the first list publishes none (subscribers read the state once ready).
+    /// Replaces the whole state with a fresh list at `revision`, atomically, and marks the
+    /// differences for subscribers; the first list marks none (they read the state once ready).
     pub(crate) fn replace(&self, objects: Objects<T>, revision: i64) {
         let first = !*self.inner.ready.borrow();
         // The index is built before the lock is taken and swapped in with the data.
@@ -273,14 +330,13 @@ impl<T: super::Object> Writer<T> {
             state.objects = objects;
             state.index = index;
             state.revision = revision;
+            self.mark(&events, !first);
             events
         };
         self.inner.lists.fetch_add(1, Ordering::Relaxed);
-        self.publish(Change {
-            revision,
-            relisted: true,
-            events,
-        });
+        self.publish(revision);
+        // The differences' old values go now, not when every subscriber has read them.
+        drop(events);
         super::release_free_memory();
         self.inner.ready.send_replace(true);
     }
@@ -288,7 +344,7 @@ impl<T: super::Object> Writer<T> {
     /// Applies a batch of watch updates, in order, and moves the revision to `revision`.
     pub(crate) fn apply(&self, updates: Vec<Update<T>>, revision: i64) {
         let count = updates.len() as u64;
-        let events = {
+        {
             let mut state = self.inner.write();
             let mut events = Vec::with_capacity(updates.len());
             for update in updates {
@@ -317,14 +373,10 @@ impl<T: super::Object> Writer<T> {
                 }
             }
             state.revision = state.revision.max(revision);
-            events
-        };
+            self.mark(&events, false);
+        }
         self.inner.events.fetch_add(count, Ordering::Relaxed);
-        self.publish(Change {
-            revision,
-            relisted: false,
-            events,
-        });
+        self.publish(revision);
     }
 
     /// Moves the revision forward without changes (a progress notification).
@@ -337,13 +389,36 @@ impl<T: super::Object> Writer<T> {
         }
     }
 
-    fn publish(&self, change: Change<T>) {
-        let revision = change.revision;
-        if !change.events.is_empty() {
-            // No subscriber is not an error.
-            let _ = self.inner.changes.send(Arc::new(change));
+    /// Marks `events` in every subscriber's queue. Called under the state's write lock, so a
+    /// subscriber that takes its batch (under the read lock) sees each name either changed and
+    /// marked, or neither.
+    fn mark(&self, events: &[Event<T>], relisted: bool) {
+        if events.is_empty() && !relisted {
+            return;
         }
+        let mut merged = 0;
+        self.inner
+            .subscribers()
+            .retain(|weak| match weak.upgrade() {
+                Some(queue) => {
+                    merged += queue.mark(events, relisted);
+                    true
+                }
+                None => false,
+            });
+        self.inner.coalesced.fetch_add(merged, Ordering::Relaxed);
+    }
+
+    fn publish(&self, revision: i64) {
         self.inner.revision.send_modify(|r| *r = (*r).max(revision));
+    }
+}
+
+impl<T> Drop for Writer<T> {
+    fn drop(&mut self) {
+        for queue in self.inner.subscribers().iter().filter_map(Weak::upgrade) {
+            queue.close();
+        }
     }
 }
 
@@ -481,16 +556,18 @@ mod tests {
         assert_eq!(store.get("b").map(|e| *e.value), Some(3));
         let batch = changes.recv().await.expect("a batch");
         assert_eq!(batch.revision, 6);
+        // `a` came and went before the subscriber looked: nothing to say about it.
         let kinds: Vec<_> = batch
             .events
             .iter()
             .map(|e| match e {
-                Event::Added { .. } => "added",
-                Event::Modified { .. } => "modified",
-                Event::Deleted { .. } => "deleted",
+                Event::Added { name, .. } => format!("added {name}"),
+                Event::Modified { name, .. } => format!("modified {name}"),
+                Event::Deleted { name, .. } => format!("deleted {name}"),
             })
             .collect();
-        assert_eq!(kinds, ["added", "modified", "deleted", "added"]);
+        assert_eq!(kinds, ["added b"]);
+        assert_eq!(store.stats().coalesced, 2);
         assert!(store.wait_for_revision(6, Duration::from_millis(10)).await);
         assert!(!store.wait_for_revision(7, Duration::from_millis(10)).await);
         writer.advance(7);
@@ -514,7 +591,7 @@ mod tests {
         writer.replace(listed("a", 1, 2), 2);
         // The first list is read from the state, not from a batch.
         assert!(store.is_ready());
-        assert!(changes.try_recv().is_err());
+        assert!(changes.try_recv().is_none());
         writer.apply(vec![put("b", 2, 3)], 3);
         assert_eq!(changes.recv().await.expect("a batch").revision, 3);
         writer.replace(listed("b", 2, 3), 10);
@@ -525,5 +602,62 @@ mod tests {
         assert!(batch.relisted);
         assert_eq!(batch.events.len(), 1);
         assert_eq!(batch.events[0].name(), "a");
+    }
+
+    #[tokio::test]
+    async fn a_slow_subscriber_gets_one_batch_per_name_with_the_latest_values() {
+        let (store, writer) = Store::<u32>::new("test");
+        let mut slow = store.subscribe();
+        let mut quick = store.subscribe();
+        writer.replace(listed("keep", 0, 1), 1);
+        // 100,000 batches on ten names, while one subscriber reads along and one sleeps.
+        let mut seen = 0;
+        for revision in 2..100_002 {
+            let name = format!("n{}", revision % 10);
+            writer.apply(vec![put(&name, revision as u32, revision)], revision);
+            while let Some(batch) = quick.try_recv() {
+                seen += batch.events.len();
+            }
+        }
+        writer.apply(
+            vec![Update::Remove {
+                name: "keep".into(),
+            }],
+            100_002,
+        );
+        assert_eq!(
+            seen, 100_000,
+            "a subscriber that keeps up sees every change"
+        );
+        let batch = slow.recv().await.expect("a batch");
+        assert_eq!(batch.revision, 100_002);
+        assert_eq!(batch.events.len(), 11, "one event per name");
+        for event in &batch.events {
+            match event {
+                Event::Added { name, new } => {
+                    let digit: i64 = name[1..].parse().expect("n<digit>");
+                    assert_eq!(new.mod_revision % 10, digit);
+                    assert!(new.mod_revision > 99_990, "the latest value of {name}");
+                }
+                Event::Deleted { name, old } => {
+                    assert_eq!(&**name, "keep");
+                    assert_eq!(*old.value, 0, "the value before the first change");
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert!(slow.try_recv().is_none());
+        assert!(store.stats().coalesced >= 99_990);
+    }
+
+    #[tokio::test]
+    async fn a_subscription_ends_after_the_writer_with_what_was_pending() {
+        let (store, writer) = Store::<u32>::new("test");
+        let mut changes = store.subscribe();
+        writer.replace(BTreeMap::new(), 1);
+        writer.apply(vec![put("a", 1, 2)], 2);
+        drop(writer);
+        assert_eq!(changes.recv().await.map(|c| c.events.len()), Some(1));
+        assert!(changes.recv().await.is_none());
     }
 }

@@ -320,9 +320,9 @@ impl Leader {
         loop {
             tokio::select! {
                 () = &mut verification, if !verified => verified = true,
-                change = resource_changes.recv() => self.on_resources(change, loaded.resources),
-                change = worker_changes.recv() => self.on_workers(change, loaded.workers),
-                change = status_changes.recv() => self.on_statuses(change),
+                Some(change) = resource_changes.recv() => self.on_resources(&change, loaded.resources),
+                Some(change) = worker_changes.recv() => self.on_workers(&change, loaded.workers),
+                Some(change) = status_changes.recv() => self.on_statuses(&change),
                 () = self.inner.kick.notified() => {}
                 _ = tick.tick() => {}
             }

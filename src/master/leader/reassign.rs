@@ -3,10 +3,7 @@
 //! grace period, at the reassignment rate, and unassigned ones) in batched, fenced txns, each
 //! assignment with its history entry.
 
-use std::sync::Arc;
-
 use etcd_client::{Compare, CompareOp, TxnOp};
-use tokio::sync::broadcast;
 use tracing::{info, warn};
 
 use super::{BATCH, Leader, MOVES, WriteError, assignment_keys};
@@ -15,48 +12,20 @@ use super::{BATCH, Leader, MOVES, WriteError, assignment_keys};
 const IN_FLIGHT: usize = 4;
 use crate::etcd::cache::{Change, Event};
 use crate::master::leadership::Fence;
-use crate::master::placement::{Move, Placement};
+use crate::master::placement::Move;
 use crate::model::registry::Worker;
 use crate::model::resource::Resource;
 use crate::model::status::TaskStatus;
 
 impl Leader {
-    /// A change batch from a cache subscription, or `None`: after a lag the placement is
-    /// rebuilt from the caches (the batch is lost), and a closed subscription ends nothing.
-    fn received<T>(
-        &self,
-        change: Result<Arc<Change<T>>, broadcast::error::RecvError>,
-        cache: &str,
-    ) -> Option<Arc<Change<T>>> {
-        match change {
-            Ok(change) => Some(change),
-            Err(broadcast::error::RecvError::Lagged(skipped)) => {
-                warn!(
-                    skipped,
-                    cache, "leader fell behind a cache; resynchronising"
-                );
-                self.resync();
-                None
-            }
-            Err(broadcast::error::RecvError::Closed) => None,
-        }
-    }
-
-    pub(super) fn on_resources(
-        &self,
-        change: Result<Arc<Change<Resource>>, broadcast::error::RecvError>,
-        loaded_at: i64,
-    ) {
-        let Some(change) = self.received(change, "resources") else {
-            return;
-        };
+    pub(super) fn on_resources(&self, change: &Change<Resource>, loaded_at: i64) {
         // A change the snapshot of the take-over holds was verified with it. A re-list's
         // differences do not say where keys are: the keys are verified again.
         if change.revision > loaded_at {
             if change.relisted {
                 self.reverify_assignments();
             } else {
-                self.note_assignments(&change);
+                self.note_assignments(change);
             }
         }
         let mut placement = self.placement();
@@ -86,14 +55,7 @@ impl Leader {
         self.inner.applied.send_replace(applied);
     }
 
-    pub(super) fn on_workers(
-        &self,
-        change: Result<Arc<Change<Worker>>, broadcast::error::RecvError>,
-        loaded_at: i64,
-    ) {
-        let Some(change) = self.received(change, "workers") else {
-            return;
-        };
+    pub(super) fn on_workers(&self, change: &Change<Worker>, loaded_at: i64) {
         if change.revision <= loaded_at && !change.relisted {
             return;
         }
@@ -127,13 +89,7 @@ impl Leader {
 
     /// Follows task statuses: a task that completed at its current assignment frees room on
     /// its worker; one started again takes it back.
-    pub(super) fn on_statuses(
-        &self,
-        change: Result<Arc<Change<TaskStatus>>, broadcast::error::RecvError>,
-    ) {
-        let Some(change) = self.received(change, "statuses") else {
-            return;
-        };
+    pub(super) fn on_statuses(&self, change: &Change<TaskStatus>) {
         let mut freed = false;
         let mut placement = self.placement();
         for event in &change.events {
@@ -148,33 +104,6 @@ impl Leader {
         if freed && placement.pending() > 0 {
             self.inner.kick.notify_one();
         }
-    }
-
-    /// Rebuilds the placement from the caches after a subscription lagged.
-    fn resync(&self) {
-        let workers = self.inner.workers.snapshot();
-        let resources = self.inner.resources.snapshot();
-        let mut placement = Placement::new();
-        for entry in workers.objects.values() {
-            let w = &entry.value;
-            placement.upsert_worker(&w.id, &w.address, w.capacity());
-        }
-        self.place(&mut placement, &resources);
-        // The operators' cordons and the releases carry over.
-        let mut current = self.placement();
-        let scheduling = self.scheduling();
-        for id in scheduling.controls.keys() {
-            placement.set_cordoned(id, true);
-        }
-        for id in scheduling.departed.keys() {
-            if current.is_released(id) {
-                placement.release(id);
-            }
-        }
-        drop(scheduling);
-        *current = placement;
-        drop(current);
-        self.inner.applied.send_replace(resources.revision);
     }
 
     /// Writes assignments for pending resources, a batch at a time, until none can be made:
