@@ -419,33 +419,6 @@ async fn a_go_worker_that_never_reports_shows_unknown() {
     master.stop().await;
 }
 
-/// Start and end times (ns) of each task run, by task and worker, as the runners logged them.
-fn runs(log: &Path) -> Vec<(String, String, u128, Option<u128>)> {
-    let text = std::fs::read_to_string(log).unwrap_or_default();
-    let mut runs: Vec<(String, String, u128, Option<u128>)> = Vec::new();
-    for line in text.lines() {
-        let parts: Vec<&str> = line.split_whitespace().collect();
-        let [what, task, worker, at] = parts[..] else {
-            continue;
-        };
-        let Ok(at) = at.parse::<u128>() else { continue };
-        match what {
-            "start" => runs.push((task.into(), worker.into(), at, None)),
-            "end" => {
-                if let Some(run) = runs
-                    .iter_mut()
-                    .rev()
-                    .find(|r| r.0 == task && r.1 == worker && r.3.is_none())
-                {
-                    run.3 = Some(at);
-                }
-            }
-            _ => {}
-        }
-    }
-    runs
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_cut_off_from_etcd_stops_its_tasks_before_another_starts_them() {
     let mut gaps = Vec::new();
@@ -458,10 +431,7 @@ async fn a_worker_cut_off_from_etcd_stops_its_tasks_before_another_starts_them()
         let mut yaml = std::fs::read_to_string(&config).expect("config");
         yaml = yaml.replace(
             "    rules:\n",
-            &format!(
-                "    rules:\n      - tasks: \"p-*\"\n        command: [sh, -c, \"echo start $CRAWLER_TASK_NAME $CRAWLER_WORKER_ID $(date +%s%N) >> {log}; trap 'echo end $CRAWLER_TASK_NAME $CRAWLER_WORKER_ID $(date +%s%N) >> {log}; exit 0' TERM; while true; do sleep 0.05; done\"]\n",
-                log = log.display()
-            ),
+            &format!("    rules:\n{}", logged_runner("p-*", &log)),
         );
         std::fs::write(&config, yaml).expect("config");
         let direct = vec![etcd.url.clone()];

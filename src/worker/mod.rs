@@ -225,16 +225,29 @@ fn apply(
     }
 }
 
+/// What a worker must know of its lease before it runs anything.
+struct LeaseProof {
+    /// When the lease could expire at the earliest, while registered.
+    expiry: tokio::sync::watch::Receiver<Option<tokio::time::Instant>>,
+    /// The revision of the current registration.
+    registered_at: tokio::sync::watch::Receiver<i64>,
+}
+
 /// Keeps the supervisor's tasks equal to the ones assigned here, while the lease is provably
-/// alive for `margin` more; stops them all when it is not, and when `cancel` fires.
+/// alive for `margin` more and the assignments cache has caught up with the registration;
+/// stops them all when either is not so, and when `cancel` fires.
 async fn drive(
     resources: Store<Resource>,
     node_id: String,
     mut supervisor: Supervisor,
-    mut expiry: tokio::sync::watch::Receiver<Option<tokio::time::Instant>>,
+    lease: LeaseProof,
     margin: Duration,
     cancel: CancellationToken,
 ) {
+    let LeaseProof {
+        mut expiry,
+        registered_at,
+    } = lease;
     // Subscribed before the first read, so that no change falls between; a change applied
     // twice is harmless (each carries the whole new value).
     let mut changes = resources.subscribe();
@@ -252,25 +265,34 @@ async fn drive(
             () = cancel.cancelled() => break,
             c = changes.recv() => {
                 match c {
-                    Ok(change) => apply(&mut wanted, &change, &node_id),
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
-                        wanted = desired(&resources, &node_id);
-                    }
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+                    Some(change) => apply(&mut wanted, &change, &node_id),
+                    None => break,
                 }
                 changed = true;
             }
             _ = tick.tick() => {}
             r = expiry.changed() => if r.is_err() { break },
         }
-        let safe = expiry
+        let alive = expiry
             .borrow()
             .is_some_and(|at| tokio::time::Instant::now() + margin < at);
+        // After a lost lease the cache may still hold tasks that moved away while this worker
+        // was cut off: nothing read before the new registration is acted on.
+        let registered = *registered_at.borrow();
+        let current = registered > 0 && resources.revision() >= registered;
+        let safe = alive && current;
         if safe != was_safe {
             if safe {
-                info!("lease confirmed: running tasks");
+                info!(
+                    registered,
+                    cache = resources.revision(),
+                    "lease confirmed and assignments read since: running tasks"
+                );
             } else {
-                warn!("lease not confirmed in time: stopping every task until it is");
+                warn!(
+                    alive,
+                    "lease not confirmed in time, or assignments not read since: stopping every task"
+                );
             }
             was_safe = safe;
             changed = true;
@@ -341,7 +363,10 @@ pub async fn run(
         resources.clone(),
         node_id.clone(),
         Supervisor::new(policy.clone(), reports.clone()),
-        lease_watch.expiry.subscribe(),
+        LeaseProof {
+            expiry: lease_watch.expiry.subscribe(),
+            registered_at: lease_watch.registered_at.subscribe(),
+        },
         Duration::from_millis(config.worker.lease_margin_ms),
         tasks_cancel.clone(),
     ));

@@ -35,6 +35,9 @@ pub struct LeaseWatch {
     pub lease: tokio::sync::watch::Sender<Option<i64>>,
     /// When the lease could expire at the earliest, while registered.
     pub expiry: lease::Expiry,
+    /// The etcd revision of the current registration's write (0 before the first). What the
+    /// worker read before it is stale: it acts only on a cache at this revision or later.
+    pub registered_at: tokio::sync::watch::Sender<i64>,
 }
 
 /// Keeps `registration` in etcd until `cancel` fires, then revokes the lease.
@@ -51,8 +54,8 @@ pub async fn run(
         if cancel.is_cancelled() {
             return;
         }
-        let lease = match register(&client, &registration).await {
-            Ok(lease) => lease,
+        let (lease, revision) = match register(&client, &registration).await {
+            Ok(registered) => registered,
             Err(error) => {
                 let delay = backoff.next_delay();
                 warn!(%error, retry_in_ms = delay.as_millis() as u64, "registration failed");
@@ -63,7 +66,8 @@ pub async fn run(
             }
         };
         backoff.reset();
-        info!(key = %registration.key, lease, ttl = registration.ttl_secs, "registered");
+        info!(key = %registration.key, lease, revision, ttl = registration.ttl_secs, "registered");
+        watch.registered_at.send_replace(revision);
         watch.lease.send_replace(Some(lease));
         let end = lease::keep_alive(
             &client,
@@ -88,7 +92,9 @@ pub async fn run(
     }
 }
 
-async fn register(client: &Client, registration: &Registration) -> Result<i64, EtcdError> {
+/// Grants a lease and writes the registration under it; returns the lease and the revision of
+/// the write.
+async fn register(client: &Client, registration: &Registration) -> Result<(i64, i64), EtcdError> {
     let lease = lease::grant(client, registration.ttl_secs, registration.request_timeout).await?;
     let mut kv = client.kv_client();
     let put = timed(
@@ -100,10 +106,12 @@ async fn register(client: &Client, registration: &Registration) -> Result<i64, E
         ),
     )
     .await;
-    if let Err(error) = put {
-        // Don't leave an unused lease behind; it would expire anyway.
-        lease::revoke(client, lease, registration.request_timeout).await;
-        return Err(error);
+    match put {
+        Ok(response) => Ok((lease, response.header().map_or(0, |h| h.revision()))),
+        Err(error) => {
+            // Don't leave an unused lease behind; it would expire anyway.
+            lease::revoke(client, lease, registration.request_timeout).await;
+            Err(error)
+        }
     }
-    Ok(lease)
 }

@@ -5,6 +5,7 @@
 pub mod etcd;
 pub mod process;
 pub mod proxy;
+pub mod runs;
 
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -20,6 +21,8 @@ pub use etcd::{Etcd, EtcdCluster};
 pub use process::{Proc, Role, crawler_process, fault_config, master_process, worker_process};
 #[allow(unused_imports)]
 pub use proxy::Proxy;
+#[allow(unused_imports)]
+pub use runs::{logged_runner, overlaps, runs};
 
 /// A free loopback port (bound and released).
 pub fn free_port() -> u16 {

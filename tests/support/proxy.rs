@@ -1,20 +1,58 @@
-//! A TCP proxy on loopback that can cut every connection through it and refuse new ones, to
-//! make a watch stream fail without stopping etcd.
+//! A TCP proxy on loopback that partitions what goes through it, either way a network does:
+//! connections refused ([`Proxy::cut`]), or packets silently dropped on connections that stay
+//! open ([`Proxy::blackhole`]), until [`Proxy::restore`].
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-/// A cuttable proxy to one upstream address.
+/// What the proxy does with traffic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// Forwards it.
+    Open,
+    /// Drops every connection and refuses new ones.
+    Refuse,
+    /// Holds every connection open, old and new, and forwards nothing.
+    Blackhole,
+}
+
+/// A proxy to one upstream address that can partition it.
 pub struct Proxy {
     /// URL to give clients, `http://127.0.0.1:<port>`.
     pub url: String,
-    open: Arc<AtomicBool>,
-    generation: watch::Sender<u64>,
+    mode: watch::Sender<Mode>,
     accept: JoinHandle<()>,
+}
+
+/// Holds a client's connection, reading and discarding what it sends, until the proxy opens
+/// again; then closes it (the client reconnects).
+async fn hold(mut inbound: TcpStream, mut mode: watch::Receiver<Mode>) {
+    let mut sink = tokio::io::sink();
+    tokio::select! {
+        _ = tokio::io::copy(&mut inbound, &mut sink) => {}
+        _ = mode.wait_for(|m| *m != Mode::Blackhole) => {}
+    }
+    let _ = inbound.shutdown().await;
+}
+
+async fn forward(inbound: TcpStream, upstream: String, mut mode: watch::Receiver<Mode>) {
+    let Ok(outbound) = TcpStream::connect(&upstream).await else {
+        return;
+    };
+    let (mut ri, mut wi) = inbound.into_split();
+    let (mut ro, mut wo) = outbound.into_split();
+    tokio::select! {
+        _ = tokio::io::copy(&mut ri, &mut wo) => return,
+        _ = tokio::io::copy(&mut ro, &mut wi) => return,
+        _ = mode.wait_for(|m| *m != Mode::Open) => {}
+    }
+    drop((ro, wo));
+    let blackhole = *mode.borrow() == Mode::Blackhole;
+    if blackhole && let Ok(inbound) = ri.reunite(wi) {
+        hold(inbound, mode).await;
+    }
 }
 
 impl Proxy {
@@ -22,55 +60,49 @@ impl Proxy {
     pub async fn start(upstream: &str) -> Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
         let addr = listener.local_addr().expect("addr");
-        let open = Arc::new(AtomicBool::new(true));
-        let (generation, _) = watch::channel(0u64);
+        let (mode, _) = watch::channel(Mode::Open);
         let upstream = upstream.to_owned();
         let accept = {
-            let open = open.clone();
-            let generation = generation.clone();
+            let mode = mode.clone();
             tokio::spawn(async move {
                 loop {
                     let Ok((inbound, _)) = listener.accept().await else {
                         return;
                     };
-                    if !open.load(Ordering::Acquire) {
-                        drop(inbound);
-                        continue;
-                    }
-                    let upstream = upstream.clone();
-                    let mut cut = generation.subscribe();
-                    tokio::spawn(async move {
-                        let Ok(outbound) = TcpStream::connect(&upstream).await else {
-                            return;
-                        };
-                        let (mut ri, mut wi) = inbound.into_split();
-                        let (mut ro, mut wo) = outbound.into_split();
-                        tokio::select! {
-                            _ = tokio::io::copy(&mut ri, &mut wo) => {}
-                            _ = tokio::io::copy(&mut ro, &mut wi) => {}
-                            _ = cut.changed() => {}
+                    let now = *mode.borrow();
+                    match now {
+                        Mode::Refuse => drop(inbound),
+                        Mode::Blackhole => {
+                            tokio::spawn(hold(inbound, mode.subscribe()));
                         }
-                    });
+                        Mode::Open => {
+                            tokio::spawn(forward(inbound, upstream.clone(), mode.subscribe()));
+                        }
+                    }
                 }
             })
         };
         Proxy {
             url: format!("http://{addr}"),
-            open,
-            generation,
+            mode,
             accept,
         }
     }
 
     /// Drops every open connection and refuses new ones until [`Proxy::restore`].
     pub fn cut(&self) {
-        self.open.store(false, Ordering::Release);
-        self.generation.send_modify(|g| *g += 1);
+        self.mode.send_replace(Mode::Refuse);
     }
 
-    /// Accepts connections again.
+    /// Forwards nothing, while holding every connection open and accepting new ones, as a
+    /// network that drops packets silently does, until [`Proxy::restore`].
+    pub fn blackhole(&self) {
+        self.mode.send_replace(Mode::Blackhole);
+    }
+
+    /// Forwards again (connections held by a black hole are closed, so clients reconnect).
     pub fn restore(&self) {
-        self.open.store(true, Ordering::Release);
+        self.mode.send_replace(Mode::Open);
     }
 }
 
