@@ -28,6 +28,7 @@ fn bench_quick_runs_every_scenario() {
         "5 failover",
         "6 scale",
         "7 IDs",
+        "11 real load",
     ] {
         assert!(
             report.contains(scenario),

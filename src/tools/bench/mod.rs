@@ -7,7 +7,8 @@
 //! with tiny counts, as a smoke test.
 //!
 //! One file per scenario (`reads.rs`, `creates.rs`, `follower.rs`, `propagation.rs`, `failover.rs`,
-//! `scale.rs`, `ids.rs`, `scheduling.rs`, `fanout.rs`, `workers.rs`), over a shared `harness.rs` and `report.rs`; this file runs them in order.
+//! `scale.rs`, `ids.rs`, `scheduling.rs`, `fanout.rs`, `workers.rs`, `real_load.rs`), over a
+//! shared `harness.rs` and `report.rs`; this file runs them in order.
 
 mod creates;
 mod failover;
@@ -18,6 +19,7 @@ mod ids;
 pub mod load;
 mod propagation;
 mod reads;
+mod real_load;
 mod report;
 mod scale;
 mod scheduling;
@@ -38,6 +40,7 @@ use harness::{http_client, is_ready, is_ready_leader, wait_until};
 use ids::ids;
 use propagation::propagation;
 use reads::cached_read;
+use real_load::real_load;
 use report::{Report, write_report};
 use scale::scale;
 use scheduling::scheduling;
@@ -52,7 +55,7 @@ pub struct BenchOptions {
     pub out: PathBuf,
     /// Only these scenarios (all when empty).
     pub only: Vec<u8>,
-    /// Resources in the scale scenario (default 100,000).
+    /// Resources in the scale scenario and creates in the real-load one (default 100,000).
     pub scale: Option<usize>,
 }
 
@@ -128,6 +131,9 @@ pub async fn run(options: BenchOptions) -> Result<(), ToolError> {
     }
     if options.runs(10) {
         worker_memory(&mut report, q).await?;
+    }
+    if options.runs(11) {
+        real_load(&mut report, q, options.scale).await?;
     }
 
     let total = started.elapsed();

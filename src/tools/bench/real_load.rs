@@ -1,0 +1,217 @@
+//! Scenario 11: creates through the API while real worker processes run every task, against
+//! the same creates with no worker. Most tasks exit at once (each writes its statuses: the
+//! flood a leader must follow), some run until stopped (up to the workers' capacity). Reports
+//! the create rate, the leader's CPU per 1,000 creates, the caches' re-lists, and whether
+//! creates slow down as the cluster fills (p99 of the last tenth against the first).
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use super::harness::{create, http_client, is_ready_leader, wait_until};
+use super::load::{self, percentile};
+use super::report::{Report, ms};
+use crate::tools::procs::{self, MOVE_AT_ONCE, Proc, Scratch, ToolError};
+
+const WAIT: Duration = Duration::from_secs(60);
+/// Worker processes, each holding at most this many unfinished tasks.
+const WORKERS: u32 = 3;
+const CAPACITY: u32 = 200;
+/// One task in this many runs until stopped; the others exit at once.
+const LONG_EVERY: usize = 100;
+/// Concurrent API clients.
+const CONCURRENCY: usize = 32;
+
+fn config(dir: &Path) -> Result<PathBuf, ToolError> {
+    let path = dir.join("real-load.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            "master:\n  session_ttl_secs: 10\n{MOVE_AT_ONCE}\
+             worker:\n  lease_ttl_secs: 5\n  capacity: {CAPACITY}\n  data_dir: {data}\n  \
+             runners:\n    rules:\n      - tasks: \"long-*\"\n        command: [sleep, \"100000\"]\n    \
+             default: [\"true\"]\nlog:\n  level: error\n",
+            data = dir.join("workers").display()
+        ),
+    )?;
+    Ok(path)
+}
+
+/// CPU seconds (user + system) a process has used, from `/proc`.
+fn cpu_seconds(proc: &Proc) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", proc.pid()?)).ok()?;
+    // Fields after the command name (which may hold spaces) start at ") ".
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    // SAFETY: sysconf reads a constant of the running system.
+    let per_sec = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    Some(ticks / per_sec.max(1) as f64)
+}
+
+/// A metric's value summed over its labels, from a master's `/metrics`.
+async fn metric_sum(client: &reqwest::Client, master: &str, name: &str) -> f64 {
+    let Ok(response) = client.get(format!("{master}/metrics")).send().await else {
+        return 0.0;
+    };
+    let text = response.text().await.unwrap_or_default();
+    text.lines()
+        .filter(|l| l.starts_with(name))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// What one run measured.
+struct Run {
+    rate: f64,
+    errors: usize,
+    cpu_per_1000: f64,
+    first_tenth_p99: Duration,
+    last_tenth_p99: Duration,
+    relists: f64,
+    coalesced: f64,
+}
+
+/// `n` creates at [`CONCURRENCY`] on a fresh etcd and master, with `workers` worker processes.
+async fn run(q: bool, n: usize, workers: u32) -> Result<Run, ToolError> {
+    let scratch = Scratch::new(&format!("real-load-{workers}"))?;
+    let etcd = procs::etcd(&scratch.0).await?;
+    let config = config(&scratch.0)?;
+    let master = procs::master_on(1, procs::free_port()?, &etcd.url, &config, Stdio::null())?;
+    let client = http_client(CONCURRENCY)?;
+    wait_until("the master to lead", WAIT, || {
+        is_ready_leader(&client, &master.url)
+    })
+    .await?;
+    let mut running = Vec::new();
+    for id in 1..=workers {
+        let port = procs::free_port()?;
+        running.push(procs::worker_on(
+            id,
+            port,
+            &etcd.url,
+            &config,
+            Stdio::null(),
+            &[],
+        )?);
+    }
+    let listed = workers as usize;
+    wait_until("the workers to register", WAIT, || async {
+        let Ok(r) = client
+            .get(format!("{}/api/v1/workers", master.url))
+            .send()
+            .await
+        else {
+            return false;
+        };
+        let body: serde_json::Value = r.json().await.unwrap_or_default();
+        body["items"].as_array().map_or(0, Vec::len) == listed
+    })
+    .await?;
+    let cpu_before = cpu_seconds(&master).unwrap_or(0.0);
+    let timed: Arc<Mutex<Vec<(usize, Duration)>>> = Arc::new(Mutex::new(Vec::with_capacity(n)));
+    let stats = {
+        let client = client.clone();
+        let url = master.url.clone();
+        let timed = Arc::clone(&timed);
+        load::run(n, CONCURRENCY, move |i| {
+            let client = client.clone();
+            let url = url.clone();
+            let timed = Arc::clone(&timed);
+            let kind = if i % LONG_EVERY == 0 { "long" } else { "once" };
+            let name = format!("{kind}-{i:07}");
+            async move {
+                let started = Instant::now();
+                let ok = create(&client, &url, &name).await;
+                if ok && let Ok(mut t) = timed.lock() {
+                    t.push((i, started.elapsed()));
+                }
+                ok
+            }
+        })
+        .await
+    };
+    let cpu = cpu_seconds(&master).unwrap_or(0.0) - cpu_before;
+    let mut timed = timed.lock().map(|t| t.clone()).unwrap_or_default();
+    timed.sort_by_key(|(i, _)| *i);
+    let tenth = (timed.len() / 10).max(1);
+    let p99 = |part: &[(usize, Duration)]| {
+        let mut v: Vec<Duration> = part.iter().map(|(_, d)| *d).collect();
+        v.sort();
+        percentile(&v, 99)
+    };
+    let first = p99(&timed[..tenth.min(timed.len())]);
+    let last = p99(&timed[timed.len().saturating_sub(tenth)..]);
+    // Let the workers' statuses settle before the caches' counters are read.
+    tokio::time::sleep(Duration::from_millis(if q { 200 } else { 2_000 })).await;
+    let run = Run {
+        rate: stats.per_sec(),
+        errors: stats.errors,
+        cpu_per_1000: cpu * 1000.0 / stats.ok.max(1) as f64,
+        first_tenth_p99: first,
+        last_tenth_p99: last,
+        relists: metric_sum(&client, &master.url, "crawler_cache_lists_total").await,
+        coalesced: metric_sum(
+            &client,
+            &master.url,
+            "crawler_cache_coalesced_changes_total",
+        )
+        .await,
+    };
+    drop(running);
+    Ok(run)
+}
+
+pub(super) async fn real_load(
+    report: &mut Report,
+    q: bool,
+    scale: Option<usize>,
+) -> Result<(), ToolError> {
+    let n = scale.unwrap_or(if q { 500 } else { 100_000 });
+    let bare = run(q, n, 0).await?;
+    let loaded = run(q, n, WORKERS).await?;
+    println!(
+        "real load: {n} creates, {} and {} errors; coalesced changes {:.0} and {:.0}",
+        bare.errors, loaded.errors, bare.coalesced, loaded.coalesced
+    );
+    report.add_rate_ratio(
+        "11 real load",
+        &format!("{n} creates/s c={CONCURRENCY}, {WORKERS} workers running tasks vs none"),
+        (loaded.rate, bare.rate),
+        ">= 0.5x",
+        0.5,
+    );
+    report.add(
+        "11 real load",
+        "leader CPU s per 1,000 creates (workers / none)",
+        format!("{:.3} s", loaded.cpu_per_1000),
+        format!("{:.3} s", bare.cpu_per_1000),
+        format!("{:.2}x", loaded.cpu_per_1000 / bare.cpu_per_1000.max(1e-9)),
+        "",
+        None,
+    );
+    // Each cache lists once at start; any more is a re-list (O(all objects)).
+    let caches = 5.0;
+    report.add(
+        "11 real load",
+        "re-lists beyond the first lists (workers / none)",
+        format!("{:.0}", (loaded.relists - caches).max(0.0)),
+        format!("{:.0}", (bare.relists - caches).max(0.0)),
+        "",
+        "0",
+        Some(loaded.relists <= caches),
+    );
+    let drift =
+        loaded.last_tenth_p99.as_secs_f64() / loaded.first_tenth_p99.as_secs_f64().max(1e-9);
+    report.add(
+        "11 real load",
+        "create p99, last tenth vs first tenth",
+        ms(loaded.last_tenth_p99),
+        ms(loaded.first_tenth_p99),
+        format!("{drift:.2}x"),
+        "<= 1.5x",
+        Some(drift <= 1.5),
+    );
+    Ok(())
+}
