@@ -391,40 +391,63 @@ async fn go_gateway_routes_swagger_and_cors() {
     );
 }
 
+/// An SSE stream being read, event by event.
+struct Events {
+    stream: std::pin::Pin<
+        Box<dyn futures_util::Stream<Item = reqwest::Result<axum::body::Bytes>> + Send>,
+    >,
+    buffer: String,
+}
+
+impl Events {
+    fn of(resp: reqwest::Response) -> Events {
+        Events {
+            stream: Box::pin(resp.bytes_stream()),
+            buffer: String::new(),
+        }
+    }
+
+    /// The next `count` events: name, id and data.
+    async fn next(&mut self, count: usize) -> Vec<(String, Option<String>, Value)> {
+        let mut events = Vec::new();
+        let deadline = Instant::now() + WAIT;
+        while events.len() < count {
+            while let Some(end) = self.buffer.find("\n\n") {
+                let block: String = self.buffer.drain(..end + 2).collect();
+                let (mut name, mut id, mut data) = (String::new(), None, String::new());
+                for line in block.lines() {
+                    if let Some(v) = line.strip_prefix("event:") {
+                        name = v.trim().to_owned();
+                    } else if let Some(v) = line.strip_prefix("id:") {
+                        id = Some(v.trim().to_owned());
+                    } else if let Some(v) = line.strip_prefix("data:") {
+                        data.push_str(v.trim());
+                    }
+                }
+                if !name.is_empty() {
+                    events.push((name, id, serde_json::from_str(&data).unwrap_or(Value::Null)));
+                }
+            }
+            if events.len() >= count {
+                break;
+            }
+            let chunk = tokio::time::timeout_at(deadline.into(), self.stream.next())
+                .await
+                .expect("events arrive in time")
+                .expect("stream open")
+                .expect("chunk");
+            self.buffer.push_str(&String::from_utf8_lossy(&chunk));
+        }
+        events
+    }
+}
+
 /// Reads SSE events (event name, id, data) until `count` have arrived.
 async fn read_events(
     resp: reqwest::Response,
     count: usize,
 ) -> Vec<(String, Option<String>, Value)> {
-    let mut stream = resp.bytes_stream();
-    let mut buffer = String::new();
-    let mut events = Vec::new();
-    let deadline = Instant::now() + WAIT;
-    while events.len() < count {
-        let chunk = tokio::time::timeout_at(deadline.into(), stream.next())
-            .await
-            .expect("events arrive in time")
-            .expect("stream open")
-            .expect("chunk");
-        buffer.push_str(&String::from_utf8_lossy(&chunk));
-        while let Some(end) = buffer.find("\n\n") {
-            let block: String = buffer.drain(..end + 2).collect();
-            let (mut name, mut id, mut data) = (String::new(), None, String::new());
-            for line in block.lines() {
-                if let Some(v) = line.strip_prefix("event:") {
-                    name = v.trim().to_owned();
-                } else if let Some(v) = line.strip_prefix("id:") {
-                    id = Some(v.trim().to_owned());
-                } else if let Some(v) = line.strip_prefix("data:") {
-                    data.push_str(v.trim());
-                }
-            }
-            if !name.is_empty() {
-                events.push((name, id, serde_json::from_str(&data).unwrap_or(Value::Null)));
-            }
-        }
-    }
-    events
+    Events::of(resp).next(count).await
 }
 
 #[tokio::test]
@@ -444,7 +467,11 @@ async fn events_stream_in_order_and_resume_with_last_event_id() {
             .starts_with("text/event-stream")
     );
     let base = format!("{}/api/v1/resources", c.url(c.leader));
+    // Each change is made once the stream showed the one before: a subscriber that keeps up
+    // sees every change (a slow one would get the latest state of each name).
+    let mut stream = Events::of(resp);
     assert_eq!(create(c.url(c.leader), "streamed").await.expect("c").0, 201);
+    let mut events = stream.next(1).await;
     let (status, _, _) = send(
         reqwest::Method::PATCH,
         &format!("{base}/streamed"),
@@ -453,6 +480,7 @@ async fn events_stream_in_order_and_resume_with_last_event_id() {
     )
     .await;
     assert_eq!(status, 200);
+    events.extend(stream.next(1).await);
     let (status, _, _) = send(
         reqwest::Method::DELETE,
         &format!("{base}/streamed"),
@@ -461,7 +489,7 @@ async fn events_stream_in_order_and_resume_with_last_event_id() {
     )
     .await;
     assert_eq!(status, 204);
-    let events = read_events(resp, 3).await;
+    events.extend(stream.next(1).await);
     let names: Vec<&str> = events.iter().map(|(n, _, _)| n.as_str()).collect();
     assert_eq!(names, ["added", "modified", "deleted"]);
     assert!(
