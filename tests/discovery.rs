@@ -44,6 +44,17 @@ async fn assert_workers_match_etcd(etcd: &Etcd, master: &str, config: &Config) {
     );
 }
 
+/// Waits until `master` lists worker 1.
+async fn wait_listed(master: &str, what: &str) {
+    eventually(what, WAIT, || async {
+        worker_ids(master)
+            .await?
+            .contains(&"go.micro.server.worker-1".to_owned())
+            .then_some(())
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn go_record_is_listed_and_leaves_when_its_lease_is_revoked() {
     let etcd = Etcd::start().await;
@@ -177,13 +188,7 @@ async fn etcd_restart_workers_reregister_and_master_converges() {
     let config = test_config(std::slice::from_ref(&etcd.url));
     let master = start_master(config.clone(), 1).await;
     let worker = start_worker(config.clone(), 1, 10).await;
-    eventually("worker 1 listed", WAIT, || async {
-        worker_ids(&master.url)
-            .await?
-            .contains(&"go.micro.server.worker-1".to_owned())
-            .then_some(())
-    })
-    .await;
+    wait_listed(&master.url, "worker 1 listed").await;
 
     etcd.stop();
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -230,13 +235,7 @@ async fn etcd_restart_workers_reregister_and_master_converges() {
         "measured: re-registered {:?} after lease revocation",
         revoked.elapsed()
     );
-    eventually("master lists worker 1 again", WAIT, || async {
-        worker_ids(&master.url)
-            .await?
-            .contains(&"go.micro.server.worker-1".to_owned())
-            .then_some(())
-    })
-    .await;
+    wait_listed(&master.url, "master lists worker 1 again").await;
     assert_workers_match_etcd(&etcd, &master.url, &config).await;
     worker.stop().await;
     late.stop().await;

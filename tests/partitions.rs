@@ -9,7 +9,6 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crawler::tools::procs::MOVE_AT_ONCE;
 use support::*;
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -19,22 +18,13 @@ const TASKS: usize = 5;
 const WATCH_AFTER_RETURN: Duration = Duration::from_secs(3);
 
 fn config(dir: &Path, log: &Path) -> PathBuf {
-    let file = dir.join("config.yaml");
-    std::fs::write(
-        &file,
-        format!(
-            "etcd:\n  request_timeout_ms: 1000\n  dial_timeout_ms: 500\n\
-             master:\n  session_ttl_secs: 2\n\
-             {MOVE_AT_ONCE}\
-             worker:\n  lease_ttl_secs: 3\n  lease_margin_ms: 1000\n  stop_grace_ms: 2000\n  \
-             data_dir: {data}\n  runners:\n    rules:\n{rule}\
-             log:\n  level: warn\n",
-            data = dir.join("data").display(),
-            rule = logged_runner("p-*", log),
-        ),
-    )
-    .expect("config");
-    file
+    let worker = format!(
+        "  lease_margin_ms: 1000\n  stop_grace_ms: 2000\n  data_dir: {data}\n  \
+         runners:\n    rules:\n{rule}",
+        data = dir.join("data").display(),
+        rule = logged_runner("p-*", log),
+    );
+    fault_config_with(dir, &worker)
 }
 
 fn now_ns() -> u128 {

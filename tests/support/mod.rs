@@ -18,7 +18,9 @@ use tokio::task::JoinHandle;
 #[allow(unused_imports)]
 pub use etcd::{Etcd, EtcdCluster};
 #[allow(unused_imports)]
-pub use process::{Proc, Role, crawler_process, fault_config, master_process, worker_process};
+pub use process::{
+    Proc, Role, crawler_process, fault_config, fault_config_with, master_process, worker_process,
+};
 #[allow(unused_imports)]
 pub use proxy::Proxy;
 #[allow(unused_imports)]

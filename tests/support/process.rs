@@ -14,13 +14,18 @@ use super::free_port;
 /// A config file with TTLs short enough for fault tests (session 2 s, worker lease 3 s), and
 /// tasks that move at once ([`MOVE_AT_ONCE`]; `tests/scheduling.rs` tests the policy).
 pub fn fault_config(dir: &Path) -> PathBuf {
+    fault_config_with(dir, "")
+}
+
+/// [`fault_config`] with more `worker:` settings (YAML lines indented by two spaces).
+pub fn fault_config_with(dir: &Path, worker: &str) -> PathBuf {
     let file = dir.join("config.yaml");
     std::fs::write(
         &file,
         format!(
             "etcd:\n  request_timeout_ms: 1000\n  dial_timeout_ms: 500\n\
              master:\n  session_ttl_secs: 2\n\
-             worker:\n  lease_ttl_secs: 3\n\
+             worker:\n  lease_ttl_secs: 3\n{worker}\
              {MOVE_AT_ONCE}\
              log:\n  level: warn\n"
         ),
