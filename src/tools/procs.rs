@@ -443,3 +443,15 @@ pub async fn serve_bare(addr: &str, body: Vec<u8>) -> std::io::Result<()> {
     });
     axum::serve(listener, app).await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_move_at_once_policy_is_a_valid_configuration() {
+        let policy = move_at_once();
+        assert_eq!(policy.reassign_after, Duration::ZERO);
+        assert_eq!(policy.rebalance_max_moves, 0);
+    }
+}
