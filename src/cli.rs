@@ -33,6 +33,24 @@ pub enum Command {
     /// The bare HTTP server the benchmark compares cached reads with.
     #[command(hide = true)]
     BenchBare(BenchBareArgs),
+    /// A worker's guard process, which its worker starts: holds the task processes and stops
+    /// them when the worker's lease proof runs out. Its stdin is the worker's socket.
+    #[command(hide = true)]
+    Guard(GuardArgs),
+}
+
+/// `crawler guard`.
+#[derive(Debug, Args)]
+pub struct GuardArgs {
+    /// Between a task's SIGTERM and its SIGKILL.
+    #[arg(long)]
+    pub stop_grace_ms: u64,
+    /// `tracing` filter directive.
+    #[arg(long, default_value = "info")]
+    pub log_level: String,
+    /// Log JSON rather than text.
+    #[arg(long)]
+    pub log_json: bool,
 }
 
 /// `crawler dev`.

@@ -2,14 +2,56 @@
 
 use std::process::ExitCode;
 
+use std::os::fd::AsFd;
+
 use clap::Parser;
 use crawler::cli::{Cli, Command, advertise_url};
+use crawler::config::{LogConfig, LogFormat};
 use crawler::{logging, server, shutdown, worker};
 use tokio::net::TcpListener;
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let cli = Cli::parse();
+    // The guard stays single-threaded: it starts no runtime.
+    if let Command::Guard(args) = &cli.command {
+        return run_guard(args);
+    }
+    match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime.block_on(run(cli)),
+        Err(error) => {
+            eprintln!("crawler: cannot start the runtime: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_guard(args: &crawler::cli::GuardArgs) -> ExitCode {
+    logging::init(&LogConfig {
+        level: args.log_level.clone(),
+        format: if args.log_json {
+            LogFormat::Json
+        } else {
+            LogFormat::Text
+        },
+    });
+    let socket = match std::io::stdin().as_fd().try_clone_to_owned() {
+        Ok(socket) => socket,
+        Err(error) => {
+            eprintln!("crawler guard: no socket on stdin: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let grace = std::time::Duration::from_millis(args.stop_grace_ms);
+    match worker::guard::process::run(socket, grace) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("crawler guard: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
         Command::Openapi => {
             println!("{}", crawler::api::openapi::spec_json());
@@ -51,6 +93,7 @@ async fn main() -> ExitCode {
             Err(e) => Err(format!("cannot read {}: {e}", args.body.display()).into()),
         },
         Command::Worker(args) => run_worker(args).await,
+        Command::Guard(_) => Err("the guard runs without a runtime".into()),
         Command::DemoSite(args) => match TcpListener::bind(&args.addr).await {
             Ok(listener) => {
                 crawler::tools::site::serve(listener).await;
@@ -94,6 +137,8 @@ async fn run_worker(args: crawler::cli::WorkerArgs) -> Result<(), BoxError> {
         id: args.id,
         address: args.addr.clone(),
         capacity: args.capacity.unwrap_or(config.worker.capacity),
+        program: std::env::current_exe()
+            .map_err(|e| format!("cannot find this program to start the guard: {e}"))?,
     };
     worker::run(listener, config, options, shutdown::signal()).await?;
     Ok(())

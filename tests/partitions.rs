@@ -1,8 +1,9 @@
-//! A worker cut off from etcd, whose tasks move to another worker, and which then comes back
-//! while the other worker runs them, never runs them again: no two runs of a task are ever
-//! alive at once, judged from the runners' own records. Both kinds of partition: connections
-//! refused, and packets silently dropped on connections held open. Real etcd, a real master
-//! and real worker processes.
+//! A worker cut off from etcd, or frozen, whose tasks move to another worker, and which then
+//! comes back while the other worker runs them: no two runs of a task are ever alive at once,
+//! judged from the runners' own records. Both kinds of partition (connections refused, and
+//! packets silently dropped on connections held open), and a worker process stopped with
+//! SIGSTOP for longer than its lease, which cannot stop its tasks itself (its guard must).
+//! Real etcd, a real master and real worker processes.
 
 mod support;
 
@@ -13,6 +14,9 @@ use support::*;
 
 const WAIT: Duration = Duration::from_secs(30);
 const TRIALS: usize = 10;
+const FROZEN_TRIALS: usize = 5;
+/// How long the frozen worker stays frozen after its tasks run elsewhere.
+const HOLD_FROZEN: Duration = Duration::from_secs(2);
 const TASKS: usize = 5;
 /// How long the returned worker is watched for runs it should not start.
 const WATCH_AFTER_RETURN: Duration = Duration::from_secs(3);
@@ -37,6 +41,8 @@ fn now_ns() -> u128 {
 enum Partition {
     Refused,
     Dropped,
+    /// The worker process is frozen (SIGSTOP); its guard and tasks are not.
+    Frozen,
 }
 
 /// One trial: worker 1 runs every task, is partitioned until they all run on worker 2, then
@@ -50,7 +56,7 @@ async fn trial(kind: Partition) -> (Vec<(String, u128)>, usize) {
     let direct = vec![etcd.url.clone()];
     let master = master_process(1, &direct, &config, &[]);
     ready_leader(&[&master.url], WAIT).await;
-    let _returning = worker_process(1, std::slice::from_ref(&proxy.url), &config);
+    let returning = worker_process(1, std::slice::from_ref(&proxy.url), &config);
     wait_workers(&master.url, 1).await;
     let tasks: Vec<String> = (0..TASKS).map(|i| format!("p-{i}")).collect();
     for t in &tasks {
@@ -66,9 +72,16 @@ async fn trial(kind: Partition) -> (Vec<(String, u128)>, usize) {
     .await;
     let _other = worker_process(2, &direct, &config);
     wait_workers(&master.url, 2).await;
+    let frozen = returning
+        .pid()
+        .map(|pid| nix::unistd::Pid::from_raw(pid as i32));
     match kind {
         Partition::Refused => proxy.cut(),
         Partition::Dropped => proxy.blackhole(),
+        Partition::Frozen => {
+            let pid = frozen.expect("worker 1 runs");
+            nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).expect("SIGSTOP");
+        }
     }
     eventually("every task runs on worker 2", WAIT, || async {
         let all = runs(&log);
@@ -78,7 +91,15 @@ async fn trial(kind: Partition) -> (Vec<(String, u128)>, usize) {
             .then_some(())
     })
     .await;
-    proxy.restore();
+    match (kind, frozen) {
+        (Partition::Frozen, Some(pid)) => {
+            // Frozen well past the move, as a long pause would be: only the guard can stop
+            // what still runs there.
+            tokio::time::sleep(HOLD_FROZEN).await;
+            nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).expect("SIGCONT");
+        }
+        _ => proxy.restore(),
+    }
     eventually("worker 1 is registered again", WAIT, || async {
         let ids = worker_ids(&master.url).await?;
         (ids.len() == 2).then_some(())
@@ -90,16 +111,16 @@ async fn trial(kind: Partition) -> (Vec<(String, u128)>, usize) {
     (overlaps(&all, now_ns()), moves)
 }
 
-async fn trials(kind: Partition) {
+async fn trials(kind: Partition, count: usize) {
     let mut overlaps = Vec::new();
     let mut moves = 0;
-    for _ in 0..TRIALS {
+    for _ in 0..count {
         let (found, moved) = trial(kind).await;
         overlaps.extend(found);
         moves += moved;
     }
     println!(
-        "measured: partition ({kind:?}) and return, {TRIALS} trials, {moves} moves: {} overlapping runs{}",
+        "measured: partition ({kind:?}) and return, {count} trials, {moves} moves: {} overlapping runs{}",
         overlaps.len(),
         overlaps
             .iter()
@@ -118,10 +139,18 @@ async fn trials(kind: Partition) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_back_from_refused_connections_never_runs_a_moved_task() {
-    trials(Partition::Refused).await;
+    trials(Partition::Refused, TRIALS).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_back_from_dropped_packets_never_runs_a_moved_task() {
-    trials(Partition::Dropped).await;
+    trials(Partition::Dropped, TRIALS).await;
+}
+
+/// A worker frozen past its lease (a long pause, a stuck disk) cannot stop its tasks; its
+/// guard stops them before the lease can expire, and the worker, once thawed, starts none of
+/// the moved tasks again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_worker_s_tasks_stop_before_they_move_and_never_run_again() {
+    trials(Partition::Frozen, FROZEN_TRIALS).await;
 }

@@ -5,15 +5,17 @@
 //!
 //! It runs a task only while it can prove its lease alive for `worker.lease_margin_ms` more:
 //! a worker cut off from etcd stops its tasks before its lease can expire and the tasks be
-//! given to another worker. On SIGTERM it stops its tasks, then revokes its lease.
+//! given to another worker, and its [`guard`] process stops them even if the worker is frozen.
+//! On SIGTERM it stops its tasks, then revokes its lease.
 
+pub mod guard;
 pub mod registration;
 pub mod reporter;
 pub mod runner;
 pub mod supervisor;
 pub mod tasklog;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 
 use std::sync::Arc;
@@ -38,6 +40,7 @@ use crate::etcd::cache::{self, Store};
 use crate::model::registry::{self, CAPACITY_KEY};
 use crate::model::resource::Resource;
 use crate::model::status::TaskStatus;
+use guard::link::Guard;
 use reporter::Reports;
 use runner::TaskSpec;
 use supervisor::{Policy, Supervisor};
@@ -54,6 +57,8 @@ pub struct WorkerOptions {
     pub address: String,
     /// Most resources this worker takes.
     pub capacity: u32,
+    /// The `crawler` binary, which runs this worker's guard process (`crawler guard`).
+    pub program: std::path::PathBuf,
 }
 
 /// Why a worker stopped with an error.
@@ -68,6 +73,12 @@ pub enum WorkerError {
     /// Serving HTTP failed.
     #[error("http server: {0}")]
     Serve(#[from] std::io::Error),
+    /// The guard process could not be started.
+    #[error("cannot start the guard process: {0}")]
+    GuardStart(std::io::Error),
+    /// The guard process ended, and the tasks with it.
+    #[error("the guard process ended: this worker can no longer run tasks")]
+    GuardLost,
 }
 
 #[derive(Clone)]
@@ -202,10 +213,11 @@ fn desired(resources: &Store<Resource>, node_id: &str) -> BTreeMap<String, TaskS
     })
 }
 
-/// Applies one batch of changes to `desired`: a worker with 30,000 tasks does not rebuild them
-/// all for each change.
+/// Applies one batch of changes to `desired` and notes the names it touched in `dirty`: a
+/// worker with 30,000 tasks does not rebuild or revisit them all for each change.
 fn apply(
     desired: &mut BTreeMap<String, TaskSpec>,
+    dirty: &mut BTreeSet<String>,
     change: &cache::Change<Resource>,
     node_id: &str,
 ) {
@@ -217,9 +229,11 @@ fn apply(
                 } else {
                     desired.remove(&**name);
                 }
+                dirty.insert(name.to_string());
             }
             cache::Event::Deleted { name, .. } => {
                 desired.remove(&**name);
+                dirty.insert(name.to_string());
             }
         }
     }
@@ -240,6 +254,7 @@ async fn drive(
     resources: Store<Resource>,
     node_id: String,
     mut supervisor: Supervisor,
+    guard: Guard,
     lease: LeaseProof,
     margin: Duration,
     cancel: CancellationToken,
@@ -257,15 +272,19 @@ async fn drive(
         () = resources.wait_ready() => {}
     }
     let mut wanted = desired(&resources, &node_id);
+    // Names changed since the last reconcile; every name is visited when tasks (re)start.
+    let mut dirty = BTreeSet::new();
+    let mut full = true;
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     let mut was_safe = false;
     let mut changed = true;
+    let mut guarded_until = None;
     loop {
         tokio::select! {
             () = cancel.cancelled() => break,
             c = changes.recv() => {
                 match c {
-                    Some(change) => apply(&mut wanted, &change, &node_id),
+                    Some(change) => apply(&mut wanted, &mut dirty, &change, &node_id),
                     None => break,
                 }
                 changed = true;
@@ -273,14 +292,23 @@ async fn drive(
             _ = tick.tick() => {}
             r = expiry.changed() => if r.is_err() { break },
         }
-        let alive = expiry
-            .borrow()
-            .is_some_and(|at| tokio::time::Instant::now() + margin < at);
+        let expires = *expiry.borrow();
+        let now = tokio::time::Instant::now();
+        let alive = expires.is_some_and(|at| now + margin < at);
         // After a lost lease the cache may still hold tasks that moved away while this worker
         // was cut off: nothing read before the new registration is acted on.
         let registered = *registered_at.borrow();
         let current = registered > 0 && resources.revision() >= registered;
         let safe = alive && current;
+        // The guard stops the tasks by itself when this proof runs out, even if this process
+        // is frozen by then; it is told before anything starts under the proof.
+        if safe && let Some(at) = expires.filter(|at| guarded_until != Some(*at)) {
+            let left = at.saturating_duration_since(now + margin);
+            guard
+                .deadline(guard::boottime_ns() + left.as_nanos() as u64)
+                .await;
+            guarded_until = Some(at);
+        }
         if safe != was_safe {
             if safe {
                 info!(
@@ -296,16 +324,21 @@ async fn drive(
             }
             was_safe = safe;
             changed = true;
+            full = true;
         }
         if !changed {
             continue;
         }
         changed = false;
-        if safe {
+        if !safe {
+            supervisor.stop_all().await;
+        } else if full {
             supervisor.reconcile(&wanted).await;
         } else {
-            supervisor.stop_all().await;
+            supervisor.reconcile_names(&wanted, &dirty).await;
         }
+        dirty.clear();
+        full = !safe;
     }
     supervisor.stop_all().await;
 }
@@ -348,6 +381,13 @@ pub async fn run(
     );
     let policy = Policy::new(&config.worker, &node_id);
     let reports = Reports::default();
+    let guard = Guard::spawn(
+        &options.program,
+        Duration::from_millis(config.worker.stop_grace_ms),
+        &config.log,
+    )
+    .map_err(WorkerError::GuardStart)?;
+    let guard_lost = guard.lost();
     let lease_watch = registration::LeaseWatch::default();
     background.spawn(reporter::run(
         client.clone(),
@@ -362,7 +402,8 @@ pub async fn run(
     let driver = tokio::spawn(drive(
         resources.clone(),
         node_id.clone(),
-        Supervisor::new(policy.clone(), reports.clone()),
+        Supervisor::new(policy.clone(), guard.clone(), reports.clone()),
+        guard,
         LeaseProof {
             expiry: lease_watch.expiry.subscribe(),
             registered_at: lease_watch.registered_at.subscribe(),
@@ -390,12 +431,16 @@ pub async fn run(
             reports,
         });
     info!(%node_id, address = %options.address, capacity = options.capacity, "worker serving");
+    let lost = guard_lost.clone();
     let listener = listener.tap_io(|tcp| {
         let _ = tcp.set_nodelay(true);
     });
     let served = axum::serve(listener, app)
         .with_graceful_shutdown(async move {
-            shutdown.await;
+            tokio::select! {
+                () = shutdown => {}
+                () = lost.cancelled() => {}
+            }
             info!("shutting down: stopping tasks, then revoking the lease");
             // Our tasks stop first, so that none still runs when the masters move them away;
             // then we deregister, so that they move at once.
@@ -408,5 +453,9 @@ pub async fn run(
     cancel.cancel();
     while background.join_next().await.is_some() {}
     info!("worker stopped");
-    served.map_err(WorkerError::Serve)
+    served.map_err(WorkerError::Serve)?;
+    if guard_lost.is_cancelled() {
+        return Err(WorkerError::GuardLost);
+    }
+    Ok(())
 }

@@ -2,7 +2,7 @@
 //! they vanish with the worker.
 //!
 //! Supervisors report through [`Reports`] without waiting on etcd; [`run`] writes the newest
-//! status of each task, coalescing bursts, and writes them all again under a new lease after
+//! status of each task, coalescing bursts (a change waits [`LINGER`] for the ones after it), and writes them all again under a new lease after
 //! the worker registered again. A write only replaces a status this worker wrote (the key's
 //! lease is ours) or none, and a removal only removes ours, so a worker that lost a task never
 //! overwrites the status its new worker reports.
@@ -141,7 +141,14 @@ pub async fn run(
         }
         tokio::select! {
             () = cancel.cancelled() => return,
-            () = reports.wake.notified() => {}
+            () = reports.wake.notified() => {
+                // A task that starts and ends at once (starting, running, completed) is one
+                // write, not three: the newest status of each name is what gets written.
+                tokio::select! {
+                    () = cancel.cancelled() => return,
+                    () = tokio::time::sleep(LINGER) => {}
+                }
+            }
             changed = lease.changed() => {
                 if changed.is_err() {
                     return;
@@ -152,6 +159,9 @@ pub async fn run(
         }
     }
 }
+
+/// How long a change waits for the ones after it before it is written.
+const LINGER: Duration = Duration::from_millis(50);
 
 /// Statuses written per txn (each is a nested txn of up to four ops).
 const STATUS_BATCH: usize = 16;

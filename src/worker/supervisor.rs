@@ -4,22 +4,22 @@
 //!
 //! [`Supervisor::reconcile`] makes the running set equal the desired one. A task whose epoch
 //! changed (the resource was changed or restarted through the API) is stopped and started
-//! again; a task that left is stopped and its status removed. Every process runs in a process
-//! group of its own, with its working directory under the worker's data directory, and dies
-//! with the worker (`PR_SET_PDEATHSIG`), so a killed worker leaves no task running.
+//! again; a task that left is stopped and its status removed. Every process is started by the
+//! worker's [`guard`](super::guard) in a process group of its own, with its working directory
+//! under the worker's data directory, and dies with the guard, which ends with the worker: a
+//! killed worker leaves no task running, and a frozen one none past its lease.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::path::PathBuf;
-use std::process::{ExitStatus, Stdio};
+use std::process::ExitStatus;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::{Signal, killpg};
-use nix::unistd::Pid;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use super::guard::link::{Guard, Guarded};
 use super::reporter::Reports;
 use super::runner::{self, TaskSpec};
 use super::tasklog::TaskLog;
@@ -93,15 +93,17 @@ struct Running {
 /// The tasks this worker runs.
 pub struct Supervisor {
     policy: Arc<Policy>,
+    guard: Guard,
     reports: Reports,
     running: HashMap<String, Running>,
 }
 
 impl Supervisor {
-    /// No task runs yet.
-    pub fn new(policy: Policy, reports: Reports) -> Self {
+    /// No task runs yet; tasks will run under `guard`.
+    pub fn new(policy: Policy, guard: Guard, reports: Reports) -> Self {
         Self {
             policy: Arc::new(policy),
+            guard,
             reports,
             running: HashMap::new(),
         }
@@ -110,26 +112,40 @@ impl Supervisor {
     /// Makes the running tasks those of `desired`, each at its epoch. A task is stopped before
     /// it starts again, so no two processes of one task ever overlap on this worker.
     pub async fn reconcile(&mut self, desired: &BTreeMap<String, TaskSpec>) {
-        let leaving: Vec<String> = self
-            .running
-            .iter()
-            .filter(|(name, r)| desired.get(*name).map(|t| t.epoch) != Some(r.epoch))
-            .map(|(name, _)| name.clone())
-            .collect();
+        let names: BTreeSet<String> = self.running.keys().chain(desired.keys()).cloned().collect();
+        self.reconcile_names(desired, &names).await;
+    }
+
+    /// As [`Supervisor::reconcile`], for the tasks named in `names` only: a change to one task
+    /// costs the same on a worker that holds 30,000.
+    pub async fn reconcile_names(
+        &mut self,
+        desired: &BTreeMap<String, TaskSpec>,
+        names: &BTreeSet<String>,
+    ) {
         let mut stopping = Vec::new();
-        for name in leaving {
-            if let Some(r) = self.running.remove(&name) {
+        for name in names {
+            let wanted = desired.get(name).map(|t| t.epoch);
+            if self
+                .running
+                .get(name)
+                .is_some_and(|r| Some(r.epoch) != wanted)
+                && let Some(r) = self.running.remove(name)
+            {
                 r.stop.cancel();
                 stopping.push((name, r.handle));
             }
         }
         for (name, handle) in stopping {
             let _ = handle.await;
-            if !desired.contains_key(&name) {
-                self.reports.remove(&name);
+            if !desired.contains_key(name) {
+                self.reports.remove(name);
             }
         }
-        for (name, spec) in desired {
+        for name in names {
+            let Some(spec) = desired.get(name) else {
+                continue;
+            };
             if self.running.contains_key(name) {
                 continue;
             }
@@ -141,6 +157,7 @@ impl Supervisor {
             let supervised = Box::pin(supervise(
                 spec.clone(),
                 Arc::clone(&self.policy),
+                self.guard.clone(),
                 self.reports.clone(),
                 stop.clone(),
             ));
@@ -180,7 +197,13 @@ enum Ended {
 }
 
 /// The life of one task at one epoch, until `stop` fires.
-async fn supervise(spec: TaskSpec, policy: Arc<Policy>, reports: Reports, stop: CancellationToken) {
+async fn supervise(
+    spec: TaskSpec,
+    policy: Arc<Policy>,
+    guard: Guard,
+    reports: Reports,
+    stop: CancellationToken,
+) {
     let status = |state: TaskState| TaskStatus {
         worker: policy.node_id.clone(),
         epoch: spec.epoch,
@@ -220,26 +243,15 @@ async fn supervise(spec: TaskSpec, policy: Arc<Policy>, reports: Reports, stop: 
         let mut s = status(TaskState::Starting);
         s.restarts = restarts;
         reports.set(&spec.name, s.clone());
-        let mut cmd = tokio::process::Command::new(&command.program);
-        cmd.args(&command.args)
-            .envs(command.env.iter().map(|(k, v)| (k, v)))
-            .env("CRAWLER_WORKER_ID", &policy.node_id)
-            .current_dir(&work)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0);
-        // SAFETY: prctl is async-signal-safe and touches nothing of the parent's memory.
-        unsafe {
-            cmd.pre_exec(|| {
-                nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)
-                    .map_err(|e| std::io::Error::from_raw_os_error(e as i32))
-            });
-        }
-        let ended = match cmd.spawn() {
-            Err(error) => Ended::NotStarted(format!("cannot start {:?}: {error}", command.program)),
+        let mut env = command.env.clone();
+        env.push(("CRAWLER_WORKER_ID".to_owned(), policy.node_id.clone()));
+        let ended = match guard
+            .start(&command.program, &command.args, env, &work)
+            .await
+        {
+            Err(error) => Ended::NotStarted(error),
             Ok(mut child) => {
-                let pid = child.id();
+                let pid = Some(child.pid);
                 let started = now_ms();
                 s.state = TaskState::Running;
                 s.pid = pid;
@@ -248,20 +260,17 @@ async fn supervise(spec: TaskSpec, policy: Arc<Policy>, reports: Reports, stop: 
                 reports.set(&spec.name, s.clone());
                 log.note(&format!(
                     "started {:?} as pid {} (epoch {})",
-                    command.program,
-                    pid.unwrap_or(0),
-                    spec.epoch
+                    command.program, child.pid, spec.epoch
                 ))
                 .await;
                 info!(task = %spec.name, pid, epoch = spec.epoch, "task started");
                 let mut copies = Vec::new();
-                if let Some(out) = child.stdout.take() {
+                for output in [child.stdout.take(), child.stderr.take()]
+                    .into_iter()
+                    .flatten()
+                {
                     let log = log.clone();
-                    copies.push(tokio::spawn(async move { log.copy_from(out).await }));
-                }
-                if let Some(err) = child.stderr.take() {
-                    let log = log.clone();
-                    copies.push(tokio::spawn(async move { log.copy_from(err).await }));
+                    copies.push(tokio::spawn(async move { log.copy_from(output).await }));
                 }
                 let ended = tokio::select! {
                     exit = child.wait() => match exit {
@@ -276,10 +285,6 @@ async fn supervise(spec: TaskSpec, policy: Arc<Policy>, reports: Reports, stop: 
                         Ended::Stopped
                     }
                 };
-                // Whatever else the task started in its group goes with it.
-                if let Some(pid) = pid {
-                    let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);
-                }
                 for copy in copies {
                     let _ = copy.await;
                 }
@@ -355,15 +360,11 @@ async fn supervise(spec: TaskSpec, policy: Arc<Policy>, reports: Reports, stop: 
     }
 }
 
-/// SIGTERM to the process group, SIGKILL after `grace`, and the process reaped.
-async fn terminate(child: &mut tokio::process::Child, grace: Duration) {
-    let Some(pid) = child.id() else {
-        return;
-    };
-    let group = Pid::from_raw(pid as i32);
-    let _ = killpg(group, Signal::SIGTERM);
+/// SIGTERM to the process group, SIGKILL after `grace`, and the process reaped (by the guard).
+async fn terminate(child: &mut Guarded, grace: Duration) {
+    child.signal(false).await;
     if tokio::time::timeout(grace, child.wait()).await.is_err() {
-        let _ = killpg(group, Signal::SIGKILL);
+        child.signal(true).await;
         let _ = child.wait().await;
     }
 }

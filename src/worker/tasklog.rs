@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt};
 
 /// The output log of one task.
 #[derive(Debug, Clone)]
@@ -25,22 +25,29 @@ impl TaskLog {
         }
     }
 
-    /// Appends `bytes`, rolling the files over when the current one is full.
+    /// Appends `bytes`, rolling the files over when the current one is full. One blocking
+    /// call on tokio's pool, not one per file operation.
     pub async fn append(&self, bytes: &[u8]) -> std::io::Result<()> {
-        let size = tokio::fs::metadata(&self.current)
+        let log = self.clone();
+        let bytes = bytes.to_vec();
+        tokio::task::spawn_blocking(move || log.append_now(&bytes))
             .await
-            .map_or(0, |m| m.len());
+            .map_err(std::io::Error::other)?
+    }
+
+    fn append_now(&self, bytes: &[u8]) -> std::io::Result<()> {
+        use std::io::Write;
+        let size = std::fs::metadata(&self.current).map_or(0, |m| m.len());
         if size + bytes.len() as u64 > self.half && size > 0 {
-            tokio::fs::rename(&self.current, &self.older).await?;
+            std::fs::rename(&self.current, &self.older)?;
         }
-        let mut file = tokio::fs::OpenOptions::new()
+        let mut file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(&self.current)
-            .await?;
+            .open(&self.current)?;
         // A single write larger than a file keeps only its newest part.
         let start = bytes.len().saturating_sub(self.half as usize);
-        file.write_all(&bytes[start..]).await
+        file.write_all(&bytes[start..])
     }
 
     /// Appends one line written by the worker itself (start, exit), marked as such.

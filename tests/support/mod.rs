@@ -144,6 +144,7 @@ pub async fn start_worker(config: Config, id: u32, capacity: u32) -> Running {
         id,
         address: addr.clone(),
         capacity,
+        program: env!("CARGO_BIN_EXE_crawler").into(),
     };
     let (stop, shutdown) = shutdown_pair();
     let handle = tokio::spawn(async move {
