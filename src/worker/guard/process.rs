@@ -303,7 +303,13 @@ mod tests {
 
     fn guard(term_at: u64) -> Guard {
         let mut children = HashMap::new();
-        children.insert(NOBODY, Child { id: 1, kill_at: None });
+        children.insert(
+            NOBODY,
+            Child {
+                id: 1,
+                kill_at: None,
+            },
+        );
         Guard {
             stop_grace_ns: 1_000,
             term_at,
