@@ -80,13 +80,16 @@ pub struct BenchArgs {
     /// target/BENCHMARKS-quick.md with --quick).
     #[arg(long)]
     pub out: Option<PathBuf>,
-    /// Run only these scenarios (numbers 1 to 11, comma-separated), e.g. when profiling one.
+    /// Run only these scenarios (numbers 1 to 12, comma-separated), e.g. when profiling one.
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<u8>,
     /// Resources in the scale scenario (6) and creates in the real-load one (11), e.g. 1000000
     /// for the million-task case (default 100000; the scale scenario's workers stay 10000).
     #[arg(long)]
     pub scale: Option<usize>,
+    /// Length of the soak scenario (12) in seconds (default 600, or 30 with --quick).
+    #[arg(long)]
+    pub soak_secs: Option<u64>,
 }
 
 /// `crawler bench-bare`.

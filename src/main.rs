@@ -82,6 +82,7 @@ async fn run(cli: Cli) -> ExitCode {
                 out,
                 only: args.only,
                 scale: args.scale,
+                soak_secs: args.soak_secs,
             })
             .await
             .map_err(Into::into)

@@ -122,6 +122,8 @@ pub struct Metrics {
     pub draining: Gauge,
     /// Absent workers in their grace period, holding their tasks.
     pub departed: Gauge,
+    /// Live tokio tasks in this process: a leak shows as growth.
+    pub runtime_tasks: Gauge,
     scrape: Mutex<()>,
 }
 
@@ -162,6 +164,12 @@ impl Metrics {
         let cordoned = Gauge::default();
         let draining = Gauge::default();
         let departed = Gauge::default();
+        let runtime_tasks = Gauge::default();
+        registry.register(
+            "runtime_tasks",
+            "Live tokio tasks in this process",
+            runtime_tasks.clone(),
+        );
         registry.register("moves", "Assignments written, by reason", moves.clone());
         registry.register(
             "reassignment_frozen",
@@ -287,6 +295,7 @@ impl Metrics {
             cordoned,
             draining,
             departed,
+            runtime_tasks,
             scrape: Mutex::new(()),
         }
     }

@@ -197,7 +197,9 @@ async fn each_worker_sees_only_its_own_tasks_and_keys_written_by_others_are_repa
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_assignment_is_missed_across_failover_etcd_restart_and_compaction() {
     let mut etcd = Etcd::start().await;
-    let proxy = Proxy::start(etcd.url.trim_start_matches("http://")).await;
+    let proxy = Proxy::start(etcd.url.trim_start_matches("http://"))
+        .await
+        .expect("proxy");
     let dir = tempfile::tempdir().expect("dir");
     let config = fault_config(dir.path());
     let endpoints = vec![etcd.url.clone()];

@@ -29,6 +29,7 @@ fn bench_quick_runs_every_scenario() {
         "6 scale",
         "7 IDs",
         "11 real load",
+        "12 soak",
     ] {
         assert!(
             report.contains(scenario),

@@ -245,7 +245,9 @@ async fn etcd_restart_workers_reregister_and_master_converges() {
 #[tokio::test]
 async fn compaction_while_the_watch_is_down_forces_a_relist() {
     let etcd = Etcd::start().await;
-    let proxy = Proxy::start(etcd.url.trim_start_matches("http://")).await;
+    let proxy = Proxy::start(etcd.url.trim_start_matches("http://"))
+        .await
+        .expect("proxy");
     let config = test_config(std::slice::from_ref(&proxy.url));
     let master = start_master(config.clone(), 1).await;
     let mut client = etcd.client().await;
@@ -358,7 +360,9 @@ async fn garbage_values_are_skipped_and_counted() {
 #[tokio::test]
 async fn a_watch_response_carrying_several_revisions_reaches_a_subscriber_as_consistent_batches() {
     let etcd = Etcd::start().await;
-    let proxy = Proxy::start(etcd.url.trim_start_matches("http://")).await;
+    let proxy = Proxy::start(etcd.url.trim_start_matches("http://"))
+        .await
+        .expect("proxy");
     let config = test_config(std::slice::from_ref(&proxy.url));
     let prefix = config.keys.worker_prefix.clone();
     let client = crawler::etcd::connect(&config.etcd).await.expect("connect");

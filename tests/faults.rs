@@ -333,7 +333,9 @@ async fn masters_and_workers_recover_from_an_etcd_restart() {
 #[tokio::test]
 async fn a_master_relists_after_compaction_while_cut_off() {
     let etcd = Etcd::start().await;
-    let proxy = Proxy::start(etcd.url.trim_start_matches("http://")).await;
+    let proxy = Proxy::start(etcd.url.trim_start_matches("http://"))
+        .await
+        .expect("proxy");
     let dir = tempfile::tempdir().expect("dir");
     let config = fault_config(dir.path());
     let direct = vec![etcd.url.clone()];
@@ -565,7 +567,9 @@ async fn losing_any_etcd_member_stalls_writes_for_less_than_1_5_s() {
 #[tokio::test]
 async fn a_master_cut_off_from_etcd_stops_writing_and_says_its_cache_is_stale() {
     let etcd = Etcd::start().await;
-    let proxy = Proxy::start(etcd.url.trim_start_matches("http://")).await;
+    let proxy = Proxy::start(etcd.url.trim_start_matches("http://"))
+        .await
+        .expect("proxy");
     let dir = tempfile::tempdir().expect("dir");
     let config = fault_config(dir.path());
     let cut = support::master_process(1, std::slice::from_ref(&proxy.url), &config, &[]);

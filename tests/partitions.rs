@@ -49,7 +49,9 @@ enum Partition {
 /// comes back. Returns the overlaps the runners recorded and the number of moves.
 async fn trial(kind: Partition) -> (Vec<(String, u128)>, usize) {
     let etcd = Etcd::start().await;
-    let proxy = Proxy::start(etcd.url.trim_start_matches("http://")).await;
+    let proxy = Proxy::start(etcd.url.trim_start_matches("http://"))
+        .await
+        .expect("proxy");
     let dir = tempfile::tempdir().expect("dir");
     let log = dir.path().join("runs.log");
     let config = config(dir.path(), &log);

@@ -424,7 +424,9 @@ async fn a_worker_cut_off_from_etcd_stops_its_tasks_before_another_starts_them()
     let mut gaps = Vec::new();
     for trial in 0..3 {
         let etcd = Etcd::start().await;
-        let proxy = Proxy::start(etcd.url.trim_start_matches("http://")).await;
+        let proxy = Proxy::start(etcd.url.trim_start_matches("http://"))
+            .await
+            .expect("proxy");
         let dir = tempfile::tempdir().expect("dir");
         let log = dir.path().join("runs.log");
         let config = task_config(dir.path());

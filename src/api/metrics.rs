@@ -57,6 +57,10 @@ pub async fn render(State(state): State<AppState>) -> impl axum::response::IntoR
         }
         m.is_leader
             .set(i64::from(state.leader.leadership().is_leader()));
+        let tasks = tokio::runtime::Handle::current()
+            .metrics()
+            .num_alive_tasks();
+        m.runtime_tasks.set(tasks as i64);
         // One pass over the resources for every figure that needs loads.
         let loads = loads(&state);
         let scheduling = scheduling_with(&state, Some(&loads));

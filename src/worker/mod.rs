@@ -141,8 +141,12 @@ async fn tasks(State(state): State<WorkerState>) -> Json<TaskList> {
     })
 }
 
+/// Healthy, with the live tokio tasks (a leak shows as growth).
 async fn healthz() -> Json<serde_json::Value> {
-    Json(serde_json::json!({"status": "ok"}))
+    let tasks = tokio::runtime::Handle::current()
+        .metrics()
+        .num_alive_tasks();
+    Json(serde_json::json!({"status": "ok", "tokio_tasks": tasks}))
 }
 
 /// Query of a task's log.

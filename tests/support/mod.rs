@@ -4,8 +4,6 @@
 
 pub mod etcd;
 pub mod process;
-pub mod proxy;
-pub mod runs;
 
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -16,15 +14,15 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 #[allow(unused_imports)]
+pub use crawler::tools::proxy::Proxy;
+#[allow(unused_imports)]
+pub use crawler::tools::runs::{logged_runner, overlaps, runs};
+#[allow(unused_imports)]
 pub use etcd::{Etcd, EtcdCluster};
 #[allow(unused_imports)]
 pub use process::{
     Proc, Role, crawler_process, fault_config, fault_config_with, master_process, worker_process,
 };
-#[allow(unused_imports)]
-pub use proxy::Proxy;
-#[allow(unused_imports)]
-pub use runs::{logged_runner, overlaps, runs};
 
 /// A free loopback port (bound and released).
 pub fn free_port() -> u16 {

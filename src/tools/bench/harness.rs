@@ -162,3 +162,20 @@ pub(super) async fn bulk_put(
     }
     Ok(bytes)
 }
+
+/// A metric's value summed over its labels, from a master's `/metrics`.
+pub(super) async fn metric_sum(client: &reqwest::Client, master: &str, name: &str) -> f64 {
+    let Ok(response) = client.get(format!("{master}/metrics")).send().await else {
+        return 0.0;
+    };
+    let text = response.text().await.unwrap_or_default();
+    text.lines()
+        .filter(|l| l.starts_with(name))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// The JSON body of a GET, if it answers with one.
+pub(super) async fn get_json(client: &reqwest::Client, url: &str) -> Option<serde_json::Value> {
+    client.get(url).send().await.ok()?.json().await.ok()
+}

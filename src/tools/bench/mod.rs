@@ -23,6 +23,7 @@ mod real_load;
 mod report;
 mod scale;
 mod scheduling;
+mod soak;
 mod workers;
 
 use std::path::PathBuf;
@@ -44,6 +45,7 @@ use real_load::real_load;
 use report::{Report, write_report};
 use scale::scale;
 use scheduling::scheduling;
+use soak::soak;
 use workers::worker_memory;
 
 /// How to run.
@@ -57,6 +59,8 @@ pub struct BenchOptions {
     pub only: Vec<u8>,
     /// Resources in the scale scenario and creates in the real-load one (default 100,000).
     pub scale: Option<usize>,
+    /// Length of the soak in seconds (default 600, or 30 with `quick`).
+    pub soak_secs: Option<u64>,
 }
 
 impl BenchOptions {
@@ -134,6 +138,9 @@ pub async fn run(options: BenchOptions) -> Result<(), ToolError> {
     }
     if options.runs(11) {
         real_load(&mut report, q, options.scale).await?;
+    }
+    if options.runs(12) {
+        soak(&mut report, q, options.soak_secs).await?;
     }
 
     let total = started.elapsed();

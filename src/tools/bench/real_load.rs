@@ -9,7 +9,7 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::harness::{create, http_client, is_ready_leader, wait_until};
+use super::harness::{create, http_client, is_ready_leader, metric_sum, wait_until};
 use super::load::{self, percentile};
 use super::report::{Report, ms};
 use crate::tools::procs::{self, MOVE_AT_ONCE, Proc, Scratch, ToolError};
@@ -48,18 +48,6 @@ fn cpu_seconds(proc: &Proc) -> Option<f64> {
     // SAFETY: sysconf reads a constant of the running system.
     let per_sec = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
     Some(ticks / per_sec.max(1) as f64)
-}
-
-/// A metric's value summed over its labels, from a master's `/metrics`.
-async fn metric_sum(client: &reqwest::Client, master: &str, name: &str) -> f64 {
-    let Ok(response) = client.get(format!("{master}/metrics")).send().await else {
-        return 0.0;
-    };
-    let text = response.text().await.unwrap_or_default();
-    text.lines()
-        .filter(|l| l.starts_with(name))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
 }
 
 /// What one run measured.

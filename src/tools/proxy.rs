@@ -1,6 +1,7 @@
 //! A TCP proxy on loopback that partitions what goes through it, either way a network does:
 //! connections refused ([`Proxy::cut`]), or packets silently dropped on connections that stay
-//! open ([`Proxy::blackhole`]), until [`Proxy::restore`].
+//! open ([`Proxy::blackhole`]), until [`Proxy::restore`]. The fault tests and the soak
+//! benchmark put it between a process and etcd.
 
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
@@ -57,9 +58,9 @@ async fn forward(inbound: TcpStream, upstream: String, mut mode: watch::Receiver
 
 impl Proxy {
     /// Starts a proxy to `upstream` (`host:port`).
-    pub async fn start(upstream: &str) -> Proxy {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
-        let addr = listener.local_addr().expect("addr");
+    pub async fn start(upstream: &str) -> std::io::Result<Proxy> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
         let (mode, _) = watch::channel(Mode::Open);
         let upstream = upstream.to_owned();
         let accept = {
@@ -82,11 +83,11 @@ impl Proxy {
                 }
             })
         };
-        Proxy {
+        Ok(Proxy {
             url: format!("http://{addr}"),
             mode,
             accept,
-        }
+        })
     }
 
     /// Drops every open connection and refuses new ones until [`Proxy::restore`].
