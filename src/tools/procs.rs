@@ -124,6 +124,49 @@ impl Drop for Proc {
     }
 }
 
+/// CPU seconds (user + system) process `pid` has used, and those of its children it reaped,
+/// from `/proc`.
+pub fn cpu_seconds(pid: u32) -> Option<(f64, f64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces) start at ") ".
+    let rest = stat.get(stat.rfind(')')? + 2..)?;
+    let fields: Vec<f64> = rest
+        .split_whitespace()
+        .skip(11)
+        .take(4)
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    let [user, system, child_user, child_system] = fields[..] else {
+        return None;
+    };
+    // SAFETY: sysconf reads a constant of the running system.
+    let per_sec = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    Some((
+        (user + system) / per_sec,
+        (child_user + child_system) / per_sec,
+    ))
+}
+
+/// The guard process of the worker `worker`: its child running `crawler guard`, started from
+/// any of its threads.
+pub fn guard_of(worker: u32) -> Option<u32> {
+    std::fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .find_map(|entry| {
+            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            let parent: u32 = stat
+                .get(stat.rfind(')')? + 2..)?
+                .split_whitespace()
+                .nth(1)?
+                .parse()
+                .ok()?;
+            let cmdline = std::fs::read_to_string(format!("/proc/{pid}/cmdline")).ok()?;
+            (parent == worker && cmdline.contains("guard")).then_some(pid)
+        })
+}
+
 /// A scratch directory removed on drop.
 pub struct Scratch(pub PathBuf);
 

@@ -264,14 +264,10 @@ async fn supervise(
                 ))
                 .await;
                 info!(task = %spec.name, pid, epoch = spec.epoch, "task started");
-                let mut copies = Vec::new();
-                for output in [child.stdout.take(), child.stderr.take()]
-                    .into_iter()
-                    .flatten()
-                {
+                let copy = child.output.take().map(|output| {
                     let log = log.clone();
-                    copies.push(tokio::spawn(async move { log.copy_from(output).await }));
-                }
+                    tokio::spawn(async move { log.copy_from(output).await })
+                });
                 let ended = tokio::select! {
                     exit = child.wait() => match exit {
                         Ok(exit) => Ended::Exited(exit),
@@ -285,7 +281,7 @@ async fn supervise(
                         Ended::Stopped
                     }
                 };
-                for copy in copies {
+                if let Some(copy) = copy {
                     let _ = copy.await;
                 }
                 ended

@@ -38,23 +38,58 @@ fn config(dir: &Path) -> Result<PathBuf, ToolError> {
     Ok(path)
 }
 
-/// CPU seconds (user + system) a process has used, from `/proc`.
-fn cpu_seconds(proc: &Proc) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{}/stat", proc.pid()?)).ok()?;
-    // Fields after the command name (which may hold spaces) start at ") ".
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
-    // SAFETY: sysconf reads a constant of the running system.
-    let per_sec = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    Some(ticks / per_sec.max(1) as f64)
+/// CPU seconds used, per part of the system.
+#[derive(Debug, Clone, Copy, Default)]
+struct Cpu {
+    leader: f64,
+    etcd: f64,
+    workers: f64,
+    guards: f64,
+    /// The task processes (reaped by the guards).
+    tasks: f64,
+}
+
+impl Cpu {
+    /// What each part has used so far.
+    fn now(master: &Proc, etcd: &Proc, workers: &[Proc]) -> Self {
+        let of = |p: &Proc| p.pid().and_then(procs::cpu_seconds).unwrap_or_default();
+        let mut cpu = Cpu {
+            leader: of(master).0,
+            etcd: of(etcd).0,
+            ..Cpu::default()
+        };
+        for w in workers {
+            cpu.workers += of(w).0;
+            let guard = w
+                .pid()
+                .and_then(procs::guard_of)
+                .and_then(procs::cpu_seconds);
+            let (own, children) = guard.unwrap_or_default();
+            cpu.guards += own;
+            cpu.tasks += children;
+        }
+        cpu
+    }
+
+    /// What was used since `before`, per 1,000 of `n`.
+    fn per_1000_since(self, before: Cpu, n: usize) -> Self {
+        let k = 1000.0 / n.max(1) as f64;
+        Cpu {
+            leader: (self.leader - before.leader) * k,
+            etcd: (self.etcd - before.etcd) * k,
+            workers: (self.workers - before.workers) * k,
+            guards: (self.guards - before.guards) * k,
+            tasks: (self.tasks - before.tasks) * k,
+        }
+    }
 }
 
 /// What one run measured.
 struct Run {
     rate: f64,
     errors: usize,
-    cpu_per_1000: f64,
+    /// CPU seconds per 1,000 creates.
+    cpu: Cpu,
     first_tenth_p99: Duration,
     last_tenth_p99: Duration,
     relists: f64,
@@ -97,7 +132,7 @@ async fn run(q: bool, n: usize, workers: u32) -> Result<Run, ToolError> {
         body["items"].as_array().map_or(0, Vec::len) == listed
     })
     .await?;
-    let cpu_before = cpu_seconds(&master).unwrap_or(0.0);
+    let cpu_before = Cpu::now(&master, &etcd, &running);
     let timed: Arc<Mutex<Vec<(usize, Duration)>>> = Arc::new(Mutex::new(Vec::with_capacity(n)));
     let stats = {
         let client = client.clone();
@@ -120,7 +155,7 @@ async fn run(q: bool, n: usize, workers: u32) -> Result<Run, ToolError> {
         })
         .await
     };
-    let cpu = cpu_seconds(&master).unwrap_or(0.0) - cpu_before;
+    let cpu = Cpu::now(&master, &etcd, &running).per_1000_since(cpu_before, stats.ok);
     let mut timed = timed.lock().map(|t| t.clone()).unwrap_or_default();
     timed.sort_by_key(|(i, _)| *i);
     let tenth = (timed.len() / 10).max(1);
@@ -136,7 +171,7 @@ async fn run(q: bool, n: usize, workers: u32) -> Result<Run, ToolError> {
     let run = Run {
         rate: stats.per_sec(),
         errors: stats.errors,
-        cpu_per_1000: cpu * 1000.0 / stats.ok.max(1) as f64,
+        cpu,
         first_tenth_p99: first,
         last_tenth_p99: last,
         relists: metric_sum(&client, &master.url, "crawler_cache_lists_total").await,
@@ -169,9 +204,23 @@ pub(super) async fn real_load(
     report.add(
         "11 real load",
         "leader CPU s per 1,000 creates (workers / none)",
-        format!("{:.3} s", loaded.cpu_per_1000),
-        format!("{:.3} s", bare.cpu_per_1000),
-        format!("{:.2}x", loaded.cpu_per_1000 / bare.cpu_per_1000.max(1e-9)),
+        format!("{:.3} s", loaded.cpu.leader),
+        format!("{:.3} s", bare.cpu.leader),
+        format!("{:.2}x", loaded.cpu.leader / bare.cpu.leader.max(1e-9)),
+        "",
+        None,
+    );
+    // Where the cores go: on 2 cores, the task processes alone may bound the rate.
+    let c = loaded.cpu;
+    report.add(
+        "11 real load",
+        "CPU s per 1,000 creates: tasks / guards / workers / etcd / leader",
+        format!(
+            "{:.2} / {:.2} / {:.2} / {:.2} / {:.2}",
+            c.tasks, c.guards, c.workers, c.etcd, c.leader
+        ),
+        format!("etcd {:.2}, leader {:.2}", bare.cpu.etcd, bare.cpu.leader),
+        "",
         "",
         None,
     );

@@ -343,6 +343,8 @@ struct Sample {
     rss: u64,
     fds: u64,
     tasks: Option<u64>,
+    /// Tasks a worker holds (assigned to it).
+    held: Option<u64>,
 }
 
 fn open_fds(pid: u32) -> u64 {
@@ -384,7 +386,7 @@ impl Samples {
                 && let Some(pid) = p.pid()
             {
                 all.push((format!("worker-{id}"), pid, Some(p.url.clone()), false));
-                if let Some(guard) = guard_of(pid) {
+                if let Some(guard) = procs::guard_of(pid) {
                     all.push((format!("guard-{id}"), guard, None, false));
                 }
             }
@@ -396,10 +398,17 @@ impl Samples {
                 Some(url) => tokio_tasks(client, url, master).await,
                 None => None,
             };
+            let held = match (&url, master) {
+                (Some(url), false) => get_json(client, &format!("http://{url}/tasks"))
+                    .await
+                    .and_then(|b| b["items"].as_array().map(|i| i.len() as u64)),
+                _ => None,
+            };
             let sample = Sample {
                 rss,
                 fds: open_fds(pid),
                 tasks,
+                held,
             };
             self.by_pid
                 .entry(pid)
@@ -409,40 +418,59 @@ impl Samples {
         }
     }
 
-    /// The largest growth of each measure, from the first sample after `warmup` of a process's
-    /// life to its last, over the processes sampled for at least `span` after their warm-up.
+    /// The largest growth of each measure over the processes sampled for at least `span`
+    /// after `warmup` of their life: the mean of the last quarter of those samples against the
+    /// mean of the first quarter. A worker's descriptors and tokio tasks follow the tasks it
+    /// holds (one supervising task each, a pipe while a process runs), and its share changes
+    /// as the others are killed and come back empty, so they are compared per task held.
     fn growth(&self, warmup: Duration, span: Duration) -> (f64, f64, f64, Vec<String>) {
         let (mut rss, mut fds, mut tasks) = (0.0f64, 0.0f64, 0.0f64);
         let mut lines = Vec::new();
         for (name, first, samples) in self.by_pid.values() {
-            let Some(base) = samples.iter().find(|(at, _)| *at >= *first + warmup) else {
-                continue;
-            };
-            let Some(last) = samples.last() else { continue };
-            if last.0.duration_since(base.0) < span {
+            let after: Vec<&Sample> = samples
+                .iter()
+                .filter(|(at, _)| *at >= *first + warmup)
+                .map(|(_, s)| s)
+                .collect();
+            let covered = samples
+                .last()
+                .map(|(at, _)| at.duration_since(*first + warmup));
+            if after.len() < 4 || covered.is_none_or(|c| c < span) {
                 continue;
             }
-            let ratio = |a: u64, b: u64| b as f64 / a.max(1) as f64 - 1.0;
-            let r = ratio(base.1.rss, last.1.rss);
-            let f = ratio(base.1.fds, last.1.fds);
-            let t = match (base.1.tasks, last.1.tasks) {
-                (Some(a), Some(b)) => ratio(a, b),
-                _ => 0.0,
+            let quarter = after.len() / 4;
+            let (early, late) = (&after[..quarter], &after[after.len() - quarter..]);
+            let mean = |part: &[&Sample], f: &dyn Fn(&Sample) -> f64| {
+                part.iter().map(|s| f(s)).sum::<f64>() / part.len() as f64
+            };
+            let per_held = |v: f64, s: &Sample| v / s.held.map_or(1.0, |h| h.max(1) as f64);
+            let measures: [&dyn Fn(&Sample) -> f64; 4] = [
+                &|s| s.rss as f64,
+                &|s| per_held(s.fds as f64, s),
+                &|s| per_held(s.tasks.unwrap_or(0) as f64, s),
+                &|s| s.held.unwrap_or(0) as f64,
+            ];
+            let [r, f, t, h] = measures.map(|m| (mean(early, m), mean(late, m)));
+            let grew = |(a, b): (f64, f64)| if a > 0.0 { b / a - 1.0 } else { 0.0 };
+            let unit = if samples.iter().any(|(_, s)| s.held.is_some()) {
+                format!(" per task held (held {:.0} -> {:.0})", h.0, h.1)
+            } else {
+                String::new()
             };
             lines.push(format!(
-                "{name}: RSS {:.1} -> {:.1} MB, fds {} -> {}, tokio tasks {} -> {}",
-                base.1.rss as f64 / 1e6,
-                last.1.rss as f64 / 1e6,
-                base.1.fds,
-                last.1.fds,
-                base.1.tasks.map_or("-".into(), |t| t.to_string()),
-                last.1.tasks.map_or("-".into(), |t| t.to_string()),
+                "{name}: RSS {:.1} -> {:.1} MB; fds {:.2} -> {:.2}, tokio tasks {:.2} -> {:.2}{unit}",
+                r.0 / 1e6,
+                r.1 / 1e6,
+                f.0,
+                f.1,
+                t.0,
+                t.1,
             ));
             // etcd is shown, but the goal is about this project's processes.
             if name != "etcd" {
-                rss = rss.max(r);
-                fds = fds.max(f);
-                tasks = tasks.max(t);
+                rss = rss.max(grew(r));
+                fds = fds.max(grew(f));
+                tasks = tasks.max(grew(t));
             }
         }
         (rss, fds, tasks, lines)
@@ -458,25 +486,6 @@ fn rss_of(pid: u32) -> u64 {
         .find(|l| l.starts_with("VmRSS:"))
         .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
         .map_or(0, |kb| kb * 1024)
-}
-
-/// The worker's guard: its child running `crawler guard` (a child of any of its threads).
-fn guard_of(worker: u32) -> Option<u32> {
-    std::fs::read_dir("/proc")
-        .ok()?
-        .flatten()
-        .find_map(|entry| {
-            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-            let parent: u32 = stat
-                .get(stat.rfind(')')? + 2..)?
-                .split_whitespace()
-                .nth(1)?
-                .parse()
-                .ok()?;
-            let cmdline = std::fs::read_to_string(format!("/proc/{pid}/cmdline")).ok()?;
-            (parent == worker && cmdline.contains("guard")).then_some(pid)
-        })
 }
 
 /// What the faults did, for the report.

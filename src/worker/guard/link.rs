@@ -45,10 +45,8 @@ pub struct Guard {
 pub struct Guarded {
     /// Its pid (and process group).
     pub pid: u32,
-    /// Its output, until taken.
-    pub stdout: Option<pipe::Receiver>,
-    /// Its error output, until taken.
-    pub stderr: Option<pipe::Receiver>,
+    /// Its output and error output, one pipe, until taken.
+    pub output: Option<pipe::Receiver>,
     id: u64,
     exited: oneshot::Receiver<ExitStatus>,
     guard: Guard,
@@ -134,7 +132,8 @@ impl Guard {
         }
     }
 
-    /// Starts `program` with `args` and `env` in `dir`, its output on two pipes.
+    /// Starts `program` with `args` and `env` in `dir`, its output and error output on one
+    /// pipe.
     pub async fn start(
         &self,
         program: &str,
@@ -142,10 +141,8 @@ impl Guard {
         env: Vec<(String, String)>,
         dir: &Path,
     ) -> Result<Guarded, String> {
-        let pipes = pipe::pipe().and_then(|(tx, rx)| Ok((tx.into_blocking_fd()?, rx)));
-        let (out, stdout) = pipes.map_err(|e| format!("cannot make a pipe: {e}"))?;
-        let pipes = pipe::pipe().and_then(|(tx, rx)| Ok((tx.into_blocking_fd()?, rx)));
-        let (err, stderr) = pipes.map_err(|e| format!("cannot make a pipe: {e}"))?;
+        let pipe = pipe::pipe().and_then(|(tx, rx)| Ok((tx.into_blocking_fd()?, rx)));
+        let (write, output) = pipe.map_err(|e| format!("cannot make a pipe: {e}"))?;
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         let (started_tx, started) = oneshot::channel();
         let (exited_tx, exited) = oneshot::channel();
@@ -165,11 +162,9 @@ impl Guard {
             env,
             dir: dir.to_path_buf(),
         };
-        let sent = self
-            .send(&message, &[out.as_raw_fd(), err.as_raw_fd()])
-            .await;
-        // Only the process holds the write ends now, so the reads end when it does.
-        drop((out, err));
+        let sent = self.send(&message, &[write.as_raw_fd()]).await;
+        // Only the process holds the write end now, so the read ends when it does.
+        drop(write);
         if let Err(error) = sent {
             self.forget(id);
             return Err(format!("cannot reach the guard: {error}"));
@@ -177,8 +172,7 @@ impl Guard {
         match started.await {
             Ok(Ok(pid)) => Ok(Guarded {
                 pid,
-                stdout: Some(stdout),
-                stderr: Some(stderr),
+                output: Some(output),
                 id,
                 exited,
                 guard: self.clone(),

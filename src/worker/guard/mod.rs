@@ -5,7 +5,7 @@
 //!
 //! The worker starts the guard with one end of a seqpacket socket as its stdin and talks to it
 //! in JSON messages, one per packet ([`ToGuard`], [`FromGuard`]); a start carries the task's
-//! stdout and stderr pipes as passed descriptors. Deadlines are `CLOCK_BOOTTIME` instants: a
+//! output pipe as a passed descriptor. Deadlines are `CLOCK_BOOTTIME` instants: a
 //! clock both processes read alike, and one that keeps counting while the machine sleeps, as
 //! etcd's lease clock does. [`process`] is the guard's side, [`link`] the worker's.
 
@@ -33,8 +33,8 @@ pub enum ToGuard {
         /// When the worker's lease proof runs out, less its margin.
         term_at_ns: u64,
     },
-    /// Start a process in a process group of its own; its stdout and stderr are the two
-    /// descriptors passed with the message.
+    /// Start a process in a process group of its own; its stdout and stderr are both the
+    /// descriptor passed with the message (one pipe: the log keeps one stream, in order).
     Start {
         /// The worker's name for this process.
         id: u64,
@@ -122,7 +122,7 @@ fn recv_message<T: for<'de> Deserialize<'de>>(
     socket: BorrowedFd<'_>,
     buf: &mut [u8],
 ) -> std::io::Result<Option<(T, Vec<OwnedFd>)>> {
-    let mut space = nix::cmsg_space!([RawFd; 2]);
+    let mut space = nix::cmsg_space!([RawFd; 1]);
     let mut iov = [IoSliceMut::new(buf)];
     let msg = recvmsg::<()>(
         socket.as_raw_fd(),

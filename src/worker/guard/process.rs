@@ -65,14 +65,14 @@ impl Guard {
                         id,
                         error: "the worker's lease proof has run out: not starting".into(),
                     }
-                } else if fds.len() != 2 {
+                } else if fds.len() != 1 {
                     FromGuard::NotStarted {
                         id,
-                        error: format!("expected 2 descriptors, got {}", fds.len()),
+                        error: format!("expected 1 descriptor, got {}", fds.len()),
                     }
                 } else {
-                    let stderr = fds.pop();
                     let stdout = fds.pop();
+                    let stderr = stdout.as_ref().and_then(|fd| fd.try_clone().ok());
                     let mut command = Command::new(&program);
                     command
                         .args(&args)
