@@ -5,7 +5,8 @@
 //! status of each task, coalescing bursts (a change waits [`LINGER`] for the ones after it), and writes them all again under a new lease after
 //! the worker registered again. A write only replaces a status this worker wrote (the key's
 //! lease is ours) or none, and a removal only removes ours, so a worker that lost a task never
-//! overwrites the status its new worker reports.
+//! overwrites the status its new worker reports. While the worker is not sure of its lease and
+//! its assignments, nothing is written ([`Reports::hold`]).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -27,6 +28,8 @@ struct Book {
     current: HashMap<String, TaskStatus>,
     /// Tasks whose status changed since it was last written, or that were removed.
     dirty: HashSet<String>,
+    /// Nothing is written while held.
+    held: bool,
 }
 
 /// Where supervisors report. Cheap to clone; never blocks.
@@ -57,6 +60,31 @@ impl Reports {
         book.dirty.insert(name.to_owned());
         drop(book);
         self.wake.notify_one();
+    }
+
+    /// While `held`, nothing is written: the worker cannot prove its lease, or has not read its
+    /// assignments since it registered again, so a status it wrote could be about an epoch
+    /// that is no longer current. Changes wait, and are written when released.
+    pub fn hold(&self, held: bool) {
+        self.book().held = held;
+        if !held {
+            self.wake.notify_one();
+        }
+    }
+
+    /// Forgets the status of every task but those `keep` names (tasks that left while the
+    /// worker was cut off): the ones written are removed.
+    pub fn retain(&self, keep: impl Fn(&str) -> bool) {
+        let mut book = self.book();
+        let gone: Vec<String> = book.current.keys().filter(|n| !keep(n)).cloned().collect();
+        for name in gone {
+            book.current.remove(&name);
+            book.dirty.insert(name);
+        }
+    }
+
+    fn is_held(&self) -> bool {
+        self.book().held
     }
 
     /// The newest status of `name`, as reported here.
@@ -101,7 +129,7 @@ pub async fn run(
     let mut ours: Vec<i64> = Vec::new();
     loop {
         let current = *lease.borrow_and_update();
-        if let Some(lease_id) = current {
+        if let Some(lease_id) = current.filter(|_| !reports.is_held()) {
             if ours.first() != Some(&lease_id) {
                 ours.insert(0, lease_id);
                 ours.truncate(2);

@@ -109,11 +109,16 @@ impl Supervisor {
         }
     }
 
-    /// Makes the running tasks those of `desired`, each at its epoch. A task is stopped before
-    /// it starts again, so no two processes of one task ever overlap on this worker.
+    /// Makes the running tasks those of `desired`, each at its epoch, and releases the
+    /// statuses of those tasks alone. A task is stopped before it starts again, so no two
+    /// processes of one task ever overlap on this worker.
     pub async fn reconcile(&mut self, desired: &BTreeMap<String, TaskSpec>) {
         let names: BTreeSet<String> = self.running.keys().chain(desired.keys()).cloned().collect();
         self.reconcile_names(desired, &names).await;
+        // Statuses of tasks that left while nothing ran (the worker was cut off) go, and the
+        // rest are written again.
+        self.reports.retain(|name| desired.contains_key(name));
+        self.reports.hold(false);
     }
 
     /// As [`Supervisor::reconcile`], for the tasks named in `names` only: a change to one task
@@ -173,9 +178,10 @@ impl Supervisor {
         }
     }
 
-    /// Stops every task and waits until their processes are gone. Their statuses stay (the
-    /// worker's lease takes them away).
+    /// Stops every task and waits until their processes are gone, and holds their statuses:
+    /// they stay as last written (the worker's lease takes them away).
     pub async fn stop_all(&mut self) {
+        self.reports.hold(true);
         let all: Vec<Running> = self.running.drain().map(|(_, r)| r).collect();
         for r in &all {
             r.stop.cancel();
