@@ -345,10 +345,24 @@ struct Sample {
     tasks: Option<u64>,
     /// Tasks a worker holds (assigned to it).
     held: Option<u64>,
+    /// Pipes among its descriptors: a worker reads one per task process running.
+    pipes: u64,
 }
 
-fn open_fds(pid: u32) -> u64 {
-    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count() as u64)
+/// Open descriptors, and how many of them are pipes.
+fn open_fds(pid: u32) -> (u64, u64) {
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return (0, 0);
+    };
+    let (mut all, mut pipes) = (0, 0);
+    for entry in dir.flatten() {
+        all += 1;
+        let target = std::fs::read_link(entry.path()).unwrap_or_default();
+        if target.to_string_lossy().starts_with("pipe:") {
+            pipes += 1;
+        }
+    }
+    (all, pipes)
 }
 
 /// Live tokio tasks: a master's `crawler_runtime_tasks`, a worker's `/healthz`.
@@ -404,11 +418,13 @@ impl Samples {
                     .and_then(|b| b["items"].as_array().map(|i| i.len() as u64)),
                 _ => None,
             };
+            let (fds, pipes) = open_fds(pid);
             let sample = Sample {
                 rss,
-                fds: open_fds(pid),
+                fds,
                 tasks,
                 held,
+                pipes,
             };
             self.by_pid
                 .entry(pid)
@@ -421,8 +437,9 @@ impl Samples {
     /// The largest growth of each measure over the processes sampled for at least `span`
     /// after `warmup` of their life: the mean of the last quarter of those samples against the
     /// mean of the first quarter. A worker's descriptors and tokio tasks follow the tasks it
-    /// holds (one supervising task each, a pipe while a process runs), and its share changes
-    /// as the others are killed and come back empty, so they are compared per task held.
+    /// holds (a supervising tokio task each; a pipe and a tokio task copying it while a
+    /// process runs), and its share changes as the others are killed and come back empty
+    /// (the soak does not rebalance), so what is compared is what it holds beyond those.
     fn growth(&self, warmup: Duration, span: Duration) -> (f64, f64, f64, Vec<String>) {
         let (mut rss, mut fds, mut tasks) = (0.0f64, 0.0f64, 0.0f64);
         let mut lines = Vec::new();
@@ -443,17 +460,23 @@ impl Samples {
             let mean = |part: &[&Sample], f: &dyn Fn(&Sample) -> f64| {
                 part.iter().map(|s| f(s)).sum::<f64>() / part.len() as f64
             };
-            let per_held = |v: f64, s: &Sample| v / s.held.map_or(1.0, |h| h.max(1) as f64);
-            let measures: [&dyn Fn(&Sample) -> f64; 4] = [
-                &|s| s.rss as f64,
-                &|s| per_held(s.fds as f64, s),
-                &|s| per_held(s.tasks.unwrap_or(0) as f64, s),
-                &|s| s.held.unwrap_or(0) as f64,
-            ];
+            // A worker's own, beyond what its tasks hold; anything else's, all of them.
+            let net_fds = |s: &Sample| match s.held {
+                Some(_) => s.fds.saturating_sub(s.pipes) as f64,
+                None => s.fds as f64,
+            };
+            let net_tasks = |s: &Sample| {
+                let t = s.tasks.unwrap_or(0);
+                s.held.map_or(t, |h| t.saturating_sub(h + s.pipes)) as f64
+            };
+            let measures: [&dyn Fn(&Sample) -> f64; 4] =
+                [&|s| s.rss as f64, &net_fds, &net_tasks, &|s| {
+                    s.held.unwrap_or(0) as f64
+                }];
             let [r, f, t, h] = measures.map(|m| (mean(early, m), mean(late, m)));
             let grew = |(a, b): (f64, f64)| if a > 0.0 { b / a - 1.0 } else { 0.0 };
             let unit = if samples.iter().any(|(_, s)| s.held.is_some()) {
-                format!(" per task held (held {:.0} -> {:.0})", h.0, h.1)
+                format!(" beyond its tasks' (held {:.0} -> {:.0})", h.0, h.1)
             } else {
                 String::new()
             };
