@@ -187,12 +187,17 @@ pub struct RunnerRule {
 pub struct MasterConfig {
     /// TTL of the election session lease, in seconds.
     pub session_ttl_secs: i64,
+    /// The leader compacts etcd's history this often, to the revision it read one interval
+    /// before: etcd keeps at least this much history. 0: never (etcd's own
+    /// `--auto-compaction-retention` may then be set instead).
+    pub compaction_interval_secs: u64,
 }
 
 impl Default for MasterConfig {
     fn default() -> Self {
         Self {
             session_ttl_secs: 5,
+            compaction_interval_secs: 300,
         }
     }
 }

@@ -102,6 +102,10 @@ pub struct Metrics {
     pub etcd_latency: Histogram,
     /// Failed leader etcd writes.
     pub etcd_errors: Counter,
+    /// Compactions of etcd's history this master made as leader.
+    pub compactions: Counter,
+    /// The revision etcd's history was last compacted to by this master.
+    pub compacted_revision: Gauge,
     /// Registered workers.
     pub workers: Gauge,
     /// Resources assigned per worker.
@@ -154,6 +158,8 @@ impl Metrics {
         let reassignments = Counter::default();
         let etcd_latency = Histogram::new(exponential_buckets(0.000_1, 2.0, 18));
         let etcd_errors = Counter::default();
+        let compactions = Counter::default();
+        let compacted_revision = Gauge::default();
         let workers = Gauge::default();
         let worker_load = Family::<WorkerLabels, Gauge>::default();
         let tasks = Family::<StateLabels, Gauge>::default();
@@ -228,6 +234,16 @@ impl Metrics {
             leader_changes.clone(),
         );
         registry.register(
+            "etcd_compactions",
+            "Compactions of etcd's history made as leader",
+            compactions.clone(),
+        );
+        registry.register(
+            "etcd_compacted_revision",
+            "Revision etcd's history was last compacted to by this master",
+            compacted_revision.clone(),
+        );
+        registry.register(
             "assignments",
             "Resources assigned to a worker",
             assignments.clone(),
@@ -285,6 +301,8 @@ impl Metrics {
             reassignments,
             etcd_latency,
             etcd_errors,
+            compactions,
+            compacted_revision,
             workers,
             worker_load,
             tasks,

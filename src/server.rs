@@ -22,6 +22,7 @@ use crate::api::proxy::Forwarder;
 use crate::api::{AppParts, AppState, router};
 use crate::config::Config;
 use crate::etcd::cache::{self, Store};
+use crate::master::compactor::{self, CompactorConfig};
 use crate::master::election::{self, Candidate, ElectionConfig};
 use crate::master::leader::{self, Leader, LeaderConfig};
 use crate::master::leadership::Leadership;
@@ -153,6 +154,17 @@ impl Master {
         let campaign = CancellationToken::new();
         let mut duties = JoinSet::new();
         duties.spawn(leader.clone().run(campaign.clone()));
+        duties.spawn(compactor::run(
+            client.clone(),
+            CompactorConfig {
+                interval: Duration::from_secs(config.master.compaction_interval_secs),
+                revision_key: config.keys.election.clone(),
+                request_timeout: config.etcd.request_timeout(),
+            },
+            leadership.clone(),
+            Arc::clone(&metrics),
+            campaign.clone(),
+        ));
         duties.spawn(election::run(
             client.clone(),
             ElectionConfig {

@@ -18,16 +18,6 @@ const WORKERS: u32 = 3;
 /// Unfinished tasks one worker holds: together, fewer than the tasks.
 const CAPACITY: usize = 400;
 
-/// A metric summed over its labels, from `/metrics`.
-async fn metric(master: &str, name: &str) -> f64 {
-    metrics_text(master)
-        .await
-        .lines()
-        .filter(|l| l.starts_with(name))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leader_under_a_status_flood_follows_every_task_and_never_relists() {
     let etcd = Etcd::start().await;

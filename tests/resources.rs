@@ -1,5 +1,6 @@
 //! Resource management against a real etcd: election, take-over, seeds, least-loaded
-//! assignment, reassignment after a worker dies, fencing, and concurrent creates.
+//! assignment, reassignment after a worker dies, fencing, concurrent creates, and the leader's
+//! compaction of etcd's history.
 
 mod support;
 
@@ -586,4 +587,50 @@ async fn a_candidate_whose_campaign_key_was_deleted_campaigns_again() {
         "measured: after its campaign key was deleted, the candidate took over {took:?} after the leader stopped"
     );
     m2.stop().await;
+}
+
+/// The leader compacts etcd's history every interval, keeping one interval of it; the
+/// follower compacts nothing, and its caches follow the writes made after the compaction.
+#[tokio::test]
+async fn the_leader_compacts_etcds_history_and_the_caches_keep_following() {
+    let etcd = Etcd::start().await;
+    let mut config = test_config(std::slice::from_ref(&etcd.url));
+    config.master.compaction_interval_secs = 1;
+    let (_masters, leader, follower) = leader_and_follower(&config).await;
+    for i in 0..5 {
+        let (status, _) = create(&leader, &format!("before-{i}")).await.expect("create");
+        assert_eq!(status, 201);
+    }
+    let (written, _) = etcd.range_at("/", 0).await;
+    let compacted = eventually("the history compacted past the creates", WAIT, || async {
+        let revision = metric(&leader, "crawler_etcd_compacted_revision").await as i64;
+        (revision >= written).then_some(revision)
+    })
+    .await;
+    let mut client = etcd.client().await;
+    let old = client
+        .get(
+            "/",
+            Some(etcd_client::GetOptions::new().with_revision(compacted - 1)),
+        )
+        .await;
+    let refused = old.expect_err("a read below the compacted revision is refused");
+    assert!(refused.to_string().contains("compacted"), "{refused}");
+    assert_eq!(
+        metric(&follower, "crawler_etcd_compactions_total").await,
+        0.0,
+        "only the leader compacts"
+    );
+    let (status, _) = create(&follower, "after").await.expect("create");
+    assert_eq!(status, 201);
+    eventually("the follower's cache to hold the later create", WAIT, || async {
+        let (status, _, _) = get_json(&format!("{follower}/api/v1/resources/after")).await?;
+        (status == 200).then_some(())
+    })
+    .await;
+    assert_eq!(
+        metric(&follower, "crawler_cache_lists_total").await,
+        5.0,
+        "no cache listed again: the watches kept up across the compactions"
+    );
 }

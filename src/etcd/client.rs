@@ -104,6 +104,21 @@ pub async fn timed<T>(
     }
 }
 
+/// etcd's current revision, by a linearizable count-only read of `key`.
+pub async fn current_revision(
+    client: &Client,
+    key: &str,
+    deadline: Duration,
+) -> Result<i64, EtcdError> {
+    let mut kv = client.kv_client();
+    let resp = timed(
+        deadline,
+        kv.get(key.as_bytes(), Some(GetOptions::new().with_count_only())),
+    )
+    .await?;
+    Ok(resp.header().map_or(0, |h| h.revision()))
+}
+
 /// Keys in the first page when listing a prefix. etcd-client refuses responses over 4 MiB, so
 /// a large prefix (100,000 resources is about 20 MB) is read in pages at one revision.
 const PAGE: i64 = 1_000;

@@ -1,5 +1,6 @@
 //! The master's domain: the election and the leadership value ([`election`], [`leadership`]),
-//! the leader's duties split by kind ([`leader`]), where resources go ([`placement`],
+//! the leader's duties split by kind ([`leader`]) and its compaction of etcd's history
+//! ([`compactor`]), where resources go ([`placement`],
 //! [`assigner`], [`policy`]), and what the master logs and measures of the caches
 //! ([`membership`], [`start_latency`]).
 //!
@@ -8,6 +9,7 @@
 //! ([`crate::etcd`]), and the stored formats ([`crate::model`]).
 
 pub mod assigner;
+pub mod compactor;
 pub mod election;
 pub mod leader;
 pub mod leadership;

@@ -207,6 +207,16 @@ pub async fn metrics_text(master: &str) -> String {
         .expect("text")
 }
 
+/// A metric summed over its labels, from a master's `/metrics`.
+pub async fn metric(master: &str, name: &str) -> f64 {
+    metrics_text(master)
+        .await
+        .lines()
+        .filter(|l| l.starts_with(name))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
 /// POSTs a create and returns status and JSON body.
 pub async fn create(master: &str, name: &str) -> Option<(u16, serde_json::Value)> {
     let resp = http()

@@ -20,13 +20,12 @@ pub mod writes;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use etcd_client::{Client, Compare, GetOptions, TxnOp};
+use etcd_client::{Client, Compare, TxnOp};
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::etcd::cache::{Snapshot, Store};
-use crate::etcd::timed;
 use crate::keys::KeyLayout;
 use crate::master::leadership::{Fence, Leadership, Term};
 use crate::master::placement::Placement;
@@ -252,16 +251,13 @@ impl Leader {
 
     /// etcd's current revision (a linearizable read).
     pub async fn current_revision(&self) -> Result<i64, WriteError> {
-        let mut kv = self.inner.client.kv_client();
-        let resp = timed(
-            self.inner.config.request_timeout,
-            kv.get(
-                self.inner.config.keys.election.as_bytes(),
-                Some(GetOptions::new().with_count_only()),
-            ),
+        let config = &self.inner.config;
+        Ok(crate::etcd::client::current_revision(
+            &self.inner.client,
+            &config.keys.election,
+            config.request_timeout,
         )
-        .await?;
-        Ok(resp.header().map_or(0, |h| h.revision()))
+        .await?)
     }
 
     /// Load (resources held and being written) of a present worker, as the leader counts it.
