@@ -1,6 +1,7 @@
 //! Scenario 11: creates through the API while real worker processes run every task, against
 //! the same creates with no worker. Most tasks exit at once (each writes its statuses: the
-//! flood a leader must follow), some run until stopped (up to the workers' capacity). Reports
+//! flood a leader must follow), some run until stopped (at most half the workers' capacity, so
+//! every task is placed and run whatever the number of creates). Reports
 //! the create rate, the leader's CPU per 1,000 creates, the caches' re-lists, and whether
 //! creates slow down as the cluster fills (p99 of the last tenth against the first).
 
@@ -20,6 +21,15 @@ const WORKERS: u32 = 3;
 const CAPACITY: u32 = 200;
 /// One task in this many runs until stopped; the others exit at once.
 const LONG_EVERY: usize = 100;
+/// Most tasks that run until stopped: half the workers' capacity, so that they never fill the
+/// workers and every other task is placed and run, however many creates there are.
+const LONG_MAX: usize = (WORKERS * CAPACITY / 2) as usize;
+
+/// Whether create `i` of `n` runs until stopped: spread evenly, at most [`LONG_MAX`] of them.
+fn runs_until_stopped(i: usize, n: usize) -> bool {
+    let every = LONG_EVERY.max(n.div_ceil(LONG_MAX));
+    i.is_multiple_of(every)
+}
 /// Concurrent API clients.
 const CONCURRENCY: usize = 32;
 
@@ -142,7 +152,11 @@ async fn run(q: bool, n: usize, workers: u32) -> Result<Run, ToolError> {
             let client = client.clone();
             let url = url.clone();
             let timed = Arc::clone(&timed);
-            let kind = if i % LONG_EVERY == 0 { "long" } else { "once" };
+            let kind = if runs_until_stopped(i, n) {
+                "long"
+            } else {
+                "once"
+            };
             let name = format!("{kind}-{i:07}");
             async move {
                 let started = Instant::now();
@@ -256,4 +270,18 @@ pub(super) async fn real_load(
         Some(drift <= 1.5),
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tasks_that_run_until_stopped_never_fill_the_workers() {
+        for n in [500, 100_000, 1_000_000] {
+            let long = (0..n).filter(|&i| runs_until_stopped(i, n)).count();
+            assert!(long <= LONG_MAX, "{long} of {n}");
+            assert!(long >= (n / LONG_EVERY).min(LONG_MAX) / 2, "{long} of {n}");
+        }
+    }
 }
