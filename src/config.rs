@@ -187,8 +187,8 @@ pub struct RunnerRule {
 pub struct MasterConfig {
     /// TTL of the election session lease, in seconds.
     pub session_ttl_secs: i64,
-    /// The leader compacts etcd's history this often, to the revision it read one interval
-    /// before: etcd keeps at least this much history. 0: never (etcd's own
+    /// The masters compact etcd's history about this often, each time to the revision read
+    /// one interval before: etcd keeps at least this much history. 0: never (etcd's own
     /// `--auto-compaction-retention` may then be set instead).
     pub compaction_interval_secs: u64,
 }

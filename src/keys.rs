@@ -142,6 +142,13 @@ impl KeyLayout {
     pub fn election_prefix(&self) -> String {
         format!("{}/", self.election)
     }
+
+    /// Key of the masters' compaction clock: its version counts the compaction rounds, its
+    /// value is the revision the last round compacts to next. Beside the election's
+    /// candidates, not under their prefix.
+    pub fn compaction_key(&self) -> String {
+        format!("{}-compaction", self.election)
+    }
 }
 
 #[cfg(test)]
@@ -170,6 +177,8 @@ mod tests {
         assert_eq!(k.departure_key("w-1"), "/crawler/schedule/departed:w-1");
         assert_eq!(k.storm_key(), "/crawler/schedule/storm");
         assert_eq!(k.history_key("douban"), "/crawler/history/douban");
+        assert_eq!(k.compaction_key(), "/crawler/election-compaction");
+        assert!(!k.compaction_key().starts_with(&k.election_prefix()));
         assert!(k.validate().is_ok());
     }
 

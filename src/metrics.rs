@@ -102,7 +102,7 @@ pub struct Metrics {
     pub etcd_latency: Histogram,
     /// Failed leader etcd writes.
     pub etcd_errors: Counter,
-    /// Compactions of etcd's history this master made as leader.
+    /// Compactions of etcd's history this master made (about one master per interval does).
     pub compactions: Counter,
     /// The revision etcd's history was last compacted to by this master.
     pub compacted_revision: Gauge,
@@ -235,7 +235,7 @@ impl Metrics {
         );
         registry.register(
             "etcd_compactions",
-            "Compactions of etcd's history made as leader",
+            "Compactions of etcd's history this master made",
             compactions.clone(),
         );
         registry.register(

@@ -154,17 +154,6 @@ impl Master {
         let campaign = CancellationToken::new();
         let mut duties = JoinSet::new();
         duties.spawn(leader.clone().run(campaign.clone()));
-        duties.spawn(compactor::run(
-            client.clone(),
-            CompactorConfig {
-                interval: Duration::from_secs(config.master.compaction_interval_secs),
-                revision_key: config.keys.election.clone(),
-                request_timeout: config.etcd.request_timeout(),
-            },
-            leadership.clone(),
-            Arc::clone(&metrics),
-            campaign.clone(),
-        ));
         duties.spawn(election::run(
             client.clone(),
             ElectionConfig {
@@ -178,6 +167,16 @@ impl Master {
             campaign.clone(),
         ));
 
+        tasks.spawn(compactor::run(
+            client.clone(),
+            CompactorConfig {
+                interval: Duration::from_secs(config.master.compaction_interval_secs),
+                key: config.keys.compaction_key(),
+                request_timeout: config.etcd.request_timeout(),
+            },
+            Arc::clone(&metrics),
+            cancel.clone(),
+        ));
         tasks.spawn(start_latency::run(
             resources.clone(),
             statuses.clone(),

@@ -1,5 +1,5 @@
 //! The master's domain: the election and the leadership value ([`election`], [`leadership`]),
-//! the leader's duties split by kind ([`leader`]) and its compaction of etcd's history
+//! the leader's duties split by kind ([`leader`]), the masters' compaction of etcd's history
 //! ([`compactor`]), where resources go ([`placement`],
 //! [`assigner`], [`policy`]), and what the master logs and measures of the caches
 //! ([`membership`], [`start_latency`]).

@@ -67,15 +67,18 @@ impl Timeline {
     }
 }
 
-fn config(dir: &Path, log: &Path) -> Result<PathBuf, ToolError> {
+/// The masters compact etcd's history ten times in a soak (every minute in ten), so that its
+/// growth is measured with compaction as deployed, and watches see it happen.
+fn config(dir: &Path, log: &Path, length: Duration) -> Result<PathBuf, ToolError> {
     let path = dir.join("soak.yaml");
     std::fs::write(
         &path,
         format!(
-            "master:\n  session_ttl_secs: 2\n{MOVE_AT_ONCE}\
+            "master:\n  session_ttl_secs: 2\n  compaction_interval_secs: {compaction}\n{MOVE_AT_ONCE}\
              worker:\n  lease_ttl_secs: 3\n  lease_margin_ms: 1000\n  stop_grace_ms: 2000\n  \
              capacity: {capacity}\n  data_dir: {data}\n  runners:\n    rules:\n{rule}\
              log:\n  level: error\n",
+            compaction = (length.as_secs() / 10).max(1),
             capacity = CLIENTS * LIVE,
             data = dir.join("workers").display(),
             rule = heartbeat_runner("*", log, BEAT),
@@ -236,7 +239,7 @@ pub(super) async fn soak(report: &mut Report, q: bool, secs: Option<u64>) -> Res
     let timeline = Timeline::new(q, secs);
     let scratch = Scratch::new("soak")?;
     let log = scratch.0.join("runs.log");
-    let config = config(&scratch.0, &log)?;
+    let config = config(&scratch.0, &log, timeline.length)?;
     let etcd = procs::etcd(&scratch.0).await?;
     let proxy = Proxy::start(etcd.url.trim_start_matches("http://")).await?;
     let mut cluster = Cluster {
