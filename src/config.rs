@@ -134,9 +134,8 @@ pub struct WorkerConfig {
     pub max_failures: u32,
     /// The window, in seconds, in which failures are counted.
     pub failure_window_secs: u64,
-    /// Tasks are stopped when the lease has gone unrenewed this long before it could expire,
-    /// in milliseconds, so that a worker cut off from etcd stops them before another worker
-    /// can be given them.
+    /// Tasks stop this long (ms) before an unrenewed lease could expire: a worker cut off
+    /// from etcd stops them before another worker can be given them.
     pub lease_margin_ms: u64,
 }
 
@@ -187,9 +186,7 @@ pub struct RunnerRule {
 pub struct MasterConfig {
     /// TTL of the election session lease, in seconds.
     pub session_ttl_secs: i64,
-    /// The masters compact etcd's history about this often, each time to the revision read
-    /// one interval before: etcd keeps at least this much history. 0: never (etcd's own
-    /// `--auto-compaction-retention` may then be set instead).
+    /// Seconds between compactions of etcd's history, and the history kept; 0: never.
     pub compaction_interval_secs: u64,
 }
 
