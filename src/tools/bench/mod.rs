@@ -72,7 +72,10 @@ impl BenchOptions {
 /// Runs every scenario and writes the report.
 pub async fn run(options: BenchOptions) -> Result<(), ToolError> {
     let q = options.quick;
-    let mut report = Report { rows: Vec::new() };
+    let mut report = Report {
+        rows: Vec::new(),
+        notes: Vec::new(),
+    };
     println!(
         "{:<22} {:<44} {:>16} {:>16} {:>8} {:<28}",
         "scenario", "metric", "ours", "baseline", "ratio", "target"

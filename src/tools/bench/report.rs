@@ -20,9 +20,18 @@ pub(super) struct Row {
 
 pub(super) struct Report {
     pub(super) rows: Vec<Row>,
+    /// Lines that explain rows (per-process figures), printed and written after the table.
+    pub(super) notes: Vec<String>,
 }
 
 impl Report {
+    /// A line that explains a row of `scenario`, printed now and written under the table.
+    pub(super) fn note(&mut self, scenario: &'static str, line: impl Into<String>) {
+        let line = format!("{scenario}: {}", line.into());
+        println!("  {line}");
+        self.notes.push(line);
+    }
+
     #[allow(clippy::too_many_arguments)]
     pub(super) fn add(
         &mut self,
@@ -191,6 +200,9 @@ pub(super) fn write_report(
             r.target,
             verdict(r.met)
         );
+    }
+    if !report.notes.is_empty() {
+        let _ = writeln!(md, "\nNotes:\n\n```\n{}\n```", report.notes.join("\n"));
     }
     std::fs::write(&options.out, md)?;
     println!("report written to {}", options.out.display());

@@ -336,11 +336,11 @@ pub(super) async fn soak(report: &mut Report, q: bool, secs: Option<u64>) -> Res
     }
     let warmup = timeline.warmup;
     let (rss, fds, tasks, lines) = samples.growth(warmup, timeline.length / 3);
-    for line in &lines {
-        println!("  soak: {line}");
+    for line in lines {
+        report.note("12 soak", line);
     }
     for line in lost.iter().take(10) {
-        println!("  soak: lost: {line}");
+        report.note("12 soak", format!("lost: {line}"));
     }
     let length = format!("{} s", timeline.length.as_secs());
     report.add(
