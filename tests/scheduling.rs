@@ -683,8 +683,16 @@ async fn bad_operator_input_gets_a_clear_4xx_and_leaves_no_key() {
             Some(json!({"drain": ["no-such-worker"]})),
         )
         .await;
-        assert_eq!(status, 400, "{body}");
+        assert_eq!(status, 409, "{body}");
+        assert_eq!(body["type"], "urn:crawler:problem:unknown-worker", "{body}");
         assert_eq!(body["field"], "drain");
+        let (status, body) = post(
+            &format!("{master}/api/v1/placement/preview"),
+            Some(json!({"remove": [""]})),
+        )
+        .await;
+        assert_eq!(status, 400, "{body}");
+        assert_eq!(body["field"], "remove");
         let (status, body) = post(
             &format!("{master}/api/v1/placement/preview"),
             Some(json!({"remove": [worker_id(1)], "drain": []})),

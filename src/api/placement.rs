@@ -13,7 +13,7 @@ use super::{ApiError, AppState};
 use crate::master::leader::WriteError;
 
 /// Most workers one preview may name.
-const MAX_PREVIEW_WORKERS: usize = 1_000;
+pub(super) const MAX_PREVIEW_WORKERS: usize = 1_000;
 /// Most moves a preview lists (all are counted).
 const MAX_PREVIEW_MOVES: usize = 1_000;
 
@@ -71,6 +71,9 @@ pub async fn preview(
         if list.len() > MAX_PREVIEW_WORKERS {
             return Err(ApiError::bad_field(field, "at most 1000 workers"));
         }
+        if list.iter().any(String::is_empty) {
+            return Err(ApiError::bad_field(field, "a worker id is never empty"));
+        }
     }
     let plan = state
         .leader
@@ -82,13 +85,15 @@ pub async fn preview(
                 } else {
                     "remove"
                 };
-                ApiError::bad_field(
-                    field,
-                    format!(
+                ApiError::StateConflict {
+                    slug: "unknown-worker",
+                    title: "No such worker",
+                    detail: format!(
                         "no worker {:?} is registered or holds tasks",
                         super::error::shown(&id)
                     ),
-                )
+                    field: Some(field.to_owned()),
+                }
             }
             other => state.write_error("cluster", "", other),
         })?;

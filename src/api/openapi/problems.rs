@@ -58,7 +58,12 @@ const PROBLEMS: &[(&str, &str, &str)] = &[
     (
         "preview_placement",
         "400",
-        "A named worker is unknown, or too many are named",
+        "An empty worker id, or too many are named",
+    ),
+    (
+        "preview_placement",
+        "409",
+        "A named worker is neither registered nor holding tasks (unknown-worker)",
     ),
     ("preview_placement", "422", "Not a preview request"),
     ("create_resource", "409", "The name exists"),

@@ -46,6 +46,20 @@ fn name_schema() -> Object {
         .build()
 }
 
+/// Worker ids (node ids): at most 1,000, none empty.
+fn worker_ids_schema(description: &str) -> Schema {
+    let id = ObjectBuilder::new()
+        .schema_type(Type::String)
+        .min_length(Some(1));
+    Schema::Array(
+        utoipa::openapi::schema::ArrayBuilder::new()
+            .items(id)
+            .max_items(Some(super::super::placement::MAX_PREVIEW_WORKERS))
+            .description(Some(description))
+            .build(),
+    )
+}
+
 /// A drain deadline: duration text, a whole number of seconds, or null.
 fn deadline_schema() -> Schema {
     let text = ObjectBuilder::new()
@@ -192,6 +206,16 @@ fn constrain_schemas(openapi: &mut utoipa::openapi::OpenApi) {
             Schema::Object(labels_schema(true)),
         ),
         ("DrainRequest", "deadline", deadline_schema()),
+        (
+            "PreviewRequest",
+            "drain",
+            worker_ids_schema("Workers to drain (node ids)"),
+        ),
+        (
+            "PreviewRequest",
+            "remove",
+            worker_ids_schema("Workers to take away for good (node ids)"),
+        ),
     ] {
         if let Some(RefOr::T(Schema::Object(object))) = components.schemas.get_mut(schema_name) {
             object.properties.insert(field.to_owned(), RefOr::T(schema));
