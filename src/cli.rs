@@ -68,6 +68,10 @@ pub struct DevArgs {
     /// Show every process's logs here instead of writing them to files.
     #[arg(long)]
     pub verbose: bool,
+    /// etcd endpoints, comma-separated, over the config file's. When none answers, dev starts
+    /// an etcd on the first one's port (a loopback address only).
+    #[arg(long, value_delimiter = ',')]
+    pub etcd: Vec<String>,
 }
 
 /// `crawler bench`.

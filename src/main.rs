@@ -64,6 +64,7 @@ async fn run(cli: Cli) -> ExitCode {
                 http_port: args.http_port,
                 worker_port: args.worker_port,
                 verbose: args.verbose,
+                etcd: args.etcd,
             },
             shutdown::wait_for_signal(),
         )

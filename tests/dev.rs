@@ -1,5 +1,7 @@
 //! `crawler dev`, as a user runs it: a whole local cluster from one command, its seed tasks
-//! spread over its workers, and Ctrl-C stopping everything cleanly.
+//! spread over its workers, and Ctrl-C stopping everything cleanly; and when it cannot start
+//! (a port taken, etcd's port taken by something else, a runner missing), an exit with the
+//! cause and what to change, never "ready".
 
 mod support;
 
@@ -61,12 +63,7 @@ async fn ctrl_c_stops_everything(mut child: std::process::Child, ports: &[u16]) 
     })
     .await;
     assert!(exited.success(), "{exited:?}");
-    for port in ports {
-        assert!(
-            std::net::TcpStream::connect(("127.0.0.1", *port)).is_err(),
-            "port {port} still answers"
-        );
-    }
+    nothing_answers(ports, &[]);
 }
 
 #[tokio::test]
@@ -106,4 +103,111 @@ async fn ctrl_c_while_dev_starts_stops_what_it_started() {
     })
     .await;
     ctrl_c_stops_everything(child, &[http, http + 1, http + 2, etcd_port]).await;
+}
+
+/// Runs `crawler dev` on etcd port `etcd_port` (plus `more_yaml` in its config file), masters
+/// from port `http` and workers from `workers`, expecting it to stop by itself within a minute,
+/// exit 1 and never say "ready"; returns what it printed on stderr.
+async fn dev_fails(etcd_port: u16, more_yaml: &str, http: u16, workers: u16) -> String {
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("config.yaml");
+    std::fs::write(
+        &path,
+        format!("etcd:\n  endpoints: [http://127.0.0.1:{etcd_port}]\n{more_yaml}"),
+    )
+    .expect("config");
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_crawler"))
+        .args(["dev", "--config"])
+        .arg(&path)
+        .args(["--http-port", &http.to_string()])
+        .args(["--worker-port", &workers.to_string()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("crawler dev");
+    let output = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+        .await
+        .expect("dev exits by itself")
+        .expect("its output");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    println!("dev said: {}", stderr.trim());
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(!stdout.contains("ready in"), "{stdout}");
+    stderr
+}
+
+/// Checks that `stderr` holds every one of `parts`.
+fn says(stderr: &str, parts: &[&str]) {
+    for part in parts {
+        assert!(stderr.contains(part), "{part:?} not in: {stderr}");
+    }
+}
+
+/// Checks that nothing listens on any of `ports`, or the next two of each of `triples`.
+fn nothing_answers(ports: &[u16], triples: &[u16]) {
+    let all = triples
+        .iter()
+        .flat_map(|first| [*first, first + 1, first + 2]);
+    for port in ports.iter().copied().chain(all) {
+        assert!(
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+            "port {port} still answers"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_taken_master_port_stops_dev_naming_the_port_and_the_flag() {
+    let (http, workers, etcd_port) = (three_free_ports(), three_free_ports(), free_port());
+    // Another program holds the first master port.
+    let other = TcpListener::bind(("127.0.0.1", http)).expect("hold the port");
+    let stderr = dev_fails(etcd_port, "", http, workers).await;
+    says(
+        &stderr,
+        &[&format!("127.0.0.1:{http} is taken"), "--http-port <PORT>"],
+    );
+    assert!(!stderr.contains("logs kept"), "nothing started: {stderr}");
+    drop(other);
+    nothing_answers(&[http + 1, http + 2, etcd_port], &[workers]);
+}
+
+#[tokio::test]
+async fn etcds_port_taken_by_something_else_stops_dev_naming_the_flag() {
+    let (http, workers) = (three_free_ports(), three_free_ports());
+    // Something that is not etcd: it accepts connections and says nothing.
+    let other = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let etcd_port = other.local_addr().expect("addr").port();
+    let stderr = dev_fails(etcd_port, "", http, workers).await;
+    says(
+        &stderr,
+        &[
+            &format!("127.0.0.1:{etcd_port} is taken by something that does not answer as etcd"),
+            "--etcd http://127.0.0.1:<PORT>",
+        ],
+    );
+    nothing_answers(&[], &[http, workers]);
+}
+
+#[tokio::test]
+async fn a_missing_runner_stops_dev_before_it_starts_anything() {
+    let (http, workers, etcd_port) = (three_free_ports(), three_free_ports(), free_port());
+    let stderr = dev_fails(
+        etcd_port,
+        "worker:\n  runners:\n    default: [no-such-crawler-runner, \"{name}\"]\n",
+        http,
+        workers,
+    )
+    .await;
+    says(
+        &stderr,
+        &[
+            "worker.runners.default needs \"no-such-crawler-runner\", which is not on PATH",
+            "change worker.runners in the file given to --config",
+        ],
+    );
+    // Nothing started: not even etcd.
+    nothing_answers(&[etcd_port], &[http, workers]);
 }

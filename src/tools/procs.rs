@@ -48,7 +48,7 @@ pub struct Proc {
 }
 
 impl Proc {
-    fn new(child: Child, name: String, url: String) -> Self {
+    pub(crate) fn new(child: Child, name: String, url: String) -> Self {
         Self {
             child: Some(child),
             url,

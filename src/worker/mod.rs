@@ -355,6 +355,13 @@ pub async fn run(
     options: WorkerOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), WorkerError> {
+    let worker_dir = std::env::current_dir().unwrap_or_else(|_| std::path::PathBuf::from("."));
+    let path = std::env::var_os("PATH");
+    // The worker still runs: another rule may work, and a task of a broken one is reported
+    // failed with the cause. But the operator hears of it now, not at the first such task.
+    for missing in config.worker.runners.missing(&worker_dir, path.as_deref()) {
+        tracing::warn!(key = %missing.key, wanted = %missing.wanted, "runner template: {missing}");
+    }
     let client = crate::etcd::connect(&config.etcd).await?;
     let node_id = registry::node_id(&config.worker.service, options.id);
     let mut metadata = BTreeMap::new();

@@ -7,6 +7,7 @@
 //! `CRAWLER_LABEL_<KEY>`.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 
 use crate::config::Runners;
 
@@ -48,7 +49,7 @@ pub struct NoRunner(pub String);
 pub fn resolve(
     runners: &Runners,
     task: &TaskSpec,
-    worker_dir: &std::path::Path,
+    worker_dir: &Path,
 ) -> Result<Resolved, NoRunner> {
     let template = runners
         .rules

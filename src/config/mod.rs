@@ -10,6 +10,9 @@ use serde::Deserialize;
 
 use crate::keys::KeyLayout;
 
+mod runners;
+pub use runners::{Missing, RunnerRule, Runners};
+
 /// The whole configuration of a master or a worker.
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(default, deny_unknown_fields)]
@@ -156,28 +159,6 @@ impl Default for WorkerConfig {
             lease_margin_ms: 2_000,
         }
     }
-}
-
-/// Command templates that run tasks. `{name}`, `{id}` and `{epoch}` in an argument are
-/// replaced by the task's values; nothing runs through a shell unless the template names one.
-#[derive(Debug, Clone, Deserialize, Default, PartialEq, Eq)]
-#[serde(default, deny_unknown_fields)]
-pub struct Runners {
-    /// The command for every task no rule below matches, e.g. `["scrapy", "crawl", "{name}"]`.
-    pub default: Option<Vec<String>>,
-    /// Commands for tasks whose name matches a glob (`*` any run of characters, `?` one);
-    /// the first match wins.
-    pub rules: Vec<RunnerRule>,
-}
-
-/// A command for the tasks whose names match a pattern.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct RunnerRule {
-    /// A task name, or a glob over names.
-    pub tasks: String,
-    /// The command template.
-    pub command: Vec<String>,
 }
 
 /// Master settings.
@@ -504,7 +485,7 @@ mod tests {
 
     #[test]
     fn shipped_config_parses_and_matches_defaults_where_uncustomised() {
-        let text = include_str!("../config.yaml");
+        let text = include_str!("../../config.yaml");
         let config = Config::from_yaml(text, "config.yaml").expect("shipped config parses");
         let defaults = Config::default();
         assert_eq!(config.etcd.endpoints, defaults.etcd.endpoints);

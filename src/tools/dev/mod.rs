@@ -17,6 +17,8 @@ use nix::sys::signal::Signal;
 use crate::config::Config;
 use crate::tools::procs::{self, Proc, Scratch, ToolError};
 
+mod checks;
+
 /// How to run the local cluster.
 #[derive(Debug, Clone)]
 pub struct DevOptions {
@@ -28,6 +30,8 @@ pub struct DevOptions {
     pub worker_port: u16,
     /// Show every process's logs instead of writing them to files.
     pub verbose: bool,
+    /// etcd endpoints, over the config file's (none: the file's).
+    pub etcd: Vec<String>,
 }
 
 fn say(line: &str) {
@@ -67,44 +71,156 @@ async fn get_json(client: &reqwest::Client, url: &str) -> Option<serde_json::Val
     client.get(url).send().await.ok()?.json().await.ok()
 }
 
+/// The processes dev started, stopped in order: workers deregister, masters resign, and the
+/// etcd dev started (if any) stops last.
+#[derive(Default)]
+struct Cluster {
+    etcd: Option<Proc>,
+    workers: Vec<Proc>,
+    masters: Vec<Proc>,
+}
+
+impl Cluster {
+    async fn stop(&mut self) {
+        stop_all(&mut self.workers).await;
+        stop_all(&mut self.masters).await;
+        if let Some(etcd) = self.etcd.as_mut() {
+            etcd.signal(Signal::SIGTERM);
+            etcd.wait_exit(Duration::from_secs(5)).await;
+        }
+    }
+
+    /// An error if a child has exited: dev started it, so it should still run.
+    async fn check_alive(&mut self, logs: Option<&Path>) -> Result<(), ToolError> {
+        let mut all: Vec<&mut Proc> = self
+            .etcd
+            .iter_mut()
+            .chain(self.workers.iter_mut())
+            .chain(self.masters.iter_mut())
+            .collect();
+        checks::first_exit(&mut all, logs).await
+    }
+}
+
 /// Runs the cluster until `shutdown` completes. `shutdown` is polled from the start, so that a
 /// signal it listens for is caught even while the cluster starts (and not left to its default
 /// action, which would orphan the processes started so far); the cluster then stops as soon as
-/// it is up.
+/// it is up. A cluster that cannot start is stopped, and the error says why and what to change.
 pub async fn run(
     options: DevOptions,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), ToolError> {
     let shutdown = tokio::spawn(shutdown);
-    let started = Instant::now();
-    let config =
-        Config::load(options.config.as_deref()).map_err(|e| ToolError::Setup(e.to_string()))?;
+    let mut cluster = Cluster::default();
     let scratch = Scratch::new("dev")?;
-    let logs = scratch.0.clone();
+    let site = match start(&options, &mut cluster, &scratch.0).await {
+        Ok(site) => site,
+        Err(error) => {
+            let started_any = cluster.etcd.is_some() || !cluster.workers.is_empty();
+            cluster.stop().await;
+            if options.verbose || !started_any {
+                return Err(error);
+            }
+            // The logs outlive dev, for the cause the error names.
+            let logs = std::mem::ManuallyDrop::new(scratch);
+            let error = match error {
+                ToolError::Setup(message) => message,
+                other => other.to_string(),
+            };
+            return Err(ToolError::Setup(format!(
+                "{error} (logs kept in {})",
+                logs.0.display()
+            )));
+        }
+    };
+    let _ = shutdown.await;
+    println!(
+        "\n  stopping: workers deregister, masters resign, then etcd (Ctrl-C again: kill all)"
+    );
+    tokio::select! {
+        () = cluster.stop() => say("stopped"),
+        () = crate::shutdown::wait_for_signal() => say("killed"),
+    }
+    site.abort();
+    drop(scratch);
+    // Whatever still runs is killed as the handles drop.
+    Ok(())
+}
+
+/// How long start-up may take.
+const START_LIMIT: Duration = Duration::from_secs(60);
+
+/// Starts the cluster into `cluster`, its logs and etcd's data in `scratch`, and prints where
+/// to look once every process answers; returns the demo site's task.
+async fn start(
+    options: &DevOptions,
+    cluster: &mut Cluster,
+    scratch: &Path,
+) -> Result<tokio::task::JoinHandle<()>, ToolError> {
+    let started = Instant::now();
+    let mut config =
+        Config::load(options.config.as_deref()).map_err(|e| ToolError::Setup(e.to_string()))?;
+    if !options.etcd.is_empty() {
+        config.etcd.endpoints = options.etcd.clone();
+    }
+    checks::ports_free(&[
+        checks::Ports {
+            role: "master",
+            first: options.http_port,
+            count: 3,
+            flag: "--http-port",
+        },
+        checks::Ports {
+            role: "worker",
+            first: options.worker_port,
+            count: 3,
+            flag: "--worker-port",
+        },
+    ])?;
+    // The workers run here: a runner they could not start would fail every task of the demo.
+    let here = std::env::current_dir()?;
+    let path = std::env::var_os("PATH");
+    if let Some(missing) = config
+        .worker
+        .runners
+        .missing(&here, path.as_deref())
+        .first()
+    {
+        return Err(ToolError::Setup(format!(
+            "{missing}: install it, or change worker.runners in the file given to --config{}",
+            if missing.wanted.contains("/scripts/") {
+                " (or run dev from the directory that holds scripts/)"
+            } else {
+                ""
+            }
+        )));
+    }
+    let logs = scratch.to_path_buf();
+    let child_logs = (!options.verbose).then_some(logs.as_path());
     let config_path = match &options.config {
         Some(path) => path.clone(),
         None => {
-            let path = scratch.0.join("config.yaml");
+            let path = scratch.join("config.yaml");
             std::fs::write(&path, "{}\n")?;
             path
         }
     };
     println!("crawler dev: a local cluster of 3 masters and 3 workers");
     let endpoints = config.etcd.endpoints.clone();
-    let mut etcd = None;
     if etcd_answers(&endpoints).await {
         say(&format!("etcd ready (using {})", endpoints.join(",")));
     } else {
         let first = endpoints.first().cloned().unwrap_or_default();
         let client_port = port_of(&first).unwrap_or(2379);
+        checks::etcd_port_usable(&first, client_port)?;
         let peer_port = procs::free_port()?;
-        etcd = Some(procs::etcd_on(&scratch.0, client_port, peer_port, Stdio::null()).await?);
+        cluster.etcd = Some(procs::etcd_on(scratch, client_port, peer_port, Stdio::null()).await?);
         say(&format!(
             "etcd ready (started on 127.0.0.1:{client_port}, data in {})",
-            scratch.0.display()
+            scratch.display()
         ));
     }
-    let etcd_arg = if etcd.is_some() {
+    let etcd_arg = if cluster.etcd.is_some() {
         format!(
             "http://127.0.0.1:{}",
             port_of(endpoints.first().map_or("", String::as_str)).unwrap_or(2379)
@@ -119,9 +235,8 @@ pub async fn run(
     let site_url = format!("http://{}/", site_listener.local_addr()?);
     let site = tokio::spawn(super::site::serve(site_listener));
     say(&format!("demo site at {site_url}"));
-    let mut workers = Vec::new();
     for i in 0..3u16 {
-        workers.push(procs::worker_on(
+        cluster.workers.push(procs::worker_on(
             u32::from(i) + 1,
             options.worker_port + i,
             &etcd_arg,
@@ -138,6 +253,7 @@ pub async fn run(
         .map_err(|e| ToolError::Setup(e.to_string()))?;
     let mut shown = 0;
     while shown < 3 {
+        cluster.check_alive(child_logs).await?;
         let count = etcd_client
             .kv_client()
             .get(
@@ -154,16 +270,15 @@ pub async fn run(
             shown = count;
             say(&format!("{shown}/3 workers registered"));
         }
-        if started.elapsed() > Duration::from_secs(60) {
+        if started.elapsed() > START_LIMIT {
             return Err(ToolError::Setup(
                 "workers did not register within 60 s".into(),
             ));
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let mut masters = Vec::new();
     for i in 0..3u16 {
-        masters.push(procs::master_on(
+        cluster.masters.push(procs::master_on(
             i + 1,
             options.http_port + i,
             &etcd_arg,
@@ -176,8 +291,9 @@ pub async fn run(
         .timeout(Duration::from_secs(2))
         .build()?;
     let leader = loop {
+        cluster.check_alive(child_logs).await?;
         let mut found = None;
-        for m in &masters {
+        for m in &cluster.masters {
             if let Some(view) = get_json(&client, &format!("{}/api/v1/cluster", m.url)).await
                 && view["self"]["role"] == "leader"
             {
@@ -187,17 +303,40 @@ pub async fn run(
         if let Some(id) = found {
             break id;
         }
-        if started.elapsed() > Duration::from_secs(60) {
-            return Err(ToolError::Setup(format!(
-                "no leader within 60 s; see the logs in {}",
-                logs.display()
-            )));
+        if started.elapsed() > START_LIMIT {
+            return Err(ToolError::Setup("no leader within 60 s".into()));
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     say(&format!("leader elected: master-{leader}"));
+    // Ready means every process dev started answers, as itself: each master's /readyz and
+    // each worker's /healthz.
+    loop {
+        cluster.check_alive(child_logs).await?;
+        let mut waiting = Vec::new();
+        for m in &cluster.masters {
+            if !answers(&client, &format!("{}/readyz", m.url)).await {
+                waiting.push(m.name.clone());
+            }
+        }
+        for w in &cluster.workers {
+            if !answers(&client, &format!("http://{}/healthz", w.url)).await {
+                waiting.push(w.name.clone());
+            }
+        }
+        if waiting.is_empty() {
+            break;
+        }
+        if started.elapsed() > START_LIMIT {
+            return Err(ToolError::Setup(format!(
+                "{} did not answer within 60 s",
+                waiting.join(", ")
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 
-    let api = &masters[0].url;
+    let api = &cluster.masters[0].url;
     let seeds = config.tasks.len();
     println!(
         "
@@ -222,7 +361,8 @@ pub async fn run(
         } else {
             String::new()
         },
-        masters
+        cluster
+            .masters
             .iter()
             .map(|m| m.url.as_str())
             .collect::<Vec<_>>()
@@ -233,25 +373,16 @@ pub async fn run(
             logs.display().to_string()
         },
     );
-    let _ = shutdown.await;
-    println!(
-        "\n  stopping: workers deregister, masters resign, then etcd (Ctrl-C again: kill all)"
-    );
-    let orderly = async {
-        stop_all(&mut workers).await;
-        stop_all(&mut masters).await;
-        if let Some(etcd) = etcd.as_mut() {
-            etcd.signal(Signal::SIGTERM);
-            etcd.wait_exit(Duration::from_secs(5)).await;
-        }
-    };
-    tokio::select! {
-        () = orderly => say("stopped"),
-        () = crate::shutdown::wait_for_signal() => say("killed"),
-    }
-    site.abort();
-    // Whatever still runs is killed as the handles drop.
-    Ok(())
+    Ok(site)
+}
+
+/// Whether `url` answers 200.
+async fn answers(client: &reqwest::Client, url: &str) -> bool {
+    client
+        .get(url)
+        .send()
+        .await
+        .is_ok_and(|r| r.status() == reqwest::StatusCode::OK)
 }
 
 async fn stop_all(procs: &mut [Proc]) {
