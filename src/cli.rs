@@ -28,6 +28,8 @@ pub enum Command {
     Openapi,
     /// Run a local cluster: etcd (if none answers), 3 masters and 3 workers.
     Dev(DevArgs),
+    /// Talk to a cluster's API: list, describe, create, label, drain, follow logs and events.
+    Ctl(crate::ctl::CtlArgs),
     /// Run the benchmarks (starts its own etcd, masters and load) and write a report.
     Bench(BenchArgs),
     /// The bare HTTP server the benchmark compares cached reads with.

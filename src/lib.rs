@@ -9,11 +9,13 @@
 //!    placement) and [`worker`] (the agent that runs tasks);
 //! 6. [`api`]: the master's HTTP face, over `master`;
 //! 7. [`server`]: the master process, wiring `master` and `api` together;
-//! 8. [`tools`] (`crawler dev`, `crawler bench`, child processes) and [`cli`], used by `main`.
+//! 8. [`ctl`] (`crawler ctl`, a client of the API over HTTP only), [`tools`] (`crawler dev`,
+//!    `crawler bench`, child processes) and [`cli`], used by `main`.
 
 pub mod api;
 pub mod cli;
 pub mod config;
+pub mod ctl;
 pub mod etcd;
 pub mod keys;
 pub mod logging;

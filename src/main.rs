@@ -58,6 +58,14 @@ async fn run(cli: Cli) -> ExitCode {
             Ok(())
         }
         Command::Master(args) => run_master(args).await,
+        Command::Ctl(args) => {
+            if let crawler::ctl::CtlCommand::Completion { shell } = args.command {
+                let mut command = <Cli as clap::CommandFactory>::command();
+                clap_complete::generate(shell, &mut command, "crawler", &mut std::io::stdout());
+                return ExitCode::SUCCESS;
+            }
+            return ExitCode::from(crawler::ctl::run(args).await);
+        }
         Command::Dev(args) => crawler::tools::dev::run(
             crawler::tools::dev::DevOptions {
                 config: args.config,

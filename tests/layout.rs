@@ -39,7 +39,14 @@ const FORBIDDEN: &[(&str, &[&str])] = &[
     ("worker", &["master", "api", "server", "tools"]),
     ("api", &["worker", "server", "tools"]),
     ("server", &["worker", "tools"]),
-    ("tools", &["master", "worker", "api", "server"]),
+    ("tools", &["master", "worker", "api", "server", "ctl"]),
+    // The CLI is a client of the HTTP API: it shares no code with what serves it.
+    (
+        "ctl",
+        &[
+            "object", "keys", "model", "etcd", "master", "worker", "api", "server", "tools",
+        ],
+    ),
 ];
 
 /// Longest a source file may be, its unit tests excepted.
