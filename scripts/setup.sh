@@ -8,6 +8,9 @@
 #   python3      (python3): the example runner the demo's workers run, scripts/example_crawler.py.
 #   chromium, chromedriver (chromium, chromium-driver): the dashboard's browser test; only
 #                when sourced as `source scripts/setup.sh test`.
+#   prometheus, promtool (prometheus): the shipped alerts' checks and unit tests, and a real
+#                Prometheus that fires one against a cluster (tests/monitoring.rs); only with
+#                `test`.
 #   python3 -m venv (python3-venv): the API contract tools (openapi-spec-validator,
 #                schemathesis) that the test command installs from PyPI into target/venv; only
 #                with `test`.
@@ -42,6 +45,7 @@ if [ "${1:-}" = "test" ]; then
   command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
   command -v chromedriver >/dev/null 2>&1 || need_apt+=(chromium-driver)
   setup_venv_ok || need_apt+=(python3-venv)
+  { command -v promtool && command -v prometheus; } >/dev/null 2>&1 || need_apt+=(prometheus)
 fi
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "setup: installing ${need_apt[*]} with apt-get" >&2
@@ -75,6 +79,8 @@ if [ "${1:-}" = "test" ]; then
   chromium --version >/dev/null 2>&1 || missing+=("chromium --version does not answer: apt-get install chromium")
   chromedriver --version >/dev/null 2>&1 || missing+=("chromedriver --version does not answer: apt-get install chromium-driver")
   setup_venv_ok || missing+=("python3 cannot make a virtualenv: apt-get install python3 python3-venv")
+  promtool --version >/dev/null 2>&1 || missing+=("promtool --version does not answer: apt-get install prometheus")
+  prometheus --version >/dev/null 2>&1 || missing+=("prometheus --version does not answer: apt-get install prometheus")
   setup_contract_ok || missing+=("schemathesis or openapi-spec-validator does not answer in $CONTRACT_VENV: remove it and run again (needs PyPI)")
 fi
 if [ ${#missing[@]} -gt 0 ]; then

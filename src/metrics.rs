@@ -92,6 +92,8 @@ pub struct Metrics {
     pub coalesced: Family<CacheLabels, Counter>,
     /// 1 while this master leads.
     pub is_leader: Gauge,
+    /// 1 while this master is ready (what `/readyz` answers).
+    pub ready: Gauge,
     /// Terms this master won.
     pub leader_changes: Counter,
     /// Resources assigned by this master as leader (creates and moves).
@@ -153,6 +155,7 @@ impl Metrics {
         let malformed = Family::<CacheLabels, Counter>::default();
         let coalesced = Family::<CacheLabels, Counter>::default();
         let is_leader = Gauge::default();
+        let ready = Gauge::default();
         let leader_changes = Counter::default();
         let assignments = Counter::default();
         let reassignments = Counter::default();
@@ -229,6 +232,11 @@ impl Metrics {
         );
         registry.register("is_leader", "1 while this master leads", is_leader.clone());
         registry.register(
+            "ready",
+            "1 while this master is ready: its caches synced, not shutting down (/readyz)",
+            ready.clone(),
+        );
+        registry.register(
             "leader_changes",
             "Terms this master won",
             leader_changes.clone(),
@@ -296,6 +304,7 @@ impl Metrics {
             malformed,
             coalesced,
             is_leader,
+            ready,
             leader_changes,
             assignments,
             reassignments,

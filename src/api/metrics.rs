@@ -57,6 +57,7 @@ pub async fn render(State(state): State<AppState>) -> impl axum::response::IntoR
         }
         m.is_leader
             .set(i64::from(state.leader.leadership().is_leader()));
+        m.ready.set(i64::from(state.is_ready()));
         let tasks = tokio::runtime::Handle::current()
             .metrics()
             .num_alive_tasks();
