@@ -12,8 +12,9 @@
 #                Prometheus that fires one against a cluster (tests/monitoring.rs); only with
 #                `test`.
 #   python3 -m venv (python3-venv): the API contract tools (openapi-spec-validator,
-#                schemathesis) that the test command installs from PyPI into target/venv; only
-#                with `test`.
+#                schemathesis) and the Kubernetes manifests' validator (kubernetes-validate)
+#                that the test command installs from PyPI into target/contract-venv; only with
+#                `test`.
 set -euo pipefail
 
 command -v cargo >/dev/null 2>&1 || {
@@ -61,13 +62,14 @@ CONTRACT_VENV="${CRAWLER_CONTRACT_VENV:-$PWD/target/contract-venv}"
 export CRAWLER_CONTRACT_VENV="$CONTRACT_VENV"
 setup_contract_ok() {
   "$CONTRACT_VENV/bin/schemathesis" --version >/dev/null 2>&1 &&
-    "$CONTRACT_VENV/bin/openapi-spec-validator" --help >/dev/null 2>&1
+    "$CONTRACT_VENV/bin/openapi-spec-validator" --help >/dev/null 2>&1 &&
+    "$CONTRACT_VENV/bin/kubernetes-validate" --version >/dev/null 2>&1
 }
 if [ "${1:-}" = "test" ] && ! setup_contract_ok; then
-  echo "setup: installing openapi-spec-validator and schemathesis from PyPI into $CONTRACT_VENV" >&2
+  echo "setup: installing openapi-spec-validator, schemathesis and kubernetes-validate from PyPI into $CONTRACT_VENV" >&2
   python3 -m venv "$CONTRACT_VENV"
   "$CONTRACT_VENV/bin/pip" install -q --disable-pip-version-check \
-    "openapi-spec-validator==0.9.0" "schemathesis==4.32.5"
+    "openapi-spec-validator==0.9.0" "schemathesis==4.32.5" "kubernetes-validate==1.37.0"
 fi
 
 # Check every piece now, and say what is missing and how to get it.
@@ -81,7 +83,7 @@ if [ "${1:-}" = "test" ]; then
   setup_venv_ok || missing+=("python3 cannot make a virtualenv: apt-get install python3 python3-venv")
   promtool --version >/dev/null 2>&1 || missing+=("promtool --version does not answer: apt-get install prometheus")
   prometheus --version >/dev/null 2>&1 || missing+=("prometheus --version does not answer: apt-get install prometheus")
-  setup_contract_ok || missing+=("schemathesis or openapi-spec-validator does not answer in $CONTRACT_VENV: remove it and run again (needs PyPI)")
+  setup_contract_ok || missing+=("schemathesis, openapi-spec-validator or kubernetes-validate does not answer in $CONTRACT_VENV: remove it and run again (needs PyPI)")
 fi
 if [ ${#missing[@]} -gt 0 ]; then
   echo "setup: these are missing after installing:" >&2

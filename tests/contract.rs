@@ -30,20 +30,10 @@ fn tool(name: &str) -> PathBuf {
     path
 }
 
-fn run(command: &mut Command) -> (bool, String) {
-    let output = command.output().expect("run the tool");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    (output.status.success(), text)
-}
-
 #[test]
 fn openapi_spec_validator_accepts_the_committed_spec() {
     let spec = Path::new(env!("CARGO_MANIFEST_DIR")).join("openapi/openapi.json");
-    let (ok, text) = run(Command::new(tool("openapi-spec-validator")).arg(&spec));
+    let (ok, text) = run_tool(Command::new(tool("openapi-spec-validator")).arg(&spec));
     assert!(ok, "openapi-spec-validator rejects the spec:\n{text}");
     println!("measured: openapi-spec-validator: {}", text.trim());
 }
@@ -72,7 +62,7 @@ async fn schemathesis_finds_no_failure_through_a_follower() {
         .arg(root.join("openapi/openapi.json"))
         .env("NO_COLOR", "1")
         .env("SCHEMATHESIS_HOOKS", "");
-    let (ok, text) = tokio::task::spawn_blocking(move || run(&mut command))
+    let (ok, text) = tokio::task::spawn_blocking(move || run_tool(&mut command))
         .await
         .expect("schemathesis");
     let summary = text

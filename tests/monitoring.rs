@@ -27,17 +27,7 @@ fn yaml(path: &Path) -> Value {
 /// Runs promtool with `args` in `deploy/prometheus`; returns whether it succeeded and what it
 /// printed.
 fn promtool(args: &[&str]) -> (bool, String) {
-    let output = Command::new("promtool")
-        .args(args)
-        .current_dir(deploy())
-        .output()
-        .expect("promtool (apt-get install prometheus; scripts/test installs it)");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    (output.status.success(), text)
+    run_tool(Command::new("promtool").args(args).current_dir(deploy()))
 }
 
 /// Every rule of a rules file: (`alert` or `record`, its name, its expression).

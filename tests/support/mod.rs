@@ -24,6 +24,17 @@ pub use process::{
     Proc, Role, crawler_process, fault_config, fault_config_with, master_process, worker_process,
 };
 
+/// Runs a third-party tool; returns whether it succeeded and all it printed.
+pub fn run_tool(command: &mut std::process::Command) -> (bool, String) {
+    let output = command.output().expect("run the tool");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.success(), text)
+}
+
 /// A free loopback port (bound and released).
 pub fn free_port() -> u16 {
     crawler::tools::procs::free_port().expect("bind a free port")
