@@ -183,6 +183,15 @@ impl Master {
             Arc::clone(&metrics),
             cancel.clone(),
         ));
+        let trends = crate::master::trends::Trends::new(Duration::from_millis(
+            config.master.trends_sample_ms,
+        ));
+        tasks.spawn(crate::master::trends::run(
+            trends.clone(),
+            resources.clone(),
+            statuses.clone(),
+            cancel.clone(),
+        ));
         let feed = Feed::new(FEED_HISTORY, FEED_BUFFER);
         tasks.spawn(events::run(
             feed.clone(),
@@ -210,6 +219,7 @@ impl Master {
             scheduling: config.scheduling.clone(),
             leader,
             feed,
+            trends,
             forwarder,
             auth,
             metrics,

@@ -205,7 +205,10 @@ async fn create_in_the_dashboard_then_watch_a_dead_workers_resource_move() {
     );
     std::fs::write(&config, yaml).expect("config");
     let endpoints = vec![etcd.url.clone()];
-    let master = start_master(test_config(&endpoints), 1).await;
+    let mut master_config = test_config(&endpoints);
+    // Trends sampled four times a second, so that the charts fill within the test.
+    master_config.master.trends_sample_ms = 250;
+    let master = start_master(master_config, 1).await;
     ready_leader(&[&master.url], Duration::from_secs(20)).await;
     let mut workers = [
         support::worker_process(1, &endpoints, &config),
@@ -267,6 +270,17 @@ async fn create_in_the_dashboard_then_watch_a_dead_workers_resource_move() {
         let log = driver.text("#log").await?;
         (log.contains("crawling from-the-ui") && log.contains("fetched a page")).then_some(())
     })
+    .await;
+    // The task panel shows its status and history too.
+    eventually(
+        "its status and history show",
+        Duration::from_secs(20),
+        || async {
+            let detail = driver.text("#detail").await?;
+            let history = driver.text("#detail-history").await?;
+            (detail.contains("running") && history.contains("created")).then_some(())
+        },
+    )
     .await;
 
     // A duplicate is refused, and the UI says why.
@@ -332,6 +346,36 @@ async fn create_in_the_dashboard_then_watch_a_dead_workers_resource_move() {
         "measured: the dashboard showed {first}'s resource on {second} {:?} after the kill (worker lease TTL 3 s)",
         killed.elapsed()
     );
+    // The trends: the master's samples count the creates and the move, and the charts draw
+    // them.
+    let (_, _, trends) = get_json(&format!("{}/api/v1/trends", master.url))
+        .await
+        .expect("trends");
+    let samples = trends["samples"].as_array().expect("samples").clone();
+    let sum = |field: &str| -> u64 { samples.iter().filter_map(|s| s[field].as_u64()).sum() };
+    assert!(sum("creates") >= 5, "five creates: {trends}");
+    eventually("a move in the trends", Duration::from_secs(20), || async {
+        let (_, _, t) = get_json(&format!("{}/api/v1/trends", master.url)).await?;
+        let moves: u64 = t["samples"]
+            .as_array()?
+            .iter()
+            .filter_map(|s| s["moves"].as_u64())
+            .sum();
+        (moves >= 1).then_some(())
+    })
+    .await;
+    eventually("the three charts draw", Duration::from_secs(20), || async {
+        driver
+            .find("#trend-states polyline[data-series=\"running\"]")
+            .await?;
+        driver
+            .find("#trend-events polyline[data-series=\"moves\"]")
+            .await?;
+        driver.find("#trend-loads polyline").await?;
+        let legend = driver.text("#trend-events-legend").await?;
+        (legend.contains("creates") && !legend.contains("moves 0")).then_some(())
+    })
+    .await;
     let shot = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/browser/dashboard.png");
     driver.screenshot(&shot).await;
     let size = std::fs::metadata(&shot).expect("screenshot").len();

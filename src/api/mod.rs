@@ -21,6 +21,7 @@ pub mod proxy;
 pub mod resources;
 pub mod status_view;
 pub mod tasks;
+pub mod trends;
 pub mod views;
 pub mod workers;
 
@@ -90,6 +91,8 @@ pub struct AppParts {
     pub leader: Leader,
     /// Changes for the event stream.
     pub feed: events::Feed,
+    /// The last hour's samples, for the dashboard's trends.
+    pub trends: crate::master::trends::Trends,
     /// Client that forwards writes to the leader.
     pub forwarder: proxy::Forwarder,
     /// Who may use the API.
@@ -175,6 +178,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/api/v1/cluster", get(cluster::get))
         .route("/api/v1/summary", get(listing::summary))
+        .route("/api/v1/trends", get(trends::trends))
         .route("/metrics", get(metrics::render))
         .route("/api/v1/events", get(events::stream))
         .route(

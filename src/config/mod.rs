@@ -169,6 +169,8 @@ pub struct MasterConfig {
     pub session_ttl_secs: i64,
     /// Seconds between compactions of etcd's history, and the history kept; 0: never.
     pub compaction_interval_secs: u64,
+    /// Milliseconds between two samples of the dashboard's trends (360 are kept).
+    pub trends_sample_ms: u64,
 }
 
 impl Default for MasterConfig {
@@ -176,6 +178,7 @@ impl Default for MasterConfig {
         Self {
             session_ttl_secs: 5,
             compaction_interval_secs: 300,
+            trends_sample_ms: 10_000,
         }
     }
 }

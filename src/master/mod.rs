@@ -17,3 +17,4 @@ pub mod membership;
 pub mod placement;
 pub mod policy;
 pub mod start_latency;
+pub mod trends;
