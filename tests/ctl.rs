@@ -387,3 +387,38 @@ async fn logs_follow_and_get_watch_carry_on_across_a_masters_death() {
     let _ = logs.kill().await;
     let _ = watch.kill().await;
 }
+
+#[tokio::test]
+async fn the_token_comes_from_the_flag_or_the_environment_and_a_wrong_one_is_the_apis_401() {
+    let etcd = Etcd::start().await;
+    let mut config = test_config(std::slice::from_ref(&etcd.url));
+    config.auth.tokens = vec!["s3cret".into()];
+    config.auth.protect_reads = true;
+    let master = start_master(config, 1).await;
+    wait_ready(&master.url).await;
+    let s = master.url.as_str();
+    let refused = ctl(s, &["get", "workers"]).await;
+    assert_eq!(refused.code, 1);
+    assert!(
+        refused.stderr.contains("Unauthorized"),
+        "{}",
+        refused.stderr
+    );
+    let wrong = ctl(s, &["--token", "guess", "create", "t-1"]).await;
+    assert_eq!(wrong.code, 1, "{}", wrong.stderr);
+    assert!(wrong.stderr.contains("Unauthorized"), "{}", wrong.stderr);
+    // Once this master leads (its take-over may still run), the right token creates.
+    eventually("a create with the token", WAIT, || async {
+        (ctl(s, &["--token", "s3cret", "create", "t-1"]).await.code == 0).then_some(())
+    })
+    .await;
+    let from_env = tokio::process::Command::new(env!("CARGO_BIN_EXE_crawler"))
+        .args(["ctl", "--server", s, "get", "resources", "-o", "json"])
+        .env("CRAWLER_TOKEN", "s3cret")
+        .output()
+        .await
+        .expect("ctl");
+    assert!(from_env.status.success());
+    let listed: Value = serde_json::from_slice(&from_env.stdout).expect("json");
+    assert_eq!(listed["items"][0]["name"], "t-1");
+}
