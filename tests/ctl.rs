@@ -421,4 +421,16 @@ async fn the_token_comes_from_the_flag_or_the_environment_and_a_wrong_one_is_the
     assert!(from_env.status.success());
     let listed: Value = serde_json::from_slice(&from_env.stdout).expect("json");
     assert_eq!(listed["items"][0]["name"], "t-1");
+    // Following with no token is refused at once, not retried for ever.
+    for args in [&["logs", "t-1", "-f"][..], &["get", "r", "--watch"]] {
+        let refused = tokio::time::timeout(WAIT, ctl(s, args))
+            .await
+            .expect("a refused follow ends");
+        assert_eq!(refused.code, 1, "{args:?}: {}", refused.stderr);
+        assert!(
+            refused.stderr.contains("Unauthorized"),
+            "{}",
+            refused.stderr
+        );
+    }
 }

@@ -16,9 +16,13 @@ pub enum CtlError {
     /// What the command names does not exist (exit 3).
     #[error("{0}")]
     NotFound(String),
-    /// The API refused, or no master answered (exit 1).
+    /// The API refused (exit 1).
     #[error("{0}")]
     Failed(String),
+    /// No master answered, or the one that did could not serve now (a 5xx, a 408 or 429):
+    /// worth trying again later (exit 1).
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 impl CtlError {
@@ -27,7 +31,7 @@ impl CtlError {
         match self {
             Self::Usage(_) => 2,
             Self::NotFound(_) => 3,
-            Self::Failed(_) => 1,
+            Self::Failed(_) | Self::Unavailable(_) => 1,
         }
     }
 }
@@ -118,7 +122,7 @@ impl Client {
                 }
             }
         }
-        Err(CtlError::Failed(format!(
+        Err(CtlError::Unavailable(format!(
             "no master answered (last: {last_error}); set --server or CRAWLER_SERVER"
         )))
     }
@@ -173,10 +177,13 @@ pub async fn checked(response: Response) -> Result<Response, CtlError> {
     }
     let text = response.text().await.unwrap_or_default();
     let message = problem_text(status, &text);
-    Err(if status == StatusCode::NOT_FOUND {
-        CtlError::NotFound(message)
-    } else {
-        CtlError::Failed(message)
+    Err(match status {
+        StatusCode::NOT_FOUND => CtlError::NotFound(message),
+        StatusCode::REQUEST_TIMEOUT | StatusCode::TOO_MANY_REQUESTS => {
+            CtlError::Unavailable(message)
+        }
+        s if s.is_server_error() => CtlError::Unavailable(message),
+        _ => CtlError::Failed(message),
     })
 }
 

@@ -51,12 +51,13 @@ pub async fn watch(
         };
         let response = match response {
             Ok(response) => response,
-            Err(CtlError::Usage(e)) => return Err(CtlError::Usage(e)),
-            Err(_) => {
+            // Only what may pass is tried again: a refusal (401, 403) would be refused forever.
+            Err(CtlError::Unavailable(_)) => {
                 client.rotate();
                 tokio::time::sleep(RETRY).await;
                 continue;
             }
+            Err(error) => return Err(error),
         };
         let mut events = response.bytes_stream().eventsource();
         while let Some(Ok(event)) = events.next().await {
@@ -176,12 +177,18 @@ pub async fn logs(client: &Client, name: &str, tail: u16) -> Result<(), CtlError
         };
         let response = match response {
             Ok(response) => response,
-            Err(CtlError::NotFound(e)) => return Err(CtlError::NotFound(e)),
-            Err(_) => {
+            // A task between workers (409 not-assigned) has a log again soon.
+            Err(CtlError::Unavailable(_)) | Err(CtlError::Failed(_)) if !first => {
                 client.rotate();
                 tokio::time::sleep(RETRY).await;
                 continue;
             }
+            Err(CtlError::Unavailable(_)) => {
+                client.rotate();
+                tokio::time::sleep(RETRY).await;
+                continue;
+            }
+            Err(error) => return Err(error),
         };
         let mut body = response.bytes_stream();
         let mut partial = Vec::new();
