@@ -61,6 +61,17 @@ async fn expect(servers: &str, args: &[&str], code: i32) -> String {
     ran.stdout
 }
 
+/// Runs `ctl` until it succeeds with an output that satisfies `ok`: a follower's cache reflects
+/// a write a few milliseconds after the leader acknowledged it.
+async fn until(servers: &str, args: &[&str], ok: impl Fn(&str) -> bool) -> String {
+    let what = format!("crawler ctl {args:?}");
+    eventually(&what, WAIT, || async {
+        let ran = ctl(servers, args).await;
+        (ran.code == 0 && ok(&ran.stdout)).then_some(ran.stdout)
+    })
+    .await
+}
+
 /// A table's rows (header first), split on whitespace.
 fn rows(table: &str) -> Vec<Vec<String>> {
     table
@@ -128,6 +139,15 @@ async fn every_command_works_as_documented_with_its_exit_code() {
     assert_eq!(again.code, 1);
     assert!(again.stderr.contains("already exists"), "{}", again.stderr);
     expect(s, &["create", "ok-2"], 0).await;
+    // Through the follower, once its cache has both.
+    let both = until(s, &["get", "resources"], |t| {
+        first_column(t) == ["ok-1", "ok-2"]
+    })
+    .await;
+    assert_eq!(
+        rows(&both)[0],
+        ["NAME", "STATE", "WORKER", "RESTARTS", "AGE"]
+    );
     let got: Value =
         serde_json::from_str(&expect(s, &["get", "resources", "ok-1", "-o", "json"], 0).await)
             .expect("resource");
@@ -138,6 +158,10 @@ async fn every_command_works_as_documented_with_its_exit_code() {
 
     // label: set, unchanged (no write, exit 0), select, remove.
     expect(s, &["label", "ok-1", "team=a", "tier=gold"], 0).await;
+    until(s, &["get", "r", "ok-1", "-o", "wide"], |t| {
+        t.contains("team=a") && t.contains("tier=gold")
+    })
+    .await;
     assert!(
         expect(s, &["label", "ok-1", "team=a"], 0)
             .await
@@ -149,9 +173,11 @@ async fn every_command_works_as_documented_with_its_exit_code() {
     let others: Value = serde_json::from_str(&others).expect("json");
     assert_eq!(others["items"][0]["name"], "ok-2", "{others}");
     expect(s, &["label", "ok-1", "tier-"], 0).await;
-    let yaml: Value =
-        serde_yaml_ng::from_str(&expect(s, &["get", "r", "ok-1", "-o", "yaml"], 0).await)
-            .expect("yaml");
+    let yaml = until(s, &["get", "r", "ok-1", "-o", "yaml"], |t| {
+        !t.contains("tier")
+    })
+    .await;
+    let yaml: Value = serde_yaml_ng::from_str(&yaml).expect("yaml");
     assert_eq!(yaml["labels"], serde_json::json!({"team": "a"}));
 
     // Both run: --state, describe, logs, restart.
@@ -180,14 +206,17 @@ async fn every_command_works_as_documented_with_its_exit_code() {
     // cordon and uncordon: idempotent; an unknown worker is exit 3.
     let node = ids[0].as_str();
     assert!(expect(s, &["cordon", node], 0).await.contains("cordoned"));
+    until(s, &["get", "workers", node], |t| {
+        rows(t)[1][1] == "cordoned"
+    })
+    .await;
     assert!(expect(s, &["cordon", node], 0).await.contains("unchanged"));
-    let table = expect(s, &["get", "workers", node], 0).await;
-    assert_eq!(rows(&table)[1][1], "cordoned", "{table}");
     assert!(
         expect(s, &["uncordon", node], 0)
             .await
             .contains("uncordoned")
     );
+    until(s, &["get", "workers", node], |t| rows(t)[1][1] == "ready").await;
     assert!(
         expect(s, &["uncordon", node], 0)
             .await

@@ -151,10 +151,11 @@ pub fn print_flushed(text: &str) {
     let _ = out.flush();
 }
 
-/// Most printed lines kept to find where a resumed log overlaps.
+/// Most printed lines kept to find where a resumed log overlaps, and the tail read again.
 const KEPT_LINES: usize = 1_000;
-/// A resumed log's first lines (its tail) come at once; this long without more ends them.
-const HEAD_QUIET: Duration = Duration::from_millis(400);
+/// A resumed log's tail comes at once: what came within this long is where the overlap is
+/// looked for.
+const HEAD_WAIT: Duration = Duration::from_secs(1);
 
 /// Follows task `name`'s output from its last `tail` lines until the process is stopped or the
 /// resource is deleted (exit 3), across masters.
@@ -162,11 +163,7 @@ pub async fn logs(client: &Client, name: &str, tail: u16) -> Result<(), CtlError
     let mut printed: VecDeque<String> = VecDeque::new();
     let mut first = true;
     loop {
-        let ask = if first {
-            usize::from(tail)
-        } else {
-            printed.len().clamp(1, KEPT_LINES)
-        };
+        let ask = if first { usize::from(tail) } else { KEPT_LINES };
         let path = format!(
             "/api/v1/resources/{}/logs?tail={ask}&follow=true",
             segment(name)
@@ -195,10 +192,11 @@ pub async fn logs(client: &Client, name: &str, tail: u16) -> Result<(), CtlError
         // On a resume, the first lines are held until the tail has come, then only those
         // after what was printed are shown.
         let mut head: Option<Vec<String>> = (!first).then(Vec::new);
+        let head_until = tokio::time::Instant::now() + HEAD_WAIT;
         first = false;
         loop {
             let next = if head.is_some() {
-                match tokio::time::timeout(HEAD_QUIET, body.next()).await {
+                match tokio::time::timeout_at(head_until, body.next()).await {
                     Ok(next) => next,
                     Err(_) => {
                         let lines = head.take().unwrap_or_default();
@@ -251,14 +249,24 @@ fn emit(printed: &mut VecDeque<String>, lines: &[String]) {
     print_flushed(&text);
 }
 
-/// The part of `head` (a log's last lines, read again) after what `printed` already ends
-/// with: the longest prefix of `head` that is a suffix of `printed` is skipped.
+/// The part of `head` (a log's last lines, read again) after what `printed` already showed:
+/// after the last place where `head` holds `printed`'s last line preceded by the lines printed
+/// before it (as many as both have). With no such place, the log moved past everything kept,
+/// and all of `head` is new.
 fn skip_overlap<'a>(printed: &VecDeque<String>, head: &'a [String]) -> &'a [String] {
-    let most = head.len().min(printed.len());
-    for p in (1..=most).rev() {
-        let tail = printed.iter().skip(printed.len() - p);
-        if tail.eq(head[..p].iter()) {
-            return &head[p..];
+    let Some(last) = printed.back() else {
+        return head;
+    };
+    for i in (0..head.len()).rev() {
+        if &head[i] != last {
+            continue;
+        }
+        let n = (i + 1).min(printed.len());
+        if head[i + 1 - n..=i]
+            .iter()
+            .eq(printed.iter().skip(printed.len() - n))
+        {
+            return &head[i + 1..];
         }
     }
     head
@@ -280,8 +288,14 @@ mod tests {
             skip_overlap(&printed, &lines("t3 t4 t5 t6")),
             lines("t5 t6")
         );
-        // It overlaps all of them and more came before: the longest overlap wins.
+        // It holds older lines too, and only the last printed one of the overlap.
+        assert_eq!(
+            skip_overlap(&printed, &lines("t0 t1 t2 t3 t4 t5")),
+            lines("t5")
+        );
         assert_eq!(skip_overlap(&printed, &lines("t4 t5")), lines("t5"));
+        // A line equal to the last printed one, with other lines before it, is not the overlap.
+        assert_eq!(skip_overlap(&printed, &lines("x t4 t5")), lines("x t4 t5"));
         // Nothing new yet.
         assert!(skip_overlap(&printed, &lines("t2 t3 t4")).is_empty());
         // The log moved on past everything printed: all of it is new.
