@@ -48,48 +48,43 @@ impl Runners {
     /// placeholder, and relative paths (which resolve in each task's own directory), are not
     /// checked.
     pub fn missing(&self, worker_dir: &Path, path: Option<&OsStr>) -> Vec<Missing> {
-        missing(self, worker_dir, path)
-    }
-}
-
-fn missing(runners: &Runners, worker_dir: &Path, path: Option<&OsStr>) -> Vec<Missing> {
-    let templates = runners
-        .default
-        .iter()
-        .map(|command| ("worker.runners.default".to_owned(), command))
-        .chain(
-            runners
-                .rules
-                .iter()
-                .enumerate()
-                .map(|(i, rule)| (format!("worker.runners.rules[{i}]"), &rule.command)),
-        );
-    let dir = worker_dir.display().to_string();
-    let mut found = Vec::new();
-    for (key, command) in templates {
-        for (i, word) in command.iter().enumerate() {
-            let under_dir = word.starts_with("{worker_dir}/");
-            let filled = word.replace("{worker_dir}", &dir);
-            if filled.contains('{') {
-                continue;
-            }
-            let why = if i == 0 && !filled.contains('/') {
-                (!on_path(&filled, path)).then_some("is not on PATH")
-            } else if (i == 0 && Path::new(&filled).is_absolute()) || under_dir {
-                (!Path::new(&filled).exists()).then_some("does not exist")
-            } else {
-                None
-            };
-            if let Some(why) = why {
-                found.push(Missing {
-                    key: key.clone(),
-                    wanted: filled,
-                    why,
-                });
+        let templates = self
+            .default
+            .iter()
+            .map(|command| ("worker.runners.default".to_owned(), command))
+            .chain(
+                self.rules
+                    .iter()
+                    .enumerate()
+                    .map(|(i, rule)| (format!("worker.runners.rules[{i}]"), &rule.command)),
+            );
+        let dir = worker_dir.display().to_string();
+        let mut found = Vec::new();
+        for (key, command) in templates {
+            for (i, word) in command.iter().enumerate() {
+                let under_dir = word.starts_with("{worker_dir}/");
+                let filled = word.replace("{worker_dir}", &dir);
+                if filled.contains('{') {
+                    continue;
+                }
+                let why = if i == 0 && !filled.contains('/') {
+                    (!on_path(&filled, path)).then_some("is not on PATH")
+                } else if (i == 0 && Path::new(&filled).is_absolute()) || under_dir {
+                    (!Path::new(&filled).exists()).then_some("does not exist")
+                } else {
+                    None
+                };
+                if let Some(why) = why {
+                    found.push(Missing {
+                        key: key.clone(),
+                        wanted: filled,
+                        why,
+                    });
+                }
             }
         }
+        found
     }
-    found
 }
 
 /// Whether `program` is an executable file in one of `path`'s directories.

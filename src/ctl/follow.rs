@@ -174,13 +174,11 @@ pub async fn logs(client: &Client, name: &str, tail: u16) -> Result<(), CtlError
         };
         let response = match response {
             Ok(response) => response,
-            // A task between workers (409 not-assigned) has a log again soon.
-            Err(CtlError::Unavailable(_)) | Err(CtlError::Failed(_)) if !first => {
-                client.rotate();
-                tokio::time::sleep(RETRY).await;
-                continue;
-            }
-            Err(CtlError::Unavailable(_)) => {
+            // Once following, a refusal is a task between workers (409 not-assigned), which
+            // has a log again soon.
+            Err(error @ (CtlError::Unavailable(_) | CtlError::Failed(_)))
+                if !first || matches!(error, CtlError::Unavailable(_)) =>
+            {
                 client.rotate();
                 tokio::time::sleep(RETRY).await;
                 continue;

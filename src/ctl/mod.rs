@@ -18,7 +18,7 @@ use args::{DescribeKind, Format, GetArgs, Kind};
 use client::{Client, CtlError, segment};
 use follow::print_flushed;
 use serde_json::Value;
-use show::Selector;
+use show::{Selector, text};
 
 /// Runs one command; returns the process exit code. Errors print the API's problem detail.
 pub async fn run(args: CtlArgs) -> u8 {
@@ -169,11 +169,6 @@ async fn describe(client: &Client, name: &str) -> Result<(), CtlError> {
 
 /// A resource and its history as `Key: value` lines.
 fn describe_text(resource: &Value, history: &Value) -> String {
-    let text = |v: &Value| match v {
-        Value::String(s) => s.clone(),
-        Value::Null => "-".to_owned(),
-        other => other.to_string(),
-    };
     let status = &resource["status"];
     let labels: BTreeSet<String> = resource["labels"]
         .as_object()

@@ -55,13 +55,17 @@ pub fn header(kind: Kind, wide: bool) -> Vec<&'static str> {
     columns
 }
 
-/// One object's cells, in [`header`]'s order.
-pub fn row(kind: Kind, item: &Value, wide: bool) -> Vec<String> {
-    let text = |v: &Value| match v {
+/// A JSON value as a cell shows it: a string bare, null as `-`, anything else as JSON.
+pub fn text(v: &Value) -> String {
+    match v {
         Value::String(s) => s.clone(),
         Value::Null => "-".to_owned(),
         other => other.to_string(),
-    };
+    }
+}
+
+/// One object's cells, in [`header`]'s order.
+pub fn row(kind: Kind, item: &Value, wide: bool) -> Vec<String> {
     let status = &item["status"];
     let mut cells = match kind {
         Kind::Workers => vec![

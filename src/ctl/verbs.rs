@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use super::args::{CtlCommand, Format};
 use super::client::{Client, CtlError, checked, segment};
 use super::follow::{self, print_flushed};
-use super::show;
+use super::show::{self, text};
 
 /// Runs a command other than `get`, `describe` and `completion`.
 pub async fn run(client: &Client, command: CtlCommand) -> Result<(), CtlError> {
@@ -110,14 +110,6 @@ pub async fn run(client: &Client, command: CtlCommand) -> Result<(), CtlError> {
 
 fn say(line: &str) {
     print_flushed(&format!("{line}\n"));
-}
-
-fn text(v: &Value) -> String {
-    match v {
-        Value::String(s) => s.clone(),
-        Value::Null => "-".to_owned(),
-        other => other.to_string(),
-    }
 }
 
 /// The label changes of `key=value` and `key-` arguments: a value to set, or `None` to remove.
