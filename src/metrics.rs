@@ -65,7 +65,8 @@ pub struct ReasonLabels {
 /// Labels naming an outcome.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabels {
-    /// `ok` or `error`.
+    /// `ok` or `error` (forwarded writes); `started`, `skipped`, `missed` or `replaced`
+    /// (schedules' slots).
     pub outcome: String,
 }
 
@@ -130,6 +131,10 @@ pub struct Metrics {
     pub departed: Gauge,
     /// Live tokio tasks in this process: a leak shows as growth.
     pub runtime_tasks: Gauge,
+    /// Schedules' slots decided by this master as leader, by outcome.
+    pub schedule_runs: Family<OutcomeLabels, Counter>,
+    /// Time from a slot to its decision.
+    pub schedule_lateness: Histogram,
     scrape: Mutex<()>,
 }
 
@@ -174,6 +179,18 @@ impl Metrics {
         let draining = Gauge::default();
         let departed = Gauge::default();
         let runtime_tasks = Gauge::default();
+        let schedule_runs = Family::<OutcomeLabels, Counter>::default();
+        let schedule_lateness = Histogram::new(exponential_buckets(0.005, 2.0, 14));
+        registry.register(
+            "schedule_runs",
+            "Schedules' slots decided, by outcome",
+            schedule_runs.clone(),
+        );
+        registry.register(
+            "schedule_lateness_seconds",
+            "Time from a schedule's slot to the leader's decision",
+            schedule_lateness.clone(),
+        );
         registry.register(
             "runtime_tasks",
             "Live tokio tasks in this process",
@@ -323,6 +340,8 @@ impl Metrics {
             draining,
             departed,
             runtime_tasks,
+            schedule_runs,
+            schedule_lateness,
             scrape: Mutex::new(()),
         }
     }
@@ -349,6 +368,15 @@ impl Metrics {
         self.moves
             .get_or_create(&ReasonLabels {
                 reason: reason.to_owned(),
+            })
+            .inc_by(n);
+    }
+
+    /// Counts `n` schedule slots decided with `outcome`.
+    pub fn scheduled(&self, outcome: &str, n: u64) {
+        self.schedule_runs
+            .get_or_create(&OutcomeLabels {
+                outcome: outcome.to_owned(),
             })
             .inc_by(n);
     }

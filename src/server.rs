@@ -136,7 +136,7 @@ impl Master {
             client.clone(),
             LeaderConfig {
                 keys: config.keys.clone(),
-                seeds: config.tasks.iter().map(|t| t.name.clone()).collect(),
+                seeds: config.tasks.clone(),
                 request_timeout: config.etcd.request_timeout(),
                 scheduling: config.scheduling.clone(),
             },

@@ -29,9 +29,11 @@ async fn seeds_are_stored_unassigned_then_assigned_when_a_worker_joins_and_survi
     config.tasks = vec![
         crawler::config::SeedTask {
             name: "douban".into(),
+            schedule: None,
         },
         crawler::config::SeedTask {
             name: "xiaohongshu".into(),
+            schedule: None,
         },
     ];
     let master = start_master(config.clone(), 1).await;

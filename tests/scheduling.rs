@@ -37,6 +37,7 @@ fn policy(
         rebalance_max_moves: 0,
         rebalance_interval: Duration::from_secs(1),
         min_runtime: Duration::ZERO,
+        runs_kept: 20,
     };
     tweak(&mut config.scheduling);
     config

@@ -41,7 +41,7 @@ pub async fn add(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<ResourceSpec>,
 ) -> Result<Json<NodeSpec>, ApiError> {
-    let (_, created) = create_named(&state, &body.name).await?;
+    let (_, created) = create_named(&state, &body.name, &Default::default()).await?;
     let (id, address) = created.resource.assignment().unwrap_or(("", ""));
     Ok(Json(NodeSpec {
         id: id.to_owned(),

@@ -13,12 +13,14 @@ pub mod events;
 pub mod extract;
 pub mod health;
 pub mod history;
+pub mod labels;
 pub mod listing;
 pub mod metrics;
 pub mod openapi;
 pub mod placement;
 pub mod proxy;
 pub mod resources;
+pub mod schedules;
 pub mod status_view;
 pub mod tasks;
 pub mod trends;
@@ -160,6 +162,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/cluster/thaw", post(cluster::thaw))
         .route("/api/v1/placement/preview", post(placement::preview))
         .route("/api/v1/resources/{name}/history", get(history::history))
+        .route("/api/v1/resources/{name}/runs", get(history::runs))
         .route(
             "/api/v1/resources",
             get(listing::list).post(resources::create),

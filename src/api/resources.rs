@@ -14,11 +14,14 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::extract::{ApiJson, ApiPath};
+use super::labels::{MAX_LABELS, check_all, check_labels, set_labels};
+use super::schedules::{self, ScheduleView};
 use super::status_view::StatusView;
 use super::{ApiError, AppState, revision_header};
 use crate::etcd::cache::{Entry, Store};
-use crate::master::leader::{WriteError, Written};
+use crate::master::leader::{Init, WriteError, Written};
 use crate::model::name;
+use crate::model::recurrence::Recurrence;
 use crate::model::resource::Resource;
 use crate::model::status::TaskStatus;
 
@@ -44,46 +47,12 @@ pub struct ResourceView {
     pub creation_time: String,
     /// Free-form labels set by users.
     pub labels: BTreeMap<String, String>,
+    /// Its schedule, when it recurs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<ScheduleView>,
     /// How its run goes, as its worker reports it (absent on event-stream objects).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub status: Option<StatusView>,
-}
-
-pub use crate::model::resource::LABELS_FIELD;
-/// Most labels on one resource.
-pub const MAX_LABELS: usize = 64;
-/// Longest label key, in characters.
-pub const MAX_LABEL_KEY: usize = 128;
-/// Longest label value, in characters.
-pub const MAX_LABEL_VALUE: usize = 256;
-
-fn set_labels(r: &mut Resource, labels: &BTreeMap<String, String>) {
-    if labels.is_empty() {
-        r.extra.remove(LABELS_FIELD);
-    } else if let Ok(value) = serde_json::to_value(labels) {
-        r.extra.insert(LABELS_FIELD.to_owned(), value);
-    }
-}
-
-fn check_labels<'a>(
-    labels: impl IntoIterator<Item = (&'a String, Option<&'a String>)>,
-) -> Result<(), ApiError> {
-    for (key, value) in labels {
-        let key_ok = (1..=MAX_LABEL_KEY).contains(&key.chars().count())
-            && !key.chars().any(char::is_control);
-        let value_ok = value.is_none_or(|v| {
-            v.chars().count() <= MAX_LABEL_VALUE && !v.chars().any(char::is_control)
-        });
-        if !key_ok || !value_ok {
-            return Err(ApiError::Unprocessable {
-                detail: "a label key is 1 to 128 characters and a value at most 256, with no \
-                         control characters"
-                    .into(),
-                field: Some("labels".into()),
-            });
-        }
-    }
-    Ok(())
 }
 
 impl ResourceView {
@@ -99,6 +68,7 @@ impl ResourceView {
             }),
             creation_time: humantime::format_rfc3339_nanos(created).to_string(),
             labels: r.labels(),
+            schedule: r.schedule.as_deref().map(ScheduleView::of),
             status: None,
         }
     }
@@ -141,6 +111,13 @@ pub struct ResourceList {
 pub struct CreateResource {
     /// 1 to 128 characters from `[A-Za-z0-9._-]`, not `.` or `..`.
     pub name: String,
+    /// Its labels.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// Its schedule, when it recurs (see `Schedule`).
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub schedule: Option<serde_json::Value>,
 }
 
 /// Body of a PUT: replaces what users may change.
@@ -154,6 +131,10 @@ pub struct ReplaceResource {
     /// The labels; absent means none.
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    /// The schedule; absent means none.
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub schedule: Option<serde_json::Value>,
 }
 
 /// Body of a PATCH (JSON merge patch): absent fields are kept, a label set to null is removed.
@@ -166,6 +147,15 @@ pub struct PatchResource {
     /// Labels to set (a string) or remove (null).
     #[serde(default)]
     pub labels: Option<BTreeMap<String, Option<String>>>,
+    /// Schedule fields to set, or to remove (null); a null `schedule` removes the schedule.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Object)]
+    pub schedule: Option<serde_json::Value>,
+}
+
+/// A field that is present, even as null (absent stays `None`).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<serde_json::Value>, D::Error> {
+    serde_json::Value::deserialize(d).map(Some)
 }
 
 /// The strong ETag of a version (a mod revision).
@@ -225,7 +215,15 @@ pub async fn create(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<CreateResource>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let (name, created) = create_named(&state, &body.name).await?;
+    check_all(&body.labels)?;
+    let init = Init {
+        labels: body.labels,
+        schedule: match &body.schedule {
+            Some(value) => schedules::checked(value)?,
+            None => None,
+        },
+    };
+    let (name, created) = create_named(&state, &body.name, &init).await?;
     let location = format!("/api/v1/resources/{name}");
     Ok((
         StatusCode::CREATED,
@@ -246,11 +244,12 @@ pub async fn create(
 pub async fn create_named<'a>(
     state: &AppState,
     raw: &'a str,
+    init: &Init,
 ) -> Result<(&'a str, Written), ApiError> {
     let name = checked_name(raw)?;
     let created = state
         .leader
-        .create(name)
+        .create(name, init)
         .await
         .map_err(|e| state.write_error("resource", name, e))?;
     Ok((name, created))
@@ -342,13 +341,11 @@ pub async fn replace(
 ) -> Result<impl IntoResponse, ApiError> {
     let name = checked_name(&raw)?;
     let wanted = if_match(&headers)?;
-    check_labels(body.labels.iter().map(|(k, v)| (k, Some(v))))?;
-    if body.labels.len() > MAX_LABELS {
-        return Err(ApiError::Unprocessable {
-            detail: format!("at most {MAX_LABELS} labels"),
-            field: Some("labels".into()),
-        });
-    }
+    check_all(&body.labels)?;
+    let rule = match &body.schedule {
+        Some(value) => schedules::checked(value)?,
+        None => None,
+    };
     let labels = body.labels;
     let written = state
         .leader
@@ -356,6 +353,7 @@ pub async fn replace(
             name,
             |r| {
                 set_labels(r, &labels);
+                set_schedule(r, rule.clone());
                 Ok(())
             },
             body.assigned_node.as_deref(),
@@ -385,6 +383,13 @@ pub async fn patch(
     let wanted = if_match(&headers)?;
     let changes = body.labels.unwrap_or_default();
     check_labels(changes.iter().map(|(k, v)| (k, v.as_ref())))?;
+    // A schedule patch is checked here against the cached rule, and again in the write
+    // against the stored one.
+    if let Some(patch) = &body.schedule {
+        let cached = state.resources.get(name);
+        let current = cached.as_ref().and_then(|e| e.value.schedule.as_deref());
+        schedules::merged(current.map(|s| &s.rule), patch).map_err(schedules::unprocessable)?;
+    }
     let written = state
         .leader
         .update(
@@ -404,6 +409,12 @@ pub async fn patch(
                     ));
                 }
                 set_labels(r, &labels);
+                if let Some(patch) = &body.schedule {
+                    let current = r.schedule.as_deref().map(|s| &s.rule);
+                    let rule = schedules::merged(current, patch)
+                        .map_err(|e| WriteError::Invalid(e.field, e.detail))?;
+                    set_schedule(r, rule);
+                }
                 Ok(())
             },
             body.assigned_node.as_deref(),
@@ -412,6 +423,12 @@ pub async fn patch(
         .await
         .map_err(|e| state.write_error("resource", name, e))?;
     updated(&state, written)
+}
+
+/// Gives `r` the schedule `rule` makes of its current one (none: no schedule).
+fn set_schedule(r: &mut Resource, rule: Option<crate::model::recurrence::Rule>) {
+    let now = crate::model::status::now_ms();
+    r.schedule = Recurrence::set(r.schedule.as_deref(), rule, now).map(Box::new);
 }
 
 #[cfg(test)]
@@ -450,16 +467,5 @@ mod tests {
             assert_eq!(error.problem().status, 400, "{bad}");
             assert_eq!(error.problem().field.as_deref(), Some("If-Match"));
         }
-    }
-
-    #[test]
-    fn label_lengths_count_characters() {
-        let key = "é".repeat(MAX_LABEL_KEY);
-        let value = "ü".repeat(MAX_LABEL_VALUE);
-        assert!(check_labels([(&key, Some(&value))]).is_ok());
-        let long = "é".repeat(MAX_LABEL_KEY + 1);
-        assert!(check_labels([(&long, None)]).is_err());
-        let control = "a\u{85}".to_owned();
-        assert!(check_labels([(&control, None)]).is_err());
     }
 }

@@ -40,6 +40,9 @@ pub struct StatusView {
     pub exit_code: Option<i32>,
     /// One line about the state.
     pub message: String,
+    /// The one line the runner reported about its last run (`summary` in its work directory).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub summary: Option<String>,
     /// When the worker wrote the report, RFC 3339.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub updated_at: Option<String>,
@@ -66,6 +69,7 @@ impl StatusView {
             restarts: 0,
             exit_code: None,
             message: message.to_owned(),
+            summary: None,
             updated_at: None,
         }
     }
@@ -80,13 +84,14 @@ impl StatusView {
         };
         Self {
             state: status.state.as_str().to_owned(),
-            stale: status.epoch < mod_revision,
+            stale: status.epoch < resource.epoch(mod_revision),
             epoch: Some(status.epoch),
             pid: status.pid,
             started_at: status.started_at_ms.map(rfc3339),
             restarts: status.restarts,
             exit_code: status.exit_code,
             message: status.message.clone(),
+            summary: status.summary.clone(),
             updated_at: Some(rfc3339(status.updated_at_ms)),
         }
     }
@@ -117,6 +122,7 @@ mod tests {
             name: "t".into(),
             assigned_node: node.into(),
             creation_time: 0,
+            schedule: None,
             extra: Default::default(),
         }
     }
@@ -131,6 +137,7 @@ mod tests {
             restarts: 1,
             exit_code: None,
             message: String::new(),
+            summary: None,
             updated_at_ms: 2_000,
         }
     }

@@ -213,6 +213,8 @@ pub struct SchedulingConfig {
     /// Rebalancing never moves a task that started less than this ago.
     #[serde(deserialize_with = "duration")]
     pub min_runtime: Duration,
+    /// Runs kept in each resource's history (and slots passed without a run).
+    pub runs_kept: usize,
 }
 
 impl Default for SchedulingConfig {
@@ -227,6 +229,7 @@ impl Default for SchedulingConfig {
             rebalance_max_moves: 10,
             rebalance_interval: Duration::from_secs(10),
             min_runtime: Duration::from_secs(120),
+            runs_kept: 20,
         }
     }
 }
@@ -300,6 +303,9 @@ impl Default for HttpConfig {
 pub struct SeedTask {
     /// Resource name.
     pub name: String,
+    /// Its schedule, when it recurs.
+    #[serde(default)]
+    pub schedule: Option<crate::model::recurrence::Rule>,
 }
 
 /// Log output settings.
@@ -477,6 +483,14 @@ impl Config {
         for task in &self.tasks {
             crate::model::name::validate(&task.name)
                 .map_err(|e| ConfigError::Invalid(format!("tasks: {:?}: {e}", task.name)))?;
+            if let Some(rule) = &task.schedule {
+                rule.compile(crate::model::status::now_ms()).map_err(|e| {
+                    ConfigError::Invalid(format!(
+                        "tasks: {:?}: {}: {}",
+                        task.name, e.field, e.detail
+                    ))
+                })?;
+            }
         }
         Ok(())
     }

@@ -76,9 +76,13 @@ pub async fn run(
                 Some(change) => {
                     for event in &change.events {
                         match event {
+                            Event::Modified { old, new, .. }
+                                if old.value.epoch(old.mod_revision)
+                                    == new.value.epoch(new.mod_revision) => {}
                             Event::Added { name, new } | Event::Modified { name, new, .. } => {
                                 if new.value.assigned_worker().is_some() && !change.relisted {
-                                    waiting.assigned(name, new.mod_revision, now_ms());
+                                    let epoch = new.value.epoch(new.mod_revision);
+                                    waiting.assigned(name, epoch, now_ms());
                                 } else {
                                     waiting.gone(name);
                                 }
@@ -119,6 +123,7 @@ mod tests {
             restarts: 0,
             exit_code: None,
             message: String::new(),
+            summary: None,
             updated_at_ms: started,
         }
     }

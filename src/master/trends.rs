@@ -221,6 +221,7 @@ mod tests {
                 restarts: 0,
                 exit_code: None,
                 message: String::new(),
+                summary: None,
                 updated_at_ms: 0,
             }),
             create_revision: 1,

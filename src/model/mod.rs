@@ -2,13 +2,16 @@
 //! ([`resource`]), workers in go-micro's registry format ([`registry`]), the rules for
 //! resource names ([`name`]), snowflake IDs ([`snowflake`]), and task statuses as workers
 //! report them ([`status`]), and the fleet's scheduling state and assignment histories
-//! ([`schedule`]).
+//! ([`schedule`]), each resource's history of assignments and runs ([`history`]), and
+//! recurring crawls' schedules ([`recurrence`]).
 //!
 //! Codecs and pure rules only: nothing here does I/O, and nothing here knows which process it
 //! runs in.
 
+pub mod history;
 pub mod intern;
 pub mod name;
+pub mod recurrence;
 pub mod registry;
 pub mod resource;
 pub mod schedule;

@@ -11,6 +11,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;
 
 use crate::model::intern::intern;
+use crate::model::recurrence::Recurrence;
 use crate::object::{DecodeError, Name, Object};
 
 /// A resource's ID: a snowflake, kept as a number (8 bytes, no allocation); any other text a
@@ -129,6 +130,14 @@ pub struct Resource {
     /// Creation time in Unix nanoseconds.
     #[serde(rename = "CreationTime", default)]
     pub creation_time: i64,
+    /// Its schedule, when it recurs (a field the Go crawler ignores).
+    #[serde(
+        rename = "Schedule",
+        default,
+        deserialize_with = "crate::model::recurrence::lenient",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub schedule: Option<Box<Recurrence>>,
     /// Fields this codec does not know, kept for the round trip.
     #[serde(flatten)]
     pub extra: Extra,

@@ -168,30 +168,9 @@ pub struct Assignment {
 /// Entries kept per resource.
 pub const HISTORY_LEN: usize = 20;
 
-/// `history` with `entry` appended, keeping the newest [`HISTORY_LEN`]. A stored history that
-/// does not decode is replaced.
-pub fn append(history: Option<&[u8]>, entry: Assignment) -> Vec<Assignment> {
-    let mut all: Vec<Assignment> = history
-        .and_then(|bytes| serde_json::from_slice(bytes).ok())
-        .unwrap_or_default();
-    all.push(entry);
-    let excess = all.len().saturating_sub(HISTORY_LEN);
-    all.drain(..excess);
-    all
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn entry(at_ms: i64) -> Assignment {
-        Assignment {
-            reason: Reason::Rebalanced,
-            at_ms,
-            from: Some("a".into()),
-            to: Some("b".into()),
-        }
-    }
 
     #[test]
     fn records_decode_by_key() {
@@ -217,20 +196,6 @@ mod tests {
         assert!(matches!(Record::decode("storm", storm), Ok(Record::Storm(s)) if s.frozen));
         assert!(Record::decode("other", b"{}").is_err());
         assert!(Record::decode("worker:x", b"[").is_err());
-    }
-
-    #[test]
-    fn history_keeps_the_newest_twenty() {
-        let mut bytes: Option<Vec<u8>> = None;
-        for at in 0..25 {
-            let all = append(bytes.as_deref(), entry(at));
-            bytes = Some(serde_json::to_vec(&all).expect("json"));
-        }
-        let all: Vec<Assignment> = serde_json::from_slice(&bytes.expect("some")).expect("json");
-        assert_eq!(all.len(), HISTORY_LEN);
-        assert_eq!(all.first().map(|e| e.at_ms), Some(5));
-        assert_eq!(all.last().map(|e| e.at_ms), Some(24));
-        assert_eq!(append(Some(b"not json"), entry(1)).len(), 1);
     }
 
     #[test]

@@ -81,6 +81,9 @@ pub struct TaskStatus {
     /// One line about the state: why it failed, what it waits for.
     #[serde(default)]
     pub message: String,
+    /// The one line the runner reported about its run, from `summary` in its work directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub summary: Option<String>,
     /// When this status was written, Unix milliseconds.
     pub updated_at_ms: i64,
 }
@@ -127,6 +130,7 @@ mod tests {
             restarts: 2,
             exit_code: None,
             message: String::new(),
+            summary: None,
             updated_at_ms: 3,
         };
         let bytes = serde_json::to_vec(&status).expect("json");

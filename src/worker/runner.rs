@@ -4,7 +4,7 @@
 //! resource is ever a program or an argument template, and nothing runs through a shell unless
 //! the template itself names one. The task's identity reaches the process as `{name}`, `{id}`
 //! and `{epoch}` in arguments and as environment variables, its labels as
-//! `CRAWLER_LABEL_<KEY>`.
+//! `CRAWLER_LABEL_<KEY>`, and the slot a schedule started it for as `CRAWLER_SCHEDULED_AT`.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -22,6 +22,8 @@ pub struct TaskSpec {
     pub epoch: i64,
     /// The resource's labels.
     pub labels: BTreeMap<String, String>,
+    /// The slot its schedule started this run for, Unix ms.
+    pub scheduled_ms: Option<i64>,
 }
 
 /// A command ready to start.
@@ -73,6 +75,11 @@ pub fn resolve(
         ("CRAWLER_TASK_ID".to_owned(), task.id.clone()),
         ("CRAWLER_TASK_EPOCH".to_owned(), task.epoch.to_string()),
     ];
+    if let Some(ms) = task.scheduled_ms {
+        let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64);
+        let at = humantime::format_rfc3339_millis(at).to_string();
+        env.push(("CRAWLER_SCHEDULED_AT".to_owned(), at));
+    }
     for (key, value) in &task.labels {
         env.push((format!("CRAWLER_LABEL_{}", env_key(key)), value.clone()));
     }
@@ -133,6 +140,7 @@ mod tests {
             id: "7".into(),
             epoch: 42,
             labels: BTreeMap::from([("site-url".into(), "http://x".into())]),
+            scheduled_ms: None,
         }
     }
 

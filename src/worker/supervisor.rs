@@ -219,6 +219,7 @@ async fn supervise(
         restarts: 0,
         exit_code: None,
         message: String::new(),
+        summary: None,
         updated_at_ms: now_ms(),
     };
     let dir = policy.task_dir(&spec.name);
@@ -232,6 +233,18 @@ async fn supervise(
         return;
     }
     let log = policy.log_of(&spec.name);
+    // A run that completed before this worker restarted is not run again.
+    let completed = dir.join(COMPLETED_FILE);
+    // The resource's id with the epoch: a new etcd's revisions start again from 1.
+    let run = format!("{} {}", spec.id, spec.epoch);
+    if tokio::fs::read_to_string(&completed).await.ok().as_deref() == Some(&*run) {
+        let mut done = status(TaskState::Completed);
+        done.exit_code = Some(0);
+        done.message = "completed before the worker restarted".into();
+        reports.set(&spec.name, done);
+        stop.cancelled().await;
+        return;
+    }
     let command = match runner::resolve(&policy.runners, &spec, &policy.worker_dir) {
         Ok(command) => command,
         Err(error) => {
@@ -251,6 +264,12 @@ async fn supervise(
         reports.set(&spec.name, s.clone());
         let mut env = command.env.clone();
         env.push(("CRAWLER_WORKER_ID".to_owned(), policy.node_id.clone()));
+        let summary = work.join(SUMMARY_FILE);
+        let _ = tokio::fs::remove_file(&summary).await;
+        env.push((
+            "CRAWLER_SUMMARY_FILE".to_owned(),
+            summary.display().to_string(),
+        ));
         let ended = match guard
             .start(&command.program, &command.args, env, &work)
             .await
@@ -290,6 +309,7 @@ async fn supervise(
                 if let Some(copy) = copy {
                     let _ = copy.await;
                 }
+                s.summary = read_summary(&summary).await;
                 ended
             }
         };
@@ -301,6 +321,9 @@ async fn supervise(
             }
             Ended::Exited(exit) if exit.success() => {
                 log.note("exited 0: completed").await;
+                if let Err(error) = tokio::fs::write(&completed, &run).await {
+                    warn!(task = %spec.name, %error, "cannot record the completed epoch");
+                }
                 let mut done = s.clone();
                 done.state = TaskState::Completed;
                 done.pid = None;
@@ -360,6 +383,35 @@ async fn supervise(
         }
         restarts += 1;
     }
+}
+
+/// The file in a task's directory that names the run that completed: the resource's id and
+/// the epoch.
+const COMPLETED_FILE: &str = "completed";
+
+/// The file in a task's working directory where its runner may leave one line about its run
+/// (e.g. "412 pages, 3 errors"); its path is `CRAWLER_SUMMARY_FILE`.
+pub const SUMMARY_FILE: &str = "summary";
+/// Longest summary kept, in characters.
+const SUMMARY_CHARS: usize = 200;
+
+/// The first line of a summary file, without control characters, at most
+/// [`SUMMARY_CHARS`]; `None` when there is none.
+async fn read_summary(path: &std::path::Path) -> Option<String> {
+    use tokio::io::AsyncReadExt;
+    let mut head = Vec::new();
+    let file = tokio::fs::File::open(path).await.ok()?;
+    file.take(4096).read_to_end(&mut head).await.ok()?;
+    let text = String::from_utf8_lossy(&head);
+    let line: String = text
+        .lines()
+        .next()?
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(SUMMARY_CHARS)
+        .collect();
+    let line = line.trim();
+    (!line.is_empty()).then(|| line.to_owned())
 }
 
 /// SIGTERM to the process group, SIGKILL after `grace`, and the process reaped (by the guard).

@@ -8,6 +8,7 @@ use super::AppState;
 
 mod problems;
 mod rules;
+mod schedule;
 
 use rules::CommonRules;
 
@@ -30,6 +31,7 @@ use rules::CommonRules;
         super::placement::preview,
         super::trends::trends,
         super::history::history,
+        super::history::runs,
         super::resources::create,
         super::listing::list,
         super::listing::summary,
@@ -80,6 +82,10 @@ use rules::CommonRules;
         super::placement::PlannedMove,
         super::history::HistoryView,
         super::history::HistoryItem,
+        super::history::RunsView,
+        super::history::RunView,
+        super::history::PassedView,
+        super::schedules::ScheduleView,
     )),
     tags(
         (name = "workers", description = "Crawler workers discovered through etcd"),

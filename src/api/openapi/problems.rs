@@ -54,6 +54,9 @@ const PROBLEMS: &[(&str, &str, &str)] = &[
     ("resource_history", "404", "No such resource"),
     ("resource_history", "503", "etcd did not answer"),
     ("resource_history", "422", "Name breaks the rules"),
+    ("resource_runs", "404", "No such resource"),
+    ("resource_runs", "503", "etcd did not answer"),
+    ("resource_runs", "422", "Name breaks the rules"),
     ("list_resources", "400", "Bad query"),
     (
         "preview_placement",
@@ -72,7 +75,11 @@ const PROBLEMS: &[(&str, &str, &str)] = &[
         "503",
         "Not the leader, or etcd unavailable",
     ),
-    ("create_resource", "422", "Name breaks the rules"),
+    (
+        "create_resource",
+        "422",
+        "Name, labels or schedule break the rules (the field is named)",
+    ),
     ("get_resource", "404", "No such resource"),
     ("get_resource", "422", "Name breaks the rules"),
     ("delete_resource", "400", "Malformed If-Match"),
@@ -92,7 +99,11 @@ const PROBLEMS: &[(&str, &str, &str)] = &[
         "assigned_node names no registered worker (unknown-worker)",
     ),
     ("replace_resource", "412", "If-Match does not match"),
-    ("replace_resource", "422", "Bad name or label"),
+    (
+        "replace_resource",
+        "422",
+        "Bad name, label or schedule (the field is named)",
+    ),
     (
         "replace_resource",
         "503",
@@ -106,7 +117,11 @@ const PROBLEMS: &[(&str, &str, &str)] = &[
         "assigned_node names no registered worker (unknown-worker)",
     ),
     ("patch_resource", "412", "If-Match does not match"),
-    ("patch_resource", "422", "Bad name or label"),
+    (
+        "patch_resource",
+        "422",
+        "Bad name, label or schedule (the field is named)",
+    ),
     (
         "patch_resource",
         "503",

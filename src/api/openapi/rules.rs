@@ -9,11 +9,12 @@ use utoipa::openapi::schema::{
 };
 use utoipa::openapi::{Ref, RefOr, Required};
 
-use crate::api::{extract, resources, status_view};
+use crate::api::{extract, labels, status_view};
 use crate::model::name;
 use crate::model::status::TaskState;
 
 use super::problems::{ensure, particular_problems, problem};
+use super::schedule::schedule_schema;
 
 /// Adds what every operation shares and states every rule the handlers enforce, so that a
 /// request the schema allows is one the API accepts:
@@ -98,12 +99,12 @@ fn labels_schema(nullable_values: bool) -> Object {
         } else {
             SchemaType::new(Type::String)
         })
-        .max_length(Some(resources::MAX_LABEL_VALUE))
+        .max_length(Some(labels::MAX_LABEL_VALUE))
         .pattern(Some(NO_CONTROL));
     let key = ObjectBuilder::new()
         .schema_type(Type::String)
         .min_length(Some(1))
-        .max_length(Some(resources::MAX_LABEL_KEY))
+        .max_length(Some(labels::MAX_LABEL_KEY))
         .pattern(Some(NO_CONTROL));
     ObjectBuilder::new()
         .schema_type(if nullable_values {
@@ -111,7 +112,7 @@ fn labels_schema(nullable_values: bool) -> Object {
         } else {
             SchemaType::new(Type::Object)
         })
-        .max_properties(Some(resources::MAX_LABELS))
+        .max_properties(Some(labels::MAX_LABELS))
         .property_names(Some(key))
         .additional_properties(Some(RefOr::T(Schema::Object(value.build()))))
         .description(Some(
@@ -194,6 +195,14 @@ fn constrain_schemas(openapi: &mut utoipa::openapi::OpenApi) {
     };
     for (schema_name, field, schema) in [
         ("CreateResource", "name", Schema::Object(name_schema())),
+        (
+            "CreateResource",
+            "labels",
+            Schema::Object(labels_schema(false)),
+        ),
+        ("CreateResource", "schedule", schedule_schema(false)),
+        ("ReplaceResource", "schedule", schedule_schema(false)),
+        ("PatchResource", "schedule", schedule_schema(true)),
         ("ResourceSpec", "name", Schema::Object(name_schema())),
         (
             "ReplaceResource",

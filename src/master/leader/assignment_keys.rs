@@ -416,7 +416,7 @@ impl Leader {
                 let mut value = (*e.value).clone();
                 value
                     .extra
-                    .insert(EPOCH_FIELD.to_owned(), e.mod_revision.into());
+                    .insert(EPOCH_FIELD.to_owned(), e.value.epoch(e.mod_revision).into());
                 let target = keys.assignment_key(to, name);
                 // Left alone when the resource's own txn already wrote it.
                 let put = Txn::new()
@@ -468,6 +468,7 @@ mod tests {
             name: name.into(),
             assigned_node: node.into(),
             creation_time: 0,
+            schedule: None,
             extra: Default::default(),
         }
     }

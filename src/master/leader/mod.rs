@@ -1,7 +1,8 @@
 //! The leader's duties. This file holds the term loop and what the duties share; each duty has a
 //! file: `takeover.rs`, `requests.rs` (create, delete, update), `reassign.rs`, `scheduling.rs`
 //! (the policy's step over [`crate::master::policy`]), `operators.rs` (cordon, drain, thaw,
-//! preview), `history.rs`, `assignment_keys.rs`, and [`writes`] (the fenced txn).
+//! preview), `recurring.rs` (schedules' runs), `runs.rs` (how runs end), `history.rs`,
+//! `assignment_keys.rs`, and [`writes`] (the fenced txn).
 //!
 //! A term starts with the take-over: workers from etcd and resources from this master's cache,
 //! each at one revision, loads rebuilt, seeds added, orphans assigned; only then is it ready
@@ -12,7 +13,9 @@ mod assignment_keys;
 mod history;
 mod operators;
 mod reassign;
+mod recurring;
 mod requests;
+mod runs;
 mod scheduling;
 mod takeover;
 pub mod writes;
@@ -35,6 +38,7 @@ use crate::model::resource::Resource;
 use crate::model::snowflake::Generator;
 use crate::model::status::{TaskState, TaskStatus};
 pub use operators::Preview;
+pub use requests::Init;
 pub use writes::WriteError;
 
 /// Most resources moved by one reassignment txn. etcd allows 128 operations per txn and gives
@@ -50,8 +54,8 @@ pub const MOVES: usize = BATCH / 3;
 pub struct LeaderConfig {
     /// Key layout.
     pub keys: KeyLayout,
-    /// Seed task names, created when missing.
-    pub seeds: Vec<String>,
+    /// Seed tasks, created when missing.
+    pub seeds: Vec<crate::config::SeedTask>,
     /// Deadline for one etcd request.
     pub request_timeout: Duration,
     /// The scheduling policy's settings.
@@ -77,6 +81,10 @@ struct Inner {
     kick: Notify,
     /// Which worker's assignment key holds each resource.
     ledger: Mutex<assignment_keys::Ledger>,
+    /// Scheduled resources by when they are next due.
+    due: Mutex<recurring::Due>,
+    /// Runs that ended and are not recorded yet.
+    ends: Mutex<runs::Ends>,
 }
 
 /// The leader's duties. Cheap to clone; write methods refuse unless this master leads.
@@ -139,6 +147,8 @@ impl Leader {
                 applied: watch::channel(0).0,
                 kick: Notify::new(),
                 ledger: Mutex::default(),
+                due: Mutex::default(),
+                ends: Mutex::default(),
             }),
         }
     }
@@ -170,20 +180,21 @@ impl Leader {
         for (name, entry) in &resources.objects {
             let worker = entry.value.assigned_worker();
             placement.set_resource_shared(name, Some(worker), resources.revision);
-            placement.set_done(name, self.completed(name, worker, entry.mod_revision));
+            let epoch = entry.value.epoch(entry.mod_revision);
+            placement.set_done(name, self.completed(name, worker, epoch));
         }
         placement.advance(resources.revision);
     }
 
-    /// True when resource `name` (at `mod_revision`, assigned to `worker`) has a status saying
-    /// its task completed at exactly this assignment.
-    fn completed(&self, name: &str, worker: Option<&str>, mod_revision: i64) -> bool {
+    /// True when resource `name` (at `epoch`, assigned to `worker`) has a status saying its
+    /// task completed at exactly this epoch.
+    fn completed(&self, name: &str, worker: Option<&str>, epoch: i64) -> bool {
         let Some(worker) = worker else {
             return false;
         };
         self.inner.statuses.get(name).is_some_and(|status| {
             let s = &status.value;
-            s.state == TaskState::Completed && s.epoch == mod_revision && s.worker == worker
+            s.state == TaskState::Completed && s.epoch == epoch && s.worker == worker
         })
     }
 
@@ -213,6 +224,28 @@ impl Leader {
             Err(WriteError::Deposed) => Err(self.deposed(fence)),
             other => other,
         }
+    }
+
+    /// Independent writes in one fenced txn: each applies if its own compares hold, whatever
+    /// becomes of the others. Returns whether each applied (all false when the txn failed).
+    async fn write_each(
+        &self,
+        fence: &Fence,
+        items: Vec<(Vec<Compare>, Vec<TxnOp>)>,
+    ) -> Result<Vec<bool>, WriteError> {
+        let n = items.len();
+        let ops = items
+            .into_iter()
+            .map(|(compares, ops)| TxnOp::txn(etcd_client::Txn::new().when(compares).and_then(ops)))
+            .collect();
+        let written = self.write(fence, vec![], ops).await?;
+        let mut applied: Vec<bool> = written
+            .responses
+            .into_iter()
+            .map(|r| matches!(r, etcd_client::TxnOpResponse::Txn(t) if t.succeeded()))
+            .collect();
+        applied.resize(n, false);
+        Ok(applied)
     }
 
     /// One fenced txn, timed and counted.
@@ -314,13 +347,26 @@ impl Leader {
         let mut verified = false;
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         loop {
+            // Woken when the next schedule is due, not a tick later.
+            let due_in = self.due().next().map_or(Duration::from_secs(3600), |at| {
+                Duration::from_millis(
+                    (at - crate::model::status::now_ms()).clamp(0, 3_600_000) as u64
+                )
+            });
             tokio::select! {
                 () = &mut verification, if !verified => verified = true,
-                Some(change) = resource_changes.recv() => self.on_resources(&change, loaded.resources),
+                Some(change) = resource_changes.recv() => {
+                    self.follow_schedules(&change);
+                    self.on_resources(&change, loaded.resources);
+                }
                 Some(change) = worker_changes.recv() => self.on_workers(&change, loaded.workers),
-                Some(change) = status_changes.recv() => self.on_statuses(&change),
+                Some(change) = status_changes.recv() => {
+                    self.note_ends(&change);
+                    self.on_statuses(&change);
+                }
                 () = self.inner.kick.notified() => {}
                 _ = tick.tick() => {}
+                () = tokio::time::sleep(due_in) => {}
             }
             if self.take_reverify() {
                 verification.set(self.verify_assignments());

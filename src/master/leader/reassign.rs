@@ -41,7 +41,8 @@ impl Leader {
                             self.scheduling().recent.insert(name.to_string(), now);
                         }
                         placement.set_resource_shared(name, Some(worker), change.revision);
-                        placement.set_done(name, self.completed(name, worker, new.mod_revision));
+                        let epoch = new.value.epoch(new.mod_revision);
+                        placement.set_done(name, self.completed(name, worker, epoch));
                     }
                     Event::Deleted { name, .. } => {
                         placement.set_resource_shared(name, None, change.revision);
@@ -97,7 +98,8 @@ impl Leader {
             let Some(entry) = self.inner.resources.get(name) else {
                 continue;
             };
-            let done = self.completed(name, entry.value.assigned_worker(), entry.mod_revision);
+            let epoch = entry.value.epoch(entry.mod_revision);
+            let done = self.completed(name, entry.value.assigned_worker(), epoch);
             placement.set_done(name, done);
             freed |= done;
         }
@@ -169,7 +171,7 @@ impl Leader {
         lookup: &(dyn Fn(&str) -> Option<(Resource, i64)> + Sync),
     ) -> Result<bool, WriteError> {
         let names: Vec<&str> = moves.iter().map(|m| m.name.as_str()).collect();
-        let histories = match self.histories(&names).await {
+        let mut histories = match self.histories(&names).await {
             Ok(h) => h,
             Err(e) => {
                 let mut placement = self.placement();
@@ -182,7 +184,8 @@ impl Leader {
         let now = crate::model::status::now_ms();
         // Each move is a compare and three or four ops (history, resource, the new worker's
         // key, the old one's delete); moves go into txns of at most BATCH ops.
-        let mut groups: Vec<(Compare, Vec<TxnOp>, &Move, bool)> = Vec::with_capacity(moves.len());
+        let mut groups: Vec<([Compare; 2], Vec<TxnOp>, &Move, bool)> =
+            Vec::with_capacity(moves.len());
         for m in moves {
             let Some((mut moved, mod_revision)) = lookup(&m.name) else {
                 self.placement().unplan(m);
@@ -195,12 +198,17 @@ impl Leader {
                 from: moved.assigned_worker().map(str::to_owned),
                 to: Some(m.to.worker.clone()),
             };
-            let mut ops =
-                vec![self.history_op(&m.name, histories.get(&m.name).map(Vec::as_slice), entry)?];
+            let stored = histories.remove(&m.name).unwrap_or_default();
+            let mut history = stored.history;
+            self.record_assignment(&mut history, &m.name, entry);
+            let mut ops = vec![self.history_put(&m.name, &history)?];
             let before = self.key_holder(&m.name);
             moved.assigned_node = Resource::assigned_node_value(&m.to.worker, &m.to.address);
             let key = self.inner.config.keys.resource_key(&m.name);
-            let compare = Compare::mod_revision(key.as_bytes(), CompareOp::Equal, mod_revision);
+            let compare = [
+                Compare::mod_revision(key.as_bytes(), CompareOp::Equal, mod_revision),
+                self.history_unchanged(&m.name, stored.version),
+            ];
             let value = serde_json::to_vec(&moved)?;
             ops.extend(assignment_keys::ops(
                 &self.inner.config.keys,
@@ -224,7 +232,7 @@ impl Leader {
                 let Some((compare, group, m, orphan)) = rest.next() else {
                     break;
                 };
-                compares.push(compare);
+                compares.extend(compare);
                 ops.extend(group);
                 writing.push(m);
                 orphans += u64::from(orphan);

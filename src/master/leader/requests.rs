@@ -1,27 +1,43 @@
 //! The writes clients ask for: create, delete and update of one resource, each one fenced txn
 //! that also writes the resource's history when its assignment changes (created, pinned,
-//! restarted) and deletes it with the resource.
+//! restarted) or a new run of its task starts, and deletes it with the resource.
+//!
+//! A change the task does not see (its schedule) keeps the run going: the resource keeps its
+//! epoch ([`EPOCH_FIELD`]), so its worker does not start the task again.
 
+use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use etcd_client::{Compare, CompareOp, TxnOp};
 use tracing::debug;
 
+use super::history::Stored;
 use super::{Leader, WriteError, Written, assignment_keys};
 use crate::etcd::cache::Object;
 use crate::etcd::timed;
 use crate::master::leadership::Fence;
 use crate::master::placement::Placement;
-use crate::model::resource::{RESTARTED_FIELD, Resource};
+use crate::model::history::{History, Run, Start};
+use crate::model::recurrence::{Recurrence, Rule};
+use crate::model::resource::{EPOCH_FIELD, LABELS_FIELD, RESTARTED_FIELD, Resource};
 use crate::model::schedule::{Assignment, Reason};
 use crate::model::status::now_ms;
+
+/// What a client gives a new resource besides its name (already checked).
+#[derive(Debug, Clone, Default)]
+pub struct Init {
+    /// Its labels.
+    pub labels: BTreeMap<String, String>,
+    /// Its schedule, when it recurs.
+    pub schedule: Option<Rule>,
+}
 
 impl Leader {
     /// Creates resource `name` (already validated), assigned to the least-loaded worker with
     /// room, or unassigned when there is none. Fails with `Exists` when the name is taken.
-    pub async fn create(&self, name: &str) -> Result<Written, WriteError> {
+    pub async fn create(&self, name: &str, init: &Init) -> Result<Written, WriteError> {
         let fence = self.fence()?;
-        let created = self.create_fenced(&fence, name).await?;
+        let created = self.create_fenced(&fence, name, init).await?;
         self.wait_applied(created.revision).await;
         Ok(created)
     }
@@ -30,6 +46,7 @@ impl Leader {
         &self,
         fence: &Fence,
         name: &str,
+        init: &Init,
     ) -> Result<Written, WriteError> {
         let reservation = self.placement().reserve();
         let release = |p: &mut Placement| {
@@ -37,7 +54,7 @@ impl Leader {
                 p.cancel(r.token);
             }
         };
-        let resource = match self.new_resource(name, reservation.as_ref()) {
+        let resource = match self.new_resource(name, reservation.as_ref(), init) {
             Ok(r) => r,
             Err(e) => {
                 release(&mut self.placement());
@@ -53,7 +70,9 @@ impl Leader {
             to: reservation.as_ref().map(|r| r.worker.clone()),
         };
         // A new resource starts a new history, whatever an earlier one of that name left.
-        let history = self.history_op(name, None, entry)?;
+        let mut history = History::default();
+        self.record_assignment(&mut history, name, entry);
+        let history = self.history_put(name, &history)?;
         let before = self.key_holder(name);
         let mut ops = assignment_keys::ops(
             &self.inner.config.keys,
@@ -108,20 +127,28 @@ impl Leader {
         &self,
         name: &str,
         reservation: Option<&crate::master::placement::Reservation>,
+        init: &Init,
     ) -> Result<Resource, WriteError> {
         let id = self.inner.ids.next_id()?;
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as i64);
-        Ok(Resource {
+        let mut resource = Resource {
             id: id.into(),
             name: name.into(),
             assigned_node: reservation.map_or_else(Default::default, |r| {
                 Resource::assigned_node_value(&r.worker, &r.address)
             }),
             creation_time: now,
+            schedule: Recurrence::set(None, init.schedule.clone(), now_ms()).map(Box::new),
             extra: Default::default(),
-        })
+        };
+        if !init.labels.is_empty() {
+            resource
+                .extra
+                .insert(LABELS_FIELD.to_owned(), serde_json::to_value(&init.labels)?);
+        }
+        Ok(resource)
     }
 
     /// Deletes resource `name`, only if its mod revision is `if_match` when given. Returns the
@@ -195,6 +222,32 @@ impl Leader {
             if let Some(node) = &pinned {
                 resource.assigned_node = node.clone();
             }
+            let reason = if resource.assigned_worker() != before.assigned_worker() {
+                Some(Reason::Pinned)
+            } else if resource.extra.get(RESTARTED_FIELD) != before.extra.get(RESTARTED_FIELD) {
+                Some(Reason::Restarted)
+            } else {
+                None
+            };
+            // The task sees everything but its schedule: a change of that alone keeps the run.
+            let seen = |r: &Resource| {
+                let mut r = r.clone();
+                r.schedule = None;
+                r.extra.remove(EPOCH_FIELD);
+                r
+            };
+            let new_run = reason.is_some() || seen(&resource) != seen(&before);
+            if reason == Some(Reason::Restarted)
+                && let Some(s) = resource.schedule.as_mut()
+            {
+                s.progress.run_slot_ms = None;
+            }
+            if new_run {
+                resource.extra.remove(EPOCH_FIELD);
+            } else {
+                let epoch = before.epoch(version);
+                resource.extra.insert(EPOCH_FIELD.to_owned(), epoch.into());
+            }
             let value = serde_json::to_vec(&resource)?;
             let holder = self.key_holder(name);
             let mut ops = assignment_keys::ops(
@@ -205,25 +258,37 @@ impl Leader {
                 &value,
             );
             ops.push(TxnOp::put(key.as_bytes(), value, None));
-            let reason = if resource.assigned_worker() != before.assigned_worker() {
-                Some(Reason::Pinned)
-            } else if resource.extra.get(RESTARTED_FIELD) != before.extra.get(RESTARTED_FIELD) {
-                Some(Reason::Restarted)
-            } else {
-                None
-            };
-            if let Some(reason) = reason {
-                // Read after the resource, so it is current if the resource is unchanged.
-                let stored = self.histories(&[name]).await?;
-                let entry = Assignment {
-                    reason,
-                    at_ms: now_ms(),
-                    from: before.assigned_worker().map(str::to_owned),
-                    to: resource.assigned_worker().map(str::to_owned),
-                };
-                ops.push(self.history_op(name, stored.get(name).map(Vec::as_slice), entry)?);
+            let mut compares = vec![Compare::mod_revision(
+                key.as_bytes(),
+                CompareOp::Equal,
+                version,
+            )];
+            if new_run {
+                let mut stored = self.histories(&[name]).await?;
+                let Stored {
+                    mut history,
+                    version: seen,
+                } = stored.remove(name).unwrap_or_default();
+                let to = resource.assigned_worker().map(str::to_owned);
+                match reason {
+                    Some(reason) => {
+                        let entry = Assignment {
+                            reason,
+                            at_ms: now_ms(),
+                            from: before.assigned_worker().map(str::to_owned),
+                            to,
+                        };
+                        self.record_assignment(&mut history, name, entry);
+                    }
+                    None => {
+                        let run = Run::new(Start::Updated, to.as_deref(), now_ms());
+                        self.record_run(&mut history, name, run);
+                    }
+                }
+                ops.push(self.history_put(name, &history)?);
+                compares.push(self.history_unchanged(name, seen));
             }
-            let written = self.write_at(&fence, &key, version, ops).await?;
+            let written = self.write(&fence, compares, ops).await?;
             if written.applied {
                 self.assigned(name, resource.assigned_worker());
                 if let Some(reason) = reason {
@@ -235,9 +300,8 @@ impl Leader {
                     revision: written.revision,
                 });
             }
-            if if_match.is_some() {
-                return Err(WriteError::PreconditionFailed);
-            }
+            // The next read tells a changed resource (412 under If-Match) from a history that
+            // changed alone.
         }
         Err(WriteError::Contended)
     }

@@ -102,7 +102,9 @@ impl Leader {
         tolerate("reassignment", self.reconcile(fence).await)?;
         tolerate("assignment keys", self.repair_assignments(fence).await)?;
         tolerate("drains", self.drain_step(fence).await)?;
-        tolerate("rebalancing", self.rebalance_step(fence).await)
+        tolerate("rebalancing", self.rebalance_step(fence).await)?;
+        tolerate("schedules", self.recurring_step(fence).await)?;
+        tolerate("run ends", self.record_ends(fence).await)
     }
 
     /// Gives every absent worker holding tasks a departure time (now, when the leader did not
@@ -359,8 +361,8 @@ impl Leader {
         let reported = entry.as_ref().and_then(|e| {
             let status = self.inner.statuses.get(name)?;
             let s = &status.value;
-            let current =
-                Some(s.worker.as_str()) == e.value.assigned_worker() && s.epoch == e.mod_revision;
+            let current = Some(s.worker.as_str()) == e.value.assigned_worker()
+                && s.epoch == e.value.epoch(e.mod_revision);
             current.then_some(s.started_at_ms).flatten()
         });
         let created_ms = entry

@@ -37,11 +37,18 @@ impl Leader {
         let (mut placement, scheduling, workers, workers_revision) = self.load_scheduling().await?;
         let snapshot = self.inner.resources.snapshot();
         let revision = snapshot.revision;
-        let seeds: HashSet<&str> = self.inner.config.seeds.iter().map(String::as_str).collect();
+        let seeds: HashSet<&str> = self
+            .inner
+            .config
+            .seeds
+            .iter()
+            .map(|s| s.name.as_str())
+            .collect();
         let mut present: HashSet<String> = HashSet::new();
         let resources = snapshot.objects.len();
         let mut loaded: HashMap<String, (Resource, i64)> = HashMap::new();
         self.place(&mut placement, &snapshot);
+        self.queue_schedules(&snapshot);
         for (name, entry) in &snapshot.objects {
             let r = &entry.value;
             if let Some(id) = r.id.as_u64() {
@@ -74,13 +81,17 @@ impl Leader {
         crate::etcd::cache::release_free_memory();
         self.inner.applied.send_replace(revision);
         for seed in &self.inner.config.seeds {
-            if present.contains(seed) {
+            if present.contains(&seed.name) {
                 continue;
             }
-            match self.create_fenced(fence, seed).await {
+            let init = super::Init {
+                labels: Default::default(),
+                schedule: seed.schedule.clone(),
+            };
+            match self.create_fenced(fence, &seed.name, &init).await {
                 Ok(created) => {
-                    info!(name = %seed, node = %created.resource.assigned_node, "seed task added");
-                    loaded.insert(seed.clone(), (created.resource, created.revision));
+                    info!(name = %seed.name, node = %created.resource.assigned_node, "seed task added");
+                    loaded.insert(seed.name.clone(), (created.resource, created.revision));
                 }
                 Err(WriteError::Exists) => {}
                 Err(e) => return Err(e),
