@@ -201,7 +201,7 @@ async fn create_in_the_dashboard_then_watch_a_dead_workers_resource_move() {
     let mut yaml = std::fs::read_to_string(&config).expect("config");
     yaml = yaml.replace(
         "worker:\n",
-        "worker:\n  lease_margin_ms: 1000\n  runners:\n    default: [sh, -c, \"echo crawling $CRAWLER_TASK_NAME; while true; do echo fetched a page; sleep 0.2; done\"]\n",
+        "worker:\n  lease_margin_ms: 1000\n  runners:\n    default: [sh, -c, \"echo crawling $CRAWLER_TASK_NAME; while true; do echo fetched a page; sleep 0.2; done\"]\n    rules:\n      - tasks: \"recur-*\"\n        command: [sh, -c, \"echo recrawled > $CRAWLER_SUMMARY_FILE\"]\n",
     );
     std::fs::write(&config, yaml).expect("config");
     let endpoints = vec![etcd.url.clone()];
@@ -326,6 +326,48 @@ async fn create_in_the_dashboard_then_watch_a_dead_workers_resource_move() {
         &format!("{other_row} button[data-op=\"uncordon\"]"),
         &format!("{other_row} .wstate"),
         "ready",
+    )
+    .await;
+
+    // A recurring task: its schedule shows in its row, its runs in its panel, and the row's
+    // toggle suspends and resumes it.
+    let (status, body) = create_with(
+        &master.url,
+        json!({"name": "recur-1", "schedule": {"every": "1s"}}),
+    )
+    .await
+    .expect("create");
+    assert_eq!(status, 201, "{body}");
+    let cell = "tr[data-resource=\"recur-1\"] .schedule";
+    eventually("the schedule shows", Duration::from_secs(20), || async {
+        let text = driver.text(cell).await?;
+        (text.contains("every 1s") && text.contains("last started")).then_some(())
+    })
+    .await;
+    click_until(
+        &driver,
+        &format!("{cell} button[data-suspend=\"true\"]"),
+        &format!("{cell} button"),
+        "resume",
+    )
+    .await;
+    let (_, _, view) = get_json(&format!("{}/api/v1/resources/recur-1", master.url))
+        .await
+        .expect("get");
+    assert_eq!(view["schedule"]["suspend"], true, "{view}");
+    driver
+        .click("tr[data-resource=\"recur-1\"] button[data-log]")
+        .await;
+    eventually("its runs show", Duration::from_secs(20), || async {
+        let runs = driver.text("#detail-runs").await?;
+        (runs.contains("scheduled") && runs.contains("recrawled")).then_some(())
+    })
+    .await;
+    click_until(
+        &driver,
+        &format!("{cell} button[data-suspend=\"false\"]"),
+        &format!("{cell} button"),
+        "suspend",
     )
     .await;
 

@@ -100,11 +100,15 @@ fn starts(dir: &Path, task: &str) -> Vec<Record> {
 }
 
 async fn post(master: &str, body: Value) -> (u16, Value) {
-    send(http().post(format!("{master}/api/v1/resources")), body).await
+    create_with(master, body).await.unwrap_or((0, Value::Null))
 }
 
 async fn patch(master: &str, name: &str, body: Value) -> (u16, Value) {
-    send(http().patch(format!("{master}/api/v1/resources/{name}")), body).await
+    send(
+        http().patch(format!("{master}/api/v1/resources/{name}")),
+        body,
+    )
+    .await
 }
 
 async fn send(request: reqwest::RequestBuilder, body: Value) -> (u16, Value) {

@@ -230,9 +230,17 @@ pub async fn metric(master: &str, name: &str) -> f64 {
 
 /// POSTs a create and returns status and JSON body.
 pub async fn create(master: &str, name: &str) -> Option<(u16, serde_json::Value)> {
+    create_with(master, serde_json::json!({ "name": name })).await
+}
+
+/// POSTs a create with the whole `body` (labels, schedule) and returns status and JSON body.
+pub async fn create_with(
+    master: &str,
+    body: serde_json::Value,
+) -> Option<(u16, serde_json::Value)> {
     let resp = http()
         .post(format!("{master}/api/v1/resources"))
-        .json(&serde_json::json!({ "name": name }))
+        .json(&body)
         .send()
         .await
         .ok()?;

@@ -7,7 +7,8 @@
 //! with tiny counts, as a smoke test.
 //!
 //! One file per scenario (`reads.rs`, `creates.rs`, `follower.rs`, `propagation.rs`, `failover.rs`,
-//! `scale.rs`, `ids.rs`, `scheduling.rs`, `fanout.rs`, `workers.rs`, `real_load.rs`), over a
+//! `scale.rs`, `ids.rs`, `scheduling.rs`, `fanout.rs`, `workers.rs`, `real_load.rs`, `soak/`,
+//! `recurring.rs`), over a
 //! shared `harness.rs` and `report.rs`; this file runs them in order.
 
 mod creates;
@@ -20,6 +21,7 @@ pub mod load;
 mod propagation;
 mod reads;
 mod real_load;
+mod recurring;
 mod report;
 mod scale;
 mod scheduling;
@@ -42,6 +44,7 @@ use ids::ids;
 use propagation::propagation;
 use reads::cached_read;
 use real_load::real_load;
+use recurring::recurring;
 use report::{Report, write_report};
 use scale::scale;
 use scheduling::scheduling;
@@ -144,6 +147,9 @@ pub async fn run(options: BenchOptions) -> Result<(), ToolError> {
     }
     if options.runs(12) {
         soak(&mut report, q, options.soak_secs).await?;
+    }
+    if options.runs(13) {
+        recurring(&mut report, q).await?;
     }
 
     let total = started.elapsed();
