@@ -17,7 +17,8 @@ const WAIT: Duration = Duration::from_secs(30);
 
 fn config(dir: &Path) -> PathBuf {
     let worker = format!(
-        "  lease_margin_ms: 1000\n  data_dir: {}\n  runners:\n    rules:\n      - tasks: \"tick-*\"\n        \
+        "  lease_margin_ms: 1000\n  data_dir: {}\n  runners:\n    rules:\n      - tasks: \"once-*\"\n        \
+         command: [sh, -c, \"echo ran > $CRAWLER_SUMMARY_FILE\"]\n      - tasks: \"tick-*\"\n        \
          command: [sh, -c, \"i=0; while true; do i=$((i+1)); echo tick $i; sleep 0.1; done\"]\n    \
          default: [sh, -c, \"echo hello from $CRAWLER_TASK_NAME; exec sleep 600\"]\n",
         dir.join("data").display()
@@ -278,6 +279,49 @@ async fn every_command_works_as_documented_with_its_exit_code() {
     ] {
         expect(s, args, 2).await;
     }
+    // A recurring task: labels and a schedule at creation, its runs, suspend and resume.
+    let created = expect(
+        s,
+        &["create", "once-1", "--label", "site=news", "--every", "1s"],
+        0,
+    )
+    .await;
+    assert!(created.contains("resource/once-1 created"), "{created}");
+    until(s, &["runs", "once-1"], |t| {
+        t.contains("scheduled") && t.contains("completed") && t.contains("ran")
+    })
+    .await;
+    assert!(
+        expect(s, &["suspend", "once-1"], 0)
+            .await
+            .contains("suspended")
+    );
+    assert!(
+        expect(s, &["suspend", "once-1"], 0)
+            .await
+            .contains("unchanged")
+    );
+    let wide = expect(s, &["get", "r", "once-1", "-o", "wide"], 0).await;
+    assert!(
+        wide.contains("every 1s (suspended)") && wide.contains("site=news"),
+        "{wide}"
+    );
+    assert!(
+        expect(s, &["resume", "once-1"], 0)
+            .await
+            .contains("resumed")
+    );
+    let bad = ctl(s, &["create", "bad-1", "--every", "0s"]).await;
+    assert_eq!(bad.code, 1);
+    assert!(bad.stderr.contains("schedule.every"), "{}", bad.stderr);
+    assert_eq!(
+        ctl(s, &["create", "bad-2", "--time-zone", "UTC"])
+            .await
+            .code,
+        2
+    );
+    expect(s, &["delete", "once-1"], 0).await;
+
     let bash = expect(s, &["completion", "bash"], 0).await;
     assert!(bash.contains("ctl") && bash.contains("complete"), "{bash}");
     // No master answers: exit 1, naming what to set.

@@ -771,9 +771,11 @@ async fn history_keeps_every_reason_across_a_leader_change_and_a_preview_moves_n
         .get("/crawler/history/hist-001", None)
         .await
         .expect("get");
+    // One document holds the assignments and the runs they started.
     let stored: Value = serde_json::from_slice(hist.kvs()[0].value()).expect("json");
-    assert_eq!(stored[0]["reason"], "created");
-    assert_eq!(stored[0]["to"], worker_id(1).as_str());
+    assert_eq!(stored["assignments"][0]["reason"], "created");
+    assert_eq!(stored["assignments"][0]["to"], worker_id(1).as_str());
+    assert_eq!(stored["runs"][0]["reason"], "created");
     let pinned = client
         .get("/crawler/history/hist-000", None)
         .await

@@ -35,9 +35,33 @@ pub enum CtlCommand {
         /// Its name.
         name: String,
     },
-    /// Create a resource (a crawl task).
+    /// Create a resource (a crawl task), with its labels and schedule.
     Create {
         /// Its name.
+        name: String,
+        /// A label, `key=value` (repeat).
+        #[arg(short, long = "label")]
+        labels: Vec<String>,
+        /// Its schedule, when it recurs.
+        #[command(flatten)]
+        schedule: super::schedule::ScheduleArgs,
+    },
+    /// A task's runs: why each started, when, how long, how it ended; and the slots passed.
+    Runs {
+        /// The resource.
+        name: String,
+        /// Output format.
+        #[arg(short, long, value_enum, default_value_t = Format::Table)]
+        output: Format,
+    },
+    /// Suspend a resource's schedule (the run going is left alone).
+    Suspend {
+        /// The resource.
+        name: String,
+    },
+    /// Resume a resource's schedule (slots passed while suspended are not caught up).
+    Resume {
+        /// The resource.
         name: String,
     },
     /// Delete a resource.

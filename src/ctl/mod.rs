@@ -8,6 +8,7 @@
 mod args;
 mod client;
 mod follow;
+mod schedule;
 mod show;
 mod verbs;
 

@@ -49,7 +49,7 @@ pub fn header(kind: Kind, wide: bool) -> Vec<&'static str> {
     if wide {
         columns.extend(match kind {
             Kind::Workers => ["VERSION", "METADATA"].as_slice(),
-            Kind::Resources => ["ID", "EPOCH", "LABELS", "MESSAGE"].as_slice(),
+            Kind::Resources => ["ID", "EPOCH", "LABELS", "SCHEDULE", "MESSAGE"].as_slice(),
         });
     }
     columns
@@ -92,11 +92,29 @@ pub fn row(kind: Kind, item: &Value, wide: bool) -> Vec<String> {
                 text(&item["id"]),
                 text(&status["epoch"]),
                 pairs(&item["labels"]),
+                schedule(&item["schedule"]),
                 text(&status["message"]),
             ]),
         }
     }
     cells
+}
+
+/// A schedule as a cell: its cadence and what comes next.
+fn schedule(s: &Value) -> String {
+    if s.is_null() {
+        return "-".to_owned();
+    }
+    let cadence = match (s["cron"].as_str(), s["every"].as_str()) {
+        (Some(cron), _) => cron.to_owned(),
+        (None, Some(every)) => format!("every {every}"),
+        (None, None) => "-".to_owned(),
+    };
+    if s["suspend"] == true {
+        format!("{cadence} (suspended)")
+    } else {
+        format!("{cadence} (next {})", text(&s["next_run_at"]))
+    }
 }
 
 /// A table of `items` with a header.

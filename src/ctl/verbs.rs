@@ -16,15 +16,39 @@ use super::show::{self, text};
 /// Runs a command other than `get`, `describe` and `completion`.
 pub async fn run(client: &Client, command: CtlCommand) -> Result<(), CtlError> {
     match command {
-        CtlCommand::Create { name } => {
+        CtlCommand::Create {
+            name,
+            labels,
+            schedule,
+        } => {
+            let mut body = json!({ "name": name });
+            let mut set = BTreeMap::new();
+            for (key, value) in label_changes(&labels)? {
+                let value = value.ok_or_else(|| {
+                    CtlError::Usage(format!("{key}-: a new resource has no label to remove"))
+                })?;
+                set.insert(key, value);
+            }
+            let labels = set;
+            if !labels.is_empty() {
+                body["labels"] = json!(labels);
+            }
+            if let Some(schedule) = schedule.body()? {
+                body["schedule"] = schedule;
+            }
             let created = client
-                .json(
-                    Method::POST,
-                    "/api/v1/resources",
-                    Some(&json!({ "name": name })),
-                )
+                .json(Method::POST, "/api/v1/resources", Some(&body))
                 .await?;
             say(&format!("resource/{} created", text(&created["name"])));
+        }
+        CtlCommand::Runs { name, output } => {
+            print_flushed(&super::schedule::runs(client, &name, output).await?);
+        }
+        CtlCommand::Suspend { name } => {
+            say(&super::schedule::set_suspended(client, &name, true).await?);
+        }
+        CtlCommand::Resume { name } => {
+            say(&super::schedule::set_suspended(client, &name, false).await?);
         }
         CtlCommand::Delete {
             name,
