@@ -44,7 +44,7 @@ pub enum CtlCommand {
         labels: Vec<String>,
         /// Its schedule, when it recurs.
         #[command(flatten)]
-        schedule: super::schedule::ScheduleArgs,
+        schedule: ScheduleArgs,
     },
     /// A task's runs: why each started, when, how long, how it ended; and the slots passed.
     Runs {
@@ -195,4 +195,27 @@ pub enum Format {
     Json,
     /// The API's objects as YAML.
     Yaml,
+}
+
+/// The schedule flags of `create`.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ScheduleArgs {
+    /// Run on a 5-field cron, e.g. "0 */6 * * *" or @daily.
+    #[arg(long, conflicts_with = "every")]
+    pub cron: Option<String>,
+    /// Run every so often, e.g. 30m.
+    #[arg(long)]
+    pub every: Option<String>,
+    /// IANA time zone of the cron (default UTC).
+    #[arg(long)]
+    pub time_zone: Option<String>,
+    /// What a slot does while a run goes: skip (default) or replace.
+    #[arg(long)]
+    pub overlap: Option<String>,
+    /// A slot decided later than this after it was due is missed, e.g. 10m.
+    #[arg(long)]
+    pub starting_deadline: Option<String>,
+    /// Create it suspended.
+    #[arg(long)]
+    pub suspend: bool,
 }

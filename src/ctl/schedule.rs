@@ -4,32 +4,9 @@
 use reqwest::Method;
 use serde_json::{Map, Value, json};
 
-use super::args::Format;
+use super::args::{Format, ScheduleArgs};
 use super::client::{Client, CtlError, segment};
 use super::show::{self, text};
-
-/// The schedule flags of `create`.
-#[derive(Debug, Clone, Default, clap::Args)]
-pub struct ScheduleArgs {
-    /// Run on a 5-field cron, e.g. "0 */6 * * *" or @daily.
-    #[arg(long, conflicts_with = "every")]
-    pub cron: Option<String>,
-    /// Run every so often, e.g. 30m.
-    #[arg(long)]
-    pub every: Option<String>,
-    /// IANA time zone of the cron (default UTC).
-    #[arg(long)]
-    pub time_zone: Option<String>,
-    /// What a slot does while a run goes: skip (default) or replace.
-    #[arg(long)]
-    pub overlap: Option<String>,
-    /// A slot decided later than this after it was due is missed, e.g. 10m.
-    #[arg(long)]
-    pub starting_deadline: Option<String>,
-    /// Create it suspended.
-    #[arg(long)]
-    pub suspend: bool,
-}
 
 impl ScheduleArgs {
     /// The API's `schedule`, if a cadence is given; a refinement without one is a usage error.
