@@ -286,7 +286,11 @@ mod tests {
         assert_eq!(lines[0], header(Kind::Resources, true));
         assert_eq!(lines[1][..4], ["a", "running", "w-1", "2"]);
         assert!(lines[1][4].ends_with('d'), "{:?}", lines[1]);
-        assert_eq!(lines[1][5..], ["7", "9", "team=x", "ok"]);
+        assert_eq!(lines[1][5..], ["7", "9", "team=x", "-", "ok"]);
+        let every = serde_json::json!({"every": "30s", "suspend": false, "next_run_at": "soon"});
+        assert_eq!(schedule(&every), "every 30s (next soon)");
+        let cron = serde_json::json!({"cron": "@daily", "suspend": true});
+        assert_eq!(schedule(&cron), "@daily (suspended)");
         let json = list(Kind::Resources, &items, Format::Json).expect("json");
         let back: Value = serde_json::from_str(&json).expect("parses");
         assert_eq!(back["items"][0]["name"], "a");
