@@ -274,7 +274,12 @@ async fn every_two_seconds_is_a_new_epoch_each_time_and_each_run_is_recorded() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["schedule"]["suspend"], true);
     assert!(body["schedule"]["next_run_at"].is_null(), "{body}");
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // A run decided before the PATCH ends first.
+    eventually("the last run completed", WAIT, || async {
+        let s = &resource(m, "quick-a").await["status"];
+        (s["state"] == "completed" && s["stale"] == false).then_some(())
+    })
+    .await;
     let count = starts(&c.records, "quick-a").len();
     tokio::time::sleep(Duration::from_secs(4)).await;
     assert_eq!(
@@ -394,9 +399,13 @@ async fn skip_never_runs_two_at_once_and_replace_stops_the_old_run_first() {
     // A change of the schedule alone keeps the run going: the same process, the same epoch.
     let (status, body) = patch(m, "long-r", json!({"schedule": {"every": "1h"}})).await;
     assert_eq!(status, 200, "{body}");
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // A replacement decided before the PATCH starts first.
+    let epoch = eventually("the last run going", WAIT, || async {
+        let s = resource(m, "long-r").await["status"].clone();
+        (s["state"] == "running" && s["stale"] == false).then_some(s["epoch"].clone())
+    })
+    .await;
     let before = records(&c.records, "long-r").len();
-    let epoch = resource(m, "long-r").await["status"]["epoch"].clone();
     let (status, body) = patch(m, "long-r", json!({"schedule": {"suspend": true}})).await;
     assert_eq!(status, 200, "{body}");
     tokio::time::sleep(Duration::from_secs(3)).await;

@@ -362,6 +362,7 @@ impl Leader {
                 Some(change) = worker_changes.recv() => self.on_workers(&change, loaded.workers),
                 Some(change) = status_changes.recv() => {
                     self.note_ends(&change);
+                    self.follow_reports(&change);
                     self.on_statuses(&change);
                 }
                 () = self.inner.kick.notified() => {}

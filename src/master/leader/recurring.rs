@@ -9,7 +9,7 @@
 //! per tick.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::sync::MutexGuard;
 
 use etcd_client::{Compare, CompareOp, TxnOp};
@@ -31,9 +31,9 @@ const TXNS: usize = 8;
 const RETRY_MS: i64 = 1000;
 /// How long after a slot the leader waits for the worker to report the run before it, when
 /// no report says whether the run goes (a worker or the cluster coming back), ms.
-const UNKNOWN_WAIT_MS: i64 = 5000;
-/// How often it looks again meanwhile, ms.
-const UNKNOWN_POLL_MS: i64 = 250;
+const UNKNOWN_WAIT_MS: i64 = 10_000;
+/// How often it looks again meanwhile, ms; a report of the task decides at once.
+const UNKNOWN_POLL_MS: i64 = 2_000;
 
 /// Whether the current run of a resource goes, as the leader knows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,6 +51,8 @@ enum Going {
 pub(super) struct Due {
     heap: BinaryHeap<Reverse<(i64, Name)>>,
     at: HashMap<Name, i64>,
+    /// Those waiting for their worker to report the run before (decided as soon as it does).
+    waiting: HashSet<Name>,
 }
 
 impl Due {
@@ -64,6 +66,7 @@ impl Due {
             }
             None => {
                 self.at.remove(&**name);
+                self.waiting.remove(&**name);
             }
         }
         // Entries that changed since they were pushed are dropped as they come up; rebuilt
@@ -88,6 +91,13 @@ impl Due {
         None
     }
 
+    /// Decides `name` at once if it waits for a report of its run (one just came).
+    fn reported(&mut self, name: &str, now: i64) {
+        if let Some(name) = self.waiting.take(name) {
+            self.set(&name, Some(now));
+        }
+    }
+
     /// Takes up to `limit` resources due at or before `now`.
     fn pop(&mut self, now: i64, limit: usize) -> Vec<Name> {
         let mut due = Vec::new();
@@ -96,6 +106,7 @@ impl Due {
                 Some(at) if at <= now => {
                     if let Some(Reverse((_, name))) = self.heap.pop() {
                         self.at.remove(&*name);
+                        self.waiting.remove(&*name);
                         due.push(name);
                     }
                 }
@@ -156,6 +167,19 @@ impl Leader {
         }
     }
 
+    /// Follows one batch of statuses: a schedule waiting for a report of its run is decided
+    /// now.
+    pub(super) fn follow_reports(&self, change: &Change<crate::model::status::TaskStatus>) {
+        let now = now_ms();
+        let mut due = self.due();
+        if due.waiting.is_empty() {
+            return;
+        }
+        for event in &change.events {
+            due.reported(event.name(), now);
+        }
+    }
+
     /// Whether the run of `r` at `epoch` goes: it waits for a worker, or its worker reported
     /// it going or ended, or has not reported it.
     fn going(&self, r: &Resource, epoch: i64) -> Going {
@@ -202,7 +226,9 @@ impl Leader {
                     && act.outcome == Outcome::Skipped
                     && now - act.slot < UNKNOWN_WAIT_MS
                 {
-                    self.due().set(&name, Some(now + UNKNOWN_POLL_MS));
+                    let mut due = self.due();
+                    due.set(&name, Some(now + UNKNOWN_POLL_MS));
+                    due.waiting.insert(name);
                     continue;
                 }
                 match decision {
@@ -354,7 +380,17 @@ mod tests {
             due.set(&b, Some(100 + i));
         }
         assert!(due.heap.len() <= 2 * due.len() + 1024);
-        assert_eq!(due.pop(i64::MAX, 10), vec![b]);
+        assert_eq!(due.pop(i64::MAX, 10), vec![Name::clone(&b)]);
         assert_eq!(due.next(), None);
+        // One waiting for a report is decided when it comes; others are left alone.
+        due.set(&a, Some(500));
+        due.waiting.insert(Name::clone(&a));
+        due.set(&b, Some(900));
+        due.reported("b", 50);
+        due.reported("a", 50);
+        assert_eq!(due.next(), Some(50));
+        assert_eq!(due.pop(60, 10), vec![a]);
+        assert!(due.waiting.is_empty());
+        assert_eq!(due.next(), Some(900));
     }
 }
