@@ -169,9 +169,22 @@ pub struct WorkerArgs {
     /// Most resources this worker takes (default: from config).
     #[arg(long)]
     pub capacity: Option<u32>,
+    /// A label published in the registration, which tasks' selectors match: `key=value`
+    /// (repeat it); it adds to or overrides `worker.labels`.
+    #[arg(long = "label", value_name = "KEY=VALUE", value_parser = label)]
+    pub labels: Vec<(String, String)>,
     /// etcd and config flags.
     #[command(flatten)]
     pub common: Common,
+}
+
+/// One `--label key=value`, checked.
+fn label(text: &str) -> Result<(String, String), String> {
+    let (key, value) = text
+        .split_once('=')
+        .ok_or_else(|| format!("{text:?} is not key=value"))?;
+    crate::model::registry::check_label(key, value)?;
+    Ok((key.to_owned(), value.to_owned()))
 }
 
 /// The URL to advertise for a master listening on `http`.

@@ -147,6 +147,13 @@ async fn run_worker(args: crawler::cli::WorkerArgs) -> Result<(), BoxError> {
         id: args.id,
         address: args.addr.clone(),
         capacity: args.capacity.unwrap_or(config.worker.capacity),
+        labels: config
+            .worker
+            .labels
+            .clone()
+            .into_iter()
+            .chain(args.labels)
+            .collect(),
         program: std::env::current_exe()
             .map_err(|e| format!("cannot find this program to start the guard: {e}"))?,
     };

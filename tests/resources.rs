@@ -30,10 +30,12 @@ async fn seeds_are_stored_unassigned_then_assigned_when_a_worker_joins_and_survi
         crawler::config::SeedTask {
             name: "douban".into(),
             schedule: None,
+            placement: Default::default(),
         },
         crawler::config::SeedTask {
             name: "xiaohongshu".into(),
             schedule: None,
+            placement: Default::default(),
         },
     ];
     let master = start_master(config.clone(), 1).await;

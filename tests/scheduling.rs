@@ -37,7 +37,7 @@ fn policy(
         rebalance_max_moves: 0,
         rebalance_interval: Duration::from_secs(1),
         min_runtime: Duration::ZERO,
-        runs_kept: 20,
+        ..Default::default()
     };
     tweak(&mut config.scheduling);
     config

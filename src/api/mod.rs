@@ -7,6 +7,7 @@ pub mod body;
 pub mod cluster;
 pub mod compat;
 pub mod consistency;
+pub mod constraints;
 pub mod dashboard;
 pub mod error;
 pub mod events;

@@ -42,6 +42,17 @@ pub struct PlannedMove {
     pub to: String,
     /// `drained`, `worker-left` or `created`.
     pub reason: &'static str,
+    /// Why that worker: what the task asks of it, then the least loaded.
+    pub why: String,
+}
+
+/// A resource that would find no worker.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UnplacedView {
+    /// Resource name.
+    pub name: String,
+    /// Why, e.g. `no worker matches region=eu (3 workers have region=us)`.
+    pub why: String,
 }
 
 /// What would move where.
@@ -55,6 +66,8 @@ pub struct PreviewAnswer {
     pub to: BTreeMap<String, usize>,
     /// Resources that would find no worker with room.
     pub unplaced: usize,
+    /// Those resources, at most 1,000, each with why.
+    pub waiting: Vec<UnplacedView>,
 }
 
 /// What would move where if the named workers were drained or removed, as the leader's
@@ -105,18 +118,28 @@ pub async fn preview(
     let moves = plan
         .moves
         .into_iter()
+        .zip(plan.why)
         .take(MAX_PREVIEW_MOVES)
-        .map(|m| PlannedMove {
+        .map(|(m, why)| PlannedMove {
             name: m.name,
             from: m.from,
             to: m.to.worker,
             reason: m.reason.as_str(),
+            why,
         })
+        .collect();
+    let unplaced = plan.unplaced.len();
+    let waiting = plan
+        .unplaced
+        .into_iter()
+        .take(MAX_PREVIEW_MOVES)
+        .map(|(name, why)| UnplacedView { name, why })
         .collect();
     Ok(Json(PreviewAnswer {
         moves,
         total,
         to,
-        unplaced: plan.unplaced,
+        unplaced,
+        waiting,
     }))
 }

@@ -13,6 +13,7 @@ use axum::response::IntoResponse;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use super::constraints::{self, WaitingView};
 use super::extract::{ApiJson, ApiPath};
 use super::labels::{MAX_LABELS, check_all, check_labels, set_labels};
 use super::schedules::{self, ScheduleView};
@@ -50,6 +51,13 @@ pub struct ResourceView {
     /// Its schedule, when it recurs.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub schedule: Option<ScheduleView>,
+    /// Where it may run (see `CreateResource.placement`), when it says.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub placement: Option<serde_json::Value>,
+    /// Why it waits for a worker, when it does (absent on event-stream objects).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub waiting: Option<WaitingView>,
     /// How its run goes, as its worker reports it (absent on event-stream objects).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub status: Option<StatusView>,
@@ -69,6 +77,8 @@ impl ResourceView {
             creation_time: humantime::format_rfc3339_nanos(created).to_string(),
             labels: r.labels(),
             schedule: r.schedule.as_deref().map(ScheduleView::of),
+            placement: r.constraints().and_then(|c| serde_json::to_value(c).ok()),
+            waiting: None,
             status: None,
         }
     }
@@ -118,6 +128,11 @@ pub struct CreateResource {
     #[serde(default)]
     #[schema(value_type = Object)]
     pub schedule: Option<serde_json::Value>,
+    /// Where it may run: a selector on worker labels, tolerations of dedicated workers,
+    /// weighted preferences, a spread, and a priority.
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub placement: Option<serde_json::Value>,
 }
 
 /// Body of a PUT: replaces what users may change.
@@ -135,6 +150,10 @@ pub struct ReplaceResource {
     #[serde(default)]
     #[schema(value_type = Object)]
     pub schedule: Option<serde_json::Value>,
+    /// Where it may run; absent means anywhere.
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub placement: Option<serde_json::Value>,
 }
 
 /// Body of a PATCH (JSON merge patch): absent fields are kept, a label set to null is removed.
@@ -151,6 +170,10 @@ pub struct PatchResource {
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Object)]
     pub schedule: Option<serde_json::Value>,
+    /// Placement fields to set, or to remove (null); a null `placement` removes it.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Object)]
+    pub placement: Option<serde_json::Value>,
 }
 
 /// A field that is present, even as null (absent stays `None`).
@@ -222,6 +245,10 @@ pub async fn create(
             Some(value) => schedules::checked(value)?,
             None => None,
         },
+        constraints: match &body.placement {
+            Some(value) => constraints::checked(value)?,
+            None => Default::default(),
+        },
     };
     let (name, created) = create_named(&state, &body.name, &init).await?;
     let location = format!("/api/v1/resources/{name}");
@@ -279,7 +306,10 @@ pub async fn get_one(
         .map_err(|e| ApiError::Internal(e.to_string()))?;
     Ok((
         [revision_header(revision), (header::ETAG, tag)],
-        Json(ResourceView::with_status(&entry, &state.statuses)),
+        Json(ResourceView {
+            waiting: constraints::Fleet::now(&state).why(&entry.value),
+            ..ResourceView::with_status(&entry, &state.statuses)
+        }),
     ))
 }
 
@@ -346,6 +376,10 @@ pub async fn replace(
         Some(value) => schedules::checked(value)?,
         None => None,
     };
+    let placement = match &body.placement {
+        Some(value) => constraints::checked(value)?,
+        None => Default::default(),
+    };
     let labels = body.labels;
     let written = state
         .leader
@@ -354,6 +388,7 @@ pub async fn replace(
             |r| {
                 set_labels(r, &labels);
                 set_schedule(r, rule.clone());
+                r.set_constraints(&placement);
                 Ok(())
             },
             body.assigned_node.as_deref(),
@@ -390,6 +425,11 @@ pub async fn patch(
         let current = cached.as_ref().and_then(|e| e.value.schedule.as_deref());
         schedules::merged(current.map(|s| &s.rule), patch).map_err(schedules::unprocessable)?;
     }
+    if let Some(patch) = &body.placement {
+        let cached = state.resources.get(name);
+        let current = cached.as_ref().and_then(|e| e.value.constraints());
+        constraints::merged(current.as_ref(), patch).map_err(constraints::unprocessable)?;
+    }
     let written = state
         .leader
         .update(
@@ -414,6 +454,11 @@ pub async fn patch(
                     let rule = schedules::merged(current, patch)
                         .map_err(|e| WriteError::Invalid(e.field, e.detail))?;
                     set_schedule(r, rule);
+                }
+                if let Some(patch) = &body.placement {
+                    let c = constraints::merged(r.constraints().as_ref(), patch)
+                        .map_err(|e| WriteError::Invalid(e.field, e.detail))?;
+                    r.set_constraints(&c);
                 }
                 Ok(())
             },

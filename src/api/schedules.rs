@@ -127,7 +127,8 @@ pub fn merged(current: Option<&Rule>, patch: &Value) -> Result<Option<Rule>, Inv
     rule_of(&target)
 }
 
-fn merge(target: &mut Value, patch: &Value) {
+/// Applies merge patch `patch` to `target` (RFC 7396).
+pub fn merge(target: &mut Value, patch: &Value) {
     let Value::Object(fields) = patch else {
         *target = patch.clone();
         return;

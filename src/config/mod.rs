@@ -3,6 +3,7 @@
 //! Every key is optional. Unknown keys are rejected so that a typo in an operator's file is
 //! reported at start-up instead of being silently ignored.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
@@ -11,7 +12,9 @@ use serde::Deserialize;
 use crate::keys::KeyLayout;
 
 mod runners;
+mod scheduling;
 pub use runners::{Missing, RunnerRule, Runners};
+pub use scheduling::SchedulingConfig;
 
 /// The whole configuration of a master or a worker.
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -140,6 +143,10 @@ pub struct WorkerConfig {
     /// Tasks stop this long (ms) before an unrenewed lease could expire: a worker cut off
     /// from etcd stops them before another worker can be given them.
     pub lease_margin_ms: u64,
+    /// Labels published in the registration's metadata, which tasks' selectors match
+    /// (`region: eu`; `dedicated: <x>` reserves the worker for tasks tolerating `<x>`);
+    /// `--label key=value` adds or overrides one.
+    pub labels: BTreeMap<String, String>,
 }
 
 impl Default for WorkerConfig {
@@ -157,6 +164,7 @@ impl Default for WorkerConfig {
             max_failures: 5,
             failure_window_secs: 600,
             lease_margin_ms: 2_000,
+            labels: BTreeMap::new(),
         }
     }
 }
@@ -183,59 +191,8 @@ impl Default for MasterConfig {
     }
 }
 
-/// The leader's scheduling policy. Durations are written like `90s`, `2m` or `1h 30m`.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(default, deny_unknown_fields)]
-pub struct SchedulingConfig {
-    /// How long the tasks of a worker whose registration disappeared stay assigned to it; a
-    /// worker that registers again with the same node id within it keeps them.
-    #[serde(deserialize_with = "duration")]
-    pub reassign_after: Duration,
-    /// Reassignment freezes when more than this fraction of the workers leave within
-    /// `storm_window` ...
-    pub storm_fraction: f64,
-    /// ... (the window) ...
-    #[serde(deserialize_with = "duration")]
-    pub storm_window: Duration,
-    /// ... and at least this many leave.
-    pub storm_min_workers: usize,
-    /// Most tasks moved per second (worker left, drained, rebalanced); a token bucket holding
-    /// one second's worth.
-    pub reassign_rate: f64,
-    /// Rebalancing starts when a worker joins, or when the most and least loaded workers differ
-    /// by more than this fraction of the mean load; it stops when they differ by at most 1.
-    pub rebalance_threshold: f64,
-    /// Most tasks rebalancing moves per `rebalance_interval`; 0 turns rebalancing off.
-    pub rebalance_max_moves: usize,
-    /// See `rebalance_max_moves`.
-    #[serde(deserialize_with = "duration")]
-    pub rebalance_interval: Duration,
-    /// Rebalancing never moves a task that started less than this ago.
-    #[serde(deserialize_with = "duration")]
-    pub min_runtime: Duration,
-    /// Runs kept in each resource's history (and slots passed without a run).
-    pub runs_kept: usize,
-}
-
-impl Default for SchedulingConfig {
-    fn default() -> Self {
-        Self {
-            reassign_after: Duration::from_secs(120),
-            storm_fraction: 0.5,
-            storm_window: Duration::from_secs(30),
-            storm_min_workers: 2,
-            reassign_rate: 50.0,
-            rebalance_threshold: 0.25,
-            rebalance_max_moves: 10,
-            rebalance_interval: Duration::from_secs(10),
-            min_runtime: Duration::from_secs(120),
-            runs_kept: 20,
-        }
-    }
-}
-
 /// A duration written for humans (`90s`, `2m`, `1h 30m`, `0s`).
-fn duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+pub(crate) fn duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     let text = String::deserialize(d)?;
     humantime::parse_duration(text.trim()).map_err(serde::de::Error::custom)
 }
@@ -306,6 +263,9 @@ pub struct SeedTask {
     /// Its schedule, when it recurs.
     #[serde(default)]
     pub schedule: Option<crate::model::recurrence::Rule>,
+    /// Where it may run.
+    #[serde(default)]
+    pub placement: crate::model::constraints::Constraints,
 }
 
 /// Log output settings.
@@ -419,6 +379,20 @@ impl Config {
             return Err(ConfigError::Invalid(
                 "scheduling.rebalance_threshold must be at least 0".into(),
             ));
+        }
+        if s.preemption_interval.is_zero() {
+            return Err(ConfigError::Invalid(
+                "scheduling.preemption_interval must be positive".into(),
+            ));
+        }
+        for (key, value) in &self.worker.labels {
+            crate::model::registry::check_label(key, value)
+                .map_err(|e| ConfigError::Invalid(format!("worker.labels: {e}")))?;
+        }
+        for seed in &self.tasks {
+            seed.placement.check().map_err(|e| {
+                ConfigError::Invalid(format!("tasks: {}: {}: {}", seed.name, e.field, e.detail))
+            })?;
         }
         if s.rebalance_interval.is_zero() {
             return Err(ConfigError::Invalid(

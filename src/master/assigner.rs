@@ -3,10 +3,17 @@
 //! Workers with room are kept in buckets by load, so a choice is the lowest bucket's random
 //! member: O(log W) per assignment, with no re-sorting. Bulk assignment of thousands of
 //! resources is therefore near-linear. A full worker leaves the buckets until it has room.
+//!
+//! The buckets hold the workers any task may use. A task with constraints, and a dedicated
+//! worker (which takes only the tasks that tolerate it), are served by a scan of the workers
+//! that scores each one the task admits: O(W) for those tasks alone.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use rand::RngExt;
+
+use crate::model::constraints::{Constraints, DEDICATED_LABEL, Labels};
 
 /// One worker as the assigner sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -16,11 +23,18 @@ struct Slot {
     load: u32,
     /// False while cordoned: it keeps its load but is never chosen.
     eligible: bool,
+    /// Its labels (registration metadata).
+    labels: Arc<Labels>,
 }
 
 impl Slot {
     fn has_room(&self) -> bool {
         self.eligible && self.capacity.is_none_or(|c| self.load < c)
+    }
+
+    /// True when any task may use it: not dedicated.
+    fn general(&self) -> bool {
+        !self.labels.contains_key(DEDICATED_LABEL)
     }
 }
 
@@ -62,7 +76,7 @@ impl Assigner {
         let Some(slot) = self.slots.get(id) else {
             return;
         };
-        if !slot.has_room() || self.positions.contains_key(id) {
+        if !slot.has_room() || !slot.general() || self.positions.contains_key(id) {
             return;
         }
         let bucket = self.buckets.entry(slot.load).or_default();
@@ -70,9 +84,16 @@ impl Assigner {
         bucket.push(id.to_owned());
     }
 
-    /// Adds a worker, or updates its address and capacity. `load` is what it holds now. A new
-    /// worker is eligible; an updated one keeps its eligibility.
-    pub fn upsert(&mut self, id: &str, address: &str, capacity: Option<u32>, load: u32) {
+    /// Adds a worker, or updates its address, capacity and labels. `load` is what it holds
+    /// now. A new worker is eligible; an updated one keeps its eligibility.
+    pub fn upsert(
+        &mut self,
+        id: &str,
+        address: &str,
+        capacity: Option<u32>,
+        load: u32,
+        labels: Arc<Labels>,
+    ) {
         self.unbucket(id);
         let eligible = self.slots.get(id).is_none_or(|s| s.eligible);
         self.slots.insert(
@@ -82,9 +103,15 @@ impl Assigner {
                 capacity,
                 load,
                 eligible,
+                labels,
             },
         );
         self.bucket(id);
+    }
+
+    /// The labels of a present worker.
+    pub fn labels(&self, id: &str) -> Option<&Arc<Labels>> {
+        self.slots.get(id).map(|s| &s.labels)
     }
 
     /// Makes a present worker eligible for new resources, or not (cordoned).
@@ -98,7 +125,80 @@ impl Assigner {
 
     /// True when some worker is eligible and has room.
     pub fn any_room(&self) -> bool {
-        !self.buckets.is_empty()
+        !self.buckets.is_empty() || self.slots.values().any(|s| !s.general() && s.has_room())
+    }
+
+    /// The best worker with room for a task with constraints `c` (none: any general worker):
+    /// among those it admits, the highest preference score, then the lowest `spread` penalty,
+    /// then the least loaded, ties at random. Counts one more resource on it and returns its id
+    /// and address.
+    pub fn pick_for(
+        &mut self,
+        c: Option<&Constraints>,
+        spread: impl Fn(&Labels) -> u32,
+    ) -> Option<(String, String)> {
+        if !c.is_some_and(Constraints::chooses) {
+            return self.pick();
+        }
+        let c = c?;
+        let mut best: Option<((i32, i64, i64), &str)> = None;
+        let mut ties = 0u32;
+        let mut rng = rand::rng();
+        for (id, slot) in &self.slots {
+            if !slot.has_room() || !c.admits(&slot.labels) {
+                continue;
+            }
+            let key = (
+                c.score(&slot.labels),
+                -i64::from(spread(&slot.labels)),
+                -i64::from(slot.load),
+            );
+            match &best {
+                Some((b, _)) if key < *b => continue,
+                Some((b, _)) if key == *b => {
+                    ties += 1;
+                    if rng.random_range(0..=ties) != 0 {
+                        continue;
+                    }
+                }
+                _ => ties = 0,
+            }
+            best = Some((key, id.as_str()));
+        }
+        let id = best?.1.to_owned();
+        let address = self.take(&id)?;
+        Some((id, address))
+    }
+
+    /// True when worker `id` is present, eligible, has room, and admits a task with `c`.
+    pub fn admits(&self, id: &str, c: Option<&Constraints>) -> bool {
+        self.slots.get(id).is_some_and(|s| {
+            s.has_room()
+                && match c {
+                    Some(c) => c.admits(&s.labels),
+                    None => s.general(),
+                }
+        })
+    }
+
+    /// The preference score a task with `c` gives worker `id` (0 when absent or none).
+    pub fn score(&self, id: &str, c: Option<&Constraints>) -> i32 {
+        match (self.slots.get(id), c) {
+            (Some(s), Some(c)) => c.score(&s.labels),
+            _ => 0,
+        }
+    }
+
+    /// Present workers with their labels, whether cordoned, and whether they have room.
+    pub fn candidates(&self) -> impl Iterator<Item = (&str, &Labels, bool, bool)> {
+        self.slots.iter().map(|(id, s)| {
+            (
+                id.as_str(),
+                &*s.labels,
+                !s.eligible,
+                s.capacity.is_none_or(|c| s.load < c),
+            )
+        })
     }
 
     /// True when `id` is present, eligible and has room.
@@ -181,8 +281,8 @@ mod tests {
     #[test]
     fn picks_the_least_loaded() {
         let mut a = Assigner::new();
-        a.upsert("old", "h:1", None, 2);
-        a.upsert("new", "h:2", None, 0);
+        a.upsert("old", "h:1", None, 2, Arc::default());
+        a.upsert("new", "h:2", None, 0, Arc::default());
         let picks: Vec<String> = (0..4).filter_map(|_| a.pick().map(|(id, _)| id)).collect();
         let new = picks.iter().filter(|p| *p == "new").count();
         assert_eq!(new, 3, "{picks:?}");
@@ -193,8 +293,8 @@ mod tests {
     #[test]
     fn respects_capacity_and_reports_none_when_full() {
         let mut a = Assigner::new();
-        a.upsert("small", "h:1", Some(1), 0);
-        a.upsert("big", "h:2", Some(3), 0);
+        a.upsert("small", "h:1", Some(1), 0, Arc::default());
+        a.upsert("big", "h:2", Some(3), 0, Arc::default());
         let picks: Vec<String> = std::iter::from_fn(|| a.pick().map(|(id, _)| id)).collect();
         assert_eq!(picks.len(), 4);
         assert_eq!(picks.iter().filter(|p| *p == "small").count(), 1);
@@ -209,7 +309,7 @@ mod tests {
         for _ in 0..400 {
             let mut a = Assigner::new();
             for id in ["a", "b", "c", "d"] {
-                a.upsert(id, "h", None, 0);
+                a.upsert(id, "h", None, 0, Arc::default());
             }
             let (id, _) = a.pick().expect("a worker");
             *counts.entry(id).or_insert(0) += 1;
@@ -221,7 +321,7 @@ mod tests {
     fn stays_balanced_over_many_assignments_and_removals() {
         let mut a = Assigner::new();
         for i in 0..100 {
-            a.upsert(&format!("w{i}"), "h", None, 0);
+            a.upsert(&format!("w{i}"), "h", None, 0, Arc::default());
         }
         for _ in 0..10_000 {
             a.pick().expect("a worker");
@@ -233,7 +333,7 @@ mod tests {
         assert!(!a.contains("w0"));
         assert_eq!(a.len(), 99);
         a.adjust("w0", 1);
-        a.upsert("w0", "h", Some(100), 100);
+        a.upsert("w0", "h", Some(100), 100, Arc::default());
         for _ in 0..99 {
             assert_ne!(a.pick().map(|(id, _)| id).as_deref(), Some("w0"));
         }
@@ -242,10 +342,10 @@ mod tests {
     #[test]
     fn an_ineligible_worker_keeps_its_load_and_is_never_chosen() {
         let mut a = Assigner::new();
-        a.upsert("cordoned", "h:1", None, 0);
-        a.upsert("busy", "h:2", None, 50);
+        a.upsert("cordoned", "h:1", None, 0, Arc::default());
+        a.upsert("busy", "h:2", None, 50, Arc::default());
         a.set_eligible("cordoned", false);
-        a.upsert("cordoned", "h:1b", None, 0);
+        a.upsert("cordoned", "h:1b", None, 0, Arc::default());
         for _ in 0..10 {
             assert_eq!(a.pick().map(|(id, _)| id).as_deref(), Some("busy"));
         }
@@ -259,9 +359,9 @@ mod tests {
     #[test]
     fn upsert_moves_a_worker_between_buckets() {
         let mut a = Assigner::new();
-        a.upsert("a", "h:1", None, 5);
-        a.upsert("b", "h:2", None, 1);
-        a.upsert("b", "h:3", None, 9);
+        a.upsert("a", "h:1", None, 5, Arc::default());
+        a.upsert("b", "h:2", None, 1, Arc::default());
+        a.upsert("b", "h:3", None, 9, Arc::default());
         assert_eq!(a.pick(), Some(("a".into(), "h:1".into())));
         assert!(!a.is_empty());
     }

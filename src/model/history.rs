@@ -50,9 +50,12 @@ impl Start {
         match reason {
             Reason::Created => Start::Created,
             Reason::Restarted => Start::Restarted,
-            Reason::WorkerLeft | Reason::Drained | Reason::Rebalanced | Reason::Pinned => {
-                Start::Moved
-            }
+            Reason::WorkerLeft
+            | Reason::Drained
+            | Reason::Rebalanced
+            | Reason::Pinned
+            | Reason::Constrained
+            | Reason::Preempted => Start::Moved,
         }
     }
 }

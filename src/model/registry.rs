@@ -69,6 +69,27 @@ pub struct Worker {
 
 /// Metadata key for the most resources a worker takes.
 pub const CAPACITY_KEY: &str = "capacity";
+/// Metadata keys this crawler's worker writes itself; an operator's labels may not use them.
+pub const RESERVED_KEYS: [&str; 4] = [CAPACITY_KEY, "version", "registry", "server"];
+
+/// Checks one label a worker's operator gives (`--label key=value`, `worker.labels`): 1 to 256
+/// characters of key, at most 256 of value, no control characters, and not a key the worker
+/// writes itself.
+pub fn check_label(key: &str, value: &str) -> Result<(), String> {
+    let ok = |s: &str, min: usize| {
+        (min..=256).contains(&s.chars().count()) && !s.chars().any(char::is_control)
+    };
+    if !ok(key, 1) || !ok(value, 0) {
+        return Err(format!(
+            "label {key:?}: a key is 1 to 256 characters and a value at most 256, with no \
+             control characters"
+        ));
+    }
+    if RESERVED_KEYS.contains(&key) {
+        return Err(format!("label {key:?}: the worker sets this key itself"));
+    }
+    Ok(())
+}
 
 impl Worker {
     /// The worker's capacity, from metadata; `None` means unbounded (e.g. Go workers).
@@ -82,6 +103,12 @@ impl Worker {
             .binary_search_by(|(k, _)| k.as_str().cmp(key))
             .ok()
             .map(|i| self.metadata[i].1.as_str())
+    }
+
+    /// Its labels: the metadata, which a go-micro worker of any language publishes, shared
+    /// by the placement's copies.
+    pub fn labels(&self) -> std::sync::Arc<BTreeMap<String, String>> {
+        std::sync::Arc::new(self.metadata_map())
     }
 
     /// The metadata as a map.

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;
 
+use crate::model::constraints::{Constraints, PLACEMENT_FIELD};
 use crate::model::intern::intern;
 use crate::model::recurrence::Recurrence;
 use crate::object::{DecodeError, Name, Object};
@@ -222,6 +223,26 @@ impl Resource {
             .get(LABELS_FIELD)
             .and_then(|v| serde_json::from_value(v.clone()).ok())
             .unwrap_or_default()
+    }
+
+    /// Where the task may run, as stored; malformed constraints are ignored (asking nothing).
+    pub fn constraints(&self) -> Option<Constraints> {
+        self.extra
+            .get(PLACEMENT_FIELD)
+            .and_then(|v| serde_json::from_value::<Constraints>(v.clone()).ok())
+            .filter(|c| !c.is_empty())
+    }
+
+    /// Stores `c` (asking nothing: no field).
+    pub fn set_constraints(&mut self, c: &Constraints) {
+        match serde_json::to_value(c) {
+            Ok(value) if !c.is_empty() => {
+                self.extra.insert(PLACEMENT_FIELD.to_owned(), value);
+            }
+            _ => {
+                self.extra.remove(PLACEMENT_FIELD);
+            }
+        }
     }
 
     /// The assigned worker's node id and address, if assigned.

@@ -115,17 +115,23 @@ pub enum Reason {
     Pinned,
     /// A client restarted it.
     Restarted,
+    /// A client changed where it may run, and its worker no longer fits.
+    Constrained,
+    /// A waiting task of higher priority took its place; it waits for a worker.
+    Preempted,
 }
 
 impl Reason {
     /// Every reason.
-    pub const ALL: [Reason; 6] = [
+    pub const ALL: [Reason; 8] = [
         Reason::Created,
         Reason::WorkerLeft,
         Reason::Drained,
         Reason::Rebalanced,
         Reason::Pinned,
         Reason::Restarted,
+        Reason::Constrained,
+        Reason::Preempted,
     ];
 
     /// The name used in the API and metrics.
@@ -137,6 +143,8 @@ impl Reason {
             Reason::Rebalanced => "rebalanced",
             Reason::Pinned => "pinned",
             Reason::Restarted => "restarted",
+            Reason::Constrained => "constrained",
+            Reason::Preempted => "preempted",
         }
     }
 
@@ -144,7 +152,7 @@ impl Reason {
     pub fn rate_limited(self) -> bool {
         matches!(
             self,
-            Reason::WorkerLeft | Reason::Drained | Reason::Rebalanced
+            Reason::WorkerLeft | Reason::Drained | Reason::Rebalanced | Reason::Preempted
         )
     }
 }

@@ -57,6 +57,8 @@ pub struct WorkerOptions {
     pub address: String,
     /// Most resources this worker takes.
     pub capacity: u32,
+    /// Labels published in its registration (checked: no reserved key).
+    pub labels: BTreeMap<String, String>,
     /// The `crawler` binary, which runs this worker's guard process (`crawler guard`).
     pub program: std::path::PathBuf,
 }
@@ -365,7 +367,7 @@ pub async fn run(
     }
     let client = crate::etcd::connect(&config.etcd).await?;
     let node_id = registry::node_id(&config.worker.service, options.id);
-    let mut metadata = BTreeMap::new();
+    let mut metadata = options.labels.clone();
     metadata.insert(CAPACITY_KEY.to_owned(), options.capacity.to_string());
     metadata.insert("version".to_owned(), env!("CARGO_PKG_VERSION").to_owned());
     metadata.insert("registry".to_owned(), "etcd".to_owned());

@@ -153,6 +153,7 @@ pub async fn start_worker(config: Config, id: u32, capacity: u32) -> Running {
         id,
         address: addr.clone(),
         capacity,
+        labels: config.worker.labels.clone(),
         program: env!("CARGO_BIN_EXE_crawler").into(),
     };
     let (stop, shutdown) = shutdown_pair();

@@ -6,6 +6,7 @@ use utoipa_swagger_ui::SwaggerUi;
 
 use super::AppState;
 
+mod placement;
 mod problems;
 mod rules;
 mod schedule;
@@ -80,12 +81,14 @@ use rules::CommonRules;
         super::trends::TrendSample,
         super::placement::PreviewAnswer,
         super::placement::PlannedMove,
+        super::placement::UnplacedView,
         super::history::HistoryView,
         super::history::HistoryItem,
         super::history::RunsView,
         super::history::RunView,
         super::history::PassedView,
         super::schedules::ScheduleView,
+        super::constraints::WaitingView,
     )),
     tags(
         (name = "workers", description = "Crawler workers discovered through etcd"),

@@ -13,6 +13,7 @@ use crate::api::{extract, labels, status_view};
 use crate::model::name;
 use crate::model::status::TaskState;
 
+use super::placement::placement_schema;
 use super::problems::{ensure, particular_problems, problem};
 use super::schedule::schedule_schema;
 
@@ -203,6 +204,9 @@ fn constrain_schemas(openapi: &mut utoipa::openapi::OpenApi) {
         ("CreateResource", "schedule", schedule_schema(false)),
         ("ReplaceResource", "schedule", schedule_schema(false)),
         ("PatchResource", "schedule", schedule_schema(true)),
+        ("CreateResource", "placement", placement_schema(false)),
+        ("ReplaceResource", "placement", placement_schema(false)),
+        ("PatchResource", "placement", placement_schema(true)),
         ("ResourceSpec", "name", Schema::Object(name_schema())),
         (
             "ReplaceResource",

@@ -31,7 +31,7 @@ use tracing::{info, warn};
 use crate::etcd::cache::{Snapshot, Store};
 use crate::keys::KeyLayout;
 use crate::master::leadership::{Fence, Leadership, Term};
-use crate::master::placement::Placement;
+use crate::master::placement::{Placement, Wants};
 use crate::metrics::Metrics;
 use crate::model::registry::Worker;
 use crate::model::resource::Resource;
@@ -179,7 +179,12 @@ impl Leader {
     fn place(&self, placement: &mut Placement, resources: &Snapshot<Resource>) {
         for (name, entry) in &resources.objects {
             let worker = entry.value.assigned_worker();
-            placement.set_resource_shared(name, Some(worker), resources.revision);
+            placement.set_resource_shared(
+                name,
+                Some(worker),
+                Wants::of(&entry.value),
+                resources.revision,
+            );
             let epoch = entry.value.epoch(entry.mod_revision);
             placement.set_done(name, self.completed(name, worker, epoch));
         }

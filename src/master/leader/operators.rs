@@ -8,18 +8,10 @@ use etcd_client::TxnOp;
 use tracing::info;
 
 use super::{Leader, WriteError};
-use crate::master::placement::Move;
 use crate::model::schedule::{Control, Drain, Storm};
 use crate::model::status::now_ms;
 
-/// What a preview says would happen.
-#[derive(Debug)]
-pub struct Preview {
-    /// The moves, as the leader's placement plans them.
-    pub moves: Vec<Move>,
-    /// Resources that would find no worker.
-    pub unplaced: usize,
-}
+pub use crate::master::placement::Preview;
 
 impl Leader {
     /// True when worker `id` is registered (as the workers cache shows it).
@@ -143,7 +135,6 @@ impl Leader {
         {
             return Err(WriteError::UnknownWorker(unknown.clone()));
         }
-        let (moves, unplaced) = placement.preview(drain, remove);
-        Ok(Preview { moves, unplaced })
+        Ok(placement.preview(drain, remove))
     }
 }

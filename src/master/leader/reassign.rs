@@ -12,9 +12,10 @@ use super::{BATCH, Leader, MOVES, WriteError, assignment_keys};
 const IN_FLIGHT: usize = 4;
 use crate::etcd::cache::{Change, Event};
 use crate::master::leadership::Fence;
-use crate::master::placement::Move;
+use crate::master::placement::{Move, Wants};
 use crate::model::registry::Worker;
 use crate::model::resource::Resource;
+use crate::model::schedule::Reason;
 use crate::model::status::TaskStatus;
 
 impl Leader {
@@ -40,12 +41,17 @@ impl Leader {
                         if worker.is_some() && before.is_some() && before != worker {
                             self.scheduling().recent.insert(name.to_string(), now);
                         }
-                        placement.set_resource_shared(name, Some(worker), change.revision);
+                        placement.set_resource_shared(
+                            name,
+                            Some(worker),
+                            Wants::of(&new.value),
+                            change.revision,
+                        );
                         let epoch = new.value.epoch(new.mod_revision);
                         placement.set_done(name, self.completed(name, worker, epoch));
                     }
                     Event::Deleted { name, .. } => {
-                        placement.set_resource_shared(name, None, change.revision);
+                        placement.set_resource_shared(name, None, None, change.revision);
                     }
                 }
             }
@@ -68,7 +74,7 @@ impl Leader {
                 Event::Added { new, .. } | Event::Modified { new, .. } => {
                     let w = &new.value;
                     let known = placement.has_worker(&w.id);
-                    placement.upsert_worker(&w.id, &w.address, w.capacity());
+                    placement.upsert_worker(&w.id, &w.address, w.capacity(), w.labels());
                     if scheduling.departed.remove(&w.id).is_some() {
                         info!(worker = %w.id, tasks = placement.held_by(&w.id), "worker is back: it keeps its tasks");
                     } else if !known {
@@ -122,17 +128,27 @@ impl Leader {
             } else {
                 self.tokens()
             };
+            let mut preemptions = self.preemptions_left();
             // Up to IN_FLIGHT batches written at once: each moves at most MOVES resources (a
             // resource and its history per move), and etcd commits concurrent txns together.
             let mut batches = Vec::with_capacity(IN_FLIGHT);
             for _ in 0..IN_FLIGHT {
-                let moves = self.placement().plan(MOVES, orphans, workers_revision);
+                let moves = self.placement().plan(
+                    MOVES,
+                    orphans,
+                    preemptions.min(orphans),
+                    workers_revision,
+                );
                 if moves.is_empty() {
                     break;
                 }
-                let limited = moves.iter().filter(|m| m.reason.rate_limited()).count();
+                // A preemption is a move (its victim's), and counts as one.
+                let preempting = moves.iter().filter(|m| m.evicts.is_some()).count();
+                let limited = moves.iter().filter(|m| m.reason.rate_limited()).count() + preempting;
                 self.spend(limited);
                 orphans -= limited.min(orphans);
+                preemptions -= preempting.min(preemptions);
+                self.preempting(preempting);
                 batches.push(moves);
             }
             if batches.is_empty() {
@@ -170,7 +186,10 @@ impl Leader {
         moves: &[Move],
         lookup: &(dyn Fn(&str) -> Option<(Resource, i64)> + Sync),
     ) -> Result<bool, WriteError> {
-        let names: Vec<&str> = moves.iter().map(|m| m.name.as_str()).collect();
+        let names: Vec<&str> = moves
+            .iter()
+            .flat_map(|m| std::iter::once(m.name.as_str()).chain(m.evicts.as_deref()))
+            .collect();
         let mut histories = match self.histories(&names).await {
             Ok(h) => h,
             Err(e) => {
@@ -184,7 +203,7 @@ impl Leader {
         let now = crate::model::status::now_ms();
         // Each move is a compare and three or four ops (history, resource, the new worker's
         // key, the old one's delete); moves go into txns of at most BATCH ops.
-        let mut groups: Vec<([Compare; 2], Vec<TxnOp>, &Move, bool)> =
+        let mut groups: Vec<(Vec<Compare>, Vec<TxnOp>, &Move, bool)> =
             Vec::with_capacity(moves.len());
         for m in moves {
             let Some((mut moved, mod_revision)) = lookup(&m.name) else {
@@ -205,7 +224,7 @@ impl Leader {
             let before = self.key_holder(&m.name);
             moved.assigned_node = Resource::assigned_node_value(&m.to.worker, &m.to.address);
             let key = self.inner.config.keys.resource_key(&m.name);
-            let compare = [
+            let mut compare = vec![
                 Compare::mod_revision(key.as_bytes(), CompareOp::Equal, mod_revision),
                 self.history_unchanged(&m.name, stored.version),
             ];
@@ -218,6 +237,41 @@ impl Leader {
                 &value,
             ));
             ops.push(TxnOp::put(key.as_bytes(), value, None));
+            if let Some(victim) = &m.evicts {
+                let Some((mut evicted, version)) = lookup(victim) else {
+                    self.placement().unplan(m);
+                    continue;
+                };
+                let stored = histories.remove(victim).unwrap_or_default();
+                let mut history = stored.history;
+                let entry = crate::model::schedule::Assignment {
+                    reason: Reason::Preempted,
+                    at_ms: now,
+                    from: evicted.assigned_worker().map(str::to_owned),
+                    to: None,
+                };
+                self.record_assignment(&mut history, victim, entry);
+                ops.push(self.history_put(victim, &history)?);
+                let before = self.key_holder(victim);
+                evicted.assigned_node = Default::default();
+                let key = self.inner.config.keys.resource_key(victim);
+                compare.push(Compare::mod_revision(
+                    key.as_bytes(),
+                    CompareOp::Equal,
+                    version,
+                ));
+                compare.push(self.history_unchanged(victim, stored.version));
+                let value = serde_json::to_vec(&evicted)?;
+                ops.extend(assignment_keys::ops(
+                    &self.inner.config.keys,
+                    victim,
+                    before.as_deref(),
+                    &evicted,
+                    &value,
+                ));
+                ops.push(TxnOp::put(key.as_bytes(), value, None));
+                info!(preempted = %victim, by = %m.name, worker = %m.to.worker, "preemption planned");
+            }
             groups.push((compare, ops, m, orphan));
         }
         let mut progress = false;
@@ -243,6 +297,10 @@ impl Leader {
                 Ok(w) if w.applied => {
                     for m in &writing {
                         self.assigned(&m.name, Some(&m.to.worker));
+                        if let Some(victim) = &m.evicts {
+                            self.assigned(victim, None);
+                            self.inner.metrics.moved(Reason::Preempted.as_str(), 1);
+                        }
                         placement.confirm(m.to.token, w.revision);
                         self.inner.metrics.moved(m.reason.as_str(), 1);
                     }

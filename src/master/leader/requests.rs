@@ -16,7 +16,8 @@ use super::{Leader, WriteError, Written, assignment_keys};
 use crate::etcd::cache::Object;
 use crate::etcd::timed;
 use crate::master::leadership::Fence;
-use crate::master::placement::Placement;
+use crate::master::placement::{Placement, Reservation, Wants};
+use crate::model::constraints::Constraints;
 use crate::model::history::{History, Run, Start};
 use crate::model::recurrence::{Recurrence, Rule};
 use crate::model::resource::{EPOCH_FIELD, LABELS_FIELD, RESTARTED_FIELD, Resource};
@@ -30,6 +31,8 @@ pub struct Init {
     pub labels: BTreeMap<String, String>,
     /// Its schedule, when it recurs.
     pub schedule: Option<Rule>,
+    /// Where it may run.
+    pub constraints: Constraints,
 }
 
 impl Leader {
@@ -48,7 +51,8 @@ impl Leader {
         name: &str,
         init: &Init,
     ) -> Result<Written, WriteError> {
-        let reservation = self.placement().reserve();
+        let wants = Wants::new(init.constraints.clone(), &init.labels);
+        let reservation = self.placement().reserve(wants.as_deref());
         let release = |p: &mut Placement| {
             if let Some(r) = &reservation {
                 p.cancel(r.token);
@@ -126,7 +130,7 @@ impl Leader {
     fn new_resource(
         &self,
         name: &str,
-        reservation: Option<&crate::master::placement::Reservation>,
+        reservation: Option<&Reservation>,
         init: &Init,
     ) -> Result<Resource, WriteError> {
         let id = self.inner.ids.next_id()?;
@@ -148,6 +152,7 @@ impl Leader {
                 .extra
                 .insert(LABELS_FIELD.to_owned(), serde_json::to_value(&init.labels)?);
         }
+        resource.set_constraints(&init.constraints);
         Ok(resource)
     }
 
@@ -222,7 +227,15 @@ impl Leader {
             if let Some(node) = &pinned {
                 resource.assigned_node = node.clone();
             }
-            let reason = if resource.assigned_worker() != before.assigned_worker() {
+            let (moved, reservation) = self.refit(&before, &mut resource, pin)?;
+            let release = |p: &mut Placement| {
+                if let Some(r) = &reservation {
+                    p.cancel(r.token);
+                }
+            };
+            let reason = if moved {
+                Some(Reason::Constrained)
+            } else if resource.assigned_worker() != before.assigned_worker() {
                 Some(Reason::Pinned)
             } else if resource.extra.get(RESTARTED_FIELD) != before.extra.get(RESTARTED_FIELD) {
                 Some(Reason::Restarted)
@@ -288,8 +301,20 @@ impl Leader {
                 ops.push(self.history_put(name, &history)?);
                 compares.push(self.history_unchanged(name, seen));
             }
-            let written = self.write(&fence, compares, ops).await?;
+            let written = match self.write(&fence, compares, ops).await {
+                Ok(w) => w,
+                Err(e) => {
+                    release(&mut self.placement());
+                    return Err(e);
+                }
+            };
+            if !written.applied {
+                release(&mut self.placement());
+            }
             if written.applied {
+                if let Some(r) = &reservation {
+                    self.placement().confirm(r.token, written.revision);
+                }
                 self.assigned(name, resource.assigned_worker());
                 if let Some(reason) = reason {
                     self.inner.metrics.moved(reason.as_str(), 1);
@@ -304,6 +329,41 @@ impl Leader {
             // changed alone.
         }
         Err(WriteError::Contended)
+    }
+
+    /// Keeps `after` (a change of `before`) on a worker its constraints admit: a pin to a
+    /// worker that does not fit is refused, and a resource whose changed constraints its
+    /// worker no longer meets goes to one that does, or waits for one. Returns whether it
+    /// moved so, and the reservation of its new worker.
+    fn refit(
+        &self,
+        before: &Resource,
+        after: &mut Resource,
+        pin: Option<&str>,
+    ) -> Result<(bool, Option<Reservation>), WriteError> {
+        let wants = Wants::of(after);
+        let mut placement = self.placement();
+        if let Some(id) = pin {
+            if !placement.fits(id, wants.as_deref()) {
+                return Err(WriteError::Invalid(
+                    "assigned_node",
+                    format!("worker {id:?} does not meet the resource's placement"),
+                ));
+            }
+            return Ok((false, None));
+        }
+        let changed = Wants::of(before) != wants;
+        let Some(worker) = after.assigned_worker() else {
+            return Ok((false, None));
+        };
+        if !changed || placement.fits(worker, wants.as_deref()) {
+            return Ok((false, None));
+        }
+        let reservation = placement.reserve(wants.as_deref());
+        after.assigned_node = reservation.as_ref().map_or_else(Default::default, |r| {
+            Resource::assigned_node_value(&r.worker, &r.address)
+        });
+        Ok((true, reservation))
     }
 
     /// Reads the stored value of `key` and its version for a read-modify-write, or the error a

@@ -8,7 +8,7 @@
 //! record departures, decide the storm guard, release workers whose grace is over, then move
 //! orphans (`reassign.rs`), drain, and rebalance, all three drawing on one token bucket.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 
 use etcd_client::TxnOp;
 use tracing::{info, warn};
@@ -41,6 +41,8 @@ pub struct Scheduling {
     pub recent: HashMap<String, i64>,
     /// When the term started, Unix ms: the start time assumed for tasks that report none.
     pub term_started_ms: i64,
+    /// When each recent preemption was written, Unix ms, oldest first.
+    pub preempted_at: VecDeque<i64>,
 }
 
 impl Scheduling {
@@ -56,7 +58,20 @@ impl Scheduling {
             rebalance_asked: false,
             recent: HashMap::new(),
             term_started_ms: now_ms,
+            preempted_at: VecDeque::new(),
         }
+    }
+
+    /// How many preemptions the bound allows now: at most `max` in any `interval_ms`.
+    pub fn preemptions_left(&mut self, max: usize, interval_ms: i64, now_ms: i64) -> usize {
+        while self
+            .preempted_at
+            .front()
+            .is_some_and(|&t| t <= now_ms - interval_ms)
+        {
+            self.preempted_at.pop_front();
+        }
+        max.saturating_sub(self.preempted_at.len())
     }
 
     /// True while the storm guard freezes reassignment.
@@ -387,6 +402,25 @@ impl Leader {
     /// Spends `n` reassignment tokens.
     pub(super) fn spend(&self, n: usize) {
         self.scheduling().bucket.take(n);
+    }
+
+    /// How many preemptions may be planned now (0 unless `scheduling.preemption`).
+    pub(super) fn preemptions_left(&self) -> usize {
+        let config = &self.inner.config.scheduling;
+        if !config.preemption {
+            return 0;
+        }
+        let interval = config.preemption_interval.as_millis() as i64;
+        self.scheduling()
+            .preemptions_left(config.preemption_max, interval, now_ms())
+    }
+
+    /// Counts `n` preemptions planned now against the bound.
+    pub(super) fn preempting(&self, n: usize) {
+        let now = now_ms();
+        self.scheduling()
+            .preempted_at
+            .extend(std::iter::repeat_n(now, n));
     }
 }
 

@@ -87,6 +87,7 @@ impl Leader {
             let init = super::Init {
                 labels: Default::default(),
                 schedule: seed.schedule.clone(),
+                constraints: seed.placement.clone(),
             };
             match self.create_fenced(fence, &seed.name, &init).await {
                 Ok(created) => {
@@ -99,7 +100,7 @@ impl Leader {
         }
         let lookup = |name: &str| loaded.get(name).cloned();
         loop {
-            let moves = self.placement().plan(MOVES, 0, revision);
+            let moves = self.placement().plan(MOVES, 0, 0, revision);
             if moves.is_empty() {
                 break;
             }
@@ -149,7 +150,7 @@ impl Leader {
         let mut workers = 0usize;
         list_prefix(client, &keys.worker_prefix, revision, deadline, |kvs| {
             for (w, _) in decode_all::<Worker>(&keys.worker_prefix, &kvs) {
-                placement.upsert_worker(&w.id, &w.address, w.capacity());
+                placement.upsert_worker(&w.id, &w.address, w.capacity(), w.labels());
                 // Back while no leader watched: it keeps its tasks.
                 scheduling.departed.remove(&w.id);
                 workers += 1;

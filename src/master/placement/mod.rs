@@ -6,15 +6,25 @@
 //! so concurrent creates see each other's choices. An absent worker's resources are handed out
 //! only once the leader releases it (grace over, no storm) and the workers cache has caught up
 //! with the revision that orphaned them. One code path plans every move (`plan.rs`): orphans, a
-//! drain, rebalancing, and a dry run on a clone.
+//! drain, rebalancing, preemption, and a dry run on a clone.
+//!
+//! Where a task may run (`wants.rs`) bears on every choice: a move never breaks a selector or a
+//! dedication, waiting tasks are placed by priority, and a task that fits nowhere says why.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use crate::etcd::cache::Name;
 use crate::master::assigner::Assigner;
+use crate::model::constraints::Labels;
 use crate::model::schedule::Reason;
 
 mod plan;
+mod queue;
+mod wants;
+
+pub use plan::Preview;
+pub use wants::Wants;
 
 /// Movable resources of a donor among which rebalancing picks the youngest.
 const REBALANCE_CANDIDATES: usize = 64;
@@ -43,7 +53,14 @@ pub struct Move {
     pub to: Reservation,
     /// Why it moves.
     pub reason: Reason,
+    /// A running task of lower priority it displaces from `to` (preemption): that one is
+    /// unassigned in the same write, and waits.
+    pub evicts: Option<String>,
 }
+
+/// A reservation's worker, the revision of its write once it succeeded, and the spread group
+/// of the resource written.
+type Held = (String, Option<i64>, Option<Arc<str>>);
 
 /// Loads, assignments and the resources waiting for a worker.
 #[derive(Debug, Default, Clone)]
@@ -57,10 +74,15 @@ pub struct Placement {
     members: HashMap<Name, HashSet<Name>>,
     /// One string per worker id, shared by every resource assigned to it.
     worker_ids: HashSet<Name>,
-    /// Resources with no present worker → revision at which that became so.
-    needs: BTreeMap<Name, i64>,
-    /// Writes in flight: token → (worker, revision of the write once it succeeded).
-    reservations: HashMap<u64, (String, Option<i64>)>,
+    /// Resources with no present worker, by priority and the revision at which that became so.
+    needs: queue::Queue,
+    /// What the resources with constraints ask (the others ask nothing).
+    wants: HashMap<Name, Arc<Wants>>,
+    /// Spread groups (`by=value`) → worker → how many of the group it holds.
+    groups: HashMap<Arc<str>, HashMap<Name, u32>>,
+    /// Writes in flight: token → (worker, revision of the write once it succeeded, the spread
+    /// group of the resource written).
+    reservations: HashMap<u64, Held>,
     next_token: u64,
     /// Highest revision applied from the resources cache.
     applied: i64,
@@ -88,14 +110,20 @@ impl Placement {
     }
 
     /// Adds a worker or updates it. Its resources stop needing a worker.
-    pub fn upsert_worker(&mut self, id: &str, address: &str, capacity: Option<u32>) {
+    pub fn upsert_worker(
+        &mut self,
+        id: &str,
+        address: &str,
+        capacity: Option<u32>,
+        labels: Arc<Labels>,
+    ) {
         let held = self
             .members
             .get(id)
             .map_or(0, |names| names.difference(&self.done).count());
-        let reserved = self.reservations.values().filter(|(w, _)| w == id).count();
+        let reserved = self.reservations.values().filter(|r| r.0 == id).count();
         self.assigner
-            .upsert(id, address, capacity, (held + reserved) as u32);
+            .upsert(id, address, capacity, (held + reserved) as u32, labels);
         self.assigner.set_eligible(id, !self.cordoned.contains(id));
         self.released.remove(id);
         if let Some(names) = self.members.get(id) {
@@ -110,7 +138,8 @@ impl Placement {
         self.assigner.remove(id);
         if let Some(names) = self.members.get(id) {
             for name in names {
-                self.needs.insert(name.clone(), revision);
+                let priority = self.priority(name);
+                self.needs.insert(name, revision, priority, true);
             }
         }
     }
@@ -164,13 +193,13 @@ impl Placement {
     }
 
     /// Records what etcd says of resource `name` at `revision`: assigned to `worker`, unassigned
-    /// (`Some(None)`), or deleted (`None`).
+    /// (`Some(None)`), or deleted (`None`); it asks nothing of its worker.
     pub fn set_resource(&mut self, name: &str, state: Option<Option<&str>>, revision: i64) {
         let shared = self
             .resources
             .get_key_value(name)
             .map_or_else(|| Name::from(name), |(k, _)| Name::clone(k));
-        self.set_resource_shared(&shared, state, revision);
+        self.set_resource_shared(&shared, state, None, revision);
     }
 
     /// The shared string of worker id `id`.
@@ -184,8 +213,29 @@ impl Placement {
     }
 
     /// Like [`Placement::set_resource`], keeping `name` (the cache's string) rather than a
-    /// copy.
-    pub fn set_resource_shared(&mut self, name: &Name, state: Option<Option<&str>>, revision: i64) {
+    /// copy, with what it asks of its worker.
+    pub fn set_resource_shared(
+        &mut self,
+        name: &Name,
+        state: Option<Option<&str>>,
+        wants: Option<Arc<Wants>>,
+        revision: i64,
+    ) {
+        let held_by = self
+            .resources
+            .get(name)
+            .and_then(|w| w.as_deref())
+            .map(Name::from);
+        self.count_group(name, held_by.as_deref(), -1);
+        match wants.filter(|_| state.is_some()) {
+            Some(w) => {
+                self.wants.insert(Name::clone(name), w);
+            }
+            None => {
+                self.wants.remove(&**name);
+            }
+        }
+        self.count_group(name, state.flatten(), 1);
         let before = self.resources.get(name).and_then(|w| w.as_deref());
         let after = state.flatten();
         if before != after {
@@ -222,13 +272,14 @@ impl Placement {
         };
         match state {
             None => {
-                self.needs.remove(&**name);
+                self.needs.remove(name);
             }
             Some(Some(worker)) if self.assigner.contains(worker) => {
-                self.needs.remove(&**name);
+                self.needs.remove(name);
             }
             Some(_) => {
-                self.needs.entry(Name::clone(name)).or_insert(revision);
+                let priority = self.priority(name);
+                self.needs.insert(name, revision, priority, false);
             }
         }
     }
@@ -261,7 +312,7 @@ impl Placement {
         let done: Vec<u64> = self
             .reservations
             .iter()
-            .filter(|(_, (_, rev))| rev.is_some_and(|r| r <= applied))
+            .filter(|(_, (_, rev, _))| rev.is_some_and(|r| r <= applied))
             .map(|(t, _)| *t)
             .collect();
         for token in done {
@@ -269,23 +320,36 @@ impl Placement {
         }
     }
 
-    /// Chooses a worker for a new resource, or `None` when no worker has room.
-    pub fn reserve(&mut self) -> Option<Reservation> {
-        let (worker, address) = self.assigner.pick()?;
+    /// Chooses a worker for a new resource that asks `wants` of it, or `None` when no worker
+    /// it may use has room.
+    pub fn reserve(&mut self, wants: Option<&Wants>) -> Option<Reservation> {
+        let (worker, address) = match wants {
+            Some(w) => {
+                let penalty = self.spread_penalty(w);
+                self.assigner.pick_for(Some(&w.constraints), penalty)?
+            }
+            None => self.assigner.pick()?,
+        };
+        Some(self.reserved(worker, address, wants))
+    }
+
+    fn reserved(&mut self, worker: String, address: String, wants: Option<&Wants>) -> Reservation {
         let token = self.next_token;
         self.next_token += 1;
-        self.reservations.insert(token, (worker.clone(), None));
-        Some(Reservation {
+        let group = wants.and_then(|w| w.group.clone());
+        self.reservations
+            .insert(token, (worker.clone(), None, group));
+        Reservation {
             token,
             worker,
             address,
-        })
+        }
     }
 
     /// The write holding `token` succeeded at `revision`; the reservation ends once the
     /// resources at that revision have been applied.
     pub fn confirm(&mut self, token: u64, revision: i64) {
-        if let Some((_, rev)) = self.reservations.get_mut(&token) {
+        if let Some((_, rev, _)) = self.reservations.get_mut(&token) {
             *rev = Some(revision);
         }
         if revision <= self.applied {
@@ -295,7 +359,7 @@ impl Placement {
 
     /// The write holding `token` failed, or its result was applied: release the reservation.
     pub fn cancel(&mut self, token: u64) {
-        if let Some((worker, _)) = self.reservations.remove(&token) {
+        if let Some((worker, _, _)) = self.reservations.remove(&token) {
             self.assigner.adjust(&worker, -1);
         }
     }
@@ -305,19 +369,24 @@ impl Placement {
     /// knows, it still exists without a present worker.
     pub fn unplan(&mut self, m: &Move) {
         self.cancel(m.to.token);
+        if let Some(victim) = &m.evicts {
+            self.in_flight.remove(victim);
+        }
         if self.in_flight.remove(&m.name).is_some() {
             return;
         }
         if let Some((name, worker)) = self.resources.get_key_value(m.name.as_str())
             && worker.as_deref().is_none_or(|w| !self.assigner.contains(w))
         {
-            self.needs.insert(Name::clone(name), m.since);
+            let name = Name::clone(name);
+            let priority = self.priority(&name);
+            self.needs.insert(&name, m.since, priority, true);
         }
     }
 
     /// True when resource `name` needs a worker.
     pub fn needs(&self, name: &str) -> bool {
-        self.needs.contains_key(name)
+        self.needs.contains(name)
     }
 
     /// Number of resources that need a worker.

@@ -2,77 +2,195 @@
 //! them on a clone; all through one way of choosing a worker.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
-use super::{Move, Placement, REBALANCE_CANDIDATES, Reservation};
+use super::{Move, Placement, REBALANCE_CANDIDATES, Reservation, Wants};
+use crate::etcd::cache::Name;
+use crate::model::constraints::DEDICATED_LABEL;
 use crate::model::schedule::Reason;
 
 impl Placement {
-    /// Chooses workers for up to `limit` resources that need one, of which at most
-    /// `orphan_limit` belong to released workers (unassigned ones are not rate-limited).
-    /// Orphans whose cause is newer than `workers_revision` wait, as do those of workers not
-    /// released. Stops early when no worker has room.
-    pub fn plan(&mut self, limit: usize, orphan_limit: usize, workers_revision: i64) -> Vec<Move> {
-        if !self.assigner.any_room() {
+    /// Chooses workers for up to `limit` resources that need one, higher priorities first, of
+    /// which at most `orphan_limit` belong to released workers (unassigned ones are not
+    /// rate-limited). Orphans whose cause is newer than `workers_revision` wait, as do those of
+    /// workers not released. A resource that fits no worker is passed over, and others with the
+    /// same constraints are not tried again in this pass. With `preemptions` above 0, a waiting
+    /// resource that only lacks room may displace the lowest-priority running task below its
+    /// own priority on a worker it fits, up to that many (counted in `orphan_limit` too).
+    pub fn plan(
+        &mut self,
+        limit: usize,
+        orphan_limit: usize,
+        preemptions: usize,
+        workers_revision: i64,
+    ) -> Vec<Move> {
+        if !self.assigner.any_room() && preemptions == 0 {
             // Nothing can be placed: do not walk what waits.
             return Vec::new();
         }
-        let mut orphans = 0usize;
-        let mut ready: Vec<(String, i64, Option<String>)> = Vec::new();
-        for (name, since) in &self.needs {
-            if ready.len() >= limit {
+        let (mut orphans, mut preempted) = (0usize, 0usize);
+        let mut moves: Vec<Move> = Vec::new();
+        let mut full: HashSet<Option<Arc<Wants>>> = HashSet::new();
+        let mut no_victim: HashSet<(Option<Arc<Wants>>, i32)> = HashSet::new();
+        for (name, priority, since) in self.needs.iter() {
+            if moves.len() >= limit {
                 break;
             }
-            match self.assigned(name) {
-                None => ready.push((name.to_string(), *since, None)),
-                Some(worker) => {
-                    if orphans < orphan_limit
-                        && *since <= workers_revision
-                        && self.released.contains(worker)
-                    {
-                        orphans += 1;
-                        ready.push((name.to_string(), *since, Some(worker.to_owned())));
+            let from = self.resources.get(&**name).and_then(|w| w.as_deref());
+            if let Some(worker) = from
+                && !(orphans < orphan_limit
+                    && since <= workers_revision
+                    && self.released.contains(worker))
+            {
+                continue;
+            }
+            let wants = self.wants.get(&**name).cloned();
+            // Tasks that choose alike share a verdict; a priority alone chooses like none.
+            let kind = wants.clone().filter(|w| w.constraints.chooses());
+            let mut evicts = None;
+            let mut to = None;
+            if !full.contains(&kind) {
+                to = match &kind {
+                    Some(w) => {
+                        let penalty = self.spread_penalty(w);
+                        self.assigner.pick_for(Some(&w.constraints), penalty)
+                    }
+                    None => self.assigner.pick(),
+                };
+                if to.is_none() {
+                    full.insert(kind.clone());
+                }
+            }
+            if to.is_none()
+                && preempted < preemptions
+                && orphans + usize::from(from.is_some()) < orphan_limit
+                && !no_victim.contains(&(kind.clone(), priority))
+            {
+                match self.victim(kind.as_deref(), priority) {
+                    Some((victim, worker)) => {
+                        if let Some(address) = self.assigner.take(&worker) {
+                            self.in_flight.insert(victim.to_string(), worker.clone());
+                            evicts = Some(victim.to_string());
+                            preempted += 1;
+                            orphans += 1;
+                            to = Some((worker, address));
+                        }
+                    }
+                    None => {
+                        no_victim.insert((kind.clone(), priority));
                     }
                 }
             }
-        }
-        let mut moves = Vec::with_capacity(ready.len());
-        for (name, since, from) in ready {
-            let Some(to) = self.reserve() else { break };
-            self.needs.remove(name.as_str());
-            let reason = if from.is_some() {
-                Reason::WorkerLeft
-            } else {
-                Reason::Created
+            let Some((worker, address)) = to else {
+                continue;
             };
+            orphans += usize::from(from.is_some());
+            let token = self.next_token;
+            self.next_token += 1;
+            let group = wants.as_ref().and_then(|w| w.group.clone());
+            self.reservations
+                .insert(token, (worker.clone(), None, group));
             moves.push(Move {
-                name,
+                name: name.to_string(),
                 since,
-                from,
-                to,
-                reason,
+                from: from.map(str::to_owned),
+                to: Reservation {
+                    token,
+                    worker,
+                    address,
+                },
+                reason: if from.is_some() {
+                    Reason::WorkerLeft
+                } else {
+                    Reason::Created
+                },
+                evicts,
             });
+        }
+        for m in &moves {
+            self.needs.remove(&m.name);
         }
         moves
     }
 
+    /// The running task of lowest priority below `priority` on a worker that a task with
+    /// `wants` may use (uncordoned), and that worker.
+    fn victim(&self, wants: Option<&Wants>, priority: i32) -> Option<(Name, String)> {
+        if priority <= 0 {
+            return None;
+        }
+        let c = wants.map(|w| &w.constraints);
+        let mut best: Option<(i32, Name, String)> = None;
+        for (worker, labels, cordoned, _) in self.assigner.candidates() {
+            let fits = match c {
+                Some(c) => c.admits(labels),
+                None => !labels.contains_key(DEDICATED_LABEL),
+            };
+            if cordoned || !fits {
+                continue;
+            }
+            for n in self.members.get(worker).into_iter().flatten() {
+                if self.done.contains(n)
+                    || self.in_flight.contains_key(&**n)
+                    || self.needs.contains(n)
+                {
+                    continue;
+                }
+                let p = self.priority(n);
+                if p < priority && best.as_ref().is_none_or(|b| p < b.0) {
+                    best = Some((p, Name::clone(n), worker.to_owned()));
+                    if p == 0 {
+                        return best.map(|(_, n, w)| (n, w));
+                    }
+                }
+            }
+        }
+        best.map(|(_, n, w)| (n, w))
+    }
+
     /// Chooses workers for up to `limit` resources of present worker `from`, which is being
-    /// drained (and so cordoned).
+    /// drained (and so cordoned). A resource that fits no other worker stays where it is (see
+    /// [`Placement::stranded`]).
     pub fn plan_drain(&mut self, from: &str, limit: usize) -> Vec<Move> {
-        let names: Vec<String> = self
+        let names: Vec<Name> = self
             .members
             .get(from)
             .into_iter()
             .flatten()
-            .filter(|n| !self.in_flight.contains_key(&***n) && !self.needs.contains_key(&***n))
-            .take(limit)
-            .map(|n| n.to_string())
+            .filter(|n| !self.in_flight.contains_key(&***n) && !self.needs.contains(n))
+            .cloned()
             .collect();
-        let mut moves = Vec::with_capacity(names.len());
+        let mut moves = Vec::new();
+        let mut full: HashSet<Option<Arc<Wants>>> = HashSet::new();
         for name in names {
-            let Some(to) = self.reserve() else { break };
-            moves.push(self.depart(name, from, to, Reason::Drained));
+            if moves.len() >= limit || !self.assigner.any_room() {
+                break;
+            }
+            let wants = self.wants.get(&*name).cloned();
+            let kind = wants.clone().filter(|w| w.constraints.chooses());
+            if full.contains(&kind) {
+                continue;
+            }
+            let Some(to) = self.reserve(wants.as_deref()) else {
+                full.insert(kind);
+                continue;
+            };
+            moves.push(self.depart(name.to_string(), from, to, Reason::Drained));
         }
         moves
+    }
+
+    /// How many resources of worker `from` fit no other worker with room now (a drain keeps
+    /// them): judged on a clone, by the code that plans the drain.
+    pub fn stranded(&self, from: &str) -> usize {
+        let mut p = self.clone();
+        p.set_cordoned(from, true);
+        p.plan_drain(from, usize::MAX);
+        p.members.get(from).map_or(0, |m| {
+            m.iter()
+                .filter(|n| !p.in_flight.contains_key(&***n) && !p.needs.contains(n))
+                .count()
+        })
     }
 
     fn depart(&mut self, name: String, from: &str, to: Reservation, reason: Reason) -> Move {
@@ -83,6 +201,7 @@ impl Placement {
             from: Some(from.to_owned()),
             to,
             reason,
+            evicts: None,
         }
     }
 
@@ -157,11 +276,12 @@ impl Placement {
             };
             let (dl, dw) = (f64::from(loads[d].1), f64::from(loads[d].2));
             let (rl, rw) = (f64::from(loads[r].1), f64::from(loads[r].2));
+            // No worker is less loaded than the least loaded: then nothing may move at all.
             if d == r || (dl - 1.0) / dw < (rl + 1.0) / rw {
                 break;
             }
             let donor_id = loads[d].0.clone();
-            let candidate = self
+            let mut candidates: Vec<(i64, Name)> = self
                 .members
                 .get(donor_id.as_str())
                 .into_iter()
@@ -169,21 +289,39 @@ impl Placement {
                 .filter(|n| {
                     !self.in_flight.contains_key(&***n)
                         && !self.done.contains(&***n)
-                        && !self.needs.contains_key(&***n)
+                        && !self.needs.contains(n)
                 })
-                .filter_map(|n| movable(n).map(|started| (started, n)))
+                .filter_map(|n| movable(n).map(|started| (started, Name::clone(n))))
                 // The youngest among the first candidates found, so a round costs the same
                 // whether the donor holds a hundred tasks or a hundred thousand.
                 .take(REBALANCE_CANDIDATES)
-                .max()
-                .map(|(_, n)| n.clone());
-            let Some(name) = candidate else {
+                .collect();
+            candidates.sort_unstable_by(|a, b| b.cmp(a));
+            // The youngest that some less loaded worker may take, without breaking its selector
+            // or a dedication, and without going to a worker it prefers less.
+            let found = candidates.iter().find_map(|(_, name)| {
+                let wants = self.wants.get(&**name);
+                let c = wants.map(|w| &w.constraints);
+                let here = self.assigner.score(&donor_id, c);
+                loads
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, l)| {
+                        *i != d
+                            && self.assigner.admits(&l.0, c)
+                            && self.assigner.score(&l.0, c) >= here
+                            && (dl - 1.0) / dw >= (f64::from(l.1) + 1.0) / f64::from(l.2)
+                    })
+                    .min_by(|a, b| ratio(a.1).total_cmp(&ratio(b.1)))
+                    .map(|(i, _)| (Name::clone(name), i))
+            });
+            let Some((name, r)) = found else {
                 // Nothing on the most loaded worker may move yet: try the next one.
                 skip.insert(donor_id);
                 continue;
             };
             let receiver_id = loads[r].0.clone();
-            let Some(to) = self.reserve_on(&receiver_id) else {
+            let Some(to) = self.reserve_on(&receiver_id, self.wants.get(&*name).cloned()) else {
                 break;
             };
             loads[d].1 -= 1;
@@ -194,22 +332,14 @@ impl Placement {
     }
 
     /// Reserves room on worker `id`, chosen by the caller.
-    fn reserve_on(&mut self, id: &str) -> Option<Reservation> {
+    fn reserve_on(&mut self, id: &str, wants: Option<Arc<Wants>>) -> Option<Reservation> {
         let address = self.assigner.take(id)?;
-        let token = self.next_token;
-        self.next_token += 1;
-        self.reservations.insert(token, (id.to_owned(), None));
-        Some(Reservation {
-            token,
-            worker: id.to_owned(),
-            address,
-        })
+        Some(self.reserved(id.to_owned(), address, wants.as_deref()))
     }
 
     /// What would move where if the workers in `remove` left for good and those in `drain`
     /// were drained, with no rate limit: planned on a clone by the code that plans real moves.
-    /// Also returns how many resources would find no worker.
-    pub fn preview(&self, drain: &[String], remove: &[String]) -> (Vec<Move>, usize) {
+    pub fn preview(&self, drain: &[String], remove: &[String]) -> Preview {
         let mut p = self.clone();
         for id in remove {
             p.remove_worker(id, 0);
@@ -218,23 +348,81 @@ impl Placement {
         for id in drain {
             p.set_cordoned(id, true);
         }
-        let mut moves = p.plan(usize::MAX, usize::MAX, i64::MAX);
+        let mut moves = p.plan(usize::MAX, usize::MAX, 0, i64::MAX);
         for id in drain {
             moves.extend(p.plan_drain(id, usize::MAX));
         }
-        let stranded = drain.iter().map(|id| {
-            p.members.get(id.as_str()).map_or(0, |m| {
-                m.iter()
-                    .filter(|n| !p.in_flight.contains_key(&***n))
-                    .count()
-            })
-        });
-        let unplaced = p
+        let why = moves
+            .iter()
+            .map(|m| p.why_chosen(&m.name, &m.to.worker))
+            .collect();
+        let mut unplaced: Vec<(String, String)> = p
             .needs
-            .keys()
-            .filter(|n| p.assigned(n).is_none_or(|w| p.released.contains(w)))
-            .count()
-            + stranded.sum::<usize>();
-        (moves, unplaced)
+            .iter()
+            .filter(|(n, _, _)| p.assigned(n).is_none_or(|w| p.released.contains(w)))
+            .map(|(n, _, _)| {
+                let why = p.why_waiting(n).map(|w| w.1).unwrap_or_default();
+                (n.to_string(), why)
+            })
+            .collect();
+        for id in drain {
+            for n in p.members.get(id.as_str()).into_iter().flatten() {
+                if !p.in_flight.contains_key(&**n) {
+                    let none = crate::model::constraints::Constraints::default();
+                    let c = p.wants.get(&**n).map_or(&none, |w| &w.constraints);
+                    let why = p.explain(c).1;
+                    unplaced.push((n.to_string(), format!("stays on {id}: {why}")));
+                }
+            }
+        }
+        Preview {
+            moves,
+            why,
+            unplaced,
+        }
     }
+
+    /// Why worker `to` was chosen for resource `name`, in a few words.
+    fn why_chosen(&self, name: &str, to: &str) -> String {
+        let Some(w) = self.wants.get(name) else {
+            return "least loaded".into();
+        };
+        let c = &w.constraints;
+        let mut parts = Vec::new();
+        if !c.selector.is_empty() {
+            parts.push(format!("matches {}", c.selector.describe()));
+        }
+        if let Some(d) = self
+            .assigner
+            .labels(to)
+            .and_then(|l| l.get(DEDICATED_LABEL))
+        {
+            parts.push(format!("tolerates dedicated={d}"));
+        }
+        if !c.preferences.is_empty() {
+            parts.push(format!(
+                "preference score {}",
+                self.assigner.score(to, Some(c))
+            ));
+        }
+        if let Some(s) = &c.spread {
+            parts.push(format!("spreads {} over {}", s.by, s.over));
+        }
+        if c.priority != 0 {
+            parts.push(format!("priority {}", c.priority));
+        }
+        parts.push("least loaded among those".into());
+        parts.join("; ")
+    }
+}
+
+/// A dry run's plan.
+#[derive(Debug, Clone)]
+pub struct Preview {
+    /// The moves, in the order they would be written.
+    pub moves: Vec<Move>,
+    /// Why each move's worker was chosen.
+    pub why: Vec<String>,
+    /// The resources that would find no worker, each with why.
+    pub unplaced: Vec<(String, String)>,
 }

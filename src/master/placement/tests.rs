@@ -5,7 +5,7 @@ use super::*;
 fn with_workers(ids: &[&str]) -> Placement {
     let mut p = Placement::new();
     for id in ids {
-        p.upsert_worker(id, &format!("{id}:1"), None);
+        p.upsert_worker(id, &format!("{id}:1"), None, Arc::default());
     }
     p
 }
@@ -30,7 +30,7 @@ fn reservations_count_until_their_revision_is_applied() {
     let mut p = with_workers(&["a", "b"]);
     p.set_resource("x", Some(Some("a")), 3);
     p.advance(3);
-    let r = p.reserve().expect("room");
+    let r = p.reserve(None).expect("room");
     assert_eq!(r.worker, "b");
     // A concurrent create sees b's reservation and goes to... either, both at 1.
     assert_eq!(p.load("b"), Some(1));
@@ -48,7 +48,7 @@ fn reservations_count_until_their_revision_is_applied() {
     );
     p.advance(7);
     assert_eq!(p.load("b"), Some(1), "counted once");
-    let failed = p.reserve().expect("room");
+    let failed = p.reserve(None).expect("room");
     p.cancel(failed.token);
     assert_eq!(p.load("a").unwrap_or(0) + p.load("b").unwrap_or(0), 2);
 }
@@ -56,7 +56,7 @@ fn reservations_count_until_their_revision_is_applied() {
 #[test]
 fn confirm_after_the_event_was_applied_releases_at_once() {
     let mut p = with_workers(&["a"]);
-    let r = p.reserve().expect("room");
+    let r = p.reserve(None).expect("room");
     p.set_resource("n", Some(Some("a")), 9);
     p.advance(9);
     p.confirm(r.token, 9);
@@ -69,9 +69,9 @@ fn unassigned_resources_wait_for_a_worker() {
     p.set_resource("seed1", Some(None), 2);
     p.set_resource("seed2", Some(None), 2);
     assert_eq!(p.pending(), 2);
-    assert!(p.plan(10, usize::MAX, 0).is_empty(), "no worker yet");
-    p.upsert_worker("w", "w:1", None);
-    let moves = p.plan(10, usize::MAX, 0);
+    assert!(p.plan(10, usize::MAX, 0, 0).is_empty(), "no worker yet");
+    p.upsert_worker("w", "w:1", None, Arc::default());
+    let moves = p.plan(10, usize::MAX, 0, 0);
     assert_eq!(moves.len(), 2);
     assert!(moves.iter().all(|m| m.to.worker == "w"));
 }
@@ -85,17 +85,17 @@ fn a_dead_workers_resources_move_once_the_workers_cache_caught_up() {
     p.remove_worker("a", 20);
     assert_eq!(p.pending(), 6);
     assert!(
-        p.plan(128, 128, 20).is_empty(),
+        p.plan(128, 128, 0, 20).is_empty(),
         "not released: in its grace"
     );
     assert_eq!(p.absent_holders().into_iter().collect::<Vec<_>>(), ["a"]);
     p.release("a");
     assert!(p.absent_holders().is_empty());
     assert!(
-        p.plan(128, 128, 19).is_empty(),
+        p.plan(128, 128, 0, 19).is_empty(),
         "workers cache behind the removal"
     );
-    let moves = p.plan(4, 128, 20);
+    let moves = p.plan(4, 128, 0, 20);
     assert!(
         moves
             .iter()
@@ -118,13 +118,13 @@ fn a_returning_worker_keeps_its_resources() {
     p.set_resource("r", Some(Some("a")), 3);
     p.remove_worker("a", 4);
     assert_eq!(p.pending(), 1);
-    p.upsert_worker("a", "a:2", None);
+    p.upsert_worker("a", "a:2", None, Arc::default());
     assert_eq!(p.pending(), 0);
     assert_eq!(p.load("a"), Some(1));
     // Even after its release, a worker that is back is not released any more.
     p.remove_worker("a", 5);
     p.release("a");
-    p.upsert_worker("a", "a:2", None);
+    p.upsert_worker("a", "a:2", None, Arc::default());
     assert!(!p.is_released("a"));
 }
 
@@ -137,7 +137,7 @@ fn the_rate_limit_counts_orphans_only() {
     }
     p.remove_worker("a", 2);
     p.release("a");
-    let moves = p.plan(100, 2, 2);
+    let moves = p.plan(100, 2, 0, 2);
     let orphans = moves
         .iter()
         .filter(|m| m.reason == Reason::WorkerLeft)
@@ -155,13 +155,13 @@ fn a_cordoned_worker_takes_nothing_new_and_a_drain_empties_it() {
     p.advance(1);
     p.set_cordoned("a", true);
     for _ in 0..20 {
-        let r = p.reserve().expect("room");
+        let r = p.reserve(None).expect("room");
         assert_ne!(r.worker, "a");
         p.cancel(r.token);
     }
-    p.upsert_worker("a", "a:9", None);
+    p.upsert_worker("a", "a:9", None, Arc::default());
     assert_ne!(
-        p.reserve().map(|r| r.worker).as_deref(),
+        p.reserve(None).map(|r| r.worker).as_deref(),
         Some("a"),
         "cordon survives re-registration"
     );
@@ -194,8 +194,8 @@ fn rebalancing_converges_to_a_spread_of_one_within_the_limit() {
         p.set_resource(&format!("r{i:03}"), Some(Some("a")), 1);
     }
     p.advance(1);
-    p.upsert_worker("b", "b:1", None);
-    p.upsert_worker("c", "c:1", None);
+    p.upsert_worker("b", "b:1", None, Arc::default());
+    p.upsert_worker("c", "c:1", None, Arc::default());
     assert_eq!(p.spread().0, 301);
     let mut rev = 2;
     let mut rounds = 0;
@@ -262,9 +262,11 @@ fn a_preview_plans_without_moving_anything() {
         p.set_resource(&format!("b{i}"), Some(Some("b")), 1);
     }
     p.advance(1);
-    let (moves, unplaced) = p.preview(&["a".into()], &["b".into()]);
+    let Preview {
+        moves, unplaced, ..
+    } = p.preview(&["a".into()], &["b".into()]);
     assert_eq!(moves.len(), 8);
-    assert_eq!(unplaced, 0);
+    assert!(unplaced.is_empty());
     assert!(moves.iter().all(|m| m.to.worker == "c"));
     assert_eq!(
         moves.iter().filter(|m| m.reason == Reason::Drained).count(),
@@ -279,34 +281,36 @@ fn a_preview_plans_without_moving_anything() {
         4,
         "the real placement is untouched"
     );
-    let (_, unplaced) = with_workers(&["a"]).preview(&["a".into()], &[]);
-    assert_eq!(unplaced, 0);
+    let empty = with_workers(&["a"]).preview(&["a".into()], &[]);
+    assert!(empty.unplaced.is_empty());
     let mut lonely = with_workers(&["a"]);
     lonely.set_resource("x", Some(Some("a")), 1);
-    assert_eq!(lonely.preview(&["a".into()], &[]).1, 1, "nowhere to go");
+    let stuck = lonely.preview(&["a".into()], &[]).unplaced;
+    assert_eq!(stuck.len(), 1, "nowhere to go");
+    assert_eq!(stuck[0].1, "stays on a: the matching worker is cordoned");
 }
 
 #[test]
 fn completed_tasks_free_their_workers_room_until_they_run_again() {
     let mut p = Placement::new();
-    p.upsert_worker("w1", "a1", Some(1));
+    p.upsert_worker("w1", "a1", Some(1), Arc::default());
     p.set_resource("done", Some(Some("w1")), 1);
     p.advance(1);
     assert_eq!(p.load("w1"), Some(1));
-    assert!(p.reserve().is_none(), "full");
+    assert!(p.reserve(None).is_none(), "full");
     p.set_done("done", true);
     assert_eq!(p.load("w1"), Some(0));
     p.set_done("done", true);
     assert_eq!(p.load("w1"), Some(0), "idempotent");
     // A worker re-registering counts only what still runs.
-    p.upsert_worker("w1", "a1", Some(1));
+    p.upsert_worker("w1", "a1", Some(1), Arc::default());
     assert_eq!(p.load("w1"), Some(0));
     // Restarted: it counts again.
     p.set_done("done", false);
     assert_eq!(p.load("w1"), Some(1));
     // Moved while completed: the old worker is not charged twice.
     p.set_done("done", true);
-    p.upsert_worker("w2", "a2", Some(5));
+    p.upsert_worker("w2", "a2", Some(5), Arc::default());
     p.set_resource("done", Some(Some("w2")), 2);
     assert_eq!((p.load("w1"), p.load("w2")), (Some(0), Some(1)));
     p.set_resource("done", None, 3);
@@ -317,8 +321,8 @@ fn completed_tasks_free_their_workers_room_until_they_run_again() {
 fn resources_of_an_unknown_worker_wait_for_the_workers_cache() {
     let mut p = with_workers(&["b"]);
     p.set_resource("r", Some(Some("late")), 12);
-    assert!(p.plan(1, 1, 11).is_empty());
-    p.upsert_worker("late", "l:1", None);
+    assert!(p.plan(1, 1, 0, 11).is_empty());
+    p.upsert_worker("late", "l:1", None, Arc::default());
     assert_eq!(p.pending(), 0);
     assert_eq!(p.assigned("r"), Some("late"));
 }

@@ -1,0 +1,155 @@
+//! Where a task may run, in the API: the `placement` a client gives at creation, replaces with
+//! PUT and merges with PATCH (`null` removes it), checked before anything touches etcd (a bad
+//! one is a 422 that names its field); and why an unassigned task waits, judged on any master
+//! from its own caches by the rules the leader's placement uses.
+
+use serde::Serialize;
+use serde_json::Value;
+use utoipa::ToSchema;
+
+use super::{ApiError, AppState};
+use crate::model::constraints::{Constraints, Invalid, Labels};
+use crate::model::resource::Resource;
+use crate::model::schedule::Record;
+use crate::model::waiting::{Candidate, explain};
+
+/// A constraint error as a 422 naming its field.
+pub fn unprocessable(e: Invalid) -> ApiError {
+    ApiError::Unprocessable {
+        detail: e.detail,
+        field: Some(e.field.into()),
+    }
+}
+
+/// The constraints in a client's `placement` (null: none), checked.
+pub fn checked(value: &Value) -> Result<Constraints, ApiError> {
+    if value.is_null() {
+        return Ok(Constraints::default());
+    }
+    Constraints::parse(value).map_err(unprocessable)
+}
+
+/// `current` with the merge patch `patch` applied (RFC 7396), checked. Lists (expressions,
+/// tolerations, preferences) are replaced whole, as a merge patch does.
+pub fn merged(current: Option<&Constraints>, patch: &Value) -> Result<Constraints, Invalid> {
+    let mut target = current
+        .and_then(|c| serde_json::to_value(c).ok())
+        .unwrap_or(Value::Null);
+    super::schedules::merge(&mut target, patch);
+    if target.is_null() {
+        return Ok(Constraints::default());
+    }
+    Constraints::parse(&target)
+}
+
+/// Why a task waits for a worker.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct WaitingView {
+    /// `no_workers`, `no_match`, `dedicated`, `cordoned`, `full`, `queued` or `grace`.
+    pub reason: &'static str,
+    /// In words, e.g. `no worker matches region=eu (3 workers have region=us)`.
+    pub message: String,
+}
+
+/// The present workers as one master's caches show them: labels, cordon, and room (its
+/// assigned tasks against its capacity). Built once per request.
+pub struct Fleet {
+    workers: Vec<(String, Labels, bool, bool)>,
+}
+
+impl Fleet {
+    /// The fleet now.
+    pub fn now(state: &AppState) -> Self {
+        let cordoned: std::collections::HashSet<String> = state.schedule.with(|objects, _| {
+            objects
+                .values()
+                .filter_map(|e| match &*e.value {
+                    Record::Control(id, _) => Some(id.clone()),
+                    _ => None,
+                })
+                .collect()
+        });
+        let loads: Vec<(String, Labels, Option<u32>)> = state.workers.with(|objects, _| {
+            objects
+                .values()
+                .map(|e| {
+                    (
+                        e.value.id.clone(),
+                        e.value.metadata_map(),
+                        e.value.capacity(),
+                    )
+                })
+                .collect()
+        });
+        let workers = state.resources.with_index(|_, index, _| {
+            loads
+                .into_iter()
+                .map(|(id, labels, capacity)| {
+                    let load = index.count(&id);
+                    let room = capacity.is_none_or(|c| load < c as usize);
+                    let cordon = cordoned.contains(&id);
+                    (id, labels, cordon, room)
+                })
+                .collect()
+        });
+        Self { workers }
+    }
+
+    /// Why resource `r` waits, or `None` when a present worker holds it.
+    pub fn why(&self, r: &Resource) -> Option<WaitingView> {
+        if let Some(worker) = r.assigned_worker() {
+            if self.workers.iter().any(|w| w.0 == worker) {
+                return None;
+            }
+            return Some(WaitingView {
+                reason: "grace",
+                message: format!(
+                    "its worker {worker} is gone; it moves once the grace period has run out"
+                ),
+            });
+        }
+        let c = r.constraints().unwrap_or_default();
+        let (wait, message) = explain(
+            &c,
+            self.workers
+                .iter()
+                .map(|(_, labels, cordoned, room)| Candidate {
+                    labels,
+                    cordoned: *cordoned,
+                    room: *room,
+                }),
+        );
+        Some(WaitingView {
+            reason: wait.as_str(),
+            message,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_merge_patch_changes_the_fields_it_names() {
+        let c = checked(&json!({"selector": {"match_labels": {"region": "eu"}}, "priority": 5}))
+            .expect("valid");
+        let raised = merged(Some(&c), &json!({"priority": 9})).expect("valid");
+        assert_eq!(raised.priority, 9);
+        assert_eq!(raised.selector, c.selector);
+        let moved = merged(
+            Some(&c),
+            &json!({"selector": {"match_labels": {"region": "us"}}}),
+        )
+        .expect("valid");
+        assert_eq!(moved.selector.describe(), "region=us");
+        assert!(merged(Some(&c), &Value::Null).expect("valid").is_empty());
+        let bad = merged(Some(&c), &json!({"priority": 5000})).expect_err("range");
+        assert_eq!(
+            unprocessable(bad).problem().field.as_deref(),
+            Some("placement.priority")
+        );
+        assert!(checked(&Value::Null).expect("none").is_empty());
+    }
+}
