@@ -406,4 +406,6 @@ impl Placement {
 }
 
 #[cfg(test)]
+mod properties;
+#[cfg(test)]
 mod tests;
