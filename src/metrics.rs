@@ -58,7 +58,8 @@ pub struct StateLabels {
 /// Labels naming why a resource was assigned.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabels {
-    /// `created`, `worker-left`, `drained`, `rebalanced`, `pinned` or `restarted`.
+    /// A move's reason (`created`, `worker-left`, `drained`, `rebalanced`, `pinned`,
+    /// `restarted`, `constrained`, `preempted`), or why a task waits.
     pub reason: String,
 }
 
@@ -135,6 +136,8 @@ pub struct Metrics {
     pub schedule_runs: Family<OutcomeLabels, Counter>,
     /// Time from a slot to its decision.
     pub schedule_lateness: Histogram,
+    /// Tasks waiting for a worker, by why (the leader's placement; 0 on followers).
+    pub pending: Family<ReasonLabels, Gauge>,
     scrape: Mutex<()>,
 }
 
@@ -181,6 +184,13 @@ impl Metrics {
         let runtime_tasks = Gauge::default();
         let schedule_runs = Family::<OutcomeLabels, Counter>::default();
         let schedule_lateness = Histogram::new(exponential_buckets(0.005, 2.0, 14));
+        let pending = Family::<ReasonLabels, Gauge>::default();
+        registry.register(
+            "pending_tasks",
+            "Tasks waiting for a worker, by why: no_workers, no_match, dedicated, cordoned, full, \
+             queued or grace (counted by the leader)",
+            pending.clone(),
+        );
         registry.register(
             "schedule_runs",
             "Schedules' slots decided, by outcome",
@@ -342,6 +352,7 @@ impl Metrics {
             runtime_tasks,
             schedule_runs,
             schedule_lateness,
+            pending,
             scrape: Mutex::new(()),
         }
     }

@@ -11,7 +11,7 @@ use super::{ApiError, AppState};
 use crate::model::constraints::{Constraints, Invalid, Labels};
 use crate::model::resource::Resource;
 use crate::model::schedule::Record;
-use crate::model::waiting::{Candidate, explain};
+use crate::model::waiting::{Candidate, Wait, explain};
 
 /// A constraint error as a 422 naming its field.
 pub fn unprocessable(e: Invalid) -> ApiError {
@@ -55,19 +55,28 @@ pub struct WaitingView {
 /// assigned tasks against its capacity). Built once per request.
 pub struct Fleet {
     workers: Vec<(String, Labels, bool, bool)>,
+    /// Absent workers → when their grace period ends, Unix ms.
+    grace_ends: std::collections::HashMap<String, i64>,
 }
 
 impl Fleet {
     /// The fleet now.
     pub fn now(state: &AppState) -> Self {
-        let cordoned: std::collections::HashSet<String> = state.schedule.with(|objects, _| {
-            objects
-                .values()
-                .filter_map(|e| match &*e.value {
-                    Record::Control(id, _) => Some(id.clone()),
-                    _ => None,
-                })
-                .collect()
+        let grace = state.scheduling.reassign_after.as_millis() as i64;
+        let mut cordoned = std::collections::HashSet::new();
+        let mut grace_ends = std::collections::HashMap::new();
+        state.schedule.with(|objects, _| {
+            for e in objects.values() {
+                match &*e.value {
+                    Record::Control(id, _) => {
+                        cordoned.insert(id.clone());
+                    }
+                    Record::Departed(id, d) => {
+                        grace_ends.insert(id.clone(), d.at_ms + grace);
+                    }
+                    Record::Storm(_) => {}
+                }
+            }
         });
         let loads: Vec<(String, Labels, Option<u32>)> = state.workers.with(|objects, _| {
             objects
@@ -92,7 +101,10 @@ impl Fleet {
                 })
                 .collect()
         });
-        Self { workers }
+        Self {
+            workers,
+            grace_ends,
+        }
     }
 
     /// Why resource `r` waits, or `None` when a present worker holds it.
@@ -101,12 +113,15 @@ impl Fleet {
             if self.workers.iter().any(|w| w.0 == worker) {
                 return None;
             }
-            return Some(WaitingView {
-                reason: "grace",
-                message: format!(
-                    "its worker {worker} is gone; it moves once the grace period has run out"
-                ),
-            });
+            let ends = self.grace_ends.get(worker).copied();
+            if ends.is_none_or(|at| at > crate::model::status::now_ms()) {
+                return Some(WaitingView {
+                    reason: Wait::Grace.as_str(),
+                    message: format!(
+                        "its worker {worker} is gone; it moves once the grace period has run out"
+                    ),
+                });
+            }
         }
         let c = r.constraints().unwrap_or_default();
         let (wait, message) = explain(

@@ -15,6 +15,7 @@ use axum::response::IntoResponse;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
+use super::constraints::Fleet;
 use super::extract::ApiQuery;
 use super::resources::{ResourceList, ResourceView};
 use super::status_view::{StatusView, UNKNOWN, parse_state};
@@ -65,9 +66,10 @@ fn start<'n>(token: Option<&'n str>, prefix: &'n str) -> Bound<&'n str> {
 }
 
 /// The view of `entry` with its status judged from the statuses cache's objects.
-fn view(entry: &Entry<Resource>, statuses: &Objects<TaskStatus>) -> ResourceView {
+fn view(entry: &Entry<Resource>, statuses: &Objects<TaskStatus>, fleet: &Fleet) -> ResourceView {
     let reported = statuses.get(&*entry.value.name);
     ResourceView {
+        waiting: fleet.why(&entry.value),
         status: Some(StatusView::judge(
             &entry.value,
             entry.mod_revision,
@@ -84,6 +86,7 @@ fn page(
     filter: &Filter<'_>,
     start: Bound<&str>,
     limit: usize,
+    fleet: &Fleet,
 ) -> (Vec<ResourceView>, bool) {
     let range = (start, Bound::Unbounded);
     let candidates: Box<dyn Iterator<Item = &str>> = match (filter.worker, &filter.state) {
@@ -105,7 +108,7 @@ fn page(
                 .worker
                 .is_none_or(|w| e.value.assigned_worker() == Some(w))
         })
-        .map(|e| view(e, statuses.0))
+        .map(|e| view(e, statuses.0, fleet))
         .filter(|v| match (&filter.state, &v.status) {
             (Some(wanted), Some(status)) => status.state == *wanted,
             _ => true,
@@ -153,10 +156,18 @@ pub async fn list(
         prefix,
     };
     let start = start(query.continue_token.as_deref(), prefix);
+    let fleet = Fleet::now(&state);
     // Locks in the order every reader takes them: resources, then statuses.
     let ((items, more), revision) = state.resources.with_index(|robjs, rindex, revision| {
         let found = state.statuses.with_index(|sobjs, sindex, _| {
-            page((robjs, rindex), (sobjs, sindex), &filter, start, limit)
+            page(
+                (robjs, rindex),
+                (sobjs, sindex),
+                &filter,
+                start,
+                limit,
+                &fleet,
+            )
         });
         (found, revision)
     });

@@ -6,7 +6,7 @@ use axum::extract::State;
 use super::AppState;
 use super::status_view::{StatusView, UNKNOWN};
 use super::views::{controls, loads, scheduling_with};
-use crate::metrics::{CacheLabels, Metrics, StateLabels, WorkerLabels};
+use crate::metrics::{CacheLabels, Metrics, ReasonLabels, StateLabels, WorkerLabels};
 
 /// Prometheus metrics in the text exposition format.
 #[utoipa::path(get, path = "/metrics", tag = "health", operation_id = "metrics",
@@ -101,6 +101,15 @@ pub async fn render(State(state): State<AppState>) -> impl axum::response::IntoR
                 .set(count);
         }
         m.task_restarts.set(restarts);
+        let waiting = state.leader.waiting();
+        for wait in crate::model::waiting::Wait::ALL {
+            let n = waiting.get(&wait).copied().unwrap_or(0);
+            m.pending
+                .get_or_create(&ReasonLabels {
+                    reason: wait.as_str().to_owned(),
+                })
+                .set(n as i64);
+        }
     });
     (
         [(

@@ -91,10 +91,12 @@ impl ResourceView {
         }
     }
 
-    /// The view of a resource just written at `revision`, with its status judged.
-    pub fn written(r: &Resource, revision: i64, statuses: &Store<TaskStatus>) -> Self {
-        let reported = statuses.get(&r.name);
+    /// The view of a resource just written at `revision`, with its status judged and why it
+    /// waits, if it does.
+    pub fn written(state: &AppState, r: &Resource, revision: i64) -> Self {
+        let reported = state.statuses.get(&r.name);
         Self {
+            waiting: constraints::Fleet::now(state).why(r),
             status: Some(StatusView::judge(
                 r,
                 revision,
@@ -259,9 +261,9 @@ pub async fn create(
             (super::REVISION_HEADER, created.revision.to_string()),
         ],
         Json(ResourceView::written(
+            &state,
             &created.resource,
             created.revision,
-            &state.statuses,
         )),
     ))
 }
@@ -347,9 +349,9 @@ pub fn updated(state: &AppState, written: Written) -> Result<impl IntoResponse +
             ),
         ],
         Json(ResourceView::written(
+            state,
             &written.resource,
             written.revision,
-            &state.statuses,
         )),
     ))
 }

@@ -122,6 +122,14 @@ impl Leader {
         Ok(Some(thawed))
     }
 
+    /// How many tasks wait for a worker, by why (none unless this master leads).
+    pub fn waiting(&self) -> std::collections::BTreeMap<crate::model::waiting::Wait, usize> {
+        match self.fence() {
+            Ok(_) => self.placement().waiting(),
+            Err(_) => Default::default(),
+        }
+    }
+
     /// What would move where if the workers in `drain` were drained and those in `remove`
     /// left for good, planned by the placement code that plans real moves, on a copy. Every
     /// named worker must be registered or hold resources.
