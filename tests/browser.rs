@@ -419,6 +419,26 @@ async fn create_in_the_dashboard_then_watch_a_dead_workers_resource_move() {
         legend.contains("creates").then_some(())
     })
     .await;
+    // A task that no worker can take says why, on its row and in its panel.
+    let (status, body) = create_with(
+        &master.url,
+        json!({"name": "in-ap", "placement": {"selector": {"match_labels": {"region": "ap"}}}}),
+    )
+    .await
+    .expect("create");
+    assert_eq!(status, 201, "{body}");
+    let why = "no worker matches region=ap (no worker has region)";
+    eventually(
+        "the row says why it waits",
+        Duration::from_secs(20),
+        || async {
+            let cell = driver
+                .text("tr[data-resource=\"in-ap\"] .worker .waiting")
+                .await?;
+            (cell == why).then_some(())
+        },
+    )
+    .await;
     let shot = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/browser/dashboard.png");
     driver.screenshot(&shot).await;
     let size = std::fs::metadata(&shot).expect("screenshot").len();
