@@ -146,7 +146,7 @@ async fn selectors_hold_through_a_dead_region_and_a_worker_with_the_missing_labe
     }
 
     // A worker with the label comes: the waiting tasks are placed on it.
-    let _new_eu = labelled(4, &endpoints, &wconfig, &["region=eu"]);
+    let mut new_eu = labelled(4, &endpoints, &wconfig, &["region=eu"]);
     for i in 0..6 {
         let name = format!("eu-{i}");
         eventually(
@@ -161,6 +161,47 @@ async fn selectors_hold_through_a_dead_region_and_a_worker_with_the_missing_labe
     assert_eq!(
         resource(&master.url, "ap").await["waiting"]["reason"],
         "no_match"
+    );
+    // The task asks for a label no worker has yet; its operator adds that label to worker 4
+    // (a restart with one more --label, within the grace period): the task is placed there,
+    // and the worker keeps its tasks.
+    let alias = json!({"placement": {"selector": {"match_labels": {"region": null, "region-alias": "ap"}}}});
+    let (status, body) = patch(&master.url, "ap", alias).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(on(&body), None, "{body}");
+    assert_eq!(
+        body["waiting"]["message"],
+        "no worker matches region-alias=ap (no worker has region-alias)"
+    );
+    new_eu.kill();
+    let _new_eu = labelled(4, &endpoints, &wconfig, &["region=eu", "region-alias=ap"]);
+    eventually(
+        "the ap task goes to the relabelled worker",
+        WAIT,
+        || async { (on(&resource(&master.url, "ap").await) == Some(worker_id(4))).then_some(()) },
+    )
+    .await;
+    for i in 0..6 {
+        let r = resource(&master.url, &format!("eu-{i}")).await;
+        assert_eq!(on(&r), Some(worker_id(4)), "kept: {r}");
+    }
+
+    // A drain of the only eu worker would strand its tasks, and the preview says so.
+    let (status, plan) = post_json(
+        &format!("{}/api/v1/placement/preview", master.url),
+        json!({"drain": [worker_id(4)]}),
+    )
+    .await;
+    assert_eq!(status, 200, "{plan}");
+    assert_eq!(plan["total"], 0, "{plan}");
+    let stuck = plan["waiting"].as_array().expect("waiting");
+    assert_eq!(stuck.len(), 7, "{plan}");
+    assert!(
+        stuck
+            .iter()
+            .all(|w| w["why"]
+                == format!("stays on {}: the matching worker is cordoned", worker_id(4))),
+        "{plan}"
     );
 
     // A PATCH that the worker no longer meets moves that task alone (a merge patch: the
@@ -177,13 +218,19 @@ async fn selectors_hold_through_a_dead_region_and_a_worker_with_the_missing_labe
         .await
         .expect("history");
     assert!(history.to_string().contains("\"constrained\""), "{history}");
-    // A pin to a worker that does not fit is refused, naming the field.
+    // A pin to a worker that does not fit is a conflict with the fleet, naming the field.
     let (status, refused) = patch(&master.url, "js", json!({"assigned_node": worker_id(3)})).await;
     assert_eq!(
         (status, refused["field"].as_str()),
-        (422, Some("assigned_node")),
+        (409, Some("assigned_node")),
         "{refused}"
     );
+}
+
+async fn post_json(url: &str, body: Value) -> (u16, Value) {
+    let resp = http().post(url).json(&body).send().await.expect("post");
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(Value::Null))
 }
 
 async fn patch(master: &str, name: &str, body: Value) -> (u16, Value) {

@@ -287,6 +287,16 @@ pub fn from_write(
             detail: format!("no registered worker has id {:?}", shown(&id)),
             field: Some("assigned_node".to_owned()),
         },
+        WriteError::Unfit(id) => ApiError::StateConflict {
+            slug: "worker-does-not-fit",
+            title: "The worker does not meet the placement",
+            detail: format!(
+                "worker {:?} does not meet the resource's placement (its selector or a \
+                 dedication)",
+                shown(&id)
+            ),
+            field: Some("assigned_node".to_owned()),
+        },
         WriteError::Invalid(field, detail) => ApiError::Unprocessable {
             detail,
             field: Some(field.to_owned()),

@@ -64,6 +64,8 @@ pub struct PreviewAnswer {
     pub total: usize,
     /// Planned moves per receiving worker.
     pub to: BTreeMap<String, usize>,
+    /// The labels of each receiving worker (its registration metadata).
+    pub labels: BTreeMap<String, BTreeMap<String, String>>,
     /// Resources that would find no worker with room.
     pub unplaced: usize,
     /// Those resources, at most 1,000, each with why.
@@ -114,6 +116,13 @@ pub async fn preview(
     for m in &plan.moves {
         *to.entry(m.to.worker.clone()).or_insert(0) += 1;
     }
+    let labels = state.workers.with(|objects, _| {
+        objects
+            .values()
+            .filter(|e| to.contains_key(&e.value.id))
+            .map(|e| (e.value.id.clone(), e.value.metadata_map()))
+            .collect()
+    });
     let total = plan.moves.len();
     let moves = plan
         .moves
@@ -139,6 +148,7 @@ pub async fn preview(
         moves,
         total,
         to,
+        labels,
         unplaced,
         waiting,
     }))

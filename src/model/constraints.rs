@@ -126,6 +126,7 @@ impl Selector {
 #[serde(deny_unknown_fields)]
 pub struct Preference {
     /// −100 to 100, not 0.
+    #[serde(deserialize_with = "whole")]
     pub weight: i32,
     /// The workers it speaks of.
     pub selector: Selector,
@@ -159,12 +160,26 @@ pub struct Constraints {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub spread: Option<Spread>,
     /// Higher is placed first when room is short; 0 to 1000.
-    #[serde(default, skip_serializing_if = "is_zero")]
+    #[serde(default, skip_serializing_if = "is_zero", deserialize_with = "whole")]
     pub priority: i32,
 }
 
 fn is_zero(n: &i32) -> bool {
     *n == 0
+}
+
+/// A whole number, also when written as one with a fraction of zero (`5.0`), which JSON
+/// Schema's `integer` allows.
+fn whole<'de, D: serde::Deserializer<'de>>(d: D) -> Result<i32, D::Error> {
+    let n = serde_json::Number::deserialize(d)?;
+    n.as_i64()
+        .or_else(|| {
+            n.as_f64()
+                .filter(|f| f.fract() == 0.0 && f.abs() <= f64::from(i32::MAX))
+                .map(|f| f as i64)
+        })
+        .and_then(|n| i32::try_from(n).ok())
+        .ok_or_else(|| serde::de::Error::custom(format!("{n} is not a whole number in range")))
 }
 
 /// A constraint that breaks a rule, with the field the API names.

@@ -115,7 +115,8 @@ pub(super) fn placement_schema(patch: bool) -> Schema {
         .property("selector", selector())
         .required("weight")
         .required("selector");
-    let spread = closed(typed(Type::Object, patch))
+    // Null is no spread, in a create as in a patch.
+    let spread = closed(typed(Type::Object, true))
         .property(
             "over",
             text(1).description(Some("Worker label whose values share the group")),

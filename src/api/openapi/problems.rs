@@ -96,13 +96,14 @@ const PROBLEMS: &[(&str, &str, &str)] = &[
     (
         "replace_resource",
         "409",
-        "assigned_node names no registered worker (unknown-worker)",
+        "assigned_node names no registered worker (unknown-worker), or one that does not meet \
+         the placement (worker-does-not-fit)",
     ),
     ("replace_resource", "412", "If-Match does not match"),
     (
         "replace_resource",
         "422",
-        "Bad name, label or schedule (the field is named)",
+        "Bad name, label, schedule or placement (the field is named)",
     ),
     (
         "replace_resource",
@@ -114,13 +115,14 @@ const PROBLEMS: &[(&str, &str, &str)] = &[
     (
         "patch_resource",
         "409",
-        "assigned_node names no registered worker (unknown-worker)",
+        "assigned_node names no registered worker (unknown-worker), or one that does not meet \
+         the placement (worker-does-not-fit)",
     ),
     ("patch_resource", "412", "If-Match does not match"),
     (
         "patch_resource",
         "422",
-        "Bad name, label or schedule (the field is named)",
+        "Bad name, label, schedule or placement (the field is named)",
     ),
     (
         "patch_resource",

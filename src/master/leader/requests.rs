@@ -345,10 +345,7 @@ impl Leader {
         let mut placement = self.placement();
         if let Some(id) = pin {
             if !placement.fits(id, wants.as_deref()) {
-                return Err(WriteError::Invalid(
-                    "assigned_node",
-                    format!("worker {id:?} does not meet the resource's placement"),
-                ));
+                return Err(WriteError::Unfit(id.to_owned()));
             }
             return Ok((false, None));
         }

@@ -43,6 +43,8 @@ pub struct Scheduling {
     pub term_started_ms: i64,
     /// When each recent preemption was written, Unix ms, oldest first.
     pub preempted_at: VecDeque<i64>,
+    /// Draining workers → how many of their tasks fit no other worker, as last told.
+    pub stranded: HashMap<String, usize>,
 }
 
 impl Scheduling {
@@ -59,6 +61,7 @@ impl Scheduling {
             recent: HashMap::new(),
             term_started_ms: now_ms,
             preempted_at: VecDeque::new(),
+            stranded: HashMap::new(),
         }
     }
 
@@ -286,6 +289,13 @@ impl Leader {
                 }
                 let moves = self.placement().plan_drain(&id, limit);
                 if moves.is_empty() {
+                    // What is left fits no other worker now: it stays, and the operator hears
+                    // why once per change.
+                    let left = self.placement().held_by(&id);
+                    let mut scheduling = self.scheduling();
+                    if left > 0 && scheduling.stranded.insert(id.clone(), left) != Some(left) {
+                        warn!(worker = %id, tasks = left, "drain: these tasks fit no other worker now (their placement, or no room); they stay until one does (POST /api/v1/placement/preview says why)");
+                    }
                     break;
                 }
                 let n = moves.len();

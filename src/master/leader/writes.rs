@@ -36,6 +36,9 @@ pub enum WriteError {
     /// The named worker is not registered.
     #[error("no such worker: {0}")]
     UnknownWorker(String),
+    /// The named worker does not meet the resource's placement.
+    #[error("worker {0} does not meet the resource's placement")]
+    Unfit(String),
     /// The requested change breaks a rule (the field, what is wrong).
     #[error("{1}")]
     Invalid(&'static str, String),

@@ -149,8 +149,7 @@ impl Placement {
     }
 
     /// Chooses workers for up to `limit` resources of present worker `from`, which is being
-    /// drained (and so cordoned). A resource that fits no other worker stays where it is (see
-    /// [`Placement::stranded`]).
+    /// drained (and so cordoned). A resource that fits no other worker stays where it is.
     pub fn plan_drain(&mut self, from: &str, limit: usize) -> Vec<Move> {
         let names: Vec<Name> = self
             .members
@@ -178,19 +177,6 @@ impl Placement {
             moves.push(self.depart(name.to_string(), from, to, Reason::Drained));
         }
         moves
-    }
-
-    /// How many resources of worker `from` fit no other worker with room now (a drain keeps
-    /// them): judged on a clone, by the code that plans the drain.
-    pub fn stranded(&self, from: &str) -> usize {
-        let mut p = self.clone();
-        p.set_cordoned(from, true);
-        p.plan_drain(from, usize::MAX);
-        p.members.get(from).map_or(0, |m| {
-            m.iter()
-                .filter(|n| !p.in_flight.contains_key(&***n) && !p.needs.contains(n))
-                .count()
-        })
     }
 
     fn depart(&mut self, name: String, from: &str, to: Reservation, reason: Reason) -> Move {

@@ -326,3 +326,130 @@ fn resources_of_an_unknown_worker_wait_for_the_workers_cache() {
     assert_eq!(p.pending(), 0);
     assert_eq!(p.assigned("r"), Some("late"));
 }
+
+fn labelled(p: &mut Placement, id: &str, pairs: &[(&str, &str)]) {
+    let labels: Labels = pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    p.upsert_worker(id, &format!("{id}:1"), None, Arc::new(labels));
+}
+
+fn wants(value: serde_json::Value, labels: &[(&str, &str)]) -> Option<Arc<Wants>> {
+    let c = crate::model::constraints::Constraints::parse(&value).expect("valid");
+    let labels = labels
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    Wants::new(c, &labels)
+}
+
+#[test]
+fn preferences_win_over_load_and_spread_shares_a_group_over_a_labels_values() {
+    let mut p = Placement::new();
+    labelled(&mut p, "eu-1", &[("region", "eu")]);
+    labelled(&mut p, "eu-2", &[("region", "eu")]);
+    labelled(&mut p, "us-1", &[("region", "us")]);
+    for i in 0..5 {
+        p.set_resource(&format!("busy{i}"), Some(Some("eu-1")), 1);
+    }
+    p.advance(1);
+    // A preference for eu outweighs eu-1's load; among eu, the least loaded.
+    let prefer_eu = wants(
+        serde_json::json!({"preferences": [{"weight": 50, "selector": {"match_labels": {"region": "eu"}}}]}),
+        &[],
+    );
+    let r = p.reserve(prefer_eu.as_deref()).expect("room");
+    assert_eq!(r.worker, "eu-2");
+    // Shards of one site alternate between regions, reservations counted.
+    let shard = wants(
+        serde_json::json!({"spread": {"over": "region", "by": "site"}}),
+        &[("site", "example.org")],
+    );
+    let mut regions = Vec::new();
+    for _ in 0..4 {
+        let r = p.reserve(shard.as_deref()).expect("room");
+        regions.push(if r.worker.starts_with("eu") {
+            "eu"
+        } else {
+            "us"
+        });
+    }
+    regions.sort();
+    assert_eq!(regions, ["eu", "eu", "us", "us"]);
+    // A different group is counted apart.
+    let other = wants(
+        serde_json::json!({"spread": {"over": "region", "by": "site"}}),
+        &[("site", "other.org")],
+    );
+    let first = p.reserve(other.as_deref()).expect("room");
+    assert!(
+        first.worker == "us-1" || first.worker == "eu-2",
+        "{}",
+        first.worker
+    );
+}
+
+#[test]
+fn a_selector_change_on_a_waiting_task_and_a_priority_reorder_the_queue() {
+    let mut p = Placement::new();
+    labelled(&mut p, "w", &[("region", "eu")]);
+    p.upsert_worker(
+        "w",
+        "w:1",
+        Some(1),
+        Arc::new(Labels::from([("region".into(), "eu".into())])),
+    );
+    let name = |n: &str| Name::from(n);
+    p.set_resource_shared(&name("low"), Some(None), None, 1);
+    p.set_resource_shared(
+        &name("high"),
+        Some(None),
+        wants(serde_json::json!({"priority": 5}), &[]),
+        2,
+    );
+    p.set_resource_shared(
+        &name("ap"),
+        Some(None),
+        wants(
+            serde_json::json!({"selector": {"match_labels": {"region": "ap"}}, "priority": 9}),
+            &[],
+        ),
+        3,
+    );
+    p.advance(3);
+    let moves = p.plan(10, 10, 0, i64::MAX);
+    let names: Vec<&str> = moves.iter().map(|m| m.name.as_str()).collect();
+    assert_eq!(
+        names,
+        ["high"],
+        "ap fits nowhere and does not block; high before low"
+    );
+    assert_eq!(
+        p.why_waiting("ap").map(|w| w.0),
+        Some(crate::model::waiting::Wait::NoMatch)
+    );
+    assert_eq!(
+        p.why_waiting("low").map(|w| w.0),
+        Some(crate::model::waiting::Wait::Full)
+    );
+    let counts = p.waiting();
+    assert_eq!(counts.get(&crate::model::waiting::Wait::NoMatch), Some(&1));
+    // Its selector changed to one that fits: it is planned (once room frees).
+    p.set_resource_shared(
+        &name("ap"),
+        Some(None),
+        wants(serde_json::json!({"priority": 9}), &[]),
+        4,
+    );
+    p.set_resource("high", None, 5);
+    p.advance(5);
+    for m in &moves {
+        p.cancel(m.to.token);
+    }
+    let next = p.plan(10, 10, 0, i64::MAX);
+    assert_eq!(
+        next.iter().map(|m| m.name.as_str()).collect::<Vec<_>>(),
+        ["ap"]
+    );
+}

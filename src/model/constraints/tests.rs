@@ -108,6 +108,18 @@ fn bad_constraints_name_their_field() {
 }
 
 #[test]
+fn whole_numbers_may_be_written_with_a_zero_fraction() {
+    let c = parsed(json!({"priority": 126.0, "preferences": [{"weight": -26.0, "selector": {}}]}));
+    assert_eq!((c.priority, c.preferences[0].weight), (126, -26));
+    for value in [json!({"priority": 1.5}), json!({"priority": 1e12})] {
+        assert_eq!(
+            Constraints::parse(&value).expect_err("not whole").field,
+            "placement"
+        );
+    }
+}
+
+#[test]
 fn stored_form_round_trips_and_omits_defaults() {
     let c = parsed(json!({"selector": {"match_labels": {"region": "eu"}}, "priority": 5}));
     let stored = serde_json::to_value(&c).expect("encodes");
