@@ -227,13 +227,8 @@ impl Leader {
             if let Some(node) = &pinned {
                 resource.assigned_node = node.clone();
             }
-            let (moved, reservation) = self.refit(&before, &mut resource, pin)?;
-            let release = |p: &mut Placement| {
-                if let Some(r) = &reservation {
-                    p.cancel(r.token);
-                }
-            };
-            let reason = if moved {
+            let held = self.refit(&before, &mut resource, pin)?;
+            let reason = if held.moved {
                 Some(Reason::Constrained)
             } else if resource.assigned_worker() != before.assigned_worker() {
                 Some(Reason::Pinned)
@@ -301,20 +296,9 @@ impl Leader {
                 ops.push(self.history_put(name, &history)?);
                 compares.push(self.history_unchanged(name, seen));
             }
-            let written = match self.write(&fence, compares, ops).await {
-                Ok(w) => w,
-                Err(e) => {
-                    release(&mut self.placement());
-                    return Err(e);
-                }
-            };
-            if !written.applied {
-                release(&mut self.placement());
-            }
+            let written = self.write(&fence, compares, ops).await?;
             if written.applied {
-                if let Some(r) = &reservation {
-                    self.placement().confirm(r.token, written.revision);
-                }
+                held.confirm(written.revision);
                 self.assigned(name, resource.assigned_worker());
                 if let Some(reason) = reason {
                     self.inner.metrics.moved(reason.as_str(), 1);
@@ -333,34 +317,44 @@ impl Leader {
 
     /// Keeps `after` (a change of `before`) on a worker its constraints admit: a pin to a
     /// worker that does not fit is refused, and a resource whose changed constraints its
-    /// worker no longer meets goes to one that does, or waits for one. Returns whether it
-    /// moved so, and the reservation of its new worker.
+    /// worker no longer meets goes to one that does, or waits for one. The answer says
+    /// whether it moved so, and holds its new worker's reservation until the write.
     fn refit(
         &self,
         before: &Resource,
         after: &mut Resource,
         pin: Option<&str>,
-    ) -> Result<(bool, Option<Reservation>), WriteError> {
+    ) -> Result<Refit<'_>, WriteError> {
+        let stays = Refit {
+            leader: self,
+            moved: false,
+            reservation: None,
+        };
         let wants = Wants::of(after);
         let mut placement = self.placement();
         if let Some(id) = pin {
             if !placement.fits(id, wants.as_deref()) {
                 return Err(WriteError::Unfit(id.to_owned()));
             }
-            return Ok((false, None));
+            return Ok(stays);
         }
         let changed = Wants::of(before) != wants;
         let Some(worker) = after.assigned_worker() else {
-            return Ok((false, None));
+            return Ok(stays);
         };
         if !changed || placement.fits(worker, wants.as_deref()) {
-            return Ok((false, None));
+            return Ok(stays);
         }
         let reservation = placement.reserve(wants.as_deref());
+        drop(placement);
         after.assigned_node = reservation.as_ref().map_or_else(Default::default, |r| {
             Resource::assigned_node_value(&r.worker, &r.address)
         });
-        Ok((true, reservation))
+        Ok(Refit {
+            leader: self,
+            moved: true,
+            reservation,
+        })
     }
 
     /// Reads the stored value of `key` and its version for a read-modify-write, or the error a
@@ -396,5 +390,31 @@ impl Leader {
     ) -> Result<super::writes::Written, WriteError> {
         let compare = Compare::mod_revision(key.as_bytes(), CompareOp::Equal, version);
         self.write(fence, vec![compare], ops).await
+    }
+}
+
+/// What [`Leader::refit`] decided: whether the resource moves, and its new worker's
+/// reservation, released when this is dropped unless its write was confirmed (so no error
+/// between the choice and the write leaves the worker's load counted twice).
+struct Refit<'a> {
+    leader: &'a Leader,
+    moved: bool,
+    reservation: Option<Reservation>,
+}
+
+impl Refit<'_> {
+    /// The write holding the reservation succeeded at `revision`.
+    fn confirm(mut self, revision: i64) {
+        if let Some(r) = self.reservation.take() {
+            self.leader.placement().confirm(r.token, revision);
+        }
+    }
+}
+
+impl Drop for Refit<'_> {
+    fn drop(&mut self) {
+        if let Some(r) = self.reservation.take() {
+            self.leader.placement().cancel(r.token);
+        }
     }
 }
