@@ -5,6 +5,7 @@
 //! read from their owners when `/metrics` is scraped, so nothing on a hot path keeps them.
 
 use std::sync::Mutex;
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -102,6 +103,10 @@ pub struct Metrics {
     pub assignments: Counter,
     /// Resources moved off a worker that left.
     pub reassignments: Counter,
+    /// Time the leader spent choosing workers.
+    pub placement_seconds: Counter<f64, AtomicU64>,
+    /// Workers the leader chose (for creates and moves).
+    pub placements: Counter,
     /// Latency of the leader's etcd writes.
     pub etcd_latency: Histogram,
     /// Failed leader etcd writes.
@@ -167,6 +172,8 @@ impl Metrics {
         let leader_changes = Counter::default();
         let assignments = Counter::default();
         let reassignments = Counter::default();
+        let placement_seconds = Counter::<f64, AtomicU64>::default();
+        let placements = Counter::default();
         let etcd_latency = Histogram::new(exponential_buckets(0.000_1, 2.0, 18));
         let etcd_errors = Counter::default();
         let compactions = Counter::default();
@@ -289,6 +296,16 @@ impl Metrics {
             reassignments.clone(),
         );
         registry.register(
+            "placement_seconds",
+            "Time the leader spent choosing workers for resources",
+            placement_seconds.clone(),
+        );
+        registry.register(
+            "placements",
+            "Workers the leader chose for resources (creates and moves)",
+            placements.clone(),
+        );
+        registry.register(
             "etcd_write_duration_seconds",
             "Latency of the leader's etcd writes",
             etcd_latency.clone(),
@@ -335,6 +352,8 @@ impl Metrics {
             leader_changes,
             assignments,
             reassignments,
+            placement_seconds,
+            placements,
             etcd_latency,
             etcd_errors,
             compactions,

@@ -30,6 +30,7 @@ fn bench_quick_runs_every_scenario() {
         "7 IDs",
         "11 real load",
         "12 soak",
+        "14 placement",
     ] {
         assert!(
             report.contains(scenario),

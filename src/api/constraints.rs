@@ -123,9 +123,9 @@ impl Fleet {
                 });
             }
         }
-        let c = r.constraints().unwrap_or_default();
+        let none = Constraints::default();
         let (wait, message) = explain(
-            &c,
+            r.constraints().unwrap_or(&none),
             self.workers
                 .iter()
                 .map(|(_, labels, cordoned, room)| Candidate {

@@ -430,7 +430,7 @@ pub async fn patch(
     if let Some(patch) = &body.placement {
         let cached = state.resources.get(name);
         let current = cached.as_ref().and_then(|e| e.value.constraints());
-        constraints::merged(current.as_ref(), patch).map_err(constraints::unprocessable)?;
+        constraints::merged(current, patch).map_err(constraints::unprocessable)?;
     }
     let written = state
         .leader
@@ -458,7 +458,7 @@ pub async fn patch(
                     set_schedule(r, rule);
                 }
                 if let Some(patch) = &body.placement {
-                    let c = constraints::merged(r.constraints().as_ref(), patch)
+                    let c = constraints::merged(r.constraints(), patch)
                         .map_err(|e| WriteError::Invalid(e.field, e.detail))?;
                     r.set_constraints(&c);
                 }

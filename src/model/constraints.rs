@@ -8,12 +8,31 @@
 //! a waiting task the same way.
 
 use std::collections::BTreeMap;
+use std::sync::{Arc, LazyLock, Mutex};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::model::intern::{Table, share};
+
 /// Where a resource's constraints are kept in the stored JSON (a field the Go crawler ignores).
 pub const PLACEMENT_FIELD: &str = "Placement";
+static SHARED: LazyLock<Mutex<Table<Constraints>>> = LazyLock::new(Mutex::default);
+
+/// The shared copy of `c`: the resources that ask alike hold one.
+pub fn shared(c: Constraints) -> Arc<Constraints> {
+    share(&SHARED, &c.clone(), move || Arc::new(c))
+}
+
+/// The constraints stored in a resource's field: `None` when they ask nothing or cannot be
+/// read (then the field is kept as it is, and asks nothing).
+pub fn stored(value: &Value) -> Option<Arc<Constraints>> {
+    Constraints::deserialize(value)
+        .ok()
+        .filter(|c| !c.is_empty())
+        .map(shared)
+}
+
 /// A worker labelled `dedicated=<x>` takes only tasks that tolerate `<x>`.
 pub const DEDICATED_LABEL: &str = "dedicated";
 /// Most expressions in one selector, and most preferences.

@@ -1,43 +1,79 @@
-//! Shared strings for values that repeat across many objects: a million resources name a few
-//! thousand workers, so each `AssignedNode` is stored once and every resource holds a pointer.
+//! Shared copies of values that repeat across many objects: a million resources name a few
+//! thousand workers, so each `AssignedNode` is stored once and every resource holds a pointer;
+//! and resources that ask alike of their workers share one set of constraints.
 //!
-//! The table holds one reference of its own to each string; strings no object uses any more
-//! are dropped when the table has doubled since the last sweep, so workers that left do not
+//! A table holds one reference of its own to each value; values no object uses any more are
+//! dropped when the table has doubled since the last sweep, so workers that left do not
 //! accumulate.
 
 use std::collections::HashSet;
+use std::hash::Hash;
 use std::sync::{Arc, LazyLock, Mutex};
 
-struct Table {
-    strings: HashSet<Arc<str>>,
+/// Shared values of one type: each held once, by the table and by whoever uses it.
+#[derive(Debug)]
+pub struct Table<T: ?Sized> {
+    values: HashSet<Arc<T>>,
     /// Size after the last sweep.
     swept: usize,
 }
 
-static TABLE: LazyLock<Mutex<Table>> = LazyLock::new(|| {
-    Mutex::new(Table {
-        strings: HashSet::new(),
-        swept: 0,
-    })
-});
+impl<T: ?Sized> Default for Table<T> {
+    fn default() -> Self {
+        Self {
+            values: HashSet::new(),
+            swept: 0,
+        }
+    }
+}
+
+impl<T: ?Sized + Hash + Eq> Table<T> {
+    /// The shared copy of `value`, made by `make` when there is none.
+    pub fn share(&mut self, value: &T, make: impl FnOnce() -> Arc<T>) -> Arc<T> {
+        if let Some(shared) = self.values.get(value) {
+            return Arc::clone(shared);
+        }
+        if self.values.len() >= 2 * self.swept.max(1024) {
+            self.values.retain(|v| Arc::strong_count(v) > 1);
+            self.swept = self.values.len();
+        }
+        let shared = make();
+        self.values.insert(Arc::clone(&shared));
+        shared
+    }
+
+    /// Number of values held.
+    pub fn len(&self) -> usize {
+        self.values.len()
+    }
+
+    /// True when no value is held.
+    pub fn is_empty(&self) -> bool {
+        self.values.is_empty()
+    }
+}
+
+/// The shared copy of `value` in `table` (whose lock a panic cannot leave half-changed:
+/// inserts and retains are atomic).
+pub fn share<T: ?Sized + Hash + Eq>(
+    table: &Mutex<Table<T>>,
+    value: &T,
+    make: impl FnOnce() -> Arc<T>,
+) -> Arc<T> {
+    table
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .share(value, make)
+}
+
+static TABLE: LazyLock<Mutex<Table<str>>> = LazyLock::new(Mutex::default);
 
 /// The shared copy of `text`.
 pub fn intern(text: &str) -> Arc<str> {
     if text.is_empty() {
         return Arc::from("");
     }
-    // A panic while holding the lock leaves the set whole (inserts and retains are atomic).
-    let mut table = TABLE.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some(shared) = table.strings.get(text) {
-        return Arc::clone(shared);
-    }
-    if table.strings.len() >= 2 * table.swept.max(1024) {
-        table.strings.retain(|s| Arc::strong_count(s) > 1);
-        table.swept = table.strings.len();
-    }
-    let shared: Arc<str> = Arc::from(text);
-    table.strings.insert(Arc::clone(&shared));
-    shared
+    share(&TABLE, text, || Arc::from(text))
 }
 
 #[cfg(test)]
@@ -55,7 +91,7 @@ mod tests {
         for i in 0..10_000 {
             drop(intern(&format!("gone-{i}")));
         }
-        let size = TABLE.lock().map(|t| t.strings.len()).unwrap_or(0);
+        let size = TABLE.lock().map(|t| t.len()).unwrap_or(0);
         assert!(size < 5_000, "{size} strings kept");
         assert!(Arc::ptr_eq(
             &a,

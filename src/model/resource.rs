@@ -10,7 +10,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;
 
-use crate::model::constraints::{Constraints, PLACEMENT_FIELD};
+use crate::model::constraints::{self, Constraints, PLACEMENT_FIELD};
 use crate::model::intern::intern;
 use crate::model::recurrence::Recurrence;
 use crate::object::{DecodeError, Name, Object};
@@ -145,33 +145,61 @@ pub struct Resource {
 }
 
 /// The fields of a stored resource that this codec does not know (labels, a restart time, an
-/// assignment key's epoch, anything a newer writer added), kept for the round trip. A Go
-/// resource has none; boxed, an empty set costs one pointer rather than an empty map's 24 bytes
-/// (a cached resource's allocation shrinks from 104 to 88 bytes).
+/// assignment key's epoch, anything a newer writer added), kept for the round trip, and its
+/// constraints, read once and shared. A Go resource has none; boxed, an empty set costs one
+/// pointer rather than an empty map's 24 bytes (a cached resource's allocation shrinks from
+/// 104 to 88 bytes).
 #[derive(Debug, Clone, Default, PartialEq)]
-// The box is the point: `Option<Box<_>>` is one word, an empty `BTreeMap` three.
-#[allow(clippy::box_collection)]
-pub struct Extra(Option<Box<BTreeMap<String, Value>>>);
+pub struct Extra(Option<Box<Fields>>);
+
+#[derive(Debug, Clone, Default, PartialEq)]
+struct Fields {
+    other: BTreeMap<String, Value>,
+    /// The `Placement` field, when it asks something (one that cannot be read stays in
+    /// `other`).
+    placement: Option<Arc<Constraints>>,
+}
 
 impl Extra {
-    /// The value of field `key`.
+    /// The value of field `key` (constraints that ask something are read with
+    /// [`Extra::placement`]).
     pub fn get(&self, key: &str) -> Option<&Value> {
-        self.0.as_ref()?.get(key)
+        self.0.as_ref()?.other.get(key)
     }
 
     /// Sets field `key`; returns its previous value.
     pub fn insert(&mut self, key: String, value: Value) -> Option<Value> {
-        self.0.get_or_insert_default().insert(key, value)
+        self.0.get_or_insert_default().other.insert(key, value)
     }
 
     /// Removes field `key`; returns its value.
     pub fn remove(&mut self, key: &str) -> Option<Value> {
-        let fields = self.0.as_mut()?;
-        let old = fields.remove(key);
-        if fields.is_empty() {
+        let old = self.0.as_mut()?.other.remove(key);
+        self.shrink();
+        old
+    }
+
+    /// The constraints, when they ask something.
+    pub fn placement(&self) -> Option<&Arc<Constraints>> {
+        self.0.as_ref()?.placement.as_ref()
+    }
+
+    /// Sets the constraints (`None`: asking nothing), replacing any that could not be read.
+    pub fn set_placement(&mut self, c: Option<Arc<Constraints>>) {
+        let fields = self.0.get_or_insert_default();
+        fields.other.remove(PLACEMENT_FIELD);
+        fields.placement = c;
+        self.shrink();
+    }
+
+    fn shrink(&mut self) {
+        if self
+            .0
+            .as_ref()
+            .is_some_and(|f| f.other.is_empty() && f.placement.is_none())
+        {
             self.0 = None;
         }
-        old
     }
 
     /// True when there is no such field.
@@ -182,17 +210,30 @@ impl Extra {
 
 impl Serialize for Extra {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        match &self.0 {
-            Some(fields) => fields.serialize(s),
-            None => s.collect_map(std::iter::empty::<(&str, &Value)>()),
+        use serde::ser::SerializeMap;
+        let mut map = s.serialize_map(None)?;
+        if let Some(fields) = &self.0 {
+            for (k, v) in &fields.other {
+                map.serialize_entry(k, v)?;
+            }
+            if let Some(c) = &fields.placement {
+                map.serialize_entry(PLACEMENT_FIELD, &**c)?;
+            }
         }
+        map.end()
     }
 }
 
 impl<'de> Deserialize<'de> for Extra {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let fields = BTreeMap::<String, Value>::deserialize(d)?;
-        Ok(Self((!fields.is_empty()).then(|| Box::new(fields))))
+        let mut other = BTreeMap::<String, Value>::deserialize(d)?;
+        let placement = other.get(PLACEMENT_FIELD).and_then(constraints::stored);
+        if placement.is_some() {
+            other.remove(PLACEMENT_FIELD);
+        }
+        let mut extra = Self(Some(Box::new(Fields { other, placement })));
+        extra.shrink();
+        Ok(extra)
     }
 }
 
@@ -225,24 +266,25 @@ impl Resource {
             .unwrap_or_default()
     }
 
-    /// Where the task may run, as stored; malformed constraints are ignored (asking nothing).
-    pub fn constraints(&self) -> Option<Constraints> {
-        self.extra
-            .get(PLACEMENT_FIELD)
-            .and_then(|v| serde_json::from_value::<Constraints>(v.clone()).ok())
-            .filter(|c| !c.is_empty())
+    /// One stored label, without reading the others.
+    pub fn label(&self, key: &str) -> Option<&str> {
+        self.extra.get(LABELS_FIELD)?.get(key)?.as_str()
+    }
+
+    /// Where the task may run, as stored; constraints that cannot be read ask nothing.
+    pub fn constraints(&self) -> Option<&Constraints> {
+        self.extra.placement().map(|c| &**c)
+    }
+
+    /// The same, shared with the resources that ask alike.
+    pub fn shared_constraints(&self) -> Option<&Arc<Constraints>> {
+        self.extra.placement()
     }
 
     /// Stores `c` (asking nothing: no field).
     pub fn set_constraints(&mut self, c: &Constraints) {
-        match serde_json::to_value(c) {
-            Ok(value) if !c.is_empty() => {
-                self.extra.insert(PLACEMENT_FIELD.to_owned(), value);
-            }
-            _ => {
-                self.extra.remove(PLACEMENT_FIELD);
-            }
-        }
+        self.extra
+            .set_placement((!c.is_empty()).then(|| constraints::shared(c.clone())));
     }
 
     /// The assigned worker's node id and address, if assigned.
@@ -333,6 +375,51 @@ mod tests {
         );
         assert!(Arc::ptr_eq(&a.assigned_node, &b.assigned_node));
         assert!(a.key().is_some_and(|k| Arc::ptr_eq(&k, &a.name)));
+    }
+
+    #[test]
+    fn constraints_are_read_once_shared_and_written_back_as_stored() {
+        let text = |name: &str, placement: &str| {
+            format!(
+                r#"{{"ID":"1","Name":"{name}","AssignedNode":"","CreationTime":0,"Placement":{placement}}}"#
+            )
+        };
+        let eu = r#"{"selector":{"match_labels":{"region":"eu"}},"priority":5}"#;
+        let a = Resource::decode("a", text("a", eu).as_bytes()).expect("a");
+        let b = Resource::decode("b", text("b", eu).as_bytes()).expect("b");
+        let (ca, cb) = (a.shared_constraints(), b.shared_constraints());
+        assert!(
+            ca.zip(cb).is_some_and(|(x, y)| Arc::ptr_eq(x, y)),
+            "one copy for both"
+        );
+        assert_eq!(a.constraints().map(|c| c.priority), Some(5));
+        let again: Value = serde_json::to_value(&a).expect("encodes");
+        assert_eq!(
+            again,
+            serde_json::from_str::<Value>(&text("a", eu)).expect("json")
+        );
+        // What cannot be read asks nothing, and is written back as it was.
+        for odd in [r#"{"selector":7}"#, "{}", "null"] {
+            let r = Resource::decode("a", text("a", odd).as_bytes()).expect("decodes");
+            assert!(r.constraints().is_none(), "{odd}");
+            let again: Value = serde_json::to_value(&r).expect("encodes");
+            assert_eq!(
+                again,
+                serde_json::from_str::<Value>(&text("a", odd)).expect("json")
+            );
+        }
+        let mut r = Resource::decode("a", text("a", r#"{"selector":7}"#).as_bytes()).expect("r");
+        r.set_constraints(&Constraints::default());
+        assert!(
+            r.extra.is_empty(),
+            "asking nothing replaces what could not be read"
+        );
+        r.set_constraints(a.constraints().expect("constraints"));
+        assert!(
+            r.shared_constraints()
+                .zip(ca)
+                .is_some_and(|(x, y)| Arc::ptr_eq(x, y))
+        );
     }
 
     #[test]

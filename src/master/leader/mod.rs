@@ -31,7 +31,7 @@ use tracing::{info, warn};
 use crate::etcd::cache::{Snapshot, Store};
 use crate::keys::KeyLayout;
 use crate::master::leadership::{Fence, Leadership, Term};
-use crate::master::placement::{Placement, Wants};
+use crate::master::placement::{Placement, WantsMemo};
 use crate::metrics::Metrics;
 use crate::model::registry::Worker;
 use crate::model::resource::Resource;
@@ -153,6 +153,23 @@ impl Leader {
         }
     }
 
+    /// Runs one choice of workers on the placement, counting its time and the workers it chose
+    /// (`crawler_placement_seconds_total`, `crawler_placements_total`).
+    fn choose<T>(
+        &self,
+        choice: impl FnOnce(&mut Placement) -> T,
+        chosen: impl Fn(&T) -> usize,
+    ) -> T {
+        let started = std::time::Instant::now();
+        let answer = choice(&mut self.placement());
+        let metrics = &self.inner.metrics;
+        metrics
+            .placement_seconds
+            .inc_by(started.elapsed().as_secs_f64());
+        metrics.placements.inc_by(chosen(&answer) as u64);
+        answer
+    }
+
     fn placement(&self) -> MutexGuard<'_, Placement> {
         // Placement updates are single calls that leave it consistent; a panic elsewhere
         // cannot leave it half-updated.
@@ -177,12 +194,13 @@ impl Leader {
     /// Puts every resource of a cache snapshot in `placement`, with whether its task completed
     /// at its assignment (the take-over and a resynchronisation build from the cache alike).
     fn place(&self, placement: &mut Placement, resources: &Snapshot<Resource>) {
+        let mut memo = WantsMemo::default();
         for (name, entry) in &resources.objects {
             let worker = entry.value.assigned_worker();
             placement.set_resource_shared(
                 name,
                 Some(worker),
-                Wants::of(&entry.value),
+                memo.of(&entry.value),
                 resources.revision,
             );
             let epoch = entry.value.epoch(entry.mod_revision);

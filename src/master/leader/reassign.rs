@@ -133,11 +133,9 @@ impl Leader {
             // resource and its history per move), and etcd commits concurrent txns together.
             let mut batches = Vec::with_capacity(IN_FLIGHT);
             for _ in 0..IN_FLIGHT {
-                let moves = self.placement().plan(
-                    MOVES,
-                    orphans,
-                    preemptions.min(orphans),
-                    workers_revision,
+                let moves = self.choose(
+                    |p| p.plan(MOVES, orphans, preemptions.min(orphans), workers_revision),
+                    Vec::len,
                 );
                 if moves.is_empty() {
                     break;

@@ -52,7 +52,7 @@ impl Leader {
         init: &Init,
     ) -> Result<Written, WriteError> {
         let wants = Wants::new(init.constraints.clone(), &init.labels);
-        let reservation = self.placement().reserve(wants.as_deref());
+        let reservation = self.choose(|p| p.reserve(wants.as_ref()), |r| usize::from(r.is_some()));
         let release = |p: &mut Placement| {
             if let Some(r) = &reservation {
                 p.cancel(r.token);
@@ -345,7 +345,7 @@ impl Leader {
         if !changed || placement.fits(worker, wants.as_deref()) {
             return Ok(stays);
         }
-        let reservation = placement.reserve(wants.as_deref());
+        let reservation = placement.reserve(wants.as_ref());
         drop(placement);
         after.assigned_node = reservation.as_ref().map_or_else(Default::default, |r| {
             Resource::assigned_node_value(&r.worker, &r.address)

@@ -287,7 +287,7 @@ impl Leader {
                 if limit == 0 {
                     break;
                 }
-                let moves = self.placement().plan_drain(&id, limit);
+                let moves = self.choose(|p| p.plan_drain(&id, limit), Vec::len);
                 if moves.is_empty() {
                     // What is left fits no other worker now: it stays, and the operator hears
                     // why once per change.
@@ -349,7 +349,7 @@ impl Leader {
             let started = self.started(name, &recent, term_started);
             (now - started >= min_runtime).then_some(started)
         };
-        let moves = self.placement().plan_rebalance(limit, movable);
+        let moves = self.choose(|p| p.plan_rebalance(limit, movable), Vec::len);
         if moves.is_empty() {
             return Ok(());
         }

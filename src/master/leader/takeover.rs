@@ -100,7 +100,7 @@ impl Leader {
         }
         let lookup = |name: &str| loaded.get(name).cloned();
         loop {
-            let moves = self.placement().plan(MOVES, 0, 0, revision);
+            let moves = self.choose(|p| p.plan(MOVES, 0, 0, revision), Vec::len);
             if moves.is_empty() {
                 break;
             }

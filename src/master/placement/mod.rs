@@ -21,10 +21,11 @@ use crate::model::schedule::Reason;
 
 mod plan;
 mod queue;
+mod spread;
 mod wants;
 
 pub use plan::Preview;
-pub use wants::Wants;
+pub use wants::{Wants, WantsMemo};
 
 /// Movable resources of a donor among which rebalancing picks the youngest.
 const REBALANCE_CANDIDATES: usize = 64;
@@ -58,9 +59,9 @@ pub struct Move {
     pub evicts: Option<String>,
 }
 
-/// A reservation's worker, the revision of its write once it succeeded, and the spread group
-/// of the resource written.
-type Held = (String, Option<i64>, Option<Arc<str>>);
+/// A reservation's worker, the revision of its write once it succeeded, and what the resource
+/// written asks (for its spread group).
+type Held = (String, Option<i64>, Option<Arc<Wants>>);
 
 /// Loads, assignments and the resources waiting for a worker.
 #[derive(Debug, Default, Clone)]
@@ -78,10 +79,10 @@ pub struct Placement {
     needs: queue::Queue,
     /// What the resources with constraints ask (the others ask nothing).
     wants: HashMap<Name, Arc<Wants>>,
-    /// Spread groups (`by=value`) → worker → how many of the group it holds.
-    groups: HashMap<Arc<str>, HashMap<Name, u32>>,
-    /// Writes in flight: token → (worker, revision of the write once it succeeded, the spread
-    /// group of the resource written).
+    /// What the spread groups hold, reservations included.
+    spreads: spread::Spreads,
+    /// Writes in flight: token → (worker, revision of the write once it succeeded, what the
+    /// resource written asks).
     reservations: HashMap<u64, Held>,
     next_token: u64,
     /// Highest revision applied from the resources cache.
@@ -104,6 +105,12 @@ impl Placement {
         Self::default()
     }
 
+    /// Number of distinct label sets among the workers with room (what a constrained choice
+    /// costs).
+    pub fn pools(&self) -> usize {
+        self.assigner.pools()
+    }
+
     /// The revision of the resources the placement reflects.
     pub fn applied(&self) -> i64 {
         self.applied
@@ -122,6 +129,10 @@ impl Placement {
             .get(id)
             .map_or(0, |names| names.difference(&self.done).count());
         let reserved = self.reservations.values().filter(|r| r.0 == id).count();
+        let old = self.assigner.labels(id).cloned();
+        if old.as_deref() != Some(&*labels) {
+            self.spreads.relabel(id, old.as_deref(), Some(&labels));
+        }
         self.assigner
             .upsert(id, address, capacity, (held + reserved) as u32, labels);
         self.assigner.set_eligible(id, !self.cordoned.contains(id));
@@ -135,6 +146,8 @@ impl Placement {
 
     /// Removes a worker at `revision`: its resources need a new one.
     pub fn remove_worker(&mut self, id: &str, revision: i64) {
+        let old = self.assigner.labels(id).cloned();
+        self.spreads.relabel(id, old.as_deref(), None);
         self.assigner.remove(id);
         if let Some(names) = self.members.get(id) {
             for name in names {
@@ -322,7 +335,7 @@ impl Placement {
 
     /// Chooses a worker for a new resource that asks `wants` of it, or `None` when no worker
     /// it may use has room.
-    pub fn reserve(&mut self, wants: Option<&Wants>) -> Option<Reservation> {
+    pub fn reserve(&mut self, wants: Option<&Arc<Wants>>) -> Option<Reservation> {
         let (worker, address) = match wants {
             Some(w) => {
                 let penalty = self.spread_penalty(w);
@@ -333,12 +346,17 @@ impl Placement {
         Some(self.reserved(worker, address, wants))
     }
 
-    fn reserved(&mut self, worker: String, address: String, wants: Option<&Wants>) -> Reservation {
+    fn reserved(
+        &mut self,
+        worker: String,
+        address: String,
+        wants: Option<&Arc<Wants>>,
+    ) -> Reservation {
         let token = self.next_token;
         self.next_token += 1;
-        let group = wants.and_then(|w| w.group.clone());
+        self.count_spread(wants.map(|w| &**w), Some(&worker), 1);
         self.reservations
-            .insert(token, (worker.clone(), None, group));
+            .insert(token, (worker.clone(), None, wants.cloned()));
         Reservation {
             token,
             worker,
@@ -359,8 +377,9 @@ impl Placement {
 
     /// The write holding `token` failed, or its result was applied: release the reservation.
     pub fn cancel(&mut self, token: u64) {
-        if let Some((worker, _, _)) = self.reservations.remove(&token) {
+        if let Some((worker, _, wants)) = self.reservations.remove(&token) {
             self.assigner.adjust(&worker, -1);
+            self.count_spread(wants.as_deref(), Some(&worker), -1);
         }
     }
 

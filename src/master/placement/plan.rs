@@ -87,18 +87,21 @@ impl Placement {
             orphans += usize::from(from.is_some());
             let token = self.next_token;
             self.next_token += 1;
-            let group = wants.as_ref().and_then(|w| w.group.clone());
+            let labels = self.assigner.labels(&worker).cloned();
+            self.spreads
+                .count_wants(wants.as_deref(), &worker, labels.as_deref(), 1);
             self.reservations
-                .insert(token, (worker.clone(), None, group));
+                .insert(token, (worker.clone(), None, wants.clone()));
+            let to = Reservation {
+                token,
+                worker,
+                address,
+            };
             moves.push(Move {
                 name: name.to_string(),
                 since,
                 from: from.map(str::to_owned),
-                to: Reservation {
-                    token,
-                    worker,
-                    address,
-                },
+                to,
                 reason: if from.is_some() {
                     Reason::WorkerLeft
                 } else {
@@ -170,7 +173,7 @@ impl Placement {
             if full.contains(&kind) {
                 continue;
             }
-            let Some(to) = self.reserve(wants.as_deref()) else {
+            let Some(to) = self.reserve(wants.as_ref()) else {
                 full.insert(kind);
                 continue;
             };
@@ -287,7 +290,7 @@ impl Placement {
             // or a dedication, and without going to a worker it prefers less.
             let found = candidates.iter().find_map(|(_, name)| {
                 let wants = self.wants.get(&**name);
-                let c = wants.map(|w| &w.constraints);
+                let c = wants.map(|w| &*w.constraints);
                 let here = self.assigner.score(&donor_id, c);
                 loads
                     .iter()
@@ -320,7 +323,7 @@ impl Placement {
     /// Reserves room on worker `id`, chosen by the caller.
     fn reserve_on(&mut self, id: &str, wants: Option<Arc<Wants>>) -> Option<Reservation> {
         let address = self.assigner.take(id)?;
-        Some(self.reserved(id.to_owned(), address, wants.as_deref()))
+        Some(self.reserved(id.to_owned(), address, wants.as_ref()))
     }
 
     /// What would move where if the workers in `remove` left for good and those in `drain`

@@ -359,7 +359,7 @@ fn preferences_win_over_load_and_spread_shares_a_group_over_a_labels_values() {
         serde_json::json!({"preferences": [{"weight": 50, "selector": {"match_labels": {"region": "eu"}}}]}),
         &[],
     );
-    let r = p.reserve(prefer_eu.as_deref()).expect("room");
+    let r = p.reserve(prefer_eu.as_ref()).expect("room");
     assert_eq!(r.worker, "eu-2");
     // Shards of one site alternate between regions, reservations counted.
     let shard = wants(
@@ -368,7 +368,7 @@ fn preferences_win_over_load_and_spread_shares_a_group_over_a_labels_values() {
     );
     let mut regions = Vec::new();
     for _ in 0..4 {
-        let r = p.reserve(shard.as_deref()).expect("room");
+        let r = p.reserve(shard.as_ref()).expect("room");
         regions.push(if r.worker.starts_with("eu") {
             "eu"
         } else {
@@ -382,7 +382,7 @@ fn preferences_win_over_load_and_spread_shares_a_group_over_a_labels_values() {
         serde_json::json!({"spread": {"over": "region", "by": "site"}}),
         &[("site", "other.org")],
     );
-    let first = p.reserve(other.as_deref()).expect("room");
+    let first = p.reserve(other.as_ref()).expect("room");
     assert!(
         first.worker == "us-1" || first.worker == "eu-2",
         "{}",

@@ -6,7 +6,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use super::Placement;
-use crate::etcd::cache::Name;
 use crate::model::constraints::{Constraints, DEDICATED_LABEL, Labels};
 use crate::model::resource::Resource;
 use crate::model::waiting::{Candidate, Wait, explain};
@@ -14,8 +13,8 @@ use crate::model::waiting::{Candidate, Wait, explain};
 /// A resource's constraints and spread group.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Wants {
-    /// What it asks.
-    pub constraints: Constraints,
+    /// What it asks, shared by the resources that ask alike.
+    pub constraints: Arc<Constraints>,
     /// `by=value` when it spreads with the resources sharing that label.
     pub group: Option<Arc<str>>,
 }
@@ -23,23 +22,66 @@ pub struct Wants {
 impl Wants {
     /// What resource `r` asks, or `None` when it asks nothing.
     pub fn of(r: &Resource) -> Option<Arc<Self>> {
-        Self::new(r.constraints()?, &r.labels())
+        Self::with(Arc::clone(r.shared_constraints()?), |key| r.label(key))
     }
 
     /// What a resource with constraints `c` and `labels` asks, or `None` for nothing.
     pub fn new(c: Constraints, labels: &BTreeMap<String, String>) -> Option<Arc<Self>> {
+        Self::with(Arc::new(c), |key| labels.get(key).map(String::as_str))
+    }
+
+    /// The same, reading only the label that makes its spread group through `label`.
+    fn with<'a>(c: Arc<Constraints>, label: impl Fn(&str) -> Option<&'a str>) -> Option<Arc<Self>> {
         if c.is_empty() {
             return None;
         }
-        let group = c.spread.as_ref().and_then(|s| {
-            labels
-                .get(&s.by)
-                .map(|v| Arc::from(format!("{}={v}", s.by)))
-        });
+        // A group is its members' label and the worker label they spread over.
+        let group = c
+            .spread
+            .as_ref()
+            .and_then(|s| label(&s.by).map(|v| Arc::from(format!("{}={v} over {}", s.by, s.over))));
         Some(Arc::new(Self {
             constraints: c,
             group,
         }))
+    }
+}
+
+/// What resources sharing one set of constraints ask: without the spread label, and with
+/// each of its values.
+type Alike = (Option<Arc<Wants>>, HashMap<String, Arc<Wants>>);
+
+/// What many resources ask, read at once (a take-over): resources that ask alike already
+/// share their constraints, and those in the same spread group too share one [`Wants`], so
+/// that a hundred thousand alike cost a few allocations.
+#[derive(Debug, Default)]
+pub struct WantsMemo {
+    /// Shared constraints (by address) → what they ask of a resource without the spread
+    /// label, and of one with each of its values.
+    built: HashMap<usize, Alike>,
+}
+
+impl WantsMemo {
+    /// What resource `r` asks, as [`Wants::of`] says.
+    pub fn of(&mut self, r: &Resource) -> Option<Arc<Wants>> {
+        let c = r.shared_constraints()?;
+        let value = c.spread.as_ref().and_then(|s| r.label(&s.by));
+        let (without, by_value) = self.built.entry(Arc::as_ptr(c) as usize).or_default();
+        let known = match value {
+            None => without.as_ref(),
+            Some(v) => by_value.get(v),
+        };
+        if let Some(w) = known {
+            return Some(Arc::clone(w));
+        }
+        let w = Wants::with(Arc::clone(c), |by| r.label(by))?;
+        match value {
+            None => *without = Some(Arc::clone(&w)),
+            Some(v) => {
+                by_value.insert(v.to_owned(), Arc::clone(&w));
+            }
+        }
+        Some(w)
     }
 }
 
@@ -56,43 +98,27 @@ impl Placement {
 
     /// Counts `name` (with its current wants) `delta` times on `worker` in its spread group.
     pub(super) fn count_group(&mut self, name: &str, worker: Option<&str>, delta: i32) {
-        let (Some(worker), Some(group)) =
-            (worker, self.wants.get(name).and_then(|w| w.group.clone()))
-        else {
-            return;
-        };
-        let per_worker = self.groups.entry(group.clone()).or_default();
-        let count = per_worker.entry(Name::from(worker)).or_default();
-        *count = count.saturating_add_signed(delta);
-        if *count == 0 {
-            per_worker.remove(worker);
-            if per_worker.is_empty() {
-                self.groups.remove(&group);
-            }
+        let wants = self.wants.get(name).cloned();
+        self.count_spread(wants.as_deref(), worker, delta);
+    }
+
+    /// Counts a resource asking `wants` `delta` times on `worker` in its spread group.
+    pub(super) fn count_spread(&mut self, wants: Option<&Wants>, worker: Option<&str>, delta: i32) {
+        if let Some(worker) = worker {
+            let labels = self.assigner.labels(worker).cloned();
+            self.spreads
+                .count_wants(wants, worker, labels.as_deref(), delta);
         }
     }
 
     /// For a resource that spreads, how many of its group each value of the spread label
     /// holds (reservations included), as a function of a worker's labels; 0 for the others.
     pub(super) fn spread_penalty(&self, w: &Wants) -> impl Fn(&Labels) -> u32 + use<> {
-        let mut by_value: HashMap<String, u32> = HashMap::new();
         let over = w.constraints.spread.as_ref().map(|s| s.over.clone());
-        if let (Some(over), Some(group)) = (&over, &w.group) {
-            let value_of = |worker: &str| {
-                self.assigner
-                    .labels(worker)
-                    .and_then(|l| l.get(over).cloned())
-                    .unwrap_or_default()
-            };
-            for (worker, n) in self.groups.get(group).into_iter().flatten() {
-                *by_value.entry(value_of(worker)).or_default() += n;
-            }
-            for (worker, _, g) in self.reservations.values() {
-                if g.as_ref() == Some(group) {
-                    *by_value.entry(value_of(worker)).or_default() += 1;
-                }
-            }
-        }
+        let by_value = match (&over, &w.group) {
+            (Some(_), Some(group)) => self.spreads.values(group),
+            _ => HashMap::new(),
+        };
         move |labels: &Labels| match &over {
             Some(over) => by_value
                 .get(labels.get(over).map_or("", String::as_str))
@@ -151,7 +177,7 @@ impl Placement {
             let wait = match self.assigned(name) {
                 Some(worker) if !self.released.contains(worker) => Wait::Grace,
                 _ => {
-                    let c = self.wants.get(&**name).map(|w| &w.constraints);
+                    let c = self.wants.get(&**name).map(|w| &*w.constraints);
                     *judged
                         .entry(c)
                         .or_insert_with(|| self.explain(c.unwrap_or(&Constraints::default())).0)

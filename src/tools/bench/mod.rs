@@ -8,7 +8,7 @@
 //!
 //! One file per scenario (`reads.rs`, `creates.rs`, `follower.rs`, `propagation.rs`, `failover.rs`,
 //! `scale.rs`, `ids.rs`, `scheduling.rs`, `fanout.rs`, `workers.rs`, `real_load.rs`, `soak/`,
-//! `recurring.rs`), over a
+//! `recurring.rs`, `placement.rs`), over a
 //! shared `harness.rs` and `report.rs`; this file runs them in order.
 
 mod creates;
@@ -18,6 +18,7 @@ mod follower;
 mod harness;
 mod ids;
 pub mod load;
+mod placement;
 mod propagation;
 mod reads;
 mod real_load;
@@ -41,6 +42,7 @@ use fanout::fanout;
 use follower::through_follower;
 use harness::{http_client, is_ready, is_ready_leader, wait_until};
 use ids::ids;
+use placement::placement;
 use propagation::propagation;
 use reads::cached_read;
 use real_load::real_load;
@@ -150,6 +152,9 @@ pub async fn run(options: BenchOptions) -> Result<(), ToolError> {
     }
     if options.runs(13) {
         recurring(&mut report, q).await?;
+    }
+    if options.runs(14) {
+        placement(&mut report, q).await?;
     }
 
     let total = started.elapsed();

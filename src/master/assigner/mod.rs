@@ -1,19 +1,25 @@
-//! Least-loaded choice of a worker, with capacities and random tie-breaking.
+//! Least-loaded choice of a worker, with capacities, labels and random tie-breaking.
 //!
-//! Workers with room are kept in buckets by load, so a choice is the lowest bucket's random
-//! member: O(log W) per assignment, with no re-sorting. Bulk assignment of thousands of
-//! resources is therefore near-linear. A full worker leaves the buckets until it has room.
+//! Workers with room are kept in buckets by load ([`buckets`]), so a choice is the lowest
+//! bucket's random member: O(log W) per assignment, with no re-sorting. Bulk assignment of
+//! thousands of resources is therefore near-linear. A full worker leaves the buckets until it
+//! has room.
 //!
-//! The buckets hold the workers any task may use. A task with constraints, and a dedicated
-//! worker (which takes only the tasks that tolerate it), are served by a scan of the workers
-//! that scores each one the task admits: O(W) for those tasks alone.
+//! One set of buckets holds the workers any task may use. Workers are also pooled by their
+//! set of labels, each pool with its own buckets: a task with constraints is judged once per
+//! pool (selector, dedication, preferences and spread all depend on labels alone), and takes
+//! the least loaded worker of the best pool. That is O(P log W) for P distinct label sets,
+//! whatever the number of workers; a label unique to each worker makes P equal W.
 
-use std::collections::{BTreeMap, HashMap};
+mod buckets;
+
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use rand::RngExt;
 
 use crate::model::constraints::{Constraints, DEDICATED_LABEL, Labels};
+use buckets::Buckets;
 
 /// One worker as the assigner sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,14 +44,17 @@ impl Slot {
     }
 }
 
+/// How a pool ranks for a task, best highest: preference score, spread, load (both negated).
+type Rank = (i32, i64, i64);
+
 /// Loads of the present workers, and the choice of the least loaded.
 #[derive(Debug, Default, Clone)]
 pub struct Assigner {
     slots: HashMap<String, Slot>,
-    /// Load → workers with room at that load.
-    buckets: BTreeMap<u32, Vec<String>>,
-    /// Worker → its index in its bucket.
-    positions: HashMap<String, usize>,
+    /// Workers with room that any task may use.
+    general: Buckets,
+    /// Workers with room, by their set of labels; a pool with none is removed.
+    pools: HashMap<Arc<Labels>, Buckets>,
 }
 
 impl Assigner {
@@ -58,16 +67,11 @@ impl Assigner {
         let Some(slot) = self.slots.get(id) else {
             return;
         };
-        let Some(index) = self.positions.remove(id) else {
-            return;
-        };
-        if let Some(bucket) = self.buckets.get_mut(&slot.load) {
-            bucket.swap_remove(index);
-            if let Some(moved) = bucket.get(index) {
-                self.positions.insert(moved.clone(), index);
-            }
-            if bucket.is_empty() {
-                self.buckets.remove(&slot.load);
+        self.general.remove(id, slot.load);
+        if let Some(pool) = self.pools.get_mut(&*slot.labels) {
+            pool.remove(id, slot.load);
+            if pool.is_empty() {
+                self.pools.remove(&*slot.labels);
             }
         }
     }
@@ -76,12 +80,16 @@ impl Assigner {
         let Some(slot) = self.slots.get(id) else {
             return;
         };
-        if !slot.has_room() || !slot.general() || self.positions.contains_key(id) {
+        if !slot.has_room() {
             return;
         }
-        let bucket = self.buckets.entry(slot.load).or_default();
-        self.positions.insert(id.to_owned(), bucket.len());
-        bucket.push(id.to_owned());
+        if slot.general() {
+            self.general.insert(id, slot.load);
+        }
+        self.pools
+            .entry(Arc::clone(&slot.labels))
+            .or_default()
+            .insert(id, slot.load);
     }
 
     /// Adds a worker, or updates its address, capacity and labels. `load` is what it holds
@@ -125,7 +133,13 @@ impl Assigner {
 
     /// True when some worker is eligible and has room.
     pub fn any_room(&self) -> bool {
-        !self.buckets.is_empty() || self.slots.values().any(|s| !s.general() && s.has_room())
+        !self.pools.is_empty()
+    }
+
+    /// Number of distinct label sets among the workers with room: what a constrained choice
+    /// costs.
+    pub fn pools(&self) -> usize {
+        self.pools.len()
     }
 
     /// The best worker with room for a task with constraints `c` (none: any general worker):
@@ -141,31 +155,37 @@ impl Assigner {
             return self.pick();
         }
         let c = c?;
-        let mut best: Option<((i32, i64, i64), &str)> = None;
-        let mut ties = 0u32;
+        let mut best: Option<(Rank, &[String])> = None;
+        // Tied pools are chosen in proportion to their least-loaded workers, so that every
+        // tied worker is equally likely.
+        let mut tied = 0usize;
         let mut rng = rand::rng();
-        for (id, slot) in &self.slots {
-            if !slot.has_room() || !c.admits(&slot.labels) {
+        for (labels, pool) in &self.pools {
+            if !c.admits(labels) {
                 continue;
             }
+            let Some((load, ids)) = pool.least() else {
+                continue;
+            };
             let key = (
-                c.score(&slot.labels),
-                -i64::from(spread(&slot.labels)),
-                -i64::from(slot.load),
+                c.score(labels),
+                -i64::from(spread(labels)),
+                -i64::from(load),
             );
             match &best {
                 Some((b, _)) if key < *b => continue,
                 Some((b, _)) if key == *b => {
-                    ties += 1;
-                    if rng.random_range(0..=ties) != 0 {
+                    tied += ids.len();
+                    if rng.random_range(0..tied) >= ids.len() {
                         continue;
                     }
                 }
-                _ => ties = 0,
+                _ => tied = ids.len(),
             }
-            best = Some((key, id.as_str()));
+            best = Some((key, ids));
         }
-        let id = best?.1.to_owned();
+        let ids = best?.1;
+        let id = ids[rng.random_range(0..ids.len())].clone();
         let address = self.take(&id)?;
         Some((id, address))
     }
@@ -253,9 +273,8 @@ impl Assigner {
     /// Chooses the least-loaded worker with room (ties at random) and counts one more resource
     /// on it. Returns its id and address, or `None` when no worker has room.
     pub fn pick(&mut self) -> Option<(String, String)> {
-        let bucket = self.buckets.values().next()?;
-        let index = rand::rng().random_range(0..bucket.len());
-        let id = bucket[index].clone();
+        let (_, ids) = self.general.least()?;
+        let id = ids[rand::rng().random_range(0..ids.len())].clone();
         self.adjust(&id, 1);
         let address = self.slots.get(&id).map(|s| s.address.clone())?;
         Some((id, address))
@@ -364,5 +383,72 @@ mod tests {
         a.upsert("b", "h:3", None, 9, Arc::default());
         assert_eq!(a.pick(), Some(("a".into(), "h:1".into())));
         assert!(!a.is_empty());
+    }
+
+    fn labelled(pairs: &[(&str, &str)]) -> Arc<Labels> {
+        Arc::new(
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn a_constrained_choice_takes_the_least_loaded_admitted_worker_of_any_pool() {
+        let mut a = Assigner::new();
+        let eu = labelled(&[("region", "eu")]);
+        let us = labelled(&[("region", "us")]);
+        let acme = labelled(&[("region", "eu"), ("dedicated", "acme")]);
+        for i in 0..50 {
+            a.upsert(&format!("eu{i}"), "h", Some(2), 1, Arc::clone(&eu));
+            a.upsert(&format!("us{i}"), "h", None, 0, Arc::clone(&us));
+        }
+        a.upsert("acme", "h", None, 0, acme);
+        assert_eq!(a.pools(), 3);
+        let c = Constraints::parse(
+            &serde_json::json!({"selector": {"match_labels": {"region": "eu"}}}),
+        )
+        .expect("constraints");
+        let picks: Vec<String> =
+            std::iter::from_fn(|| a.pick_for(Some(&c), |_| 0).map(|(id, _)| id)).collect();
+        assert_eq!(
+            picks.len(),
+            50,
+            "one more on each eu worker, then they are full"
+        );
+        assert!(picks.iter().all(|id| id.starts_with("eu")), "{picks:?}");
+        assert_eq!(a.pools(), 2, "a pool with no room leaves");
+        a.adjust("eu7", -1);
+        assert_eq!(
+            a.pick_for(Some(&c), |_| 0).map(|(id, _)| id).as_deref(),
+            Some("eu7")
+        );
+        // The unconstrained choice never takes the dedicated worker.
+        for _ in 0..200 {
+            assert_ne!(a.pick().map(|(id, _)| id).as_deref(), Some("acme"));
+        }
+    }
+
+    #[test]
+    fn tied_pools_share_the_choice_by_their_workers() {
+        let mut counts: HashMap<String, usize> = HashMap::new();
+        let c = Constraints::parse(&serde_json::json!({"selector": {"match_expressions": [{"key": "region", "operator": "Exists"}]}}))
+            .expect("constraints");
+        for _ in 0..600 {
+            let mut a = Assigner::new();
+            a.upsert("eu", "h", None, 0, labelled(&[("region", "eu")]));
+            a.upsert("us1", "h", None, 0, labelled(&[("region", "us")]));
+            a.upsert("us2", "h", None, 0, labelled(&[("region", "us")]));
+            let (id, _) = a.pick_for(Some(&c), |_| 0).expect("a worker");
+            *counts.entry(id).or_default() += 1;
+        }
+        for id in ["eu", "us1", "us2"] {
+            let n = counts.get(id).copied().unwrap_or(0);
+            assert!(
+                (120..=280).contains(&n),
+                "each tied worker about a third: {counts:?}"
+            );
+        }
     }
 }
