@@ -10,11 +10,14 @@
 //! killed worker leaves no task running, and a frozen one none past its lease.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::future::Future;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::process::ExitStatus;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -96,7 +99,13 @@ pub struct Supervisor {
     guard: Guard,
     reports: Reports,
     running: HashMap<String, Running>,
+    /// Turns to start a task: [`STARTS`] at once.
+    starts: Arc<Semaphore>,
 }
+
+/// Tasks that may be starting at once (their directory made, their last run read, their
+/// process started).
+pub const STARTS: usize = 64;
 
 impl Supervisor {
     /// No task runs yet; tasks will run under `guard`.
@@ -106,6 +115,7 @@ impl Supervisor {
             guard,
             reports,
             running: HashMap::new(),
+            starts: Arc::new(Semaphore::new(STARTS)),
         }
     }
 
@@ -155,18 +165,29 @@ impl Supervisor {
                 continue;
             }
             let stop = CancellationToken::new();
-            // The supervising future is boxed: a spawned task's memory is sized for its future
-            // and kept until its handle goes, so a task that ended (no runner, failed) would
-            // keep ~2 KB of a finished state machine (68 MB at 33,000 tasks); the
-            // box goes when the future ends.
-            let supervised = Box::pin(supervise(
+            // At most STARTS tasks start at once, each waiting its turn in a small future: a
+            // worker given 30,000 tasks at once never holds 30,000 starting state machines,
+            // nor as many file operations queued on tokio's blocking pool (whose threads and
+            // their allocator arenas it would keep). The supervising future is boxed and made
+            // only once its turn comes: a spawned task's memory is sized for its future and
+            // kept until its handle goes; the box goes when the task ends.
+            let (starts, waiting) = (Arc::clone(&self.starts), stop.clone());
+            let supervise = supervise(
                 spec.clone(),
                 Arc::clone(&self.policy),
                 self.guard.clone(),
                 self.reports.clone(),
                 stop.clone(),
-            ));
-            let handle = tokio::spawn(supervised);
+            );
+            // Boxed too, so that a task that ended keeps a cell of a pointer's size, not of
+            // its waiting future's, until its handle goes.
+            let handle = tokio::spawn(Box::pin(async move {
+                let turn = tokio::select! {
+                    turn = starts.acquire_owned() => turn.ok(),
+                    () = waiting.cancelled() => return,
+                };
+                supervise(turn).await;
+            }));
             self.running.insert(
                 name.clone(),
                 Running {
@@ -202,13 +223,25 @@ enum Ended {
     Stopped,
 }
 
-/// The life of one task at one epoch, until `stop` fires.
-async fn supervise(
+/// The life of one task at one epoch, until `stop` fires, once given its `turn` to start
+/// (held until its first process started or it ended).
+fn supervise(
     spec: TaskSpec,
     policy: Arc<Policy>,
     guard: Guard,
     reports: Reports,
     stop: CancellationToken,
+) -> impl FnOnce(Option<OwnedSemaphorePermit>) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+    move |turn| Box::pin(supervised(spec, policy, guard, reports, stop, turn))
+}
+
+async fn supervised(
+    spec: TaskSpec,
+    policy: Arc<Policy>,
+    guard: Guard,
+    reports: Reports,
+    stop: CancellationToken,
+    mut turn: Option<OwnedSemaphorePermit>,
 ) {
     let status = |state: TaskState| TaskStatus {
         worker: policy.node_id.clone(),
@@ -242,7 +275,7 @@ async fn supervise(
         done.exit_code = Some(0);
         done.message = "completed before the worker restarted".into();
         reports.set(&spec.name, done);
-        stop.cancelled().await;
+        // Nothing runs: the task's state goes now, and a stop finds it ended.
         return;
     }
     let command = match runner::resolve(&policy.runners, &spec, &policy.worker_dir) {
@@ -270,10 +303,12 @@ async fn supervise(
             "CRAWLER_SUMMARY_FILE".to_owned(),
             summary.display().to_string(),
         ));
-        let ended = match guard
+        let started = guard
             .start(&command.program, &command.args, env, &work)
-            .await
-        {
+            .await;
+        // The next task's turn: this one's process started, or could not.
+        drop(turn.take());
+        let ended = match started {
             Err(error) => Ended::NotStarted(error),
             Ok(mut child) => {
                 let pid = Some(child.pid);
@@ -331,7 +366,6 @@ async fn supervise(
                 done.message = "exited 0".into();
                 done.updated_at_ms = now_ms();
                 reports.set(&spec.name, done);
-                stop.cancelled().await;
                 return;
             }
             Ended::Exited(exit) => {
@@ -370,7 +404,6 @@ async fn supervise(
             );
             warn!(task = %spec.name, %why, "task failed");
             reports.set(&spec.name, failed);
-            stop.cancelled().await;
             return;
         }
         let delay = backoff.next_delay();
