@@ -21,7 +21,7 @@ static SHARED: LazyLock<Mutex<Table<Constraints>>> = LazyLock::new(Mutex::defaul
 
 /// The shared copy of `c`: the resources that ask alike hold one.
 pub fn shared(c: Constraints) -> Arc<Constraints> {
-    share(&SHARED, &c.clone(), move || Arc::new(c))
+    share(&SHARED, &c, || Arc::new(c.clone()))
 }
 
 /// The constraints stored in a resource's field: `None` when they ask nothing or cannot be
@@ -201,21 +201,8 @@ fn whole<'de, D: serde::Deserializer<'de>>(d: D) -> Result<i32, D::Error> {
         .ok_or_else(|| serde::de::Error::custom(format!("{n} is not a whole number in range")))
 }
 
-/// A constraint that breaks a rule, with the field the API names.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Invalid {
-    /// The field, e.g. `placement.selector`.
-    pub field: &'static str,
-    /// What is wrong, in one sentence.
-    pub detail: String,
-}
-
-fn invalid(field: &'static str, detail: impl Into<String>) -> Invalid {
-    Invalid {
-        field,
-        detail: detail.into(),
-    }
-}
+pub use crate::model::invalid::Invalid;
+use crate::model::invalid::invalid;
 
 fn check_text(field: &'static str, what: &str, text: &str, empty_ok: bool) -> Result<(), Invalid> {
     let n = text.chars().count();

@@ -12,6 +12,7 @@
 pub mod constraints;
 pub mod history;
 pub mod intern;
+pub mod invalid;
 pub mod name;
 pub mod recurrence;
 pub mod registry;

@@ -70,21 +70,8 @@ fn utc() -> String {
     "UTC".to_owned()
 }
 
-/// A rule that breaks: the field and what is wrong.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Invalid {
-    /// The field, as the API names it (`schedule.cron`, ...).
-    pub field: &'static str,
-    /// What is wrong, in one sentence.
-    pub detail: String,
-}
-
-fn invalid(field: &'static str, detail: impl Into<String>) -> Invalid {
-    Invalid {
-        field,
-        detail: detail.into(),
-    }
-}
+pub use crate::model::invalid::Invalid;
+use crate::model::invalid::invalid;
 
 /// When slots come.
 #[derive(Debug, Clone)]

@@ -138,7 +138,8 @@ impl Assigner {
 
     /// Number of distinct label sets among the workers with room: what a constrained choice
     /// costs.
-    pub fn pools(&self) -> usize {
+    #[cfg(test)]
+    fn pools(&self) -> usize {
         self.pools.len()
     }
 

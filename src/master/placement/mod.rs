@@ -105,12 +105,6 @@ impl Placement {
         Self::default()
     }
 
-    /// Number of distinct label sets among the workers with room (what a constrained choice
-    /// costs).
-    pub fn pools(&self) -> usize {
-        self.assigner.pools()
-    }
-
     /// The revision of the resources the placement reflects.
     pub fn applied(&self) -> i64 {
         self.applied
