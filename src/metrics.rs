@@ -111,6 +111,10 @@ pub struct Metrics {
     pub etcd_latency: Histogram,
     /// Failed leader etcd writes.
     pub etcd_errors: Counter,
+    /// Writes per leader txn (group commit).
+    pub txn_writes: Histogram,
+    /// Batches etcd refused whole and the leader sent again one write per txn.
+    pub txn_splits: Counter,
     /// Compactions of etcd's history this master made (about one master per interval does).
     pub compactions: Counter,
     /// The revision etcd's history was last compacted to by this master.
@@ -176,6 +180,8 @@ impl Metrics {
         let placements = Counter::default();
         let etcd_latency = Histogram::new(exponential_buckets(0.000_1, 2.0, 18));
         let etcd_errors = Counter::default();
+        let txn_writes = Histogram::new(exponential_buckets(1.0, 2.0, 8));
+        let txn_splits = Counter::default();
         let compactions = Counter::default();
         let compacted_revision = Gauge::default();
         let workers = Gauge::default();
@@ -315,6 +321,17 @@ impl Metrics {
             "Failed leader etcd writes",
             etcd_errors.clone(),
         );
+        registry.register(
+            "leader_txn_writes",
+            "Writes per leader etcd txn: writes that queue while a txn is in flight share the next",
+            txn_writes.clone(),
+        );
+        registry.register(
+            "leader_txn_splits",
+            "Batches of leader writes etcd refused whole (a key written twice, too many \
+             operations, too large) and the leader sent again one write per txn",
+            txn_splits.clone(),
+        );
         registry.register("workers", "Registered workers", workers.clone());
         registry.register(
             "worker_load",
@@ -356,6 +373,8 @@ impl Metrics {
             placements,
             etcd_latency,
             etcd_errors,
+            txn_writes,
+            txn_splits,
             compactions,
             compacted_revision,
             workers,

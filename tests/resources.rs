@@ -7,7 +7,14 @@ mod support;
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
+use std::sync::Arc;
+
+use crawler::master::leader::commit::{Committer, Write};
+use crawler::master::leader::writes::WriteError;
+use crawler::master::leadership::Fence;
+use crawler::metrics::Metrics;
 use crawler::model::resource::Resource;
+use etcd_client::{Compare, CompareOp, TxnOp};
 use support::*;
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -285,14 +292,33 @@ async fn a_deposed_leader_cannot_write_and_steps_down() {
     master.stop().await;
 }
 
+fn committer(client: etcd_client::Client) -> (Committer, Arc<Metrics>) {
+    let metrics = Arc::new(Metrics::new());
+    let committer = Committer::start(client, Duration::from_secs(5), metrics.clone());
+    (committer, metrics)
+}
+
+/// A sample's value from the metrics text (0 when absent).
+fn sample(metrics: &Metrics, name: &str) -> f64 {
+    metrics
+        .render(|_| {})
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Creates `key` with `value` unless it exists.
+fn create_write(key: &str, value: &str) -> Write {
+    Write::new(
+        vec![Compare::create_revision(key, CompareOp::Equal, 0)],
+        vec![TxnOp::put(key, value, None)],
+    )
+}
+
 #[tokio::test]
 async fn a_stale_fence_is_refused_by_etcd() {
-    use crawler::master::leader::writes::{WriteError, fenced};
-    use crawler::master::leadership::Fence;
-    use etcd_client::TxnOp;
-
     let etcd = Etcd::start().await;
-    let client = etcd.client().await;
+    let (committer, _) = committer(etcd.client().await);
     let mut kv = etcd.client().await;
     let put = kv.put("/crawler/election/1", "x", None).await.expect("put");
     let created = put.header().expect("header").revision();
@@ -301,32 +327,107 @@ async fn a_stale_fence_is_refused_by_etcd() {
         create_revision: created,
         lease: 0,
     };
-    let ok = fenced(
-        &client,
-        &fence,
-        Duration::from_secs(2),
-        vec![],
-        vec![TxnOp::put("/resources/a", "1", None)],
-    )
-    .await
-    .expect("fenced write");
+    let put = |key: &str| Write::new(vec![], vec![TxnOp::put(key, "1", None)]);
+    let ok = committer
+        .commit(&fence, put("/resources/a"))
+        .await
+        .expect("fenced write");
     assert!(ok.applied);
     // The key is re-created (a new term): the old fence no longer matches.
     kv.delete("/crawler/election/1", None)
         .await
         .expect("delete");
     kv.put("/crawler/election/1", "y", None).await.expect("put");
-    let refused = fenced(
-        &client,
-        &fence,
-        Duration::from_secs(2),
-        vec![],
-        vec![TxnOp::put("/resources/b", "1", None)],
-    )
-    .await;
+    let refused = committer.commit(&fence, put("/resources/b")).await;
     assert!(matches!(refused, Err(WriteError::Deposed)), "{refused:?}");
     let resp = kv.get("/resources/b", None).await.expect("get");
     assert!(resp.kvs().is_empty());
+}
+
+/// Group commit: writes queued together share one txn, and each gets its own answer. (The
+/// test's runtime has one thread, so every commit below is queued before the committer runs.)
+#[tokio::test]
+async fn a_batch_answers_each_write_alone() {
+    let etcd = Etcd::start().await;
+    let (committer, metrics) = committer(etcd.client().await);
+    let mut kv = etcd.client().await;
+    let put = kv.put("/fence", "x", None).await.expect("put");
+    let fence = Fence {
+        key: "/fence".into(),
+        create_revision: put.header().expect("header").revision(),
+        lease: 0,
+    };
+    kv.put("/r/taken", "old", None).await.expect("put");
+    // Free names around a taken one.
+    let names: Vec<String> = (0..40)
+        .map(|i| match i {
+            17 => "taken".to_owned(),
+            _ => format!("free-{i}"),
+        })
+        .collect();
+    let answers = futures_util::future::join_all(
+        names
+            .iter()
+            .map(|n| committer.commit(&fence, create_write(&format!("/r/{n}"), "new"))),
+    )
+    .await;
+    for (name, answer) in names.iter().zip(&answers) {
+        let answer = answer.as_ref().expect("answered");
+        assert_eq!(answer.applied, name != "taken", "{name}");
+    }
+    let writes = sample(&metrics, "crawler_leader_txn_writes_sum");
+    let txns = sample(&metrics, "crawler_leader_txn_writes_count");
+    assert_eq!(writes, 40.0);
+    assert!(txns <= 2.0, "40 queued writes took {txns} txns");
+    let taken = kv.get("/r/taken", None).await.expect("get");
+    assert_eq!(
+        taken.kvs()[0].value(),
+        b"old",
+        "a refused create changed nothing"
+    );
+    let stored = kv
+        .get(
+            "/r/free-",
+            Some(etcd_client::GetOptions::new().with_prefix()),
+        )
+        .await
+        .expect("get");
+    assert_eq!(stored.count(), 39);
+
+    // Two creates of one name in a batch: etcd refuses a txn that puts a key twice, so that
+    // batch goes again one write per txn, and exactly one create wins.
+    let answers = futures_util::future::join_all(
+        ["twice", "other", "twice", "third"]
+            .map(|n| committer.commit(&fence, create_write(&format!("/r/{n}"), n))),
+    )
+    .await;
+    let applied: Vec<bool> = answers
+        .iter()
+        .map(|a| a.as_ref().expect("answered").applied)
+        .collect();
+    assert!(applied[1] && applied[3], "{applied:?}");
+    assert!(applied[0] ^ applied[2], "{applied:?}");
+    assert_eq!(sample(&metrics, "crawler_leader_txn_splits_total"), 1.0);
+
+    // Batches keep within etcd's operation limit: 300 narrow writes and a few wide ones are
+    // gathered into txns etcd accepts (no batch refused, so no split), and all apply.
+    let mut writes: Vec<Write> = (0..300)
+        .map(|i| create_write(&format!("/r/narrow-{i}"), "n"))
+        .collect();
+    for w in 0..3 {
+        let ops = (0..100)
+            .map(|i| TxnOp::put(format!("/r/wide-{w}-{i}"), "w", None))
+            .collect();
+        writes.insert(w * 100, Write::new(vec![], ops));
+    }
+    let before = sample(&metrics, "crawler_leader_txn_writes_count");
+    let answers =
+        futures_util::future::join_all(writes.into_iter().map(|w| committer.commit(&fence, w)))
+            .await;
+    assert!(answers.iter().all(|a| a.as_ref().is_ok_and(|a| a.applied)));
+    assert_eq!(sample(&metrics, "crawler_leader_txn_splits_total"), 1.0);
+    let txns = sample(&metrics, "crawler_leader_txn_writes_count") - before;
+    assert!(txns < 20.0, "303 writes took {txns} txns");
 }
 
 #[tokio::test]

@@ -27,6 +27,9 @@ pub enum EtcdError {
     /// etcd answered with something this code cannot use.
     #[error("unexpected answer from etcd: {0}")]
     Malformed(String),
+    /// One failure answered to several requests that shared a txn.
+    #[error(transparent)]
+    Shared(std::sync::Arc<EtcdError>),
 }
 
 /// Opens a client. Without etcd authentication the channel is lazy: this succeeds even while

@@ -10,6 +10,7 @@
 //! resources that need a worker are handed out in fenced txns of at most [`BATCH`] operations.
 
 mod assignment_keys;
+pub mod commit;
 mod history;
 mod operators;
 mod reassign;
@@ -65,6 +66,8 @@ pub struct LeaderConfig {
 struct Inner {
     metrics: Arc<Metrics>,
     client: Client,
+    /// Sends every leader write, batching those that queue.
+    commits: commit::Committer,
     config: LeaderConfig,
     leadership: Leadership,
     resources: Store<Resource>,
@@ -132,10 +135,13 @@ impl Leader {
             config.scheduling.reassign_rate,
             crate::model::status::now_ms(),
         );
+        let commits =
+            commit::Committer::start(client.clone(), config.request_timeout, metrics.clone());
         Self {
             inner: Arc::new(Inner {
                 metrics,
                 client,
+                commits,
                 config,
                 leadership,
                 resources,
@@ -257,11 +263,15 @@ impl Leader {
         items: Vec<(Vec<Compare>, Vec<TxnOp>)>,
     ) -> Result<Vec<bool>, WriteError> {
         let n = items.len();
-        let ops = items
-            .into_iter()
-            .map(|(compares, ops)| TxnOp::txn(etcd_client::Txn::new().when(compares).and_then(ops)))
-            .collect();
-        let written = self.write(fence, vec![], ops).await?;
+        let written = match self
+            .inner
+            .commits
+            .commit(fence, commit::Write::each(items))
+            .await
+        {
+            Err(WriteError::Deposed) => return Err(self.deposed(fence)),
+            other => other?,
+        };
         let mut applied: Vec<bool> = written
             .responses
             .into_iter()
@@ -271,30 +281,15 @@ impl Leader {
         Ok(applied)
     }
 
-    /// One fenced txn, timed and counted.
+    /// One fenced write, committed alone or with others that queue.
     async fn txn(
         &self,
         fence: &Fence,
         compares: Vec<Compare>,
         ops: Vec<TxnOp>,
     ) -> Result<writes::Written, WriteError> {
-        let started = std::time::Instant::now();
-        let result = writes::fenced(
-            &self.inner.client,
-            fence,
-            self.inner.config.request_timeout,
-            compares,
-            ops,
-        )
-        .await;
-        let metrics = &self.inner.metrics;
-        metrics
-            .etcd_latency
-            .observe(started.elapsed().as_secs_f64());
-        if matches!(result, Err(WriteError::Etcd(_))) {
-            metrics.etcd_errors.inc();
-        }
-        result
+        let write = commit::Write::new(compares, ops);
+        self.inner.commits.commit(fence, write).await
     }
 
     /// Waits (bounded) until the placement, and so the caches, reflect `revision`: a client

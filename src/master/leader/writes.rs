@@ -1,5 +1,6 @@
-//! Fenced writes: every write the leader makes is one etcd txn whose outer compare is our
-//! leader key's create revision, with the write itself (and its own compares) nested inside.
+//! Fenced writes: every write the leader makes is nested, with its own compares, in an etcd
+//! txn whose outer compare is our leader key's create revision (several writes may share one
+//! such txn: see `commit`).
 //!
 //! The nesting tells the two failures apart in one round trip: the outer compare failing means
 //! we were deposed (step down, answer 503); the inner one failing means the write's own
@@ -67,40 +68,45 @@ pub struct Written {
     pub responses: Vec<TxnOpResponse>,
 }
 
-/// Runs `ops` if `compares` hold, fenced by `fence`.
+/// Runs each of `writes` (nested txns) if its own compares hold, all in one txn fenced by
+/// `fence`. Answers each write in order; an error is the whole txn's.
 pub async fn fenced(
     client: &Client,
     fence: &Fence,
     deadline: Duration,
-    compares: Vec<Compare>,
-    ops: Vec<TxnOp>,
-) -> Result<Written, WriteError> {
-    let inner = Txn::new().when(compares).and_then(ops);
+    writes: Vec<TxnOp>,
+) -> Result<Vec<Written>, WriteError> {
+    let n = writes.len();
     let outer = Txn::new()
         .when([Compare::create_revision(
             fence.key.as_bytes(),
             CompareOp::Equal,
             fence.create_revision,
         )])
-        .and_then([TxnOp::txn(inner)]);
+        .and_then(writes);
     let mut kv = client.kv_client();
     let resp = timed(deadline, kv.txn(outer)).await?;
     if !resp.succeeded() {
         return Err(WriteError::Deposed);
     }
     let revision = resp.header().map_or(0, |h| h.revision());
-    let inner = resp.op_responses().into_iter().find_map(|r| match r {
-        TxnOpResponse::Txn(t) => Some(t),
-        _ => None,
-    });
-    let Some(inner) = inner else {
-        return Err(WriteError::Etcd(EtcdError::Malformed(
-            "fenced txn answered without its nested txn".into(),
-        )));
-    };
-    Ok(Written {
-        applied: inner.succeeded(),
-        revision,
-        responses: inner.op_responses(),
-    })
+    let answers: Vec<Written> = resp
+        .op_responses()
+        .into_iter()
+        .filter_map(|r| match r {
+            TxnOpResponse::Txn(t) => Some(Written {
+                applied: t.succeeded(),
+                revision,
+                responses: t.op_responses(),
+            }),
+            _ => None,
+        })
+        .collect();
+    if answers.len() != n {
+        return Err(WriteError::Etcd(EtcdError::Malformed(format!(
+            "a fenced txn of {n} writes answered {} of them",
+            answers.len()
+        ))));
+    }
+    Ok(answers)
 }
