@@ -13,18 +13,32 @@ use support::*;
 const WAIT: Duration = Duration::from_secs(30);
 const PREFIX: &str = "/crawler/assignments/";
 
-/// The task names a worker's `/tasks` lists, and the revision it reflects.
+/// The task names a worker's `/tasks` lists, read in pages of two, and the oldest revision a
+/// page reflected.
 async fn worker_tasks(worker: &Proc) -> Option<(BTreeSet<String>, i64)> {
-    let (status, _, body) = get_json(&format!("http://{}/tasks", worker.url)).await?;
-    if status != 200 {
-        return None;
+    let (mut names, mut revision, mut next) = (BTreeSet::new(), i64::MAX, None::<String>);
+    loop {
+        let url = match &next {
+            Some(t) => format!("http://{}/tasks?limit=2&continue={t}", worker.url),
+            None => format!("http://{}/tasks?limit=2", worker.url),
+        };
+        let (status, _, body) = get_json(&url).await?;
+        if status != 200 {
+            return None;
+        }
+        let items = body["items"].as_array()?;
+        assert!(items.len() <= 2, "a page of {} tasks", items.len());
+        names.extend(
+            items
+                .iter()
+                .filter_map(|t| t["name"].as_str().map(str::to_owned)),
+        );
+        revision = revision.min(body["revision"].as_i64()?);
+        match body["continue"].as_str() {
+            Some(t) => next = Some(t.to_owned()),
+            None => return Some((names, revision)),
+        }
     }
-    let names = body["items"]
-        .as_array()?
-        .iter()
-        .filter_map(|t| t["name"].as_str().map(str::to_owned))
-        .collect();
-    Some((names, body["revision"].as_i64()?))
 }
 
 /// Waits until `worker` lists exactly `want`.
@@ -134,6 +148,14 @@ async fn each_worker_sees_only_its_own_tasks_and_keys_written_by_others_are_repa
     wait_tasks(&w1, &mine1, "worker 1 lists its own tasks").await;
     wait_tasks(&w2, &mine2, "worker 2 lists its own tasks").await;
     wait_keys_match(&etcd, "one key per assigned resource").await;
+    for bad in ["limit=0", "limit=abc", "limit=100000", "continue=a%2Fb"] {
+        let resp = http()
+            .get(format!("http://{}/tasks?{bad}", w1.url))
+            .send()
+            .await
+            .expect("answered");
+        assert_eq!(resp.status().as_u16(), 400, "{bad}");
+    }
 
     // A pin moves the key; a delete removes it.
     let moved = mine1.iter().next().expect("one").clone();

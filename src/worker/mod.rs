@@ -17,6 +17,7 @@ pub mod tasklog;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
+use std::ops::Bound;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -105,7 +106,7 @@ pub struct TaskView {
     pub status: Option<TaskStatus>,
 }
 
-/// The worker's current tasks.
+/// The worker's current tasks, a page at a time.
 #[derive(Debug, Serialize)]
 pub struct TaskList {
     /// This worker's node id.
@@ -114,6 +115,24 @@ pub struct TaskList {
     pub revision: i64,
     /// Tasks, by name.
     pub items: Vec<TaskView>,
+    /// Pass as `continue` for the next page; absent on the last.
+    #[serde(rename = "continue", skip_serializing_if = "Option::is_none")]
+    pub continue_token: Option<String>,
+}
+
+/// Default page size of `/tasks`.
+const TASKS_PAGE: usize = 1000;
+/// Largest page size of `/tasks`.
+const TASKS_MAX_PAGE: usize = 10_000;
+
+/// Query of `/tasks`.
+#[derive(Debug, Deserialize)]
+struct TasksQuery {
+    /// Page size, 1 to 10000 (default 1000).
+    limit: Option<usize>,
+    /// The `continue` token of the previous page.
+    #[serde(rename = "continue")]
+    continue_token: Option<String>,
 }
 
 /// True when the assignment key still names this worker: a resource's JSON is copied whole
@@ -122,25 +141,46 @@ fn is_mine(resource: &Resource, node_id: &str) -> bool {
     resource.assigned_worker() == Some(node_id)
 }
 
-async fn tasks(State(state): State<WorkerState>) -> Json<TaskList> {
-    let (items, revision) = state.resources.with(|objects, revision| {
-        let items = objects
-            .values()
+/// `GET /tasks`: a page of this worker's tasks in name order. Pages keep one answer small
+/// however many tasks the worker holds (a worker with 33,000 tasks kept the high-water of
+/// answering them all at once).
+async fn tasks(State(state): State<WorkerState>, Query(query): Query<TasksQuery>) -> Response {
+    let limit = query.limit.unwrap_or(TASKS_PAGE);
+    if !(1..=TASKS_MAX_PAGE).contains(&limit) {
+        return (
+            StatusCode::BAD_REQUEST,
+            format!("limit must be between 1 and {TASKS_MAX_PAGE}\n"),
+        )
+            .into_response();
+    }
+    let token = query.continue_token.as_deref();
+    if token.is_some_and(|t| crate::model::name::validate(t).is_err()) {
+        return (StatusCode::BAD_REQUEST, "not a continue token\n").into_response();
+    }
+    let from = token.map_or(Bound::Unbounded, Bound::Excluded);
+    let (items, revision, more) = state.resources.with(|objects, revision| {
+        let mut mine = objects
+            .range::<str, _>((from, Bound::Unbounded))
+            .map(|(_, e)| e)
             .filter(|e| is_mine(&e.value, &state.node_id))
             .map(|e| TaskView {
                 id: e.value.id.to_string(),
                 name: e.value.name.to_string(),
                 creation_time: e.value.creation_time,
                 status: state.reports.get(&e.value.name),
-            })
-            .collect();
-        (items, revision)
+            });
+        let items: Vec<TaskView> = mine.by_ref().take(limit).collect();
+        let more = mine.next().is_some();
+        (items, revision, more)
     });
+    let continue_token = more.then(|| items.last().map(|t| t.name.clone())).flatten();
     Json(TaskList {
         worker: state.node_id.clone(),
         revision,
         items,
+        continue_token,
     })
+    .into_response()
 }
 
 /// Healthy, with the live tokio tasks (a leak shows as growth).

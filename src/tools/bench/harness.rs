@@ -179,3 +179,28 @@ pub(super) async fn metric_sum(client: &reqwest::Client, master: &str, name: &st
 pub(super) async fn get_json(client: &reqwest::Client, url: &str) -> Option<serde_json::Value> {
     client.get(url).send().await.ok()?.json().await.ok()
 }
+
+/// Folds `fold` over every task a worker at `addr` lists, a page at a time (`None` when a page
+/// does not answer).
+pub(super) async fn worker_tasks<T>(
+    client: &reqwest::Client,
+    addr: &str,
+    mut acc: T,
+    fold: impl Fn(&mut T, &serde_json::Value),
+) -> Option<T> {
+    let mut next: Option<String> = None;
+    loop {
+        let url = match &next {
+            Some(t) => format!("http://{addr}/tasks?limit=1000&continue={t}"),
+            None => format!("http://{addr}/tasks?limit=1000"),
+        };
+        let page = get_json(client, &url).await?;
+        for task in page["items"].as_array()? {
+            fold(&mut acc, task);
+        }
+        match page["continue"].as_str() {
+            Some(t) => next = Some(t.to_owned()),
+            None => return Some(acc),
+        }
+    }
+}

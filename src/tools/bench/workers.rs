@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use etcd_client::Client;
 
-use super::harness::{bulk_put, get_json, go_resource, http_client, wait_until};
+use super::harness::{bulk_put, go_resource, http_client, wait_until, worker_tasks};
 use super::report::Report;
 use crate::keys::KeyLayout;
 use crate::tools::procs::{self, Scratch, ToolError, free_port};
@@ -21,9 +21,10 @@ use crate::tools::procs::{self, Scratch, ToolError, free_port};
 /// How many tasks a worker's `/tasks` lists with a status (supervised and reported), if it
 /// answers: the worker is measured at rest, not while it is still starting its tasks.
 async fn listed(client: &reqwest::Client, addr: &str) -> Option<usize> {
-    let body = get_json(client, &format!("http://{addr}/tasks")).await?;
-    let items = body["items"].as_array()?;
-    Some(items.iter().filter(|t| !t["status"].is_null()).count())
+    worker_tasks(client, addr, 0, |n, t| {
+        *n += usize::from(!t["status"].is_null())
+    })
+    .await
 }
 
 pub(super) async fn worker_memory(report: &mut Report, q: bool) -> Result<(), ToolError> {

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use super::super::harness::{get_json, metric_sum};
+use super::super::harness::{get_json, metric_sum, worker_tasks};
 
 /// A process to sample: name, pid, URL if it serves HTTP, and whether it is a master.
 pub(super) type Watched = (String, u32, Option<String>, bool);
@@ -66,9 +66,7 @@ impl Samples {
                 None => None,
             };
             let held = match (&url, master) {
-                (Some(url), false) => get_json(client, &format!("http://{url}/tasks"))
-                    .await
-                    .and_then(|b| b["items"].as_array().map(|i| i.len() as u64)),
+                (Some(url), false) => worker_tasks(client, url, 0u64, |n, _| *n += 1).await,
                 _ => None,
             };
             let (fds, pipes) = open_fds(pid);
