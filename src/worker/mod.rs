@@ -1,7 +1,7 @@
 //! The worker agent (`crawler worker`): registers in go-micro's format, keeps its lease alive,
 //! runs the resources assigned to it as supervised processes ([`supervisor`], with commands
 //! from [`runner`] and output in a bounded [`tasklog`]), reports their status on its lease
-//! ([`reporter`]), and serves `/healthz`, `/tasks` and each task's log.
+//! ([`reporter`]), and serves `/healthz`, `/tasks` and each task's log ([`serve`]).
 //!
 //! It runs a task only while it can prove its lease alive for `worker.lease_margin_ms` more:
 //! a worker cut off from etcd stops its tasks before its lease can expire and the tasks be
@@ -12,24 +12,17 @@ pub mod guard;
 pub mod registration;
 pub mod reporter;
 pub mod runner;
+mod serve;
 pub mod supervisor;
 pub mod tasklog;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
-use std::ops::Bound;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Path, Query, State};
-use axum::http::{StatusCode, header};
-use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use axum::serve::ListenerExt;
-use axum::{Json, Router};
-use futures_util::StreamExt;
-use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -40,7 +33,6 @@ use crate::config::Config;
 use crate::etcd::cache::{self, Store};
 use crate::model::registry::{self, CAPACITY_KEY};
 use crate::model::resource::Resource;
-use crate::model::status::TaskStatus;
 use guard::link::Guard;
 use reporter::Reports;
 use runner::TaskSpec;
@@ -84,157 +76,10 @@ pub enum WorkerError {
     GuardLost,
 }
 
-#[derive(Clone)]
-struct WorkerState {
-    node_id: String,
-    resources: Store<Resource>,
-    policy: Arc<Policy>,
-    reports: Reports,
-}
-
-/// One task assigned to this worker.
-#[derive(Debug, Serialize)]
-pub struct TaskView {
-    /// Resource id.
-    pub id: String,
-    /// Resource name.
-    pub name: String,
-    /// Creation time, Unix nanoseconds.
-    pub creation_time: i64,
-    /// Its status as this worker last reported it.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub status: Option<TaskStatus>,
-}
-
-/// The worker's current tasks, a page at a time.
-#[derive(Debug, Serialize)]
-pub struct TaskList {
-    /// This worker's node id.
-    pub worker: String,
-    /// etcd revision the list reflects.
-    pub revision: i64,
-    /// Tasks, by name.
-    pub items: Vec<TaskView>,
-    /// Pass as `continue` for the next page; absent on the last.
-    #[serde(rename = "continue", skip_serializing_if = "Option::is_none")]
-    pub continue_token: Option<String>,
-}
-
-/// Default page size of `/tasks`.
-const TASKS_PAGE: usize = 1000;
-/// Largest page size of `/tasks`.
-const TASKS_MAX_PAGE: usize = 10_000;
-
-/// Query of `/tasks`.
-#[derive(Debug, Deserialize)]
-struct TasksQuery {
-    /// Page size, 1 to 10000 (default 1000).
-    limit: Option<usize>,
-    /// The `continue` token of the previous page.
-    #[serde(rename = "continue")]
-    continue_token: Option<String>,
-}
-
 /// True when the assignment key still names this worker: a resource's JSON is copied whole
 /// into its worker's key, and a key another worker's id reached would not be ours.
 fn is_mine(resource: &Resource, node_id: &str) -> bool {
     resource.assigned_worker() == Some(node_id)
-}
-
-/// `GET /tasks`: a page of this worker's tasks in name order. Pages keep one answer small
-/// however many tasks the worker holds (a worker with 33,000 tasks kept the high-water of
-/// answering them all at once).
-async fn tasks(State(state): State<WorkerState>, Query(query): Query<TasksQuery>) -> Response {
-    let limit = query.limit.unwrap_or(TASKS_PAGE);
-    if !(1..=TASKS_MAX_PAGE).contains(&limit) {
-        return (
-            StatusCode::BAD_REQUEST,
-            format!("limit must be between 1 and {TASKS_MAX_PAGE}\n"),
-        )
-            .into_response();
-    }
-    let token = query.continue_token.as_deref();
-    if token.is_some_and(|t| crate::model::name::validate(t).is_err()) {
-        return (StatusCode::BAD_REQUEST, "not a continue token\n").into_response();
-    }
-    let from = token.map_or(Bound::Unbounded, Bound::Excluded);
-    let (items, revision, more) = state.resources.with(|objects, revision| {
-        let mut mine = objects
-            .range::<str, _>((from, Bound::Unbounded))
-            .map(|(_, e)| e)
-            .filter(|e| is_mine(&e.value, &state.node_id))
-            .map(|e| TaskView {
-                id: e.value.id.to_string(),
-                name: e.value.name.to_string(),
-                creation_time: e.value.creation_time,
-                status: state.reports.get(&e.value.name),
-            });
-        let items: Vec<TaskView> = mine.by_ref().take(limit).collect();
-        let more = mine.next().is_some();
-        (items, revision, more)
-    });
-    let continue_token = more.then(|| items.last().map(|t| t.name.clone())).flatten();
-    Json(TaskList {
-        worker: state.node_id.clone(),
-        revision,
-        items,
-        continue_token,
-    })
-    .into_response()
-}
-
-/// Healthy, with the live tokio tasks (a leak shows as growth).
-async fn healthz() -> Json<serde_json::Value> {
-    let tasks = tokio::runtime::Handle::current()
-        .metrics()
-        .num_alive_tasks();
-    Json(serde_json::json!({"status": "ok", "tokio_tasks": tasks}))
-}
-
-/// Query of a task's log.
-#[derive(Debug, Deserialize)]
-struct LogQuery {
-    /// Last lines to send (default 100, at most 10000).
-    tail: Option<usize>,
-    /// Keep the response open and send new output as it comes.
-    #[serde(default)]
-    follow: bool,
-}
-
-/// `GET /tasks/{name}/logs`: the tail of a task's output, optionally followed.
-async fn task_log(
-    State(state): State<WorkerState>,
-    Path(name): Path<String>,
-    Query(query): Query<LogQuery>,
-) -> Response {
-    if crate::model::name::validate(&name).is_err() {
-        return (StatusCode::BAD_REQUEST, "not a task name\n").into_response();
-    }
-    let log = state.policy.log_of(&name);
-    if !state.policy.task_dir(&name).exists() {
-        return (
-            StatusCode::NOT_FOUND,
-            "this worker has no log of that task\n",
-        )
-            .into_response();
-    }
-    let tail = query.tail.unwrap_or(100).min(10_000);
-    let head = log.tail(tail).await;
-    let text = [(header::CONTENT_TYPE, "text/plain; charset=utf-8")];
-    if !query.follow {
-        return (text, head).into_response();
-    }
-    let from = log.end().await;
-    let follow =
-        futures_util::stream::unfold((log, from, false), |(log, at, started)| async move {
-            if started {
-                tokio::time::sleep(Duration::from_millis(250)).await;
-            }
-            let (chunk, next) = log.read_from(at).await;
-            Some((Ok::<_, std::io::Error>(chunk), (log, next, true)))
-        });
-    let body = futures_util::stream::once(async move { Ok(head.into_bytes()) }).chain(follow);
-    (text, axum::body::Body::from_stream(body)).into_response()
 }
 
 /// The task of a cached assignment.
@@ -339,6 +184,7 @@ async fn drive(
             _ = tick.tick() => {}
             r = expiry.changed() => if r.is_err() { break },
         }
+        supervisor.forget_ended();
         let expires = *expiry.borrow();
         let now = tokio::time::Instant::now();
         let alive = expires.is_some_and(|at| now + margin < at);
@@ -474,16 +320,12 @@ pub async fn run(
         registered.clone(),
     )));
 
-    let app = Router::new()
-        .route(HEALTHZ, get(healthz))
-        .route("/tasks", get(tasks))
-        .route("/tasks/{name}/logs", get(task_log))
-        .with_state(WorkerState {
-            node_id: node_id.clone(),
-            resources,
-            policy: Arc::new(policy),
-            reports,
-        });
+    let app = serve::routes(serve::WorkerState {
+        node_id: node_id.clone(),
+        resources,
+        policy: Arc::new(policy),
+        reports,
+    });
     info!(%node_id, address = %options.address, capacity = options.capacity, "worker serving");
     let lost = guard_lost.clone();
     let listener = listener.tap_io(|tcp| {

@@ -17,7 +17,7 @@ use std::process::ExitStatus;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -89,6 +89,17 @@ impl Policy {
 
 struct Running {
     epoch: i64,
+    /// Which start this is, told apart from an earlier start of the task at the same epoch.
+    run: u64,
+    /// Until the task ends by itself: an ended task (failed for good, completed) keeps only
+    /// its epoch, so that it is not started again.
+    live: Option<Live>,
+}
+
+/// A task that ended by itself: its name and which start it was.
+type Finished = (String, u64);
+
+struct Live {
     stop: CancellationToken,
     handle: JoinHandle<()>,
 }
@@ -101,6 +112,13 @@ pub struct Supervisor {
     running: HashMap<String, Running>,
     /// Turns to start a task: [`STARTS`] at once.
     starts: Arc<Semaphore>,
+    /// Starts so far.
+    runs: u64,
+    /// Tasks that ended by themselves, by name and start, told by their own future.
+    ended: (
+        mpsc::UnboundedSender<Finished>,
+        mpsc::UnboundedReceiver<Finished>,
+    ),
 }
 
 /// Tasks that may be starting at once (their directory made, their last run read, their
@@ -116,6 +134,20 @@ impl Supervisor {
             reports,
             running: HashMap::new(),
             starts: Arc::new(Semaphore::new(STARTS)),
+            runs: 0,
+            ended: mpsc::unbounded_channel(),
+        }
+    }
+
+    /// Lets go of what tasks that ended by themselves held (their stop token and their tokio
+    /// task), keeping their epochs. Costs what ended since the last call.
+    pub fn forget_ended(&mut self) {
+        while let Ok((name, run)) = self.ended.1.try_recv() {
+            if let Some(r) = self.running.get_mut(&name)
+                && r.run == run
+            {
+                r.live = None;
+            }
         }
     }
 
@@ -147,12 +179,17 @@ impl Supervisor {
                 .is_some_and(|r| Some(r.epoch) != wanted)
                 && let Some(r) = self.running.remove(name)
             {
-                r.stop.cancel();
-                stopping.push((name, r.handle));
+                let handle = r.live.map(|live| {
+                    live.stop.cancel();
+                    live.handle
+                });
+                stopping.push((name, handle));
             }
         }
         for (name, handle) in stopping {
-            let _ = handle.await;
+            if let Some(handle) = handle {
+                let _ = handle.await;
+            }
             if !desired.contains_key(name) {
                 self.reports.remove(name);
             }
@@ -172,6 +209,8 @@ impl Supervisor {
             // only once its turn comes: a spawned task's memory is sized for its future and
             // kept until its handle goes; the box goes when the task ends.
             let (starts, waiting) = (Arc::clone(&self.starts), stop.clone());
+            self.runs += 1;
+            let (run, ended, named) = (self.runs, self.ended.0.clone(), name.clone());
             let supervise = supervise(
                 spec.clone(),
                 Arc::clone(&self.policy),
@@ -187,13 +226,14 @@ impl Supervisor {
                     () = waiting.cancelled() => return,
                 };
                 supervise(turn).await;
+                let _ = ended.send((named, run));
             }));
             self.running.insert(
                 name.clone(),
                 Running {
                     epoch: spec.epoch,
-                    stop,
-                    handle,
+                    run,
+                    live: Some(Live { stop, handle }),
                 },
             );
         }
@@ -203,12 +243,12 @@ impl Supervisor {
     /// they stay as last written (the worker's lease takes them away).
     pub async fn stop_all(&mut self) {
         self.reports.hold(true);
-        let all: Vec<Running> = self.running.drain().map(|(_, r)| r).collect();
-        for r in &all {
-            r.stop.cancel();
+        let all: Vec<Live> = self.running.drain().filter_map(|(_, r)| r.live).collect();
+        for live in &all {
+            live.stop.cancel();
         }
-        for r in all {
-            let _ = r.handle.await;
+        for live in all {
+            let _ = live.handle.await;
         }
     }
 }
