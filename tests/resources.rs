@@ -307,6 +307,16 @@ fn sample(metrics: &Metrics, name: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// Puts `key` as a leader key would be and returns the fence on it.
+async fn fence_on(kv: &mut etcd_client::Client, key: &str) -> Fence {
+    let put = kv.put(key, "x", None).await.expect("put");
+    Fence {
+        key: key.into(),
+        create_revision: put.header().expect("header").revision(),
+        lease: 0,
+    }
+}
+
 /// Creates `key` with `value` unless it exists.
 fn create_write(key: &str, value: &str) -> Write {
     Write::new(
@@ -320,13 +330,7 @@ async fn a_stale_fence_is_refused_by_etcd() {
     let etcd = Etcd::start().await;
     let (committer, _) = committer(etcd.client().await);
     let mut kv = etcd.client().await;
-    let put = kv.put("/crawler/election/1", "x", None).await.expect("put");
-    let created = put.header().expect("header").revision();
-    let fence = Fence {
-        key: "/crawler/election/1".into(),
-        create_revision: created,
-        lease: 0,
-    };
+    let fence = fence_on(&mut kv, "/crawler/election/1").await;
     let put = |key: &str| Write::new(vec![], vec![TxnOp::put(key, "1", None)]);
     let ok = committer
         .commit(&fence, put("/resources/a"))
@@ -351,12 +355,7 @@ async fn a_batch_answers_each_write_alone() {
     let etcd = Etcd::start().await;
     let (committer, metrics) = committer(etcd.client().await);
     let mut kv = etcd.client().await;
-    let put = kv.put("/fence", "x", None).await.expect("put");
-    let fence = Fence {
-        key: "/fence".into(),
-        create_revision: put.header().expect("header").revision(),
-        lease: 0,
-    };
+    let fence = fence_on(&mut kv, "/fence").await;
     kv.put("/r/taken", "old", None).await.expect("put");
     // Free names around a taken one.
     let names: Vec<String> = (0..40)

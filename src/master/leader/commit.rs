@@ -204,9 +204,9 @@ impl Sender {
         let (replies, writes): (Vec<_>, Vec<_>) =
             writes.into_iter().map(|p| (p.reply, p.write)).unzip();
         let n = writes.len();
-        // A batch etcd refuses is sent again one write per txn, so keep a copy.
-        let copies: Option<Vec<TxnOp>> = (n > 1).then(|| writes.iter().map(op_copy).collect());
         let ops: Vec<TxnOp> = writes.into_iter().map(Write::into_op).collect();
+        // A batch etcd refuses is sent again one write per txn, so keep a copy.
+        let copies = (n > 1).then(|| ops.clone());
         match self.txn(&fence, ops).await {
             Ok(answers) => {
                 for (reply, answer) in replies.into_iter().zip(answers) {
@@ -249,14 +249,6 @@ impl Sender {
         }
         result
     }
-}
-
-fn op_copy(write: &Write) -> TxnOp {
-    TxnOp::txn(
-        Txn::new()
-            .when(write.compares.clone())
-            .and_then(write.ops.clone()),
-    )
 }
 
 /// True when etcd refused the whole txn before applying any of it: a key put twice, too many

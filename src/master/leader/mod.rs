@@ -249,7 +249,16 @@ impl Leader {
         compares: Vec<Compare>,
         ops: Vec<TxnOp>,
     ) -> Result<writes::Written, WriteError> {
-        match self.txn(fence, compares, ops).await {
+        self.commit(fence, commit::Write::new(compares, ops)).await
+    }
+
+    /// Commits `write`, alone or with others that queue; a refused fence ends the term.
+    async fn commit(
+        &self,
+        fence: &Fence,
+        write: commit::Write,
+    ) -> Result<writes::Written, WriteError> {
+        match self.inner.commits.commit(fence, write).await {
             Err(WriteError::Deposed) => Err(self.deposed(fence)),
             other => other,
         }
@@ -263,15 +272,7 @@ impl Leader {
         items: Vec<(Vec<Compare>, Vec<TxnOp>)>,
     ) -> Result<Vec<bool>, WriteError> {
         let n = items.len();
-        let written = match self
-            .inner
-            .commits
-            .commit(fence, commit::Write::each(items))
-            .await
-        {
-            Err(WriteError::Deposed) => return Err(self.deposed(fence)),
-            other => other?,
-        };
+        let written = self.commit(fence, commit::Write::each(items)).await?;
         let mut applied: Vec<bool> = written
             .responses
             .into_iter()
