@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use crawler::config::Config;
 use crawler::etcd::cache::Store;
+use crawler::etcd::cache::watcher::WatchConfig;
 use crawler::model::registry::Worker;
 use etcd_client::PutOptions;
 use support::*;
@@ -420,4 +421,70 @@ async fn a_watch_response_carrying_several_revisions_reaches_a_subscriber_as_con
     assert_eq!(revisions, written);
     cancel.cancel();
     while tasks.join_next().await.is_some() {}
+}
+
+#[tokio::test]
+async fn a_reader_waiting_on_a_quiet_prefix_is_answered_without_waiting_for_a_periodic_report() {
+    let etcd = Etcd::start().await;
+    let config = test_config(std::slice::from_ref(&etcd.url));
+    let client = crawler::etcd::connect(&config.etcd).await.expect("connect");
+    // Periodic reports 3 s apart, each believed only on the next: a cache relying on them
+    // alone reaches a revision written elsewhere 3 to 6 s later.
+    let mut watch = WatchConfig::new(config.keys.worker_prefix.clone(), Duration::from_secs(5));
+    watch.progress_interval = Duration::from_secs(3);
+    watch.dead_after = Duration::from_secs(10);
+    let (store, writer) = Store::<Worker>::new("workers");
+    let cancel = CancellationToken::new();
+    let watcher = tokio::spawn(crawler::etcd::cache::watcher::run(
+        client.clone(),
+        watch.clone(),
+        writer,
+        cancel.clone(),
+    ));
+    store.wait_ready().await;
+    eventually("the watch is live", WAIT, || async {
+        store.is_live().then_some(())
+    })
+    .await;
+    // A young stream may still be catching up from an old revision; past one interval it is
+    // not, and a later answer proves an earlier one.
+    tokio::time::sleep(watch.progress_interval).await;
+    let mut raw = etcd.client().await;
+    let mut waits = Vec::new();
+    for i in 0..5 {
+        let put = raw
+            .put(format!("/elsewhere/{i}"), "x", None)
+            .await
+            .expect("put");
+        let written = put.header().expect("header").revision();
+        let started = Instant::now();
+        assert!(
+            store
+                .wait_for_revision(written, Duration::from_secs(2))
+                .await,
+            "trial {i}: the cache did not reach revision {written} (it is at {})",
+            store.revision()
+        );
+        waits.push(started.elapsed());
+    }
+    println!("waits for a revision written outside the prefix: {waits:?}");
+    // A write inside the prefix still arrives as an event, at its own revision.
+    let id = "go.micro.server.worker-9";
+    let put = raw
+        .put(
+            format!("{}{id}", config.keys.worker_prefix),
+            GO_RECORD.replace("go.micro.server.worker-2", id),
+            None,
+        )
+        .await
+        .expect("put");
+    let written = put.header().expect("header").revision();
+    assert!(
+        store
+            .wait_for_revision(written, Duration::from_secs(2))
+            .await
+    );
+    assert!(store.get(id).is_some());
+    cancel.cancel();
+    let _ = watcher.await;
 }

@@ -236,6 +236,23 @@ fn no_input_gets_a_5xx_or_leaves_a_stray_key() {
             async move { state.leader.leadership().ready_fence().map(|_| ()) }
         })
         .await;
+        // A master's first second answers `min_revision` reads only once its watch streams
+        // are proven caught up (see `etcd::cache::progress`); cases start after that.
+        eventually(
+            "caches reach etcd's revision quickly",
+            Duration::from_secs(20),
+            || {
+                let state = state.clone();
+                async move {
+                    let current = state.leader.current_revision().await.ok()?;
+                    let wait = Duration::from_millis(200);
+                    (state.workers.wait_for_revision(current, wait).await
+                        && state.resources.wait_for_revision(current, wait).await)
+                        .then_some(())
+                }
+            },
+        )
+        .await;
         (etcd, master)
     });
     let state = master.state();

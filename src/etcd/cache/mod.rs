@@ -10,6 +10,7 @@
 mod diff;
 mod event;
 mod index;
+mod progress;
 mod queue;
 mod store;
 pub mod watcher;

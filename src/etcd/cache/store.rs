@@ -1,11 +1,11 @@
 //! The cache's state, its single writer and its cheap readers.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
 use std::time::Duration;
 
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 
 use super::diff::diff;
 use super::event::{Change, Entry, Event, Name, Objects};
@@ -71,6 +71,10 @@ struct Inner<T> {
     revision: watch::Sender<i64>,
     ready: watch::Sender<bool>,
     live: AtomicBool,
+    /// The highest revision a reader waits for, and the watcher's cue to ask etcd how far its
+    /// stream has come rather than wait for its next periodic report.
+    wanted: AtomicI64,
+    wanted_cue: Notify,
     subscribers: Mutex<Vec<Weak<Queue<T>>>>,
     malformed: AtomicU64,
     lists: AtomicU64,
@@ -171,6 +175,8 @@ impl<T: super::Object> Store<T> {
             revision: watch::channel(0).0,
             ready: watch::channel(false).0,
             live: AtomicBool::new(false),
+            wanted: AtomicI64::new(0),
+            wanted_cue: Notify::new(),
             subscribers: Mutex::new(Vec::new()),
             malformed: AtomicU64::new(0),
             lists: AtomicU64::new(0),
@@ -250,9 +256,15 @@ impl<T: super::Object> Store<T> {
     }
 
     /// Waits, at most `timeout`, until the cache reflects at least `revision`. Returns whether
-    /// it did.
+    /// it did. A quiet prefix has no event to carry it there, so the watcher is asked to learn
+    /// its stream's progress now.
     pub async fn wait_for_revision(&self, revision: i64, timeout: Duration) -> bool {
         let mut rx = self.inner.revision.subscribe();
+        if *rx.borrow_and_update() >= revision {
+            return true;
+        }
+        self.inner.wanted.fetch_max(revision, Ordering::AcqRel);
+        self.inner.wanted_cue.notify_one();
         tokio::time::timeout(timeout, rx.wait_for(|r| *r >= revision))
             .await
             .is_ok_and(|r| r.is_ok())
@@ -297,6 +309,17 @@ impl<T: super::Object> Writer<T> {
     /// The revision the cache reflects.
     pub(crate) fn revision(&self) -> i64 {
         self.inner.read().revision
+    }
+
+    /// True while a reader waits for a revision the cache has not reached.
+    pub(crate) fn progress_wanted(&self) -> bool {
+        self.inner.wanted.load(Ordering::Acquire) > self.revision()
+    }
+
+    /// Returns once a reader has asked for a revision (perhaps already reached: check
+    /// [`Writer::progress_wanted`]).
+    pub(crate) async fn wanted(&self) {
+        self.inner.wanted_cue.notified().await;
     }
 
     /// Counts a value that could not be decoded.

@@ -9,6 +9,8 @@
 //!
 //! A stream with nothing (event or progress report) for `dead_after` is dead; a progress report
 //! is asked for every `progress_interval`, so a healthy quiet stream always has something to say.
+//! A reader waiting for a revision the cache has not reached has reports asked for at once, so a
+//! quiet prefix catches up with etcd in milliseconds, not a progress interval.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -20,10 +22,15 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::event::{Entry, Name};
+use super::progress::Progress;
 use super::store::{Update, Writer};
 use super::{DecodeError, Object};
 use crate::etcd::backoff::Backoff;
 use crate::etcd::{EtcdError, list_prefix, timed};
+
+/// How soon a reader still waiting for a revision gets another progress request: each answer
+/// proves the one before it (see [`Progress`]), so a reader waits about this long.
+const ASK_AGAIN_AFTER: Duration = Duration::from_millis(5);
 
 /// How a watcher behaves.
 #[derive(Debug, Clone)]
@@ -231,21 +238,47 @@ async fn watch<T: Object>(
     .await?
     .split();
     let mut last_heard = Instant::now();
-    // The revision of the last progress report, applied when the next one arrives: etcd before
-    // 3.4.25 (Debian ships 3.4.23) may send a requested progress report ahead of events still
-    // queued on the same stream (etcd-io/etcd#15220), so a report is trusted only once a
-    // whole progress interval has let those events through.
-    let mut reported: Option<i64> = None;
+    let mut progress = Progress::new(Instant::now(), config.progress_interval);
+    // When the one progress request in flight was sent (see `Progress`).
+    let mut asked: Option<Instant> = None;
+    // When to ask again for a reader still waiting.
+    let mut again: Option<Instant> = None;
     let mut ticker = tokio::time::interval(config.progress_interval);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
+        let idle = asked.is_none();
         tokio::select! {
             _ = ticker.tick() => {
                 let silent = last_heard.elapsed();
                 if silent > config.dead_after {
                     return Err(WatchError::Dead(silent));
                 }
-                requests.request_progress().await?;
+                if let Some(at) = asked
+                    && at.elapsed() > config.progress_interval
+                {
+                    // The answer went missing: a late one must not pass for the next.
+                    progress.unsettle(Instant::now());
+                    asked = None;
+                }
+                if asked.is_none() {
+                    requests.request_progress().await?;
+                    asked = Some(Instant::now());
+                }
+            }
+            () = writer.wanted(), if idle && again.is_none() => {
+                if writer.progress_wanted() {
+                    requests.request_progress().await?;
+                    asked = Some(Instant::now());
+                }
+            }
+            () = tokio::time::sleep_until(again.unwrap_or_else(Instant::now)),
+                if idle && again.is_some() =>
+            {
+                again = None;
+                if writer.progress_wanted() {
+                    requests.request_progress().await?;
+                    asked = Some(Instant::now());
+                }
             }
             message = responses.message() => {
                 let Some(resp) = message? else {
@@ -264,19 +297,29 @@ async fn watch<T: Object>(
                 if resp.created() {
                     writer.set_live(true);
                     backoff.reset();
+                    progress = Progress::new(Instant::now(), config.progress_interval);
                     debug!(prefix = %config.prefix, from, "watch created");
                     continue;
                 }
                 let events = resp.events();
                 if events.is_empty() {
-                    // A progress report: every event up to this revision was sent, though
-                    // perhaps not before this report (see `reported`).
-                    if let Some(header) = resp.header()
-                        && let Some(earlier) = reported.replace(header.revision())
-                    {
-                        writer.advance(earlier);
+                    let Some(header) = resp.header() else { continue };
+                    if resp.watch_id() >= 0 {
+                        // etcd's own periodic report, in order with the events.
+                        writer.advance(header.revision());
+                    } else {
+                        asked = None;
+                        if let Some(believed) = progress.on_answer(header.revision(), last_heard) {
+                            writer.advance(believed);
+                        }
+                        if writer.progress_wanted() {
+                            again = Some(last_heard + ASK_AGAIN_AFTER);
+                        }
                     }
                     continue;
+                }
+                if let Some(first) = events.iter().filter_map(|e| e.kv()).map(|kv| kv.mod_revision()).min() {
+                    progress.on_event(first);
                 }
                 // One response can carry several revisions: each becomes its own batch, in
                 // order, so every change is reported at its own revision.
