@@ -219,6 +219,7 @@ impl Master {
             scheduling: config.scheduling.clone(),
             leader,
             feed,
+            rendered: Default::default(),
             trends,
             forwarder,
             auth,

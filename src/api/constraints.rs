@@ -107,6 +107,20 @@ impl Fleet {
         }
     }
 
+    /// Why one resource `r` waits, or `None` when a present worker holds it: a read of one
+    /// task looks the fleet over only when its worker is not there.
+    pub fn why_one(state: &AppState, r: &Resource) -> Option<WaitingView> {
+        if let Some(worker) = r.assigned_worker()
+            && state
+                .workers
+                .get(worker)
+                .is_some_and(|e| e.value.id == worker)
+        {
+            return None;
+        }
+        Self::now(state).why(r)
+    }
+
     /// Why resource `r` waits, or `None` when a present worker holds it.
     pub fn why(&self, r: &Resource) -> Option<WaitingView> {
         if let Some(worker) = r.assigned_worker() {

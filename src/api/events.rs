@@ -56,6 +56,17 @@ pub struct FeedEvent {
     /// True on the last change of its revision (the one that carries the SSE id).
     #[serde(skip)]
     pub closes_revision: bool,
+    /// The event as JSON, made once for every subscriber.
+    #[serde(skip)]
+    pub data: std::sync::OnceLock<String>,
+}
+
+impl FeedEvent {
+    /// The event as JSON; the first subscriber to send it serializes it.
+    pub fn data(&self) -> &str {
+        self.data
+            .get_or_init(|| serde_json::to_string(self).unwrap_or_else(|_| "{}".to_owned()))
+    }
 }
 
 /// The data of a `relist` or `dropped` event.
@@ -201,6 +212,7 @@ fn to_events<T>(
                 revision: change.revision,
                 object: value,
                 closes_revision: i + 1 == count,
+                data: Default::default(),
             }
         })
         .collect()
@@ -299,11 +311,7 @@ pub struct EventsQuery {
 }
 
 fn sse(event: &FeedEvent) -> SseEvent {
-    let mut out = SseEvent::default().event(event.action);
-    out = match serde_json::to_string(event) {
-        Ok(data) => out.data(data),
-        Err(_) => out.data("{}"),
-    };
+    let mut out = SseEvent::default().event(event.action).data(event.data());
     if event.closes_revision {
         out = out.id(event.revision.to_string());
     }
@@ -415,6 +423,7 @@ mod tests {
             revision,
             object: None,
             closes_revision: true,
+            data: Default::default(),
         }
     }
 

@@ -10,7 +10,9 @@ use std::collections::BTreeMap;
 use std::ops::Bound;
 
 use axum::Json;
+use axum::body::Bytes;
 use axum::extract::State;
+use axum::http::{HeaderValue, header};
 use axum::response::IntoResponse;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -65,17 +67,42 @@ fn start<'n>(token: Option<&'n str>, prefix: &'n str) -> Bound<&'n str> {
     }
 }
 
-/// The view of `entry` with its status judged from the statuses cache's objects.
-fn view(entry: &Entry<Resource>, statuses: &Objects<TaskStatus>, fleet: &Fleet) -> ResourceView {
-    let reported = statuses.get(&*entry.value.name);
-    ResourceView {
-        waiting: fleet.why(&entry.value),
-        status: Some(StatusView::judge(
-            &entry.value,
-            entry.mod_revision,
-            reported.map(|e| &*e.value),
-        )),
-        ..ResourceView::of(&entry.value)
+/// One task of a page: its resource, its worker's report, and why it waits, if it does.
+pub(super) struct Row {
+    resource: Entry<Resource>,
+    reported: Option<Entry<TaskStatus>>,
+    waiting: Option<super::constraints::WaitingView>,
+}
+
+impl Row {
+    /// The row's view as JSON: kept from an earlier read while neither the resource nor its
+    /// report changed, unless the task waits (why depends on the whole fleet).
+    pub(super) fn render(self, state: &AppState) -> Result<Bytes, serde_json::Error> {
+        let view = |waiting| {
+            serde_json::to_vec(&ResourceView {
+                waiting,
+                status: Some(StatusView::judge(
+                    &self.resource.value,
+                    self.resource.mod_revision,
+                    self.reported.as_ref().map(|e| &*e.value),
+                )),
+                ..ResourceView::of(&self.resource.value)
+            })
+            .map(Bytes::from)
+        };
+        if self.waiting.is_some() {
+            return view(self.waiting.clone());
+        }
+        let versions = (
+            self.resource.mod_revision,
+            self.reported.as_ref().map_or(0, |e| e.mod_revision),
+        );
+        state.rendered.get_or_render(
+            &self.resource.value.name,
+            versions,
+            || view(None),
+            &state.resources,
+        )
     }
 }
 
@@ -87,7 +114,7 @@ fn page(
     start: Bound<&str>,
     limit: usize,
     fleet: &Fleet,
-) -> (Vec<ResourceView>, bool) {
+) -> (Vec<Row>, bool) {
     let range = (start, Bound::Unbounded);
     let candidates: Box<dyn Iterator<Item = &str>> = match (filter.worker, &filter.state) {
         (Some(worker), _) => match resources.1.names(worker) {
@@ -108,12 +135,18 @@ fn page(
                 .worker
                 .is_none_or(|w| e.value.assigned_worker() == Some(w))
         })
-        .map(|e| view(e, statuses.0, fleet))
-        .filter(|v| match (&filter.state, &v.status) {
-            (Some(wanted), Some(status)) => status.state == *wanted,
-            _ => true,
+        .map(|e| (e, statuses.0.get(&*e.value.name)))
+        .filter(|(e, reported)| {
+            filter.state.as_ref().is_none_or(|wanted| {
+                StatusView::state_of(&e.value, reported.map(|r| &*r.value)) == wanted
+            })
+        })
+        .map(|(e, reported)| Row {
+            resource: e.clone(),
+            reported: reported.cloned(),
+            waiting: fleet.why(&e.value),
         });
-    let items: Vec<ResourceView> = matches.by_ref().take(limit).collect();
+    let items: Vec<Row> = matches.by_ref().take(limit).collect();
     let more = matches.next().is_some();
     (items, more)
 }
@@ -171,13 +204,37 @@ pub async fn list(
         });
         (found, revision)
     });
-    let continue_token = more.then(|| items.last().map(|r| r.name.clone())).flatten();
+    let continue_token = more
+        .then(|| items.last().map(|r| r.resource.value.name.clone()))
+        .flatten();
+    // Rendered outside the caches' locks: a rendering may sweep the memo, which reads the
+    // resources cache.
+    let mut body = Vec::with_capacity(64 + items.len() * 512);
+    body.extend_from_slice(b"{\"items\":[");
+    for (i, row) in items.into_iter().enumerate() {
+        if i > 0 {
+            body.push(b',');
+        }
+        body.extend_from_slice(
+            &row.render(&state)
+                .map_err(|e| ApiError::Internal(e.to_string()))?,
+        );
+    }
+    body.push(b']');
+    if let Some(token) = continue_token {
+        body.extend_from_slice(b",\"continue\":");
+        serde_json::to_writer(&mut body, &*token).map_err(|e| ApiError::Internal(e.to_string()))?;
+    }
+    body.push(b'}');
     Ok((
-        [revision_header(revision)],
-        Json(ResourceList {
-            items,
-            continue_token,
-        }),
+        [
+            revision_header(revision),
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            ),
+        ],
+        body,
     ))
 }
 

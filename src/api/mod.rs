@@ -20,6 +20,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod placement;
 pub mod proxy;
+pub mod rendered;
 pub mod resources;
 pub mod schedules;
 pub mod status_view;
@@ -94,6 +95,8 @@ pub struct AppParts {
     pub leader: Leader,
     /// Changes for the event stream.
     pub feed: events::Feed,
+    /// Each task's view as JSON, rendered once per change.
+    pub rendered: rendered::Rendered,
     /// The last hour's samples, for the dashboard's trends.
     pub trends: crate::master::trends::Trends,
     /// Client that forwards writes to the leader.

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, UNIX_EPOCH};
 
 use axum::Json;
+use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::IntoResponse;
@@ -96,7 +97,7 @@ impl ResourceView {
     pub fn written(state: &AppState, r: &Resource, revision: i64) -> Self {
         let reported = state.statuses.get(&r.name);
         Self {
-            waiting: constraints::Fleet::now(state).why(r),
+            waiting: constraints::Fleet::why_one(state, r),
             status: Some(StatusView::judge(
                 r,
                 revision,
@@ -306,12 +307,45 @@ pub async fn get_one(
         })?;
     let tag = HeaderValue::from_str(&etag(entry.mod_revision))
         .map_err(|e| ApiError::Internal(e.to_string()))?;
-    Ok((
-        [revision_header(revision), (header::ETAG, tag)],
-        Json(ResourceView {
-            waiting: constraints::Fleet::now(&state).why(&entry.value),
+    let body = match constraints::Fleet::why_one(&state, &entry.value) {
+        Some(waiting) => serde_json::to_vec(&ResourceView {
+            waiting: Some(waiting),
             ..ResourceView::with_status(&entry, &state.statuses)
-        }),
+        })
+        .map(Bytes::from),
+        None => {
+            let reported = state.statuses.get(&entry.value.name);
+            let versions = (
+                entry.mod_revision,
+                reported.as_ref().map_or(0, |e| e.mod_revision),
+            );
+            let render = || {
+                serde_json::to_vec(&ResourceView {
+                    status: Some(StatusView::judge(
+                        &entry.value,
+                        entry.mod_revision,
+                        reported.as_ref().map(|e| &*e.value),
+                    )),
+                    ..ResourceView::of(&entry.value)
+                })
+                .map(Bytes::from)
+            };
+            state
+                .rendered
+                .get_or_render(&entry.value.name, versions, render, &state.resources)
+        }
+    }
+    .map_err(|e| ApiError::Internal(e.to_string()))?;
+    Ok((
+        [
+            revision_header(revision),
+            (header::ETAG, tag),
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            ),
+        ],
+        body,
     ))
 }
 

@@ -96,6 +96,14 @@ impl StatusView {
         }
     }
 
+    /// The state `judge` would show, without building the view.
+    pub fn state_of(resource: &Resource, reported: Option<&TaskStatus>) -> &'static str {
+        match (resource.assigned_worker(), reported) {
+            (Some(worker), Some(status)) if status.worker == worker => status.state.as_str(),
+            _ => UNKNOWN,
+        }
+    }
+
     /// The view of the resource `entry`, looking its report up in `statuses`.
     pub fn of(entry: &Entry<Resource>, statuses: &Store<TaskStatus>) -> Self {
         let reported = statuses.get(&entry.value.name);
@@ -155,6 +163,18 @@ mod tests {
         // A Go worker never reports.
         assert_eq!(StatusView::judge(&r, 11, None).state, UNKNOWN);
         assert_eq!(StatusView::judge(&resource(""), 11, None).state, UNKNOWN);
+        // The list's state filter judges the state alone, the same way.
+        for (r, reported) in [
+            (&r, Some(report("w1", 10))),
+            (&r, Some(report("w0", 10))),
+            (&r, None),
+            (&resource(""), Some(report("w1", 10))),
+        ] {
+            assert_eq!(
+                StatusView::state_of(r, reported.as_ref()),
+                StatusView::judge(r, 11, reported.as_ref()).state
+            );
+        }
     }
 
     #[test]

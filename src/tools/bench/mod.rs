@@ -99,7 +99,7 @@ pub async fn run(options: BenchOptions) -> Result<(), ToolError> {
     let raw = Client::connect([etcd.url.as_str()], None).await?;
 
     if options.runs(1) {
-        cached_read(&mut report, q, &scratch, &client, &leader, &raw).await?;
+        cached_read(&mut report, q, &scratch, &client, &leader, &raw, &etcd.url).await?;
     }
     if options.runs(2) {
         create_on_leader(&mut report, q, &client, &leader, &raw).await?;

@@ -1,0 +1,198 @@
+//! The JSON of each task's view, rendered once per change and then served as bytes, as the
+//! apiserver's `cachingObject` serves an object's encoding.
+//!
+//! A task's view joins two caches: the resource and its worker's status report. A rendering is
+//! kept with the mod revisions of both and is good exactly while both still hold them, so no
+//! change has to invalidate it. Why a task waits depends on the whole fleet, not on those two:
+//! a task that waits is rendered afresh each time (it is rare, and nothing is cached for it).
+//!
+//! Renderings of deleted or changed tasks are swept out whenever the memo has doubled since the
+//! last sweep, so it holds at most about twice the renderings that are still good.
+
+use std::collections::HashMap;
+use std::sync::RwLock;
+
+use axum::body::Bytes;
+
+use crate::etcd::cache::{Name, Store};
+use crate::model::resource::Resource;
+
+/// The mod revisions a rendering was made from: the resource's, and its status report's
+/// (0 without one).
+pub type Versions = (i64, i64);
+
+struct Piece {
+    versions: Versions,
+    body: Bytes,
+}
+
+struct Memo {
+    pieces: HashMap<Name, Piece>,
+    /// Pieces to hold before the next sweep.
+    sweep_at: usize,
+}
+
+/// Rendered views by task name.
+pub struct Rendered {
+    memo: RwLock<Memo>,
+}
+
+/// The fewest pieces a sweep waits for.
+const FIRST_SWEEP: usize = 1024;
+
+impl Default for Rendered {
+    fn default() -> Self {
+        Self {
+            memo: RwLock::new(Memo {
+                pieces: HashMap::new(),
+                sweep_at: FIRST_SWEEP,
+            }),
+        }
+    }
+}
+
+impl Rendered {
+    /// The rendering of `name` at `versions`, made by `render` unless one is kept.
+    pub fn get_or_render(
+        &self,
+        name: &Name,
+        versions: Versions,
+        render: impl FnOnce() -> Result<Bytes, serde_json::Error>,
+        resources: &Store<Resource>,
+    ) -> Result<Bytes, serde_json::Error> {
+        {
+            let memo = self.memo.read().unwrap_or_else(|p| p.into_inner());
+            if let Some(piece) = memo.pieces.get(name)
+                && piece.versions == versions
+            {
+                return Ok(piece.body.clone());
+            }
+        }
+        let body = render()?;
+        let mut memo = self.memo.write().unwrap_or_else(|p| p.into_inner());
+        memo.pieces.insert(
+            name.clone(),
+            Piece {
+                versions,
+                body: body.clone(),
+            },
+        );
+        if memo.pieces.len() >= memo.sweep_at {
+            resources.with(|objects, _| {
+                memo.pieces.retain(|name, piece| {
+                    objects
+                        .get(name)
+                        .is_some_and(|e| e.mod_revision == piece.versions.0)
+                });
+            });
+            memo.sweep_at = (memo.pieces.len() * 2).max(FIRST_SWEEP);
+        }
+        Ok(body)
+    }
+
+    /// Renderings held.
+    pub fn len(&self) -> usize {
+        self.memo
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .pieces
+            .len()
+    }
+
+    /// True when none is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::etcd::cache::{Entry, Objects};
+    use std::sync::Arc;
+
+    fn store(names: &[(&str, i64)]) -> Store<Resource> {
+        let (store, writer) = Store::new("resources");
+        writer.replace(objects(names), 10);
+        store
+    }
+
+    fn objects(names: &[(&str, i64)]) -> Objects<Resource> {
+        names
+            .iter()
+            .map(|(n, rev)| {
+                let name: Name = Name::from(*n);
+                let value = Resource {
+                    id: 1.into(),
+                    name: name.clone(),
+                    assigned_node: Name::from(""),
+                    creation_time: 0,
+                    schedule: None,
+                    extra: Default::default(),
+                };
+                (
+                    name,
+                    Entry {
+                        value: Arc::new(value),
+                        create_revision: *rev,
+                        mod_revision: *rev,
+                    },
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_rendering_is_reused_only_at_the_same_versions() {
+        let rendered = Rendered::default();
+        let none = store(&[]);
+        let name = Name::from("a");
+        let mut renders = 0;
+        for (versions, expect_render) in [
+            ((1, 0), true),
+            ((1, 0), false),
+            ((1, 5), true),
+            ((2, 5), true),
+            ((2, 5), false),
+        ] {
+            let before = renders;
+            let body = rendered
+                .get_or_render(
+                    &name,
+                    versions,
+                    || {
+                        renders += 1;
+                        Ok(Bytes::from(format!("{versions:?}")))
+                    },
+                    &none,
+                )
+                .expect("rendered");
+            assert_eq!(body, Bytes::from(format!("{versions:?}")));
+            assert_eq!(renders > before, expect_render, "{versions:?}");
+        }
+    }
+
+    #[test]
+    fn a_sweep_keeps_only_what_is_still_good() {
+        let rendered = Rendered::default();
+        let live: Vec<(String, i64)> = (0..FIRST_SWEEP).map(|i| (format!("t{i}"), 7)).collect();
+        // Half the tasks are still there at the rendered revision; the rest changed or left.
+        let kept: Vec<(&str, i64)> = live
+            .iter()
+            .enumerate()
+            .map(|(i, (n, _))| (n.as_str(), if i % 2 == 0 { 7 } else { 8 }))
+            .collect();
+        let now = store(&kept);
+        for (n, rev) in &live {
+            rendered
+                .get_or_render(
+                    &Name::from(n.as_str()),
+                    (*rev, 0),
+                    || Ok(Bytes::new()),
+                    &now,
+                )
+                .expect("rendered");
+        }
+        assert_eq!(rendered.len(), FIRST_SWEEP / 2);
+    }
+}
