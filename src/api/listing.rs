@@ -10,7 +10,6 @@ use std::collections::BTreeMap;
 use std::ops::Bound;
 
 use axum::Json;
-use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderValue, header};
 use axum::response::IntoResponse;
@@ -19,10 +18,11 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::constraints::Fleet;
 use super::extract::ApiQuery;
-use super::resources::{ResourceList, ResourceView};
+use super::rendered::Row;
+use super::resources::ResourceList;
 use super::status_view::{StatusView, UNKNOWN, parse_state};
 use super::{ApiError, AppState, revision_header};
-use crate::etcd::cache::{Entry, Index, Name, Objects};
+use crate::etcd::cache::{Index, Name, Objects};
 use crate::model::name;
 use crate::model::resource::Resource;
 use crate::model::status::{TaskState, TaskStatus};
@@ -64,45 +64,6 @@ fn start<'n>(token: Option<&'n str>, prefix: &'n str) -> Bound<&'n str> {
     match token {
         Some(t) if t >= prefix => Bound::Excluded(t),
         _ => Bound::Included(prefix),
-    }
-}
-
-/// One task of a page: its resource, its worker's report, and why it waits, if it does.
-pub(super) struct Row {
-    resource: Entry<Resource>,
-    reported: Option<Entry<TaskStatus>>,
-    waiting: Option<super::constraints::WaitingView>,
-}
-
-impl Row {
-    /// The row's view as JSON: kept from an earlier read while neither the resource nor its
-    /// report changed, unless the task waits (why depends on the whole fleet).
-    pub(super) fn render(self, state: &AppState) -> Result<Bytes, serde_json::Error> {
-        let view = |waiting| {
-            serde_json::to_vec(&ResourceView {
-                waiting,
-                status: Some(StatusView::judge(
-                    &self.resource.value,
-                    self.resource.mod_revision,
-                    self.reported.as_ref().map(|e| &*e.value),
-                )),
-                ..ResourceView::of(&self.resource.value)
-            })
-            .map(Bytes::from)
-        };
-        if self.waiting.is_some() {
-            return view(self.waiting.clone());
-        }
-        let versions = (
-            self.resource.mod_revision,
-            self.reported.as_ref().map_or(0, |e| e.mod_revision),
-        );
-        state.rendered.get_or_render(
-            &self.resource.value.name,
-            versions,
-            || view(None),
-            &state.resources,
-        )
     }
 }
 

@@ -21,6 +21,7 @@ pub mod openapi;
 pub mod placement;
 pub mod proxy;
 pub mod rendered;
+pub mod resource_view;
 pub mod resources;
 pub mod schedules;
 pub mod status_view;

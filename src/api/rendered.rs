@@ -14,8 +14,55 @@ use std::sync::RwLock;
 
 use axum::body::Bytes;
 
-use crate::etcd::cache::{Name, Store};
+use super::AppState;
+use super::constraints::WaitingView;
+use super::resource_view::ResourceView;
+use super::status_view::StatusView;
+use crate::etcd::cache::{Entry, Name, Store};
 use crate::model::resource::Resource;
+use crate::model::status::TaskStatus;
+
+/// One task of a page: its resource, its worker's report, and why it waits, if it does.
+pub struct Row {
+    /// The resource.
+    pub resource: Entry<Resource>,
+    /// Its worker's report, if any.
+    pub reported: Option<Entry<TaskStatus>>,
+    /// Why it waits, when it does.
+    pub waiting: Option<WaitingView>,
+}
+
+impl Row {
+    /// The row's view as JSON: kept from an earlier read while neither the resource nor its
+    /// report changed, unless the task waits (why depends on the whole fleet).
+    pub fn render(self, state: &AppState) -> Result<Bytes, serde_json::Error> {
+        let view = |waiting| {
+            serde_json::to_vec(&ResourceView {
+                waiting,
+                status: Some(StatusView::judge(
+                    &self.resource.value,
+                    self.resource.mod_revision,
+                    self.reported.as_ref().map(|e| &*e.value),
+                )),
+                ..ResourceView::of(&self.resource.value)
+            })
+            .map(Bytes::from)
+        };
+        if self.waiting.is_some() {
+            return view(self.waiting.clone());
+        }
+        let versions = (
+            self.resource.mod_revision,
+            self.reported.as_ref().map_or(0, |e| e.mod_revision),
+        );
+        state.rendered.get_or_render(
+            &self.resource.value.name,
+            versions,
+            || view(None),
+            &state.resources,
+        )
+    }
+}
 
 /// The mod revisions a rendering was made from: the resource's, and its status report's
 /// (0 without one).
@@ -108,7 +155,7 @@ impl Rendered {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::etcd::cache::{Entry, Objects};
+    use crate::etcd::cache::Objects;
     use std::sync::Arc;
 
     fn store(names: &[(&str, i64)]) -> Store<Resource> {
