@@ -8,10 +8,8 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::header;
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
 use subtle::ConstantTimeEq;
 
 use super::{ApiError, AppState};
@@ -82,15 +80,16 @@ fn is_open_path(path: &str) -> bool {
         || !(path.starts_with("/api/") || path.starts_with("/crawler/"))
 }
 
-/// Middleware: 401 with `WWW-Authenticate` when a needed token is missing or wrong.
-pub async fn require_token(State(state): State<AppState>, req: Request, next: Next) -> Response {
+/// Refuses (401 with `WWW-Authenticate`) a request that needs a token and presents none, or a
+/// wrong one.
+pub fn check(state: &AppState, req: &Request) -> Result<(), ApiError> {
     let auth = &state.auth;
     if auth.is_open() || is_open_path(req.uri().path()) {
-        return next.run(req).await;
+        return Ok(());
     }
     let write = super::proxy::is_write(req.method());
     if !write && !auth.protect_reads {
-        return next.run(req).await;
+        return Ok(());
     }
     let presented = req
         .headers()
@@ -98,15 +97,13 @@ pub async fn require_token(State(state): State<AppState>, req: Request, next: Ne
         .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
         .map(<[u8]>::trim_ascii);
     match presented {
-        Some(token) if auth.accepts(token) => next.run(req).await,
-        Some(_) => ApiError::Unauthorized {
+        Some(token) if auth.accepts(token) => Ok(()),
+        Some(_) => Err(ApiError::Unauthorized {
             detail: "the bearer token is not valid".into(),
-        }
-        .into_response(),
-        None => ApiError::Unauthorized {
+        }),
+        None => Err(ApiError::Unauthorized {
             detail: "this request needs `Authorization: Bearer <token>`".into(),
-        }
-        .into_response(),
+        }),
     }
 }
 

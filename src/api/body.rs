@@ -11,9 +11,8 @@
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::{HeaderValue, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use futures_util::{Stream, StreamExt};
 
@@ -61,17 +60,18 @@ fn expects_continue(req: &Request) -> bool {
         .is_some_and(|v| v.eq_ignore_ascii_case("100-continue"))
 }
 
-/// Middleware: see the module documentation.
-pub async fn read_whole(State(state): State<AppState>, req: Request, next: Next) -> Response {
+/// Reads the body whole (see the module documentation): the request with its body in hand, or
+/// the answer when it is refused.
+pub async fn read_whole(state: &AppState, req: Request) -> Result<Request, Response> {
     let limit = state.http.max_body_bytes;
     match declared(&req, limit) {
-        Declared::None => next.run(req).await,
+        Declared::None => Ok(req),
         Declared::Over => {
             if expects_continue(&req) {
-                return too_large(limit, false);
+                return Err(too_large(limit, false));
             }
             let drained = drain(req.into_body().into_data_stream()).await;
-            too_large(limit, drained)
+            Err(too_large(limit, drained))
         }
         Declared::Within | Declared::Unknown => {
             let (mut parts, body) = req.into_parts();
@@ -82,18 +82,17 @@ pub async fn read_whole(State(state): State<AppState>, req: Request, next: Next)
                     parts
                         .headers
                         .insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
-                    next.run(Request::from_parts(parts, Body::from(bytes)))
-                        .await
+                    Ok(Request::from_parts(parts, Body::from(bytes)))
                 }
                 Read::Over => {
                     let drained = drain(stream).await;
-                    too_large(limit, drained)
+                    Err(too_large(limit, drained))
                 }
-                Read::Broken(error) => ApiError::BadRequest {
+                Read::Broken(error) => Err(ApiError::BadRequest {
                     detail: format!("the request body could not be read: {error}"),
                     field: None,
                 }
-                .into_response(),
+                .into_response()),
             }
         }
     }

@@ -10,10 +10,8 @@
 
 use std::time::Duration;
 
-use axum::extract::{Request, State};
-use axum::http::{HeaderName, HeaderValue, Method};
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::http::{HeaderName, HeaderValue, Method, Uri};
+use axum::response::Response;
 
 use super::{ApiError, AppState, REVISION_HEADER};
 
@@ -24,8 +22,8 @@ pub const LEADER: HeaderName = HeaderName::from_static("x-leader");
 /// Present (`true`) when the serving cache's watch is down: what it serves may be stale.
 pub const STALE: HeaderName = HeaderName::from_static("x-cache-stale");
 
-/// Which cache serves `path`.
-fn serves_workers(path: &str) -> bool {
+/// Which cache serves `path`: the workers' or the resources'.
+pub fn serves_workers(path: &str) -> bool {
     path.starts_with("/api/v1/workers")
 }
 
@@ -47,30 +45,15 @@ fn min_revision(query: Option<&str>) -> Result<Option<i64>, ApiError> {
     Ok(None)
 }
 
-/// Middleware: `min_revision` on reads, and the visibility headers on every response.
-pub async fn revisions(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let path = req.uri().path().to_owned();
-    let workers = serves_workers(&path);
-    if req.method() == Method::GET {
-        match min_revision(req.uri().query()) {
-            Ok(None) => {}
-            Ok(Some(wanted)) => {
-                if let Err(error) = wait_for(&state, workers, wanted).await {
-                    let mut response = error.into_response();
-                    stamp(&state, &mut response, workers);
-                    return response;
-                }
-            }
-            Err(error) => {
-                let mut response = error.into_response();
-                stamp(&state, &mut response, workers);
-                return response;
-            }
-        }
+/// Before a read: with `min_revision`, waits (bounded) until the serving cache reflects it.
+pub async fn wait_if_asked(state: &AppState, method: &Method, uri: &Uri) -> Result<(), ApiError> {
+    if method != Method::GET {
+        return Ok(());
     }
-    let mut response = next.run(req).await;
-    stamp(&state, &mut response, workers);
-    response
+    match min_revision(uri.query())? {
+        None => Ok(()),
+        Some(wanted) => wait_for(state, serves_workers(uri.path()), wanted).await,
+    }
 }
 
 /// Waits until the serving cache reflects `wanted`. A revision etcd has not reached is no
@@ -117,7 +100,8 @@ async fn wait_for(state: &AppState, workers: bool, wanted: i64) -> Result<(), Ap
     }
 }
 
-fn stamp(state: &AppState, response: &mut Response, workers: bool) {
+/// The visibility headers, on every response; `workers` names the cache that served it.
+pub fn stamp(state: &AppState, response: &mut Response, workers: bool) {
     let headers = response.headers_mut();
     if !headers.contains_key(SERVED_BY) {
         headers.insert(SERVED_BY, HeaderValue::from(state.me.id));

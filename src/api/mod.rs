@@ -18,6 +18,7 @@ pub mod labels;
 pub mod listing;
 pub mod metrics;
 pub mod openapi;
+pub mod pipeline;
 pub mod placement;
 pub mod proxy;
 pub mod rendered;
@@ -31,14 +32,11 @@ pub mod views;
 pub mod workers;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderName, HeaderValue, Method, header};
-use axum::middleware::Next;
 use axum::middleware::from_fn_with_state;
-use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use tokio_util::sync::CancellationToken;
 use tower_http::cors::{AllowOrigin, CorsLayer};
@@ -52,6 +50,7 @@ use crate::model::registry::Worker;
 use crate::model::resource::Resource;
 
 pub use error::{ApiError, Problem};
+pub use pipeline::REQUEST_ID;
 
 /// Header carrying the etcd revision the serving cache reflected.
 pub const REVISION_HEADER: HeaderName = HeaderName::from_static("x-etcd-revision");
@@ -197,13 +196,7 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))
-        .layer(from_fn_with_state(state.clone(), proxy::forward_writes))
-        .layer(from_fn_with_state(state.clone(), auth::require_token))
-        .layer(from_fn_with_state(state.clone(), body::read_whole))
-        .layer(from_fn_with_state(state.clone(), consistency::revisions))
-        .layer(from_fn_with_state(state.clone(), deadline))
-        .layer(from_fn_with_state(state.clone(), count_request))
-        .layer(axum::middleware::from_fn(request_id))
+        .layer(from_fn_with_state(state.clone(), pipeline::pipeline))
         .layer(cors)
         // Failures are 503s this code chose and logged with their cause; a bug's 500 is logged
         // at error by `ApiError`. The trace layer's own failure log is therefore debug.
@@ -224,58 +217,6 @@ async fn not_found(uri: axum::http::Uri) -> ApiError {
     ApiError::NotFound {
         what: "route",
         name: error::shown(uri.path()),
-    }
-}
-
-/// Header carrying the request id; kept from the client or a forwarding master, else made here.
-pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-
-/// Middleware: every request gets an id (the caller's, when it sent a sane one), logged on the
-/// request's span, sent back, and forwarded to the leader with a proxied write.
-async fn request_id(mut req: Request, next: Next) -> Response {
-    let id = req
-        .headers()
-        .get(&REQUEST_ID)
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty() && v.len() <= 64 && v.bytes().all(|b| b.is_ascii_graphic()))
-        .map(str::to_owned)
-        .unwrap_or_else(|| format!("{:016x}", rand::random::<u64>()));
-    let value = HeaderValue::from_str(&id).unwrap_or_else(|_| HeaderValue::from_static("invalid"));
-    req.headers_mut().insert(REQUEST_ID, value.clone());
-    let span = tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.uri().path());
-    let mut response = tracing::Instrument::instrument(next.run(req), span).await;
-    // A forwarded write's response already carries the id as the leader saw it.
-    if !response.headers().contains_key(REQUEST_ID) {
-        response.headers_mut().insert(REQUEST_ID, value);
-    }
-    response
-}
-
-/// Middleware: counts every request by matched route, method and status, with its latency.
-async fn count_request(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let route = req
-        .extensions()
-        .get::<axum::extract::MatchedPath>()
-        .map_or("unmatched", |p| p.as_str())
-        .to_owned();
-    let method = req.method().clone();
-    let started = std::time::Instant::now();
-    let response = next.run(req).await;
-    state.metrics.request(
-        &route,
-        method.as_str(),
-        response.status().as_u16(),
-        started.elapsed(),
-    );
-    response
-}
-
-/// Middleware: a request that takes longer than `http.request_timeout_ms` is answered 503.
-async fn deadline(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let limit = Duration::from_millis(state.http.request_timeout_ms);
-    match tokio::time::timeout(limit, next.run(req)).await {
-        Ok(response) => response,
-        Err(_) => ApiError::unavailable("the request took too long; retry").into_response(),
     }
 }
 

@@ -11,9 +11,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{ConnectInfo, Request};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use tracing::warn;
 
@@ -69,25 +68,26 @@ fn is_api(path: &str) -> bool {
     path.starts_with("/api/v1/") || path.starts_with("/crawler/")
 }
 
-/// Middleware: forwards writes to the leader when this master does not lead.
-pub async fn forward_writes(State(state): State<AppState>, req: Request, next: Next) -> Response {
+/// Forwards a write to the leader when this master does not lead: the leader's answer (or why
+/// there is none), or the request back to be served here.
+pub async fn forward_writes(state: &AppState, req: Request) -> Result<Request, Response> {
     if !is_write(req.method()) || !is_api(req.uri().path()) {
-        return next.run(req).await;
+        return Ok(req);
     }
     if !matches!(state.leader.leadership().term(), Term::None) {
-        return next.run(req).await;
+        return Ok(req);
     }
     if req.headers().contains_key(FORWARDED_BY) {
         // Forwarded to us, but we do not lead (any more): never a second hop.
-        return ApiError::NotLeader { leader: None }.into_response();
+        return Err(ApiError::NotLeader { leader: None }.into_response());
     }
     let Some(leader) = state.leader_url().filter(|url| *url != state.me.url) else {
-        return ApiError::unavailable("no leader is elected; retry shortly").into_response();
+        return Err(ApiError::unavailable("no leader is elected; retry shortly").into_response());
     };
-    match forward(&state, &leader, req).await {
+    Err(match forward(state, &leader, req).await {
         Ok(response) => response,
         Err(error) => error.into_response(),
-    }
+    })
 }
 
 /// Headers that describe one connection, not the request (RFC 9110 section 7.6.1).
