@@ -219,7 +219,7 @@ impl Master {
             scheduling: config.scheduling.clone(),
             leader,
             feed,
-            rendered: Default::default(),
+            rendered: crate::api::rendered::Rendered::new(config.http.rendered_cache_bytes),
             trends,
             forwarder,
             auth,

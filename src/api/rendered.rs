@@ -7,7 +7,8 @@
 //! a task that waits is rendered afresh each time (it is rare, and nothing is cached for it).
 //!
 //! Renderings of deleted or changed tasks are swept out whenever the memo has doubled since the
-//! last sweep, so it holds at most about twice the renderings that are still good.
+//! last sweep, and the memo holds at most `http.rendered_cache_bytes`: reading every page of a
+//! million tasks must not keep a million renderings.
 
 use std::collections::HashMap;
 use std::sync::RwLock;
@@ -73,32 +74,43 @@ struct Piece {
     body: Bytes,
 }
 
+impl Piece {
+    /// What it holds, its name and the map's own share included.
+    fn cost(name: &Name, body: &Bytes) -> usize {
+        name.len() + body.len() + 64
+    }
+}
+
 struct Memo {
     pieces: HashMap<Name, Piece>,
+    /// The pieces' costs, summed.
+    bytes: usize,
     /// Pieces to hold before the next sweep.
     sweep_at: usize,
 }
 
-/// Rendered views by task name.
+/// Rendered views by task name, at most about `limit` bytes of them.
 pub struct Rendered {
     memo: RwLock<Memo>,
+    limit: usize,
 }
 
 /// The fewest pieces a sweep waits for.
 const FIRST_SWEEP: usize = 1024;
 
-impl Default for Rendered {
-    fn default() -> Self {
+impl Rendered {
+    /// A memo holding at most about `limit` bytes.
+    pub fn new(limit: usize) -> Self {
         Self {
             memo: RwLock::new(Memo {
                 pieces: HashMap::new(),
+                bytes: 0,
                 sweep_at: FIRST_SWEEP,
             }),
+            limit,
         }
     }
-}
 
-impl Rendered {
     /// The rendering of `name` at `versions`, made by `render` unless one is kept.
     pub fn get_or_render(
         &self,
@@ -116,25 +128,49 @@ impl Rendered {
             }
         }
         let body = render()?;
-        let mut memo = self.memo.write().unwrap_or_else(|p| p.into_inner());
-        memo.pieces.insert(
-            name.clone(),
-            Piece {
-                versions,
-                body: body.clone(),
-            },
-        );
-        if memo.pieces.len() >= memo.sweep_at {
-            resources.with(|objects, _| {
-                memo.pieces.retain(|name, piece| {
-                    objects
-                        .get(name)
-                        .is_some_and(|e| e.mod_revision == piece.versions.0)
-                });
-            });
-            memo.sweep_at = (memo.pieces.len() * 2).max(FIRST_SWEEP);
+        let mut guard = self.memo.write().unwrap_or_else(|p| p.into_inner());
+        let memo = &mut *guard;
+        memo.bytes += Piece::cost(name, &body);
+        let piece = Piece {
+            versions,
+            body: body.clone(),
+        };
+        if let Some(old) = memo.pieces.insert(name.clone(), piece) {
+            memo.bytes -= Piece::cost(name, &old.body);
+        }
+        if memo.pieces.len() >= memo.sweep_at || memo.bytes > self.limit {
+            self.sweep(memo, resources);
         }
         Ok(body)
+    }
+
+    /// Drops the renderings of tasks gone or changed; then, while over the limit, a random
+    /// half of the rest at a time (a random choice keeps what is read often about as well as
+    /// least-recently-used does, at no cost per read).
+    fn sweep(&self, memo: &mut Memo, resources: &Store<Resource>) {
+        let Memo { pieces, bytes, .. } = memo;
+        resources.with(|objects, _| {
+            pieces.retain(|name, piece| {
+                let good = objects
+                    .get(name)
+                    .is_some_and(|e| e.mod_revision == piece.versions.0);
+                if !good {
+                    *bytes -= Piece::cost(name, &piece.body);
+                }
+                good
+            });
+        });
+        let target = self.limit / 4 * 3;
+        while *bytes > target {
+            pieces.retain(|name, piece| {
+                if *bytes <= target || rand::random::<bool>() {
+                    return true;
+                }
+                *bytes -= Piece::cost(name, &piece.body);
+                false
+            });
+        }
+        memo.sweep_at = (memo.pieces.len() * 2).max(FIRST_SWEEP);
     }
 
     /// Renderings held.
@@ -149,6 +185,11 @@ impl Rendered {
     /// True when none is held.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Bytes held, by the memo's own count.
+    pub fn bytes(&self) -> usize {
+        self.memo.read().unwrap_or_else(|p| p.into_inner()).bytes
     }
 }
 
@@ -191,7 +232,7 @@ mod tests {
 
     #[test]
     fn a_rendering_is_reused_only_at_the_same_versions() {
-        let rendered = Rendered::default();
+        let rendered = Rendered::new(1 << 30);
         let none = store(&[]);
         let name = Name::from("a");
         let mut renders = 0;
@@ -221,7 +262,7 @@ mod tests {
 
     #[test]
     fn a_sweep_keeps_only_what_is_still_good() {
-        let rendered = Rendered::default();
+        let rendered = Rendered::new(1 << 30);
         let live: Vec<(String, i64)> = (0..FIRST_SWEEP).map(|i| (format!("t{i}"), 7)).collect();
         // Half the tasks are still there at the rendered revision; the rest changed or left.
         let kept: Vec<(&str, i64)> = live
@@ -241,5 +282,28 @@ mod tests {
                 .expect("rendered");
         }
         assert_eq!(rendered.len(), FIRST_SWEEP / 2);
+    }
+
+    #[test]
+    fn the_memo_stays_within_its_bytes() {
+        let limit = 64 * 1024;
+        let rendered = Rendered::new(limit);
+        let names: Vec<String> = (0..2_000).map(|i| format!("t{i}")).collect();
+        let live: Vec<(&str, i64)> = names.iter().map(|n| (n.as_str(), 7)).collect();
+        let now = store(&live);
+        let body = Bytes::from(vec![b'x'; 400]);
+        for n in &names {
+            let got = rendered
+                .get_or_render(&Name::from(n.as_str()), (7, 0), || Ok(body.clone()), &now)
+                .expect("rendered");
+            assert_eq!(got, body);
+            assert!(rendered.bytes() <= limit, "{} bytes held", rendered.bytes());
+        }
+        // Still useful: a good share of the limit is kept.
+        assert!(
+            rendered.bytes() > limit / 4,
+            "{} bytes held",
+            rendered.bytes()
+        );
     }
 }

@@ -203,6 +203,8 @@ pub(crate) fn duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duratio
 pub struct HttpConfig {
     /// Largest accepted request body, in bytes.
     pub max_body_bytes: usize,
+    /// Most bytes of tasks' views kept rendered as JSON for reads.
+    pub rendered_cache_bytes: usize,
     /// Longest a read with `?min_revision=` waits for the cache, in milliseconds.
     pub min_revision_wait_ms: u64,
     /// Time allowed to connect to the leader when forwarding a write, in milliseconds.
@@ -244,6 +246,7 @@ impl Default for HttpConfig {
     fn default() -> Self {
         Self {
             max_body_bytes: 1024 * 1024,
+            rendered_cache_bytes: 32 * 1024 * 1024,
             min_revision_wait_ms: 3_000,
             proxy_connect_timeout_ms: 1_000,
             proxy_timeout_ms: 10_000,
