@@ -39,7 +39,7 @@ where
         })?;
         // Every body this API takes is a JSON object; serde would also take a struct written
         // as an array (`[null, null]`), which the schema does not allow.
-        match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
+        match bytes.iter().find(|b| !is_json_whitespace(b)) {
             Some(b'{') | None => {}
             Some(_) => {
                 return Err(ApiError::Unprocessable {
@@ -251,6 +251,12 @@ pub fn parse_deadline(value: Option<&serde_json::Value>) -> Result<Option<Durati
     }
 }
 
+/// JSON's whitespace (RFC 8259): space, tab, line feed, carriage return. Not a form feed,
+/// which `u8::is_ascii_whitespace` counts: a body of form feeds is not an empty one.
+fn is_json_whitespace(b: &u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\n' | b'\r')
+}
+
 /// A JSON body when there is one (any Content-Type is fine for none), else the default.
 pub async fn optional_json<T: serde::de::DeserializeOwned + Default>(
     state: &AppState,
@@ -261,7 +267,7 @@ pub async fn optional_json<T: serde::de::DeserializeOwned + Default>(
     let bytes = axum::body::to_bytes(body, limit)
         .await
         .map_err(|_| ApiError::PayloadTooLarge { limit })?;
-    if bytes.iter().all(u8::is_ascii_whitespace) {
+    if bytes.iter().all(is_json_whitespace) {
         return Ok(T::default());
     }
     let req = Request::from_parts(parts, Body::from(bytes));
@@ -287,6 +293,15 @@ mod tests {
         assert!(!is_json(&with("text/json")));
         assert!(!is_json(&with("application/jsonx")));
         assert!(!is_json(&HeaderMap::new()));
+    }
+
+    #[test]
+    fn only_json_whitespace_makes_a_body_empty() {
+        assert!(b" \t\r\n".iter().all(is_json_whitespace));
+        for b in [b'\x0c', b'\x0b', b'{'] {
+            assert!(!is_json_whitespace(&b));
+        }
+        assert!(serde_json::from_slice::<serde_json::Value>(b"\x0c{}").is_err());
     }
 
     #[test]
