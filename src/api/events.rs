@@ -58,7 +58,7 @@ pub struct FeedEvent {
     pub closes_revision: bool,
     /// The event as JSON, made once for every subscriber.
     #[serde(skip)]
-    pub data: std::sync::OnceLock<String>,
+    data: std::sync::OnceLock<String>,
 }
 
 impl FeedEvent {

@@ -18,7 +18,6 @@ use axum::body::Bytes;
 use super::AppState;
 use super::constraints::WaitingView;
 use super::resource_view::ResourceView;
-use super::status_view::StatusView;
 use crate::etcd::cache::{Entry, Name, Store};
 use crate::model::resource::Resource;
 use crate::model::status::TaskStatus;
@@ -37,27 +36,30 @@ impl Row {
     /// The row's view as JSON: kept from an earlier read while neither the resource nor its
     /// report changed, unless the task waits (why depends on the whole fleet).
     pub fn render(self, state: &AppState) -> Result<Bytes, serde_json::Error> {
+        let Row {
+            resource,
+            reported,
+            waiting,
+        } = self;
+        let reported_value = reported.as_ref().map(|e| &*e.value);
         let view = |waiting| {
-            serde_json::to_vec(&ResourceView {
+            let view = ResourceView::joined(
+                &resource.value,
+                resource.mod_revision,
+                reported_value,
                 waiting,
-                status: Some(StatusView::judge(
-                    &self.resource.value,
-                    self.resource.mod_revision,
-                    self.reported.as_ref().map(|e| &*e.value),
-                )),
-                ..ResourceView::of(&self.resource.value)
-            })
-            .map(Bytes::from)
+            );
+            serde_json::to_vec(&view).map(Bytes::from)
         };
-        if self.waiting.is_some() {
-            return view(self.waiting.clone());
+        if waiting.is_some() {
+            return view(waiting);
         }
         let versions = (
-            self.resource.mod_revision,
-            self.reported.as_ref().map_or(0, |e| e.mod_revision),
+            resource.mod_revision,
+            reported.as_ref().map_or(0, |e| e.mod_revision),
         );
         state.rendered.get_or_render(
-            &self.resource.value.name,
+            &resource.value.name,
             versions,
             || view(None),
             &state.resources,
@@ -172,9 +174,12 @@ impl Rendered {
         }
         memo.sweep_at = (memo.pieces.len() * 2).max(FIRST_SWEEP);
     }
+}
 
+#[cfg(test)]
+impl Rendered {
     /// Renderings held.
-    pub fn len(&self) -> usize {
+    fn len(&self) -> usize {
         self.memo
             .read()
             .unwrap_or_else(|p| p.into_inner())
@@ -182,13 +187,8 @@ impl Rendered {
             .len()
     }
 
-    /// True when none is held.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     /// Bytes held, by the memo's own count.
-    pub fn bytes(&self) -> usize {
+    fn bytes(&self) -> usize {
         self.memo.read().unwrap_or_else(|p| p.into_inner()).bytes
     }
 }

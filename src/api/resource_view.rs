@@ -10,7 +10,6 @@ use super::AppState;
 use super::constraints::{self, WaitingView};
 use super::schedules::ScheduleView;
 use super::status_view::StatusView;
-use crate::etcd::cache::{Entry, Store};
 use crate::model::resource::Resource;
 use crate::model::status::TaskStatus;
 
@@ -71,11 +70,18 @@ impl ResourceView {
         }
     }
 
-    /// The view of a cached resource, with its status judged against its assignment.
-    pub fn with_status(entry: &Entry<Resource>, statuses: &Store<TaskStatus>) -> Self {
+    /// The view of `r` at `mod_revision` joined with its worker's report (judged against the
+    /// assignment) and why it waits.
+    pub fn joined(
+        r: &Resource,
+        mod_revision: i64,
+        reported: Option<&TaskStatus>,
+        waiting: Option<WaitingView>,
+    ) -> Self {
         Self {
-            status: Some(StatusView::of(entry, statuses)),
-            ..Self::of(&entry.value)
+            waiting,
+            status: Some(StatusView::judge(r, mod_revision, reported)),
+            ..Self::of(r)
         }
     }
 
@@ -83,15 +89,12 @@ impl ResourceView {
     /// waits, if it does.
     pub fn written(state: &AppState, r: &Resource, revision: i64) -> Self {
         let reported = state.statuses.get(&r.name);
-        Self {
-            waiting: constraints::Fleet::why_one(state, r),
-            status: Some(StatusView::judge(
-                r,
-                revision,
-                reported.as_ref().map(|e| &*e.value),
-            )),
-            ..Self::of(r)
-        }
+        Self::joined(
+            r,
+            revision,
+            reported.as_ref().map(|e| &*e.value),
+            constraints::Fleet::why_one(state, r),
+        )
     }
 }
 

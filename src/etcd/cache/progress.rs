@@ -102,11 +102,15 @@ mod tests {
     const SECOND: Duration = Duration::from_secs(1);
     const MS: Duration = Duration::from_millis(1);
 
+    /// A stream two seconds old (past its first interval), and that moment.
+    fn settled() -> (Progress, Instant) {
+        let t0 = Instant::now();
+        (Progress::new(t0, SECOND), t0 + 2 * SECOND)
+    }
+
     #[test]
     fn a_settled_stream_believes_an_answer_proven_by_the_next() {
-        let t0 = Instant::now();
-        let mut p = Progress::new(t0, SECOND);
-        let t = t0 + 2 * SECOND;
+        let (mut p, t) = settled();
         assert_eq!(p.on_answer(10, t), None);
         assert_eq!(p.on_answer(12, t + 2 * MS), Some(10));
         assert_eq!(p.on_answer(12, t + 4 * MS), Some(12));
@@ -114,9 +118,7 @@ mod tests {
 
     #[test]
     fn a_late_event_at_or_below_a_candidate_spoils_its_proof() {
-        let t0 = Instant::now();
-        let mut p = Progress::new(t0, SECOND);
-        let t = t0 + 2 * SECOND;
+        let (mut p, t) = settled();
         assert_eq!(p.on_answer(10, t), None);
         p.on_event(9);
         assert_eq!(p.on_answer(11, t + 2 * MS), None);
@@ -142,9 +144,7 @@ mod tests {
 
     #[test]
     fn unsettling_withdraws_proof_by_answer() {
-        let t0 = Instant::now();
-        let mut p = Progress::new(t0, SECOND);
-        let t = t0 + 2 * SECOND;
+        let (mut p, t) = settled();
         p.unsettle(t);
         assert_eq!(p.on_answer(10, t + MS), None);
         assert_eq!(p.on_answer(11, t + 2 * MS), None);

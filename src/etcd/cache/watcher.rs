@@ -241,7 +241,8 @@ async fn watch<T: Object>(
     let mut progress = Progress::new(Instant::now(), config.progress_interval);
     // When the one progress request in flight was sent (see `Progress`).
     let mut asked: Option<Instant> = None;
-    // When to ask again for a reader still waiting.
+    // When to ask (again) for a reader waiting for a revision: at once on its cue, or shortly
+    // after an answer that did not get it there; sent when no request is in flight.
     let mut again: Option<Instant> = None;
     let mut ticker = tokio::time::interval(config.progress_interval);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -265,12 +266,7 @@ async fn watch<T: Object>(
                     asked = Some(Instant::now());
                 }
             }
-            () = writer.wanted(), if idle && again.is_none() => {
-                if writer.progress_wanted() {
-                    requests.request_progress().await?;
-                    asked = Some(Instant::now());
-                }
-            }
+            () = writer.wanted(), if again.is_none() => again = Some(Instant::now()),
             () = tokio::time::sleep_until(again.unwrap_or_else(Instant::now)),
                 if idle && again.is_some() =>
             {
