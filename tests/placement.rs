@@ -118,6 +118,22 @@ async fn selectors_hold_through_a_dead_region_and_a_worker_with_the_missing_labe
         ap["waiting"]["message"],
         "no worker matches region=ap (3 workers have region=eu, region=us)"
     );
+    // A list says the same, and only of the task that waits.
+    let page: Value = reqwest::get(format!("{}/api/v1/resources?limit=100", master.url))
+        .await
+        .expect("list")
+        .json()
+        .await
+        .expect("a page");
+    let items = page["items"].as_array().expect("items");
+    assert_eq!(items.len(), 8, "{page}");
+    for item in items {
+        if item["name"] == "ap" {
+            assert_eq!(item["waiting"], ap["waiting"], "{item}");
+        } else {
+            assert!(item["waiting"].is_null(), "{item}");
+        }
+    }
 
     // The eu region dies: after the grace period its tasks wait, named, instead of moving to us.
     for w in &mut eu {

@@ -110,6 +110,17 @@ impl Fleet {
     /// Why one resource `r` waits, or `None` when a present worker holds it: a read of one
     /// task looks the fleet over only when its worker is not there.
     pub fn why_one(state: &AppState, r: &Resource) -> Option<WaitingView> {
+        Self::why_lazily(state, r, &mut None)
+    }
+
+    /// Like [`Fleet::why_one`] for each of many resources: the fleet is built into `fleet` by
+    /// the first one whose worker is not there, and only then, so a page of tasks that all have
+    /// their workers costs what it returns, not what the fleet holds.
+    pub fn why_lazily(
+        state: &AppState,
+        r: &Resource,
+        fleet: &mut Option<Fleet>,
+    ) -> Option<WaitingView> {
         if let Some(worker) = r.assigned_worker()
             && state
                 .workers
@@ -118,7 +129,7 @@ impl Fleet {
         {
             return None;
         }
-        Self::now(state).why(r)
+        fleet.get_or_insert_with(|| Self::now(state)).why(r)
     }
 
     /// Why resource `r` waits, or `None` when a present worker holds it.

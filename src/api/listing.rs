@@ -74,7 +74,6 @@ fn page(
     filter: &Filter<'_>,
     start: Bound<&str>,
     limit: usize,
-    fleet: &Fleet,
 ) -> (Vec<Row>, bool) {
     let range = (start, Bound::Unbounded);
     let candidates: Box<dyn Iterator<Item = &str>> = match (filter.worker, &filter.state) {
@@ -105,7 +104,7 @@ fn page(
         .map(|(e, reported)| Row {
             resource: e.clone(),
             reported: reported.cloned(),
-            waiting: fleet.why(&e.value),
+            waiting: None,
         });
     let items: Vec<Row> = matches.by_ref().take(limit).collect();
     let more = matches.next().is_some();
@@ -150,26 +149,23 @@ pub async fn list(
         prefix,
     };
     let start = start(query.continue_token.as_deref(), prefix);
-    let fleet = Fleet::now(&state);
     // Locks in the order every reader takes them: resources, then statuses.
-    let ((items, more), revision) = state.resources.with_index(|robjs, rindex, revision| {
+    let ((mut items, more), revision) = state.resources.with_index(|robjs, rindex, revision| {
         let found = state.statuses.with_index(|sobjs, sindex, _| {
-            page(
-                (robjs, rindex),
-                (sobjs, sindex),
-                &filter,
-                start,
-                limit,
-                &fleet,
-            )
+            page((robjs, rindex), (sobjs, sindex), &filter, start, limit)
         });
         (found, revision)
     });
     let continue_token = more
         .then(|| items.last().map(|r| r.resource.value.name.clone()))
         .flatten();
-    // Rendered outside the caches' locks: a rendering may sweep the memo, which reads the
-    // resources cache.
+    // Why a task waits, and its rendering, are found outside the caches' locks: the fleet is
+    // read in the order every reader takes the locks, and a rendering may sweep the memo, which
+    // reads the resources cache.
+    let mut fleet = None;
+    for row in &mut items {
+        row.waiting = Fleet::why_lazily(&state, &row.resource.value, &mut fleet);
+    }
     let mut body = Vec::with_capacity(64 + items.len() * 512);
     body.extend_from_slice(b"{\"items\":[");
     for (i, row) in items.into_iter().enumerate() {
