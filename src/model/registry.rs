@@ -105,10 +105,15 @@ impl Worker {
             .map(|i| self.metadata[i].1.as_str())
     }
 
-    /// Its labels: the metadata, which a go-micro worker of any language publishes, shared
-    /// by the placement's copies.
+    /// Its labels: the metadata, which a go-micro worker of any language publishes. Workers
+    /// with the same labels share one copy (a fleet has few label sets), held by the
+    /// placement's copies.
     pub fn labels(&self) -> std::sync::Arc<BTreeMap<String, String>> {
-        std::sync::Arc::new(self.metadata_map())
+        static LABEL_SETS: std::sync::LazyLock<
+            std::sync::Mutex<super::intern::Table<BTreeMap<String, String>>>,
+        > = std::sync::LazyLock::new(Default::default);
+        let labels = self.metadata_map();
+        super::intern::share(&LABEL_SETS, &labels, || std::sync::Arc::new(labels.clone()))
     }
 
     /// The metadata as a map.
@@ -195,6 +200,18 @@ mod tests {
         let again = serde_json::to_value(&service).expect("encodes");
         let original: Value = serde_json::from_str(GO_RECORD).expect("json");
         assert_eq!(again, original);
+    }
+
+    #[test]
+    fn workers_with_the_same_labels_share_one_copy() {
+        let a = Worker::decode("go.micro.server.worker-2", GO_RECORD.as_bytes()).expect("a");
+        let other = GO_RECORD.replace("worker-2", "worker-3");
+        let b = Worker::decode("go.micro.server.worker-3", other.as_bytes()).expect("b");
+        assert!(std::sync::Arc::ptr_eq(&a.labels(), &b.labels()));
+        let relabelled = GO_RECORD.replace("grpc", "http");
+        let c = Worker::decode("go.micro.server.worker-2", relabelled.as_bytes()).expect("c");
+        assert!(!std::sync::Arc::ptr_eq(&a.labels(), &c.labels()));
+        assert_eq!(c.labels().get("server").map(String::as_str), Some("http"));
     }
 
     #[test]

@@ -19,6 +19,7 @@ use std::sync::Arc;
 use rand::RngExt;
 
 use crate::model::constraints::{Constraints, DEDICATED_LABEL, Labels};
+use crate::object::Name;
 use buckets::Buckets;
 
 /// One worker as the assigner sees it.
@@ -50,7 +51,8 @@ type Rank = (i32, i64, i64);
 /// Loads of the present workers, and the choice of the least loaded.
 #[derive(Debug, Default, Clone)]
 pub struct Assigner {
-    slots: HashMap<String, Slot>,
+    /// Present workers; each id is one string shared with the buckets.
+    slots: HashMap<Name, Slot>,
     /// Workers with room that any task may use.
     general: Buckets,
     /// Workers with room, by their set of labels; a pool with none is removed.
@@ -77,7 +79,7 @@ impl Assigner {
     }
 
     fn bucket(&mut self, id: &str) {
-        let Some(slot) = self.slots.get(id) else {
+        let Some((id, slot)) = self.slots.get_key_value(id) else {
             return;
         };
         if !slot.has_room() {
@@ -93,19 +95,21 @@ impl Assigner {
     }
 
     /// Adds a worker, or updates its address, capacity and labels. `load` is what it holds
-    /// now. A new worker is eligible; an updated one keeps its eligibility.
+    /// now. A new worker is eligible; an updated one keeps its eligibility. `id` is kept as
+    /// given: the placement passes its shared string.
     pub fn upsert(
         &mut self,
-        id: &str,
+        id: impl Into<Name>,
         address: &str,
         capacity: Option<u32>,
         load: u32,
         labels: Arc<Labels>,
     ) {
-        self.unbucket(id);
-        let eligible = self.slots.get(id).is_none_or(|s| s.eligible);
+        let id: Name = id.into();
+        self.unbucket(&id);
+        let eligible = self.slots.get(&*id).is_none_or(|s| s.eligible);
         self.slots.insert(
-            id.to_owned(),
+            Name::clone(&id),
             Slot {
                 address: address.to_owned(),
                 capacity,
@@ -114,7 +118,7 @@ impl Assigner {
                 labels,
             },
         );
-        self.bucket(id);
+        self.bucket(&id);
     }
 
     /// The labels of a present worker.
@@ -156,7 +160,7 @@ impl Assigner {
             return self.pick();
         }
         let c = c?;
-        let mut best: Option<(Rank, &[String])> = None;
+        let mut best: Option<(Rank, &[Name])> = None;
         // Tied pools are chosen in proportion to their least-loaded workers, so that every
         // tied worker is equally likely.
         let mut tied = 0usize;
@@ -186,7 +190,7 @@ impl Assigner {
             best = Some((key, ids));
         }
         let ids = best?.1;
-        let id = ids[rng.random_range(0..ids.len())].clone();
+        let id = ids[rng.random_range(0..ids.len())].to_string();
         let address = self.take(&id)?;
         Some((id, address))
     }
@@ -214,7 +218,7 @@ impl Assigner {
     pub fn candidates(&self) -> impl Iterator<Item = (&str, &Labels, bool, bool)> {
         self.slots.iter().map(|(id, s)| {
             (
-                id.as_str(),
+                &**id,
                 &*s.labels,
                 !s.eligible,
                 s.capacity.is_none_or(|c| s.load < c),
@@ -231,7 +235,7 @@ impl Assigner {
     pub fn workers(&self) -> impl Iterator<Item = (&str, u32, Option<u32>, bool)> {
         self.slots
             .iter()
-            .map(|(id, s)| (id.as_str(), s.load, s.capacity, s.eligible))
+            .map(|(id, s)| (&**id, s.load, s.capacity, s.eligible))
     }
 
     /// Counts one more resource on the present worker `id`, chosen by the caller, and returns
@@ -275,9 +279,9 @@ impl Assigner {
     /// on it. Returns its id and address, or `None` when no worker has room.
     pub fn pick(&mut self) -> Option<(String, String)> {
         let (_, ids) = self.general.least()?;
-        let id = ids[rand::rng().random_range(0..ids.len())].clone();
+        let id = ids[rand::rng().random_range(0..ids.len())].to_string();
         self.adjust(&id, 1);
-        let address = self.slots.get(&id).map(|s| s.address.clone())?;
+        let address = self.slots.get(id.as_str()).map(|s| s.address.clone())?;
         Some((id, address))
     }
 
@@ -341,7 +345,7 @@ mod tests {
     fn stays_balanced_over_many_assignments_and_removals() {
         let mut a = Assigner::new();
         for i in 0..100 {
-            a.upsert(&format!("w{i}"), "h", None, 0, Arc::default());
+            a.upsert(format!("w{i}").as_str(), "h", None, 0, Arc::default());
         }
         for _ in 0..10_000 {
             a.pick().expect("a worker");
@@ -402,8 +406,8 @@ mod tests {
         let us = labelled(&[("region", "us")]);
         let acme = labelled(&[("region", "eu"), ("dedicated", "acme")]);
         for i in 0..50 {
-            a.upsert(&format!("eu{i}"), "h", Some(2), 1, Arc::clone(&eu));
-            a.upsert(&format!("us{i}"), "h", None, 0, Arc::clone(&us));
+            a.upsert(format!("eu{i}").as_str(), "h", Some(2), 1, Arc::clone(&eu));
+            a.upsert(format!("us{i}").as_str(), "h", None, 0, Arc::clone(&us));
         }
         a.upsert("acme", "h", None, 0, acme);
         assert_eq!(a.pools(), 3);

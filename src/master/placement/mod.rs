@@ -127,8 +127,9 @@ impl Placement {
         if old.as_deref() != Some(&*labels) {
             self.spreads.relabel(id, old.as_deref(), Some(&labels));
         }
+        let shared = self.worker_id(id);
         self.assigner
-            .upsert(id, address, capacity, (held + reserved) as u32, labels);
+            .upsert(shared, address, capacity, (held + reserved) as u32, labels);
         self.assigner.set_eligible(id, !self.cordoned.contains(id));
         self.released.remove(id);
         if let Some(names) = self.members.get(id) {

@@ -142,8 +142,8 @@ pub(super) async fn scale(
         report,
         "leader bytes per object above an idle master",
         rss,
-        "<= 350 B/obj",
-        Some(rss > 0 && above(rss) <= 350.0),
+        "<= 300 B/obj",
+        Some(rss > 0 && above(rss) <= 300.0),
     );
     if n_resources >= 1_000_000 {
         report.add(
@@ -167,8 +167,8 @@ pub(super) async fn scale(
         report,
         "follower bytes per object above an idle master",
         follower_rss,
-        "<= 250 B/obj",
-        Some(follower_rss > 0 && above(follower_rss) <= 250.0),
+        "<= 200 B/obj",
+        Some(follower_rss > 0 && above(follower_rss) <= 200.0),
     );
     if std::env::var_os("CRAWLER_HEAPTRACK").is_some() {
         // Masters under heaptrack are killed now, at rest, so that what it reports as leaked
