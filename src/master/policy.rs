@@ -82,6 +82,19 @@ pub fn rebalance_due(config: &SchedulingConfig, asked: bool, spread: u32, mean: 
     asked || f64::from(spread) > config.rebalance_threshold * mean
 }
 
+/// While rebalancing is under way (`asked`, last round at `last_ms`), the ms until the next
+/// round may run; `None` once that time has passed, so a round that is due but cannot move
+/// anything is retried on a change or a tick and never in a loop.
+pub fn next_round_in(
+    last_ms: Option<i64>,
+    asked: bool,
+    interval_ms: i64,
+    now_ms: i64,
+) -> Option<i64> {
+    let wait = last_ms.filter(|_| asked)?.saturating_add(interval_ms) - now_ms;
+    (wait > 0).then_some(wait)
+}
+
 /// A token bucket: `rate` tokens a second, holding at most one second's worth (and at least
 /// one token). Time is passed in, so it is tested without sleeping; the crates that offer
 /// one (governor, leaky-bucket) read the clock themselves and bring more than the twenty lines
@@ -123,6 +136,19 @@ impl TokenBucket {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_next_round_is_awaited_only_while_rebalancing_and_before_it_is_due() {
+        assert_eq!(next_round_in(Some(1_000), true, 1_000, 1_250), Some(750));
+        assert_eq!(next_round_in(Some(1_000), true, 1_000, 2_000), None);
+        assert_eq!(next_round_in(Some(1_000), true, 1_000, 5_000), None);
+        assert_eq!(next_round_in(Some(1_000), false, 1_000, 1_250), None);
+        assert_eq!(next_round_in(None, true, 1_000, 1_250), None);
+        assert_eq!(
+            next_round_in(Some(1_000), true, i64::MAX, 1_250),
+            Some(i64::MAX - 1_250)
+        );
+    }
 
     fn config() -> SchedulingConfig {
         SchedulingConfig {

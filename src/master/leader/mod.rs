@@ -366,12 +366,15 @@ impl Leader {
         let mut verified = false;
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         loop {
-            // Woken when the next schedule is due, not a tick later.
+            // Woken when the next schedule or rebalancing round is due, not a tick later.
             let due_in = self.due().next().map_or(Duration::from_secs(3600), |at| {
                 Duration::from_millis(
                     (at - crate::model::status::now_ms()).clamp(0, 3_600_000) as u64
                 )
             });
+            let due_in = self
+                .next_round_in()
+                .map_or(due_in, |round| round.min(due_in));
             tokio::select! {
                 () = &mut verification, if !verified => verified = true,
                 Some(change) = resource_changes.recv() => {

@@ -311,6 +311,20 @@ impl Leader {
         Ok(())
     }
 
+    /// While rebalancing is under way, the time until its next round may run, so the loop
+    /// wakes then and not at a later tick.
+    pub(super) fn next_round_in(&self) -> Option<std::time::Duration> {
+        let interval = self.inner.config.scheduling.rebalance_interval.as_millis();
+        let scheduling = self.scheduling();
+        policy::next_round_in(
+            scheduling.last_rebalance_ms,
+            scheduling.rebalance_asked,
+            i64::try_from(interval).unwrap_or(i64::MAX),
+            now_ms(),
+        )
+        .map(|ms| std::time::Duration::from_millis(ms as u64))
+    }
+
     /// One rebalancing round when due: at most `rebalance_max_moves` per
     /// `rebalance_interval`, never a task younger than `min_runtime`.
     async fn rebalance_step(&self, fence: &Fence) -> Result<(), WriteError> {

@@ -286,8 +286,8 @@ pub(super) async fn scheduling(report: &mut Report, q: bool) -> Result<(), ToolE
             "{:.2}x",
             converged.as_secs_f64() / bound.as_secs_f64().max(1e-6)
         ),
-        "<= 1.5x the churn bound",
-        Some(converged.as_secs_f64() <= 1.5 * bound.as_secs_f64().max(1.0)),
+        "<= 1.2x the churn bound",
+        Some(converged.as_secs_f64() <= 1.2 * bound.as_secs_f64().max(1.0)),
     );
 
     // History reads (etcd, per request) against cached reads of the same resources.
