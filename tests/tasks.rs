@@ -46,6 +46,8 @@ master:
         command: [sh, -c, "i=0; while true; do i=$((i+1)); echo tick $i; sleep 0.1; done"]
       - tasks: "flood-*"
         command: [sh, -c, "yes 'a flood of output' | head -c 5000000; echo flooded; exec sleep 30"]
+      - tasks: "py-*"
+        command: [python3, -c, "import os,signal,sys,time\ndef stop(*_):\n    with open(os.environ['CRAWLER_LABEL_MARK'], 'w') as f:\n        f.write('TERM')\n    sys.exit(0)\nsignal.signal(signal.SIGTERM, stop)\nprint('running', flush=True)\nwhile True:\n    time.sleep(0.05)\n"]
       - tasks: "missing-*"
         command: [/nonexistent/crawler-runner, "{{name}}"]
 log:
@@ -592,4 +594,44 @@ async fn a_completed_task_stops_counting_against_its_workers_capacity() {
         assigned("ok-1").await,
         Some(Some("go.micro.server.worker-1".to_owned()))
     );
+}
+
+/// A task that is not a shell (which clears its signal mask itself) sees SIGTERM when it is
+/// stopped: the guard blocks the signals it reads, and a process it starts must not inherit
+/// that mask, or it is only ever killed, a grace later.
+#[tokio::test]
+async fn a_stopped_task_that_is_not_a_shell_sees_sigterm() {
+    let etcd = Etcd::start().await;
+    let endpoints = vec![etcd.url.clone()];
+    let dir = tempfile::tempdir().expect("dir");
+    let config = task_config(dir.path());
+    let master = support::master_process(1, &endpoints, &config, &[]);
+    ready_leader(&[&master.url], WAIT).await;
+    let _worker = support::worker_process(1, &endpoints, &config);
+    wait_workers(&master.url, 1).await;
+    // Told where to leave its mark: a deleted task's directory goes with it.
+    let file = dir.path().join("terminated");
+    let labels = json!({"mark": file.display().to_string()});
+    let created = create_with(&master.url, json!({"name": "py-1", "labels": labels}))
+        .await
+        .expect("c");
+    assert_eq!(created.0, 201, "{}", created.1);
+    wait_status(&master.url, "py-1", "running", |s| s["state"] == "running").await;
+    // Its handler is in place once it says so.
+    eventually("the task says it runs", WAIT, || async {
+        let url = format!("{}/api/v1/resources/py-1/logs?tail=5", master.url);
+        let text = http().get(url).send().await.ok()?.text().await.ok()?;
+        text.lines().any(|l| l == "running").then_some(())
+    })
+    .await;
+    let resp = http()
+        .delete(format!("{}/api/v1/resources/py-1", master.url))
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(resp.status(), 204);
+    eventually("the task saw SIGTERM", WAIT, || async {
+        (std::fs::read_to_string(&file).ok()? == "TERM").then_some(())
+    })
+    .await;
 }

@@ -83,10 +83,19 @@ impl Guard {
                         .stderr(stderr.map_or_else(Stdio::null, Stdio::from))
                         .process_group(0);
                     let guard = getpid();
-                    // SAFETY: prctl and getppid are async-signal-safe and touch nothing of
-                    // this process's memory.
+                    // SAFETY: sigprocmask, prctl and getppid are async-signal-safe and touch
+                    // nothing of this process's memory.
                     unsafe {
                         command.pre_exec(move || {
+                            // The guard blocks the signals it reads from its signalfd, and a
+                            // mask survives exec: unblocked, or a task never sees SIGTERM and
+                            // every stop waits out the grace for SIGKILL.
+                            nix::sys::signal::sigprocmask(
+                                nix::sys::signal::SigmaskHow::SIG_SETMASK,
+                                Some(&SigSet::empty()),
+                                None,
+                            )
+                            .map_err(|e| std::io::Error::from_raw_os_error(e as i32))?;
                             nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)
                                 .map_err(|e| std::io::Error::from_raw_os_error(e as i32))?;
                             // The guard died before the line above: it would never fire.
@@ -197,7 +206,8 @@ pub fn run(socket: OwnedFd, stop_grace: Duration) -> std::io::Result<()> {
     ] {
         mask.add(signal);
     }
-    // Blocked here and read from the signalfd; a started process's mask is reset by std.
+    // Blocked here and read from the signalfd; a started process's mask is emptied before
+    // it execs.
     mask.thread_block()?;
     let signals = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)?;
     let timer = TimerFd::new(
