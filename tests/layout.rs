@@ -32,6 +32,12 @@ const FORBIDDEN: &[(&str, &[&str])] = &[
         &["etcd", "master", "worker", "api", "server", "tools"],
     ),
     (
+        "body",
+        &[
+            "model", "config", "etcd", "master", "worker", "api", "server", "tools",
+        ],
+    ),
+    (
         "etcd",
         &["model", "master", "worker", "api", "server", "tools"],
     ),
