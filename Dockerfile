@@ -19,7 +19,7 @@ COPY --from=build /src/target/release/crawler /usr/local/bin/crawler
 COPY config.yaml /etc/crawler/config.yaml
 # Workers start here, so the runner template's {worker_dir}/scripts/example_crawler.py is found.
 WORKDIR /usr/share/crawler
-COPY scripts/example_crawler.py /usr/share/crawler/scripts/example_crawler.py
+COPY scripts/example_crawler.py scripts/crawler_agent.py /usr/share/crawler/scripts/
 USER crawler
 EXPOSE 8080 9089
 ENTRYPOINT ["crawler"]

@@ -24,8 +24,12 @@ pub enum Command {
     Worker(WorkerArgs),
     /// Serve the small demo site the example runner crawls (docker-compose runs it).
     DemoSite(DemoSiteArgs),
-    /// Print the OpenAPI document.
-    Openapi,
+    /// Print the master API's OpenAPI document.
+    Openapi {
+        /// Print the task agent's document instead (what a worker serves its tasks).
+        #[arg(long)]
+        agent: bool,
+    },
     /// Run a local cluster: etcd (if none answers), 3 masters and 3 workers.
     Dev(DevArgs),
     /// Talk to a cluster's API: list, describe, create, label, drain, follow logs and events.
@@ -116,6 +120,12 @@ pub struct DemoSiteArgs {
     /// Address to serve on, host:port.
     #[arg(long, default_value = "127.0.0.1:8090")]
     pub addr: String,
+    /// Milliseconds before each answer, like a real site's.
+    #[arg(long, default_value_t = 50)]
+    pub delay_ms: u64,
+    /// Record every request here, one `<unix ms> <path>` line each.
+    #[arg(long)]
+    pub access_log: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -34,6 +34,9 @@ pub struct KeyLayout {
     /// resource while `<node-id>` is assigned it, written in the same txn as the resource, so
     /// that a worker watches its own tasks and nothing else.
     pub assignments_prefix: String,
+    /// Prefix of task checkpoints, one key per resource: `<checkpoint_prefix><name>`, written
+    /// by the worker that runs the task, fenced on its assignment key.
+    pub checkpoint_prefix: String,
 }
 
 impl Default for KeyLayout {
@@ -46,6 +49,7 @@ impl Default for KeyLayout {
             schedule_prefix: "/crawler/schedule/".to_owned(),
             history_prefix: "/crawler/history/".to_owned(),
             assignments_prefix: "/crawler/assignments/".to_owned(),
+            checkpoint_prefix: "/crawler/checkpoints/".to_owned(),
         }
     }
 }
@@ -60,6 +64,7 @@ impl KeyLayout {
             ("keys.schedule_prefix", &self.schedule_prefix),
             ("keys.history_prefix", &self.history_prefix),
             ("keys.assignments_prefix", &self.assignments_prefix),
+            ("keys.checkpoint_prefix", &self.checkpoint_prefix),
         ];
         for (what, prefix) in prefixes {
             if !prefix.starts_with('/') || !prefix.ends_with('/') || prefix.len() < 3 {
@@ -112,6 +117,11 @@ impl KeyLayout {
     /// Key of one resource's assignment history.
     pub fn history_key(&self, name: &str) -> String {
         format!("{}{name}", self.history_prefix)
+    }
+
+    /// Key of one task's checkpoint.
+    pub fn checkpoint_key(&self, name: &str) -> String {
+        format!("{}{name}", self.checkpoint_prefix)
     }
 
     /// The prefix worker `node_id` watches: its assignments.
@@ -177,6 +187,7 @@ mod tests {
         assert_eq!(k.departure_key("w-1"), "/crawler/schedule/departed:w-1");
         assert_eq!(k.storm_key(), "/crawler/schedule/storm");
         assert_eq!(k.history_key("douban"), "/crawler/history/douban");
+        assert_eq!(k.checkpoint_key("douban"), "/crawler/checkpoints/douban");
         assert_eq!(k.compaction_key(), "/crawler/election-compaction");
         assert!(!k.compaction_key().starts_with(&k.election_prefix()));
         assert!(k.validate().is_ok());

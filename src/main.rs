@@ -53,8 +53,12 @@ fn run_guard(args: &crawler::cli::GuardArgs) -> ExitCode {
 
 async fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
-        Command::Openapi => {
-            println!("{}", crawler::api::openapi::spec_json());
+        Command::Openapi { agent } => {
+            if agent {
+                println!("{}", crawler::worker::agent::spec_json());
+            } else {
+                println!("{}", crawler::api::openapi::spec_json());
+            }
             Ok(())
         }
         Command::Master(args) => run_master(args).await,
@@ -106,8 +110,13 @@ async fn run(cli: Cli) -> ExitCode {
         Command::Guard(_) => Err("the guard runs without a runtime".into()),
         Command::DemoSite(args) => match TcpListener::bind(&args.addr).await {
             Ok(listener) => {
-                crawler::tools::site::serve(listener).await;
-                Ok(())
+                let options = crawler::tools::site::SiteOptions {
+                    delay: std::time::Duration::from_millis(args.delay_ms),
+                    access_log: args.access_log,
+                };
+                crawler::tools::site::serve(listener, options)
+                    .await
+                    .map_err(|e| format!("demo site: {e}").into())
             }
             Err(e) => Err(format!("cannot listen on {}: {e}", args.addr).into()),
         },

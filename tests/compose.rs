@@ -156,6 +156,8 @@ fn dockerfile_builds_with_protoc_and_runs_as_non_root() {
     // The example runner and what runs it are in the image.
     assert!(text.contains("python3"));
     assert!(text.contains("scripts/example_crawler.py"));
+    // ... with the agent's helper it imports.
+    assert!(text.contains("scripts/crawler_agent.py"));
     let user = text
         .lines()
         .rev()

@@ -2,15 +2,42 @@
 
 use std::path::Path;
 
-#[test]
-fn committed_spec_is_in_sync() {
-    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("openapi/openapi.json");
-    let committed = std::fs::read_to_string(&file).expect("openapi/openapi.json is committed");
-    let generated = crawler::api::openapi::spec_json();
+/// The committed `file` is `generated`; else it says to run `command`.
+fn assert_in_sync(file: &str, generated: &str, command: &str) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(file);
+    let committed = std::fs::read_to_string(&path).expect("the spec is committed");
     assert!(
         committed.trim_end() == generated.trim_end(),
-        "openapi/openapi.json is stale: run `cargo run -- openapi > openapi/openapi.json`"
+        "{file} is stale: run `{command} > {file}`"
     );
+}
+
+#[test]
+fn committed_spec_is_in_sync() {
+    assert_in_sync(
+        "openapi/openapi.json",
+        &crawler::api::openapi::spec_json(),
+        "cargo run -- openapi",
+    );
+}
+
+#[test]
+fn committed_agent_spec_is_in_sync() {
+    let generated = crawler::worker::agent::spec_json();
+    assert_in_sync(
+        "openapi/agent.json",
+        &generated,
+        "cargo run -- openapi --agent",
+    );
+    let spec: serde_json::Value = serde_json::from_str(&generated).expect("json");
+    for (path, method) in [("/agent/v1/checkpoint", "put"), ("/agent/v1/run", "get")] {
+        let op = &spec["paths"][path][method];
+        assert!(op.is_object(), "{method} {path} is not described");
+        assert!(
+            op["responses"]["401"].is_object(),
+            "{method} {path} lacks 401"
+        );
+    }
 }
 
 #[test]
@@ -32,6 +59,7 @@ fn every_route_and_shared_parameter_is_described() {
             "/api/v1/resources/{name}",
             &["get", "put", "patch", "delete"],
         ),
+        ("/api/v1/resources/{name}/checkpoint", &["get", "delete"]),
         ("/api/v1/cluster", &["get"]),
         ("/api/v1/events", &["get"]),
         ("/crawler/resource", &["post", "delete"]),

@@ -4,6 +4,7 @@
 
 pub mod auth;
 pub mod body;
+pub mod checkpoints;
 pub mod cluster;
 pub mod compat;
 pub mod consistency;
@@ -179,6 +180,10 @@ pub fn router(state: AppState) -> Router {
                 .delete(resources::delete),
         )
         .route("/api/v1/resources/{name}/logs", get(tasks::logs))
+        .route(
+            "/api/v1/resources/{name}/checkpoint",
+            get(checkpoints::get).delete(checkpoints::clear),
+        )
         .route(
             "/api/v1/resources/{name}/restart",
             axum::routing::post(tasks::restart),

@@ -147,6 +147,13 @@ pub struct WorkerConfig {
     /// (`region: eu`; `dedicated: <x>` reserves the worker for tasks tolerating `<x>`);
     /// `--label key=value` adds or overrides one.
     pub labels: BTreeMap<String, String>,
+    /// Most bytes of one task's checkpoint (`PUT $CRAWLER_AGENT_URL/checkpoint`); at most
+    /// 1 MiB, well under etcd's request limit.
+    pub checkpoint_bytes: usize,
+    /// Least time between two etcd writes of one task's checkpoint: writes in between are
+    /// coalesced, the last one wins (`1s`, `500ms`).
+    #[serde(deserialize_with = "duration")]
+    pub checkpoint_interval: Duration,
 }
 
 impl Default for WorkerConfig {
@@ -165,6 +172,8 @@ impl Default for WorkerConfig {
             failure_window_secs: 600,
             lease_margin_ms: 2_000,
             labels: BTreeMap::new(),
+            checkpoint_bytes: 64 * 1024,
+            checkpoint_interval: Duration::from_secs(1),
         }
     }
 }
@@ -367,6 +376,11 @@ impl Config {
             ));
         }
         self.keys.validate().map_err(ConfigError::Invalid)?;
+        if !(1..=1024 * 1024).contains(&self.worker.checkpoint_bytes) {
+            return Err(ConfigError::Invalid(
+                "worker.checkpoint_bytes must be between 1 and 1048576".into(),
+            ));
+        }
         let s = &self.scheduling;
         if !(s.storm_fraction > 0.0 && s.storm_fraction <= 1.0) {
             return Err(ConfigError::Invalid(

@@ -3,12 +3,13 @@
 //! resource names ([`name`]), snowflake IDs ([`snowflake`]), and task statuses as workers
 //! report them ([`status`]), and the fleet's scheduling state and assignment histories
 //! ([`schedule`]), each resource's history of assignments and runs ([`history`]), and
-//! recurring crawls' schedules ([`recurrence`]), where a task may run ([`constraints`]) and
+//! recurring crawls' schedules ([`recurrence`]), tasks' checkpoints ([`checkpoint`]), where a task may run ([`constraints`]) and
 //! why one waits ([`waiting`]).
 //!
 //! Codecs and pure rules only: nothing here does I/O, and nothing here knows which process it
 //! runs in.
 
+pub mod checkpoint;
 pub mod constraints;
 pub mod history;
 pub mod intern;

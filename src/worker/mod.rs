@@ -8,11 +8,13 @@
 //! given to another worker, and its [`guard`] process stops them even if the worker is frozen.
 //! On SIGTERM it stops its tasks, then revokes its lease.
 
+pub mod agent;
 pub mod guard;
 pub mod registration;
 pub mod reporter;
 pub mod runner;
 mod serve;
+pub mod summary;
 pub mod supervisor;
 pub mod tasklog;
 
@@ -91,6 +93,7 @@ fn spec_of(entry: &cache::Entry<Resource>) -> TaskSpec {
         epoch: r.epoch(entry.mod_revision),
         labels: r.labels(),
         scheduled_ms: r.schedule.as_ref().and_then(|s| s.progress.run_slot_ms),
+        assigned_at: entry.create_revision,
     }
 }
 
@@ -279,7 +282,18 @@ pub async fn run(
         &cancel,
         &mut background,
     );
-    let policy = Policy::new(&config.worker, &node_id);
+    let mut policy = Policy::new(&config.worker, &node_id);
+    // The task agent listens on loopback only: it is for this machine's task processes.
+    let agent_listener = TcpListener::bind("127.0.0.1:0").await?;
+    let (agent, agent_served) = agent::Agent::spawn(
+        agent_listener,
+        &client,
+        &config,
+        &node_id,
+        resources.clone(),
+        cancel.clone(),
+    )?;
+    policy.agent = Some(agent);
     let reports = Reports::default();
     let guard = Guard::spawn(
         &options.program,
@@ -347,6 +361,7 @@ pub async fn run(
         })
         .await;
     cancel.cancel();
+    let _ = agent_served.await;
     while background.join_next().await.is_some() {}
     info!("worker stopped");
     served.map_err(WorkerError::Serve)?;

@@ -24,6 +24,9 @@ pub struct TaskSpec {
     pub labels: BTreeMap<String, String>,
     /// The slot its schedule started this run for, Unix ms.
     pub scheduled_ms: Option<i64>,
+    /// The create revision of its assignment key: the key goes when the task moves away, so
+    /// a checkpoint write compared on it can never land after a move.
+    pub assigned_at: i64,
 }
 
 /// A command ready to start.
@@ -141,6 +144,7 @@ mod tests {
             epoch: 42,
             labels: BTreeMap::from([("site-url".into(), "http://x".into())]),
             scheduled_ms: None,
+            assigned_at: 1,
         }
     }
 

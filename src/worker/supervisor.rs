@@ -25,6 +25,7 @@ use tracing::{info, warn};
 use super::guard::link::{Guard, Guarded};
 use super::reporter::Reports;
 use super::runner::{self, TaskSpec};
+use super::summary::{SUMMARY_FILE, read_summary};
 use super::tasklog::TaskLog;
 use crate::config::{Runners, WorkerConfig};
 use crate::etcd::backoff::Backoff;
@@ -51,6 +52,8 @@ pub struct Policy {
     pub worker_dir: PathBuf,
     /// The window.
     pub failure_window: Duration,
+    /// The task agent, which gives each run its secret and its last checkpoint.
+    pub agent: Option<super::agent::Agent>,
 }
 
 impl Policy {
@@ -73,6 +76,7 @@ impl Policy {
             max_failures: config.max_failures,
             failure_window: Duration::from_secs(config.failure_window_secs),
             worker_dir: std::env::current_dir().unwrap_or_else(|_| PathBuf::from(".")),
+            agent: None,
         }
     }
 
@@ -343,9 +347,21 @@ async fn supervised(
             "CRAWLER_SUMMARY_FILE".to_owned(),
             summary.display().to_string(),
         ));
-        let started = guard
-            .start(&command.program, &command.args, env, &work)
-            .await;
+        // The run's secret lives as long as this start's process: `agent_run` is dropped
+        // when the loop comes round again or ends.
+        let agent_run = match &policy.agent {
+            Some(agent) => agent.open(&spec, &work).await.map(Some),
+            None => Ok(None),
+        };
+        let started = match &agent_run {
+            Ok(run) => {
+                env.extend(run.iter().flat_map(|r| r.env()));
+                guard
+                    .start(&command.program, &command.args, env, &work)
+                    .await
+            }
+            Err(why) => Err(why.clone()),
+        };
         // The next task's turn: this one's process started, or could not.
         drop(turn.take());
         let ended = match started {
@@ -461,31 +477,6 @@ async fn supervised(
 /// The file in a task's directory that names the run that completed: the resource's id and
 /// the epoch.
 const COMPLETED_FILE: &str = "completed";
-
-/// The file in a task's working directory where its runner may leave one line about its run
-/// (e.g. "412 pages, 3 errors"); its path is `CRAWLER_SUMMARY_FILE`.
-pub const SUMMARY_FILE: &str = "summary";
-/// Longest summary kept, in characters.
-const SUMMARY_CHARS: usize = 200;
-
-/// The first line of a summary file, without control characters, at most
-/// [`SUMMARY_CHARS`]; `None` when there is none.
-async fn read_summary(path: &std::path::Path) -> Option<String> {
-    use tokio::io::AsyncReadExt;
-    let mut head = Vec::new();
-    let file = tokio::fs::File::open(path).await.ok()?;
-    file.take(4096).read_to_end(&mut head).await.ok()?;
-    let text = String::from_utf8_lossy(&head);
-    let line: String = text
-        .lines()
-        .next()?
-        .chars()
-        .filter(|c| !c.is_control())
-        .take(SUMMARY_CHARS)
-        .collect();
-    let line = line.trim();
-    (!line.is_empty()).then(|| line.to_owned())
-}
 
 /// SIGTERM to the process group, SIGKILL after `grace`, and the process reaped (by the guard).
 async fn terminate(child: &mut Guarded, grace: Duration) {

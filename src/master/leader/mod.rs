@@ -10,6 +10,7 @@
 //! resources that need a worker are handed out in fenced txns of at most [`BATCH`] operations.
 
 mod assignment_keys;
+pub mod checkpoints;
 pub mod commit;
 mod history;
 mod operators;

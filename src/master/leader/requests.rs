@@ -1,6 +1,7 @@
 //! The writes clients ask for: create, delete and update of one resource, each one fenced txn
 //! that also writes the resource's history when its assignment changes (created, pinned,
-//! restarted) or a new run of its task starts, and deletes it with the resource.
+//! restarted) or a new run of its task starts, and deletes it (and the task's checkpoint)
+//! with the resource.
 //!
 //! A change the task does not see (its schedule) keeps the run going: the resource keeps its
 //! epoch ([`EPOCH_FIELD`]), so its worker does not start the task again.
@@ -171,6 +172,7 @@ impl Leader {
             let mut ops = vec![
                 TxnOp::delete(key.as_bytes(), None),
                 TxnOp::delete(keys.history_key(name).as_bytes(), None),
+                TxnOp::delete(keys.checkpoint_key(name).as_bytes(), None),
             ];
             let holder = self.key_holder(name);
             for w in worker

@@ -233,7 +233,13 @@ async fn start(
     // environment.
     let site_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let site_url = format!("http://{}/", site_listener.local_addr()?);
-    let site = tokio::spawn(super::site::serve(site_listener));
+    let site_options = super::site::SiteOptions {
+        delay: std::time::Duration::from_millis(50),
+        access_log: None,
+    };
+    let site = tokio::spawn(async move {
+        let _ = super::site::serve(site_listener, site_options).await;
+    });
     say(&format!("demo site at {site_url}"));
     for i in 0..3u16 {
         cluster.workers.push(procs::worker_on(
