@@ -635,3 +635,58 @@ async fn a_stopped_task_that_is_not_a_shell_sees_sigterm() {
     })
     .await;
 }
+
+/// A task that ignores SIGTERM takes `stop_grace_ms` to stop; meanwhile the worker goes on
+/// proving its lease to its guard, so the guard's deadline does not run out and its neighbours
+/// keep running, untouched. (Stopping used to hold the worker's loop for the whole grace.)
+#[tokio::test]
+async fn a_task_slow_to_stop_does_not_take_its_neighbours_down() {
+    let etcd = Etcd::start().await;
+    let endpoints = vec![etcd.url.clone()];
+    let dir = tempfile::tempdir().expect("dir");
+    // A grace longer than the guard's deadline ahead of each renewal (TTL 3 s - margin 1 s).
+    let config = fault_config_with(
+        dir.path(),
+        "  lease_margin_ms: 1000\n  stop_grace_ms: 5000\n  runners:\n    rules:\n      - tasks: \"stubborn-*\"\n        command: [sh, -c, \"trap '' TERM; echo stubborn; while true; do sleep 0.1; done\"]\n      - tasks: \"tick-*\"\n        command: [sh, -c, \"while true; do sleep 0.1; done\"]\n",
+    );
+    let master = support::master_process(1, &endpoints, &config, &[]);
+    ready_leader(&[&master.url], WAIT).await;
+    let _worker = support::worker_process(1, &endpoints, &config);
+    wait_workers(&master.url, 1).await;
+    let m = master.url.as_str();
+    assert_eq!(create(m, "tick-1").await.expect("c").0, 201);
+    assert_eq!(create(m, "stubborn-1").await.expect("c").0, 201);
+    let tick = wait_status(m, "tick-1", "running", |s| s["state"] == "running").await;
+    let stubborn = wait_status(m, "stubborn-1", "running", |s| s["state"] == "running").await;
+    let stubborn_pid = stubborn["pid"].as_i64().expect("pid");
+    eventually("the stubborn task ignores SIGTERM", WAIT, || async {
+        let url = format!("{m}/api/v1/resources/stubborn-1/logs?tail=5");
+        let text = http().get(url).send().await.ok()?.text().await.ok()?;
+        text.contains("stubborn").then_some(())
+    })
+    .await;
+    let started = Instant::now();
+    let resp = http()
+        .delete(format!("{m}/api/v1/resources/stubborn-1"))
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(resp.status(), 204);
+    // Past the grace, when the stubborn process has been killed.
+    eventually("the stubborn task is killed", WAIT, || async {
+        (!alive(stubborn_pid)).then_some(())
+    })
+    .await;
+    let after = status_of(m, "tick-1").await.expect("status");
+    println!(
+        "measured: {:?} after a delete of a task that ignores SIGTERM, its neighbour is {}",
+        started.elapsed(),
+        after
+    );
+    assert_eq!(after["state"], "running", "{after}");
+    assert_eq!(
+        after["pid"], tick["pid"],
+        "the neighbour was not restarted: {after}"
+    );
+    assert_eq!(after["restarts"], 0, "{after}");
+}

@@ -10,6 +10,7 @@
 
 pub mod agent;
 pub mod guard;
+pub mod policy;
 pub mod registration;
 pub mod reporter;
 pub mod runner;

@@ -4,14 +4,15 @@
 //!
 //! [`Supervisor::reconcile`] makes the running set equal the desired one. A task whose epoch
 //! changed (the resource was changed or restarted through the API) is stopped and started
-//! again; a task that left is stopped and its status removed. Every process is started by the
-//! worker's [`guard`](super::guard) in a process group of its own, with its working directory
-//! under the worker's data directory, and dies with the guard, which ends with the worker: a
-//! killed worker leaves no task running, and a frozen one none past its lease.
+//! again; a task that left is stopped and its status removed. No one waits on a stop: the
+//! worker's loop goes on, and the new start waits for the old process to end. Every process
+//! is started by the worker's [`guard`](super::guard) in a process group of its own, with its
+//! working directory under the worker's data directory, and dies with the guard, which ends
+//! with the worker: a killed worker leaves no task running, and a frozen one none past its
+//! lease.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::future::Future;
-use std::path::PathBuf;
 use std::pin::Pin;
 use std::process::ExitStatus;
 use std::sync::Arc;
@@ -23,73 +24,12 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::guard::link::{Guard, Guarded};
+pub use super::policy::Policy;
 use super::reporter::Reports;
 use super::runner::{self, TaskSpec};
 use super::summary::{SUMMARY_FILE, read_summary};
-use super::tasklog::TaskLog;
-use crate::config::{Runners, WorkerConfig};
 use crate::etcd::backoff::Backoff;
 use crate::model::status::{TaskState, TaskStatus, now_ms};
-
-/// How tasks are run, from `worker.*`.
-#[derive(Debug, Clone)]
-pub struct Policy {
-    /// This worker's node id.
-    pub node_id: String,
-    /// The command templates.
-    pub runners: Runners,
-    /// Where task directories live: `<data_dir>/tasks/<name>/`.
-    pub data_dir: PathBuf,
-    /// SIGTERM → SIGKILL.
-    pub stop_grace: Duration,
-    /// Output kept per task.
-    pub log_bytes: u64,
-    /// First and longest restart delay.
-    pub backoff: (Duration, Duration),
-    /// Failures within the window that make a task `failed`.
-    pub max_failures: u32,
-    /// The directory the worker was started in, `{worker_dir}` in templates.
-    pub worker_dir: PathBuf,
-    /// The window.
-    pub failure_window: Duration,
-    /// The task agent, which gives each run its secret and its last checkpoint.
-    pub agent: Option<super::agent::Agent>,
-}
-
-impl Policy {
-    /// The policy of `config` for `node_id`.
-    pub fn new(config: &WorkerConfig, node_id: &str) -> Self {
-        let data_dir = config
-            .data_dir
-            .clone()
-            .unwrap_or_else(|| std::env::temp_dir().join(format!("crawler-{node_id}")));
-        Self {
-            node_id: node_id.to_owned(),
-            runners: config.runners.clone(),
-            data_dir,
-            stop_grace: Duration::from_millis(config.stop_grace_ms),
-            log_bytes: config.log_bytes,
-            backoff: (
-                Duration::from_millis(config.restart_backoff_ms),
-                Duration::from_millis(config.restart_backoff_max_ms),
-            ),
-            max_failures: config.max_failures,
-            failure_window: Duration::from_secs(config.failure_window_secs),
-            worker_dir: std::env::current_dir().unwrap_or_else(|_| PathBuf::from(".")),
-            agent: None,
-        }
-    }
-
-    /// The directory of task `name` (a validated resource name, so a plain file name).
-    pub fn task_dir(&self, name: &str) -> PathBuf {
-        self.data_dir.join("tasks").join(name)
-    }
-
-    /// The output log of task `name`.
-    pub fn log_of(&self, name: &str) -> TaskLog {
-        TaskLog::new(&self.task_dir(name), self.log_bytes)
-    }
-}
 
 struct Running {
     epoch: i64,
@@ -114,6 +54,10 @@ pub struct Supervisor {
     guard: Guard,
     reports: Reports,
     running: HashMap<String, Running>,
+    /// Tasks being stopped, by name: which start, and its handle. Nothing waits on a stop: the
+    /// worker's loop goes on proving its lease to the guard meanwhile, and a new start of the
+    /// same task waits for the old one to end.
+    stopping: HashMap<String, (u64, JoinHandle<()>)>,
     /// Turns to start a task: [`STARTS`] at once.
     starts: Arc<Semaphore>,
     /// Starts so far.
@@ -137,20 +81,28 @@ impl Supervisor {
             guard,
             reports,
             running: HashMap::new(),
+            stopping: HashMap::new(),
             starts: Arc::new(Semaphore::new(STARTS)),
             runs: 0,
             ended: mpsc::unbounded_channel(),
         }
     }
 
-    /// Lets go of what tasks that ended by themselves held (their stop token and their tokio
-    /// task), keeping their epochs. Costs what ended since the last call.
+    /// Lets go of what tasks that ended held (their stop token and their tokio task), keeping
+    /// the epochs of those that ended by themselves, and removes the statuses of stopped tasks
+    /// that are not here any more. Costs what ended since the last call.
     pub fn forget_ended(&mut self) {
         while let Ok((name, run)) = self.ended.1.try_recv() {
             if let Some(r) = self.running.get_mut(&name)
                 && r.run == run
             {
                 r.live = None;
+            }
+            if self.stopping.get(&name).is_some_and(|(r, _)| *r == run) {
+                self.stopping.remove(&name);
+                if !self.running.contains_key(&name) {
+                    self.reports.remove(&name);
+                }
             }
         }
     }
@@ -174,7 +126,6 @@ impl Supervisor {
         desired: &BTreeMap<String, TaskSpec>,
         names: &BTreeSet<String>,
     ) {
-        let mut stopping = Vec::new();
         for name in names {
             let wanted = desired.get(name).map(|t| t.epoch);
             if self
@@ -183,19 +134,14 @@ impl Supervisor {
                 .is_some_and(|r| Some(r.epoch) != wanted)
                 && let Some(r) = self.running.remove(name)
             {
-                let handle = r.live.map(|live| {
-                    live.stop.cancel();
-                    live.handle
-                });
-                stopping.push((name, handle));
-            }
-        }
-        for (name, handle) in stopping {
-            if let Some(handle) = handle {
-                let _ = handle.await;
-            }
-            if !desired.contains_key(name) {
-                self.reports.remove(name);
+                match r.live {
+                    Some(live) => {
+                        live.stop.cancel();
+                        self.stopping.insert(name.clone(), (r.run, live.handle));
+                    }
+                    None if wanted.is_none() => self.reports.remove(name),
+                    None => {}
+                }
             }
         }
         for name in names {
@@ -215,6 +161,7 @@ impl Supervisor {
             let (starts, waiting) = (Arc::clone(&self.starts), stop.clone());
             self.runs += 1;
             let (run, ended, named) = (self.runs, self.ended.0.clone(), name.clone());
+            let previous = self.stopping.remove(name).map(|(_, handle)| handle);
             let supervise = supervise(
                 spec.clone(),
                 Arc::clone(&self.policy),
@@ -225,11 +172,18 @@ impl Supervisor {
             // Boxed too, so that a task that ended keeps a cell of a pointer's size, not of
             // its waiting future's, until its handle goes.
             let handle = tokio::spawn(Box::pin(async move {
+                // No two processes of one task overlap: the old one ends first, whatever
+                // happens to this one meanwhile.
+                if let Some(previous) = previous {
+                    let _ = previous.await;
+                }
                 let turn = tokio::select! {
-                    turn = starts.acquire_owned() => turn.ok(),
-                    () = waiting.cancelled() => return,
+                    turn = starts.acquire_owned() => Some(turn.ok()),
+                    () = waiting.cancelled() => None,
                 };
-                supervise(turn).await;
+                if let Some(turn) = turn {
+                    supervise(turn).await;
+                }
                 let _ = ended.send((named, run));
             }));
             self.running.insert(
@@ -251,8 +205,9 @@ impl Supervisor {
         for live in &all {
             live.stop.cancel();
         }
-        for live in all {
-            let _ = live.handle.await;
+        let stopping = self.stopping.drain().map(|(_, (_, handle))| handle);
+        for handle in all.into_iter().map(|live| live.handle).chain(stopping) {
+            let _ = handle.await;
         }
     }
 }
