@@ -100,11 +100,13 @@ async fn a_crawl_whose_worker_dies_resumes_from_its_checkpoint_on_another() {
         };
         let served = tokio::spawn(crawler::tools::site::serve(listener, options));
         let mut workers: BTreeMap<String, Proc> = BTreeMap::new();
+        let spawned = std::time::Instant::now();
         for id in [1, 2] {
             let w = worker(id, &endpoints, &config, &site, dir.path());
             workers.insert(format!("go.micro.server.worker-{id}"), w);
         }
         wait_workers(&m, 2).await;
+        let registered = spawned.elapsed();
 
         let name = format!("crawl-{trial}");
         let labels =
@@ -151,12 +153,20 @@ async fn a_crawl_whose_worker_dies_resumes_from_its_checkpoint_on_another() {
         // The old run's requests: none can come after its worker died (its guard ends the
         // process at once), and the new one starts only once the lease has expired.
         let old = lines.iter().filter(|(t, _)| *t <= killed_ms + 500).count();
+        // From the kill to the new run's first fetch: the lease's expiry, the move and a start.
+        let resumed_after = lines
+            .iter()
+            .map(|(t, _)| *t)
+            .find(|t| *t > killed_ms + 500)
+            .map_or(0, |t| t - killed_ms);
         let distinct: HashSet<&str> = lines.iter().map(|(_, p)| p.as_str()).collect();
         let twice = lines.len() - distinct.len();
         let since_checkpoint = old.saturating_sub(resumed);
         println!(
-            "trial {trial}: {first} killed after {old} fetches; {second} resumed from {resumed}; \
-             fetched twice {twice} <= since the checkpoint {since_checkpoint}; {} requests, {} pages",
+            "trial {trial}: workers registered {registered:?} after their start; {first} killed \
+             after {old} fetches; {second} resumed from {resumed}, fetching again {resumed_after} ms \
+             after the kill (lease TTL 3 s); fetched twice {twice} <= since the checkpoint \
+             {since_checkpoint}; {} requests, {} pages",
             lines.len(),
             distinct.len()
         );

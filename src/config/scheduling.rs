@@ -53,7 +53,7 @@ pub struct SchedulingConfig {
 impl Default for SchedulingConfig {
     fn default() -> Self {
         Self {
-            reassign_after: Duration::from_secs(120),
+            reassign_after: Duration::from_secs(30),
             storm_fraction: 0.5,
             storm_window: Duration::from_secs(30),
             storm_min_workers: 2,
@@ -61,7 +61,7 @@ impl Default for SchedulingConfig {
             rebalance_threshold: 0.25,
             rebalance_max_moves: 10,
             rebalance_interval: Duration::from_secs(10),
-            min_runtime: Duration::from_secs(120),
+            min_runtime: Duration::from_secs(30),
             runs_kept: 20,
             preemption: false,
             preemption_max: 10,
