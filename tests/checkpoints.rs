@@ -239,36 +239,114 @@ async fn put(url: &str, token: Option<&str>, body: Vec<u8>) -> (u16, Value) {
     (status, resp.json().await.unwrap_or(Value::Null))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_stale_runs_write_is_refused_after_its_task_moves() {
+/// etcd, a master and `workers` workers whose `stale-*` tasks leave their agent's URL and
+/// secret in `runs` and wait.
+struct WaitingRuns {
+    etcd: Etcd,
+    master: Proc,
+    _workers: Vec<Proc>,
+    runs: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+async fn waiting_runs(interval: &str, workers: u32) -> WaitingRuns {
     let etcd = Etcd::start().await;
     let endpoints = vec![etcd.url.clone()];
     let dir = tempfile::tempdir().expect("tempdir");
     let runs: PathBuf = dir.path().join("runs");
     std::fs::create_dir_all(&runs).expect("runs dir");
-    // Writes 2 s apart, so a second write waits while the task moves.
-    let config = fault_config_with(dir.path(), &worker_lines(&runs, "2s"));
+    let config = fault_config_with(dir.path(), &worker_lines(&runs, interval));
     let master = master_process(1, &endpoints, &config, &[]);
-    let m = master.url.clone();
-    wait_ready(&m).await;
-    let _workers: Vec<Proc> = [1, 2]
-        .into_iter()
+    wait_ready(&master.url).await;
+    let workers: Vec<Proc> = (1..=workers)
         .map(|id| worker(id, &endpoints, &config, "http://127.0.0.1:9/", &runs))
         .collect();
-    wait_workers(&m, 2).await;
+    wait_workers(&master.url, workers.len()).await;
+    WaitingRuns {
+        etcd,
+        master,
+        _workers: workers,
+        runs,
+        _dir: dir,
+    }
+}
+
+/// The agent's URL and secret of `name`'s run, once it runs.
+async fn running(c: &WaitingRuns, name: &str) -> (String, i64, (String, String)) {
+    let m = c.master.url.as_str();
+    eventually("the run is up", WAIT, || async {
+        let holder = holder(m, name).await?;
+        let (_, _, body) = get_json(&format!("{m}/api/v1/resources/{name}")).await?;
+        let epoch = body["status"]["epoch"].as_i64()?;
+        let run = run_files(&c.runs, name).remove(&epoch)?;
+        (body["status"]["state"] == "running").then_some((holder, epoch, run))
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_task_checkpointing_in_a_tight_loop_is_coalesced() {
+    let c = waiting_runs("200ms", 1).await;
+    let m = c.master.url.clone();
+    assert_eq!(create(&m, "stale-loop").await.expect("create").0, 201);
+    let (_, _, (url, token)) = running(&c, "stale-loop").await;
+    let started = std::time::Instant::now();
+    let loops: Vec<_> = (0..16)
+        .map(|i| {
+            let (url, token) = (url.clone(), token.clone());
+            tokio::spawn(async move {
+                let (mut stored, mut superseded, mut n) = (0u32, 0u32, 0u32);
+                while started.elapsed() < Duration::from_secs(2) {
+                    n += 1;
+                    let (status, answer) = put(&url, Some(&token), format!("{i}-{n}").into()).await;
+                    assert_eq!(status, 200, "{answer}");
+                    stored += 1;
+                    superseded += u32::from(answer["superseded"] == true);
+                }
+                (stored, superseded)
+            })
+        })
+        .collect();
+    let (mut stored, mut superseded) = (0, 0);
+    for l in loops {
+        let (s, x) = l.await.expect("a loop");
+        stored += s;
+        superseded += x;
+    }
+    let elapsed = started.elapsed();
+    let got = c
+        .etcd
+        .client()
+        .await
+        .get("/crawler/checkpoints/stale-loop", None)
+        .await
+        .expect("get");
+    let writes = got.kvs().first().map_or(0, |kv| kv.version());
+    let bound = (elapsed.as_secs_f64() / 0.2).ceil() as i64 + 1;
+    println!(
+        "measured: 16 loops put {stored} checkpoints in {elapsed:?} ({superseded} superseded \
+         before their write); etcd took {writes} writes (interval 200 ms: at most {bound})"
+    );
+    assert!(
+        writes >= 2 && writes <= bound,
+        "{writes} writes, bound {bound}"
+    );
+    assert!(
+        u64::from(stored) > 4 * writes as u64,
+        "coalesced: {stored} puts, {writes} writes"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stale_runs_write_is_refused_after_its_task_moves() {
+    // Writes 2 s apart, so a second write waits while the task moves.
+    let c = waiting_runs("2s", 2).await;
+    let (m, runs) = (c.master.url.clone(), c.runs.clone());
     let (status, _) = create(&m, "stale-1").await.expect("create");
     assert_eq!(status, 201);
 
     for trial in 0..TRIALS {
-        let from = eventually("the run is up", WAIT, || async {
-            let holder = holder(&m, "stale-1").await?;
-            let (_, _, body) = get_json(&format!("{m}/api/v1/resources/stale-1")).await?;
-            let epoch = body["status"]["epoch"].as_i64()?;
-            let run = run_files(&runs, "stale-1").remove(&epoch)?;
-            (body["status"]["state"] == "running").then_some((holder, epoch, run))
-        })
-        .await;
-        let (holder_id, epoch, (url, token)) = from;
+        let (holder_id, epoch, (url, token)) = running(&c, "stale-1").await;
         // Bad input first: no token, another's token, too many bytes.
         assert_eq!(put(&url, None, b"x".to_vec()).await.0, 401);
         assert_eq!(put(&url, Some("0000"), b"x".to_vec()).await.0, 403);

@@ -12,7 +12,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use etcd_client::{Client, Compare, CompareOp, PutOptions, Txn, TxnOp};
+use etcd_client::{Client, Compare, CompareOp, PutOptions, Txn, TxnOp, TxnOpResponse, TxnResponse};
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
@@ -140,6 +140,7 @@ pub async fn run(
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
     // Our leases, newest first: a status written under the previous one is still ours.
     let mut ours: Vec<i64> = Vec::new();
+    let mut retry_blocked: Option<tokio::time::Instant> = None;
     loop {
         let current = *lease.borrow_and_update();
         if let Some(lease_id) = current.filter(|_| !reports.is_held()) {
@@ -149,27 +150,44 @@ pub async fn run(
             }
             let batch = reports.take_dirty();
             let mut failed = Vec::new();
+            // Statuses another worker's key still holds: the task moved here and its old
+            // worker has not removed its status yet. Tried again after a pause, while current.
+            let mut blocked = Vec::new();
             // A few statuses per txn: a worker that takes thousands of tasks at once reports
             // them in a few hundred round trips, not tens of thousands.
             for chunk in batch.chunks(STATUS_BATCH) {
-                let ops: Vec<TxnOp> = chunk
+                let (names, ops): (Vec<(&Box<str>, bool)>, Vec<TxnOp>) = chunk
                     .iter()
                     .filter_map(|(name, status)| {
                         let key = keys.status_key(name);
-                        match status {
+                        let op = match status {
                             Some(status) => put_op(&key, status, &ours),
                             None => remove_op(&key, &ours),
-                        }
+                        };
+                        op.map(|op| ((name, status.is_some()), op))
                     })
-                    .collect();
+                    .unzip();
                 if ops.is_empty() {
                     continue;
                 }
                 let mut kv = client.kv_client();
-                if let Err(error) = timed(request_timeout, kv.txn(Txn::new().and_then(ops))).await {
-                    warn!(count = chunk.len(), %error, "could not write task statuses; will retry");
-                    failed.extend(chunk.iter().map(|(name, _)| name.clone()));
+                match timed(request_timeout, kv.txn(Txn::new().and_then(ops))).await {
+                    Ok(answer) => {
+                        for ((name, put), response) in names.iter().zip(answer.op_responses()) {
+                            if *put && !matches!(&response, TxnOpResponse::Txn(t) if applied(t)) {
+                                blocked.push((*name).clone());
+                            }
+                        }
+                    }
+                    Err(error) => {
+                        warn!(count = chunk.len(), %error, "could not write task statuses; will retry");
+                        failed.extend(chunk.iter().map(|(name, _)| name.clone()));
+                    }
                 }
+            }
+            if !blocked.is_empty() {
+                reports.mark_dirty(blocked);
+                retry_blocked = Some(tokio::time::Instant::now() + BLOCKED_RETRY);
             }
             if !failed.is_empty() {
                 reports.mark_dirty(failed);
@@ -180,8 +198,10 @@ pub async fn run(
             }
             backoff.reset();
         }
+        let blocked_due = retry_blocked.take();
         tokio::select! {
             () = cancel.cancelled() => return,
+            () = async { tokio::time::sleep_until(blocked_due.unwrap_or_else(tokio::time::Instant::now)).await }, if blocked_due.is_some() => {}
             () = reports.wake.notified() => {
                 // A task that starts and ends at once (starting, running, completed) is one
                 // write, not three: the newest status of each name is what gets written.
@@ -199,6 +219,18 @@ pub async fn run(
             }
         }
     }
+}
+
+/// How long a status another worker's key holds waits before it is tried again.
+const BLOCKED_RETRY: Duration = Duration::from_millis(250);
+
+/// True when a nested txn of [`chain`] applied its op, at any depth.
+fn applied(answer: &TxnResponse) -> bool {
+    answer.succeeded()
+        || answer
+            .op_responses()
+            .iter()
+            .any(|r| matches!(r, TxnOpResponse::Txn(inner) if applied(inner)))
 }
 
 /// How long a change waits for the ones after it before it is written.
