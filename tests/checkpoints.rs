@@ -198,7 +198,10 @@ async fn a_crawl_whose_worker_dies_resumes_from_its_checkpoint_on_another() {
         assert!(
             etcd.client()
                 .await
-                .get(format!("/crawler/checkpoints/{name}"), None)
+                .get(
+                    crawler::keys::KeyLayout::default().checkpoint_key(&name),
+                    None
+                )
                 .await
                 .expect("get")
                 .kvs()
@@ -318,7 +321,10 @@ async fn a_task_checkpointing_in_a_tight_loop_is_coalesced() {
         .etcd
         .client()
         .await
-        .get("/crawler/checkpoints/stale-loop", None)
+        .get(
+            crawler::keys::KeyLayout::default().checkpoint_key("stale-loop"),
+            None,
+        )
         .await
         .expect("get");
     let writes = got.kvs().first().map_or(0, |kv| kv.version());

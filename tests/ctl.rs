@@ -204,6 +204,40 @@ async fn every_command_works_as_documented_with_its_exit_code() {
     expect(s, &["restart", "ok-1"], 0).await;
     expect(s, &["restart", "nothing-here"], 3).await;
 
+    // A checkpoint, as a worker stores it: shown, printed as it is, cleared.
+    let header = crawler::model::checkpoint::Header {
+        worker: ids[0].clone(),
+        epoch: 7,
+        written_ms: 1_700_000_000_000,
+    };
+    let stored = crawler::model::checkpoint::Checkpoint::encode(&header, b"frontier\n\x00bytes");
+    etcd.client()
+        .await
+        .put(
+            crawler::keys::KeyLayout::default().checkpoint_key("ok-1"),
+            stored,
+            None,
+        )
+        .await
+        .expect("put a checkpoint");
+    let shown = expect(s, &["checkpoint", "ok-1"], 0).await;
+    assert!(
+        shown.contains(&ids[0]) && shown.contains("Epoch:       7"),
+        "{shown}"
+    );
+    assert!(shown.contains("Size:        15 bytes"), "{shown}");
+    assert_eq!(
+        expect(s, &["checkpoint", "ok-1", "--raw"], 0).await,
+        "frontier\n\u{0}bytes"
+    );
+    assert!(
+        expect(s, &["checkpoint", "ok-1", "--clear"], 0)
+            .await
+            .contains("checkpoint of resource/ok-1 cleared")
+    );
+    expect(s, &["checkpoint", "ok-1"], 3).await;
+    expect(s, &["checkpoint", "nothing-here", "--clear"], 3).await;
+
     // cordon and uncordon: idempotent; an unknown worker is exit 3.
     let node = ids[0].as_str();
     assert!(expect(s, &["cordon", node], 0).await.contains("cordoned"));

@@ -85,6 +85,17 @@ pub enum CtlCommand {
         /// The resource.
         name: String,
     },
+    /// A task's checkpoint: who wrote it, when, at which epoch, and its size; or its bytes.
+    Checkpoint {
+        /// The resource.
+        name: String,
+        /// Print the checkpoint's bytes as they are, and nothing else.
+        #[arg(long, conflicts_with = "clear")]
+        raw: bool,
+        /// Clear it, so that the task's next run starts over.
+        #[arg(long)]
+        clear: bool,
+    },
     /// A task's output, from the worker that runs it.
     Logs {
         /// The resource.

@@ -70,6 +70,9 @@ pub async fn run(client: &Client, command: CtlCommand) -> Result<(), CtlError> {
             client.json(Method::POST, &path, None).await?;
             say(&format!("resource/{name} restarted"));
         }
+        CtlCommand::Checkpoint { name, raw, clear } => {
+            checkpoint(client, &name, raw, clear).await?
+        }
         CtlCommand::Logs { name, follow, tail } => {
             if follow {
                 return follow::logs(client, &name, tail).await;
@@ -298,6 +301,38 @@ fn cluster_text(cluster: &Value, format: Format) -> Result<String, CtlError> {
         s["departed"].as_array().map_or(0, Vec::len)
     ));
     Ok(out)
+}
+
+/// `checkpoint NAME [--raw | --clear]`.
+async fn checkpoint(client: &Client, name: &str, raw: bool, clear: bool) -> Result<(), CtlError> {
+    use base64::Engine;
+    use std::io::Write;
+    let path = format!("/api/v1/resources/{}/checkpoint", segment(name));
+    if clear {
+        checked(client.send(Method::DELETE, &path, None, &[], false).await?).await?;
+        say(&format!("checkpoint of resource/{name} cleared"));
+        return Ok(());
+    }
+    let stored = client.json(Method::GET, &path, None).await?;
+    let data = base64::engine::general_purpose::STANDARD
+        .decode(text(&stored["data"]))
+        .map_err(|e| CtlError::Failed(format!("the master sent bytes that are not base64: {e}")))?;
+    if raw {
+        let mut out = std::io::stdout().lock();
+        out.write_all(&data)
+            .and_then(|()| out.flush())
+            .map_err(|e| CtlError::Failed(format!("cannot write the bytes: {e}")))?;
+        return Ok(());
+    }
+    print_flushed(&format!(
+        "Name:        {name}\nWorker:      {}\nEpoch:       {}\nWritten at:  {}\nSize:        {} bytes\nRevision:    {}\n",
+        text(&stored["worker"]),
+        stored["epoch"],
+        text(&stored["written_at"]),
+        data.len(),
+        stored["revision"],
+    ));
+    Ok(())
 }
 
 #[cfg(test)]
