@@ -353,11 +353,27 @@ async fn a_stale_runs_write_is_refused_after_its_task_moves() {
 
     for trial in 0..TRIALS {
         let (holder_id, epoch, (url, token)) = running(&c, "stale-1").await;
+        // The run knows itself by its secret.
+        let me: Value = http()
+            .get(format!("{url}/run"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .expect("run")
+            .json()
+            .await
+            .expect("json");
+        assert_eq!(
+            (&me["task"], &me["epoch"]),
+            (&json!("stale-1"), &json!(epoch)),
+            "{me}"
+        );
         // Bad input first: no token, another's token, too many bytes.
         assert_eq!(put(&url, None, b"x".to_vec()).await.0, 401);
         assert_eq!(put(&url, Some("0000"), b"x".to_vec()).await.0, 403);
         let (status, problem) = put(&url, Some(&token), vec![b'x'; 5000]).await;
         assert_eq!(status, 413, "{problem}");
+        assert_eq!(problem["status"], 413, "problem+json: {problem}");
         assert!(
             problem["detail"].as_str().unwrap_or("").contains("4096"),
             "{problem}"
