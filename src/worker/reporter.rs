@@ -140,8 +140,9 @@ pub async fn run(
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
     // Our leases, newest first: a status written under the previous one is still ours.
     let mut ours: Vec<i64> = Vec::new();
-    let mut retry_blocked: Option<tokio::time::Instant> = None;
     loop {
+        // Set when a status is held by another worker's key: tried again after a pause.
+        let mut retry_blocked = false;
         let current = *lease.borrow_and_update();
         if let Some(lease_id) = current.filter(|_| !reports.is_held()) {
             if ours.first() != Some(&lease_id) {
@@ -187,7 +188,7 @@ pub async fn run(
             }
             if !blocked.is_empty() {
                 reports.mark_dirty(blocked);
-                retry_blocked = Some(tokio::time::Instant::now() + BLOCKED_RETRY);
+                retry_blocked = true;
             }
             if !failed.is_empty() {
                 reports.mark_dirty(failed);
@@ -198,10 +199,9 @@ pub async fn run(
             }
             backoff.reset();
         }
-        let blocked_due = retry_blocked.take();
         tokio::select! {
             () = cancel.cancelled() => return,
-            () = async { tokio::time::sleep_until(blocked_due.unwrap_or_else(tokio::time::Instant::now)).await }, if blocked_due.is_some() => {}
+            () = tokio::time::sleep(BLOCKED_RETRY), if retry_blocked => {}
             () = reports.wake.notified() => {
                 // A task that starts and ends at once (starting, running, completed) is one
                 // write, not three: the newest status of each name is what gets written.
