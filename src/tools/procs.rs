@@ -30,11 +30,7 @@ pub enum ToolError {
     Http(#[from] reqwest::Error),
 }
 
-/// A free loopback port (bound and released).
-pub fn free_port() -> Result<u16, ToolError> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-    Ok(listener.local_addr()?.port())
-}
+pub use super::ports::free_port;
 
 /// A child process, killed (SIGKILL) on drop unless it already exited.
 pub struct Proc {
