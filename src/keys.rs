@@ -37,6 +37,10 @@ pub struct KeyLayout {
     /// Prefix of task checkpoints, one key per resource: `<checkpoint_prefix><name>`, written
     /// by the worker that runs the task, fenced on its assignment key.
     pub checkpoint_prefix: String,
+    /// Prefix of politeness state: budgets set through the API (`budget:<domain>`), each
+    /// worker's demand on its lease (`demand:<node-id>`) and the leader's shares for it
+    /// (`shares:<node-id>`).
+    pub politeness_prefix: String,
 }
 
 impl Default for KeyLayout {
@@ -50,6 +54,7 @@ impl Default for KeyLayout {
             history_prefix: "/crawler/history/".to_owned(),
             assignments_prefix: "/crawler/assignments/".to_owned(),
             checkpoint_prefix: "/crawler/checkpoints/".to_owned(),
+            politeness_prefix: "/crawler/politeness/".to_owned(),
         }
     }
 }
@@ -65,6 +70,7 @@ impl KeyLayout {
             ("keys.history_prefix", &self.history_prefix),
             ("keys.assignments_prefix", &self.assignments_prefix),
             ("keys.checkpoint_prefix", &self.checkpoint_prefix),
+            ("keys.politeness_prefix", &self.politeness_prefix),
         ];
         for (what, prefix) in prefixes {
             if !prefix.starts_with('/') || !prefix.ends_with('/') || prefix.len() < 3 {
@@ -122,6 +128,36 @@ impl KeyLayout {
     /// Key of one task's checkpoint.
     pub fn checkpoint_key(&self, name: &str) -> String {
         format!("{}{name}", self.checkpoint_prefix)
+    }
+
+    /// Prefix of the budgets operators set, by domain.
+    pub fn budget_prefix(&self) -> String {
+        format!("{}budget:", self.politeness_prefix)
+    }
+
+    /// Key of the budget set for `domain`.
+    pub fn budget_key(&self, domain: &str) -> String {
+        format!("{}{domain}", self.budget_prefix())
+    }
+
+    /// Prefix of workers' demands, by node id.
+    pub fn demand_prefix(&self) -> String {
+        format!("{}demand:", self.politeness_prefix)
+    }
+
+    /// Key of worker `node_id`'s demand.
+    pub fn demand_key(&self, node_id: &str) -> String {
+        format!("{}{node_id}", self.demand_prefix())
+    }
+
+    /// Prefix of the leader's shares, by node id.
+    pub fn shares_prefix(&self) -> String {
+        format!("{}shares:", self.politeness_prefix)
+    }
+
+    /// Key of the shares granted to worker `node_id`.
+    pub fn shares_key(&self, node_id: &str) -> String {
+        format!("{}{node_id}", self.shares_prefix())
     }
 
     /// The prefix worker `node_id` watches: its assignments.
@@ -188,6 +224,12 @@ mod tests {
         assert_eq!(k.storm_key(), "/crawler/schedule/storm");
         assert_eq!(k.history_key("douban"), "/crawler/history/douban");
         assert_eq!(k.checkpoint_key("douban"), "/crawler/checkpoints/douban");
+        assert_eq!(
+            k.budget_key("example.com"),
+            "/crawler/politeness/budget:example.com"
+        );
+        assert_eq!(k.demand_key("w-1"), "/crawler/politeness/demand:w-1");
+        assert_eq!(k.shares_key("w-1"), "/crawler/politeness/shares:w-1");
         assert_eq!(k.compaction_key(), "/crawler/election-compaction");
         assert!(!k.compaction_key().starts_with(&k.election_prefix()));
         assert!(k.validate().is_ok());

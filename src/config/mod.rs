@@ -11,8 +11,10 @@ use serde::Deserialize;
 
 use crate::keys::KeyLayout;
 
+mod politeness;
 mod runners;
 mod scheduling;
+pub use politeness::PolitenessConfig;
 pub use runners::{Missing, RunnerRule, Runners};
 pub use scheduling::SchedulingConfig;
 
@@ -30,6 +32,8 @@ pub struct Config {
     pub master: MasterConfig,
     /// The leader's scheduling policy: grace, storm guard, rate and rebalancing.
     pub scheduling: SchedulingConfig,
+    /// Politeness budgets per domain, and the leases of their shares.
+    pub politeness: PolitenessConfig,
     /// The master's HTTP API.
     pub http: HttpConfig,
     /// Who may use the API.
@@ -381,6 +385,7 @@ impl Config {
                 "worker.checkpoint_bytes must be between 1 and 1048576".into(),
             ));
         }
+        self.politeness.validate().map_err(ConfigError::Invalid)?;
         let s = &self.scheduling;
         if !(s.storm_fraction > 0.0 && s.storm_fraction <= 1.0) {
             return Err(ConfigError::Invalid(

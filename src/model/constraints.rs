@@ -189,7 +189,7 @@ fn is_zero(n: &i32) -> bool {
 
 /// A whole number, also when written as one with a fraction of zero (`5.0`), which JSON
 /// Schema's `integer` allows.
-fn whole<'de, D: serde::Deserializer<'de>>(d: D) -> Result<i32, D::Error> {
+pub(crate) fn whole<'de, D: serde::Deserializer<'de>>(d: D) -> Result<i32, D::Error> {
     let n = serde_json::Number::deserialize(d)?;
     n.as_i64()
         .or_else(|| {

@@ -3,8 +3,9 @@
 //! resource names ([`name`]), snowflake IDs ([`snowflake`]), and task statuses as workers
 //! report them ([`status`]), and the fleet's scheduling state and assignment histories
 //! ([`schedule`]), each resource's history of assignments and runs ([`history`]), and
-//! recurring crawls' schedules ([`recurrence`]), tasks' checkpoints ([`checkpoint`]), where a task may run ([`constraints`]) and
-//! why one waits ([`waiting`]).
+//! recurring crawls' schedules ([`recurrence`]), tasks' checkpoints ([`checkpoint`]), where a
+//! task may run ([`constraints`]), why one waits ([`waiting`]), and politeness budgets, what
+//! workers want of them and the leader's shares ([`politeness`]).
 //!
 //! Codecs and pure rules only: nothing here does I/O, and nothing here knows which process it
 //! runs in.
@@ -15,6 +16,7 @@ pub mod history;
 pub mod intern;
 pub mod invalid;
 pub mod name;
+pub mod politeness;
 pub mod recurrence;
 pub mod registry;
 pub mod resource;
