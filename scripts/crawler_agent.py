@@ -13,13 +13,22 @@ checkpoint, written by whichever worker ran it before; absent when there is none
         ...
     cp.close()               # waits for the last state to be stored
 
-Standard library only. Without an agent (another worker, a test run by hand) load gives None
-and save keeps nothing.
+Before each fetch, a slot of the site's politeness budget (shared by the whole fleet):
+
+    from crawler_agent import slot, feedback
+    with slot(url):          # waits for the slot; gives it back after the block
+        response = fetch(url)
+    if response.status in (429, 503):
+        feedback(url, status=response.status)   # the site's budget shrinks fleet-wide
+
+Standard library only. Without an agent (another worker, a test run by hand) load gives None,
+save keeps nothing and slot never waits.
 """
 
 import json
 import os
 import threading
+import time
 import urllib.error
 import urllib.request
 
@@ -35,6 +44,81 @@ def load():
         return None
     with open(path, "rb") as f:
         return f.read()
+
+
+def _call(path, body, timeout=40):
+    """POSTs `body` (JSON) to the agent; the answer's JSON (None for 204). Raises Moved when
+    the run is refused for good, OSError when the agent cannot answer now."""
+    url, token = os.environ.get("CRAWLER_AGENT_URL"), os.environ.get("CRAWLER_AGENT_TOKEN")
+    request = urllib.request.Request(
+        url + path,
+        data=json.dumps(body).encode(),
+        method="POST",
+        headers={"Authorization": "Bearer " + token, "Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            data = response.read()
+            return json.loads(data) if data else None
+    except urllib.error.HTTPError as error:
+        detail = error.read().decode("utf-8", "replace")
+        if error.code in (401, 403, 409):
+            raise Moved(detail) from None
+        raise OSError(f"agent refused {path} ({error.code}): {detail}") from None
+
+
+def has_agent():
+    return bool(os.environ.get("CRAWLER_AGENT_URL") and os.environ.get("CRAWLER_AGENT_TOKEN"))
+
+
+def acquire(url, wait_ms=10000):
+    """Waits for a slot of `url`'s politeness budget; returns its permit (None without an
+    agent). Raises Moved when this run no longer holds its task."""
+    if not has_agent():
+        return None
+    while True:
+        answer = _call("/acquire", {"url": url, "wait_ms": wait_ms})
+        if answer.get("granted"):
+            return answer["permit"]
+        time.sleep(answer.get("wait_ms", 100) / 1000)
+
+
+def release(permit):
+    """Gives a slot back after the fetch."""
+    if permit is None or not has_agent():
+        return
+    try:
+        _call("/release", {"permit": permit})
+    except OSError:
+        pass  # taken back already (politeness.hold_limit); nothing to do
+
+
+class slot:
+    """`with slot(url): fetch(url)`: a slot of the site's budget for the block."""
+
+    def __init__(self, url, wait_ms=10000):
+        self.url, self.wait_ms, self.permit = url, wait_ms, None
+
+    def __enter__(self):
+        self.permit = acquire(self.url, self.wait_ms)
+        return self
+
+    def __exit__(self, *exc):
+        release(self.permit)
+        return False
+
+
+def feedback(url, status=None, crawl_delay_s=None):
+    """Tells the fleet a site pushed back: a 429 or 503 answer, or its robots.txt's
+    Crawl-delay (seconds). Its budget shrinks for every worker."""
+    if not has_agent():
+        return
+    body = {"url": url}
+    if status is not None:
+        body["status"] = status
+    if crawl_delay_s is not None:
+        body["crawl_delay_s"] = crawl_delay_s
+    _call("/feedback", body)
 
 
 def put(data, timeout=30):

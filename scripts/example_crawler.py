@@ -7,6 +7,8 @@ Breadth-first over the links of the site in $CRAWLER_DEMO_SITE (the local demo s
 `delay-ms` between pages (default 500) and `checkpoint-every` pages (default 5). Its frontier
 (queue, seen, counts) is checkpointed through the worker's task agent (crawler_agent.py), so a
 run that moves to another worker goes on from the last checkpoint instead of starting over.
+Every fetch first takes a slot of the site's politeness budget from the agent, which the whole
+fleet shares, and a 429 or 503 answer is reported back so the budget shrinks.
 Exit 0 when done, so the task shows as completed, leaving one line about the run in
 $CRAWLER_SUMMARY_FILE for the run history.
 """
@@ -15,10 +17,11 @@ import os
 import re
 import sys
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 
-from crawler_agent import Checkpointer
+from crawler_agent import Checkpointer, Moved, feedback, slot
 
 
 def label(key, default):
@@ -53,8 +56,17 @@ def main() -> int:
     while queue and state["fetched"] < max_pages:
         url = queue.pop(0)
         try:
-            with urllib.request.urlopen(url, timeout=5) as response:
+            with slot(url), urllib.request.urlopen(url, timeout=5) as response:
                 body = response.read().decode("utf-8", "replace")
+        except Moved as refused:
+            print(f"{name}: the task runs elsewhere now ({refused}); stopping", flush=True)
+            return 3
+        except urllib.error.HTTPError as error:
+            print(f"{name}: {url}: {error}", flush=True)
+            if error.code in (429, 503):
+                feedback(url, status=error.code)
+            state["errors"] += 1
+            continue
         except OSError as error:
             print(f"{name}: {url}: {error}", flush=True)
             state["errors"] += 1

@@ -24,10 +24,12 @@ use crate::config::Config;
 use crate::etcd::cache::{self, Store};
 use crate::master::compactor::{self, CompactorConfig};
 use crate::master::election::{self, Candidate, ElectionConfig};
+use crate::master::leader::politeness::PolitenessCaches;
 use crate::master::leader::{self, Leader, LeaderConfig};
 use crate::master::leadership::Leadership;
 use crate::master::{membership, start_latency};
 use crate::metrics::Metrics;
+use crate::model::politeness::Shares;
 use crate::model::registry::Worker;
 use crate::model::resource::Resource;
 use crate::model::snowflake::Generator;
@@ -124,6 +126,32 @@ impl Master {
             &cancel,
             &mut tasks,
         );
+        let politeness = PolitenessCaches {
+            budgets: cache::spawn(
+                "budgets",
+                &client,
+                &config,
+                &config.keys.budget_prefix(),
+                &cancel,
+                &mut tasks,
+            ),
+            demand: cache::spawn(
+                "demand",
+                &client,
+                &config,
+                &config.keys.demand_prefix(),
+                &cancel,
+                &mut tasks,
+            ),
+        };
+        let shares: Store<Shares> = cache::spawn(
+            "shares",
+            &client,
+            &config,
+            &config.keys.shares_prefix(),
+            &cancel,
+            &mut tasks,
+        );
         tasks.spawn(membership::run(workers.clone(), cancel.clone()));
 
         let me = Candidate {
@@ -154,6 +182,11 @@ impl Master {
         let campaign = CancellationToken::new();
         let mut duties = JoinSet::new();
         duties.spawn(leader.clone().run(campaign.clone()));
+        duties.spawn(leader.clone().run_politeness(
+            politeness.clone(),
+            config.politeness.clone(),
+            campaign.clone(),
+        ));
         duties.spawn(election::run(
             client.clone(),
             ElectionConfig {
@@ -216,6 +249,12 @@ impl Master {
             candidates,
             statuses,
             schedule,
+            politeness: crate::api::domains::Politeness {
+                budgets: politeness.budgets.clone(),
+                demand: politeness.demand.clone(),
+                shares,
+                config: config.politeness.clone(),
+            },
             scheduling: config.scheduling.clone(),
             leader,
             feed,

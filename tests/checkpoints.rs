@@ -28,7 +28,8 @@ fn worker_lines(dir: &Path, interval: &str) -> String {
     )
     .expect("write the runner");
     format!(
-        "  stop_grace_ms: 2000\n  lease_margin_ms: 1000\n  checkpoint_interval: {interval}\n  checkpoint_bytes: 4096\n  runners:\n    default: [python3, \"{repo}/scripts/example_crawler.py\", \"{{name}}\"]\n    rules:\n      - tasks: \"stale-*\"\n        command: [sh, \"{}\"]\n",
+        "  stop_grace_ms: 2000\n  lease_margin_ms: 1000\n  checkpoint_interval: {interval}\n  checkpoint_bytes: 4096\n  runners:\n    default: [python3, \"{repo}/scripts/example_crawler.py\", \"{{name}}\"]\n    rules:\n      - tasks: \"stale-*\"\n        command: [sh, \"{}\"]\n\
+         politeness:\n  domains:\n    127.0.0.1: {{rate: 1000, concurrency: 16}}\n",
         stale.display()
     )
 }

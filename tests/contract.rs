@@ -102,8 +102,18 @@ async fn schemathesis_finds_no_failure_through_a_follower() {
             .strip_prefix("/crawler/assignments/")
             .and_then(|rest| rest.rsplit_once('/'))
             .is_some_and(|(_, name)| keys.contains(&format!("/resources/{name}")));
+        // Budgets are the operators'; a worker's demand and shares belong to a registered one.
+        let politeness_of_a_worker = ["/crawler/politeness/demand:", "/crawler/politeness/shares:"]
+            .iter()
+            .filter_map(|p| key.strip_prefix(p))
+            .any(|node| {
+                keys.iter()
+                    .any(|k| k.starts_with("/micro/registry/") && k.ends_with(&format!("/{node}")))
+            });
         assert!(
             key.starts_with("/resources/")
+                || key.starts_with("/crawler/politeness/budget:")
+                || politeness_of_a_worker
                 || key.starts_with("/micro/registry/")
                 || key.starts_with("/crawler/election/")
                 || key.starts_with("/crawler/status/")

@@ -10,6 +10,7 @@ pub mod compat;
 pub mod consistency;
 pub mod constraints;
 pub mod dashboard;
+pub mod domains;
 pub mod error;
 pub mod events;
 pub mod extract;
@@ -90,6 +91,8 @@ pub struct AppParts {
     pub statuses: Store<crate::model::status::TaskStatus>,
     /// The scheduling state (cordons, drains, departures, the storm guard).
     pub schedule: Store<crate::model::schedule::Record>,
+    /// Politeness budgets, demands and shares.
+    pub politeness: domains::Politeness,
     /// The scheduling policy's settings (for the grace period shown with departures).
     pub scheduling: crate::config::SchedulingConfig,
     /// The leader's duties (refuse unless this master leads).
@@ -187,6 +190,13 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/api/v1/resources/{name}/restart",
             axum::routing::post(tasks::restart),
+        )
+        .route("/api/v1/domains", get(domains::list))
+        .route(
+            "/api/v1/domains/{domain}",
+            get(domains::get_one)
+                .put(domains::set)
+                .delete(domains::clear),
         )
         .route("/api/v1/cluster", get(cluster::get))
         .route("/api/v1/summary", get(listing::summary))

@@ -34,6 +34,7 @@ use tracing::{info, warn};
 
 use crate::config::Config;
 use crate::etcd::cache::{self, Store};
+use crate::model::politeness::Budget;
 use crate::model::registry::{self, CAPACITY_KEY};
 use crate::model::resource::Resource;
 use guard::link::Guard;
@@ -284,14 +285,28 @@ pub async fn run(
         &mut background,
     );
     let mut policy = Policy::new(&config.worker, &node_id);
+    // Budgets operators set through the API: a small prefix, each worker caches it.
+    let budgets: Store<Budget> = cache::spawn(
+        "budgets",
+        &client,
+        &config,
+        &config.keys.budget_prefix(),
+        &cancel,
+        &mut background,
+    );
+    let lease_watch = registration::LeaseWatch::default();
     // The task agent listens on loopback only: it is for this machine's task processes.
     let agent_listener = TcpListener::bind("127.0.0.1:0").await?;
     let (agent, agent_served) = agent::Agent::spawn(
         agent_listener,
-        &client,
-        &config,
-        &node_id,
-        resources.clone(),
+        agent::AgentParts {
+            client: &client,
+            config: &config,
+            node_id: &node_id,
+            resources: resources.clone(),
+            budgets,
+            lease: lease_watch.lease.subscribe(),
+        },
         cancel.clone(),
     )?;
     policy.agent = Some(agent);
@@ -303,7 +318,6 @@ pub async fn run(
     )
     .map_err(WorkerError::GuardStart)?;
     let guard_lost = guard.lost();
-    let lease_watch = registration::LeaseWatch::default();
     background.spawn(reporter::run(
         client.clone(),
         config.keys.clone(),

@@ -68,6 +68,33 @@ const PROBLEMS: &[(&str, &str, &str)] = &[
         "Not the leader, or etcd unavailable",
     ),
     ("clear_checkpoint", "422", "Name breaks the rules"),
+    ("list_domains", "400", "Bad limit"),
+    ("get_domain", "422", "Not a domain (lowercase host name)"),
+    (
+        "set_domain_budget",
+        "422",
+        "Bad domain, rate, concurrency or scope (the field is named)",
+    ),
+    (
+        "set_domain_budget",
+        "503",
+        "Not the leader, or etcd unavailable",
+    ),
+    (
+        "clear_domain_budget",
+        "404",
+        "No budget set for it through the API",
+    ),
+    (
+        "clear_domain_budget",
+        "422",
+        "Not a domain (lowercase host name)",
+    ),
+    (
+        "clear_domain_budget",
+        "503",
+        "Not the leader, or etcd unavailable",
+    ),
     ("resource_runs", "404", "No such resource"),
     ("resource_runs", "503", "etcd did not answer"),
     ("resource_runs", "422", "Name breaks the rules"),

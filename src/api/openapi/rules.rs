@@ -169,6 +169,11 @@ fn constrain_parameters(op: &mut Operation) {
         let RefOr::T(param) = param else { continue };
         let schema = match (param.parameter_in.clone(), param.name.as_str()) {
             (ParameterIn::Path, "name") | (ParameterIn::Query, "continue") => name_schema(),
+            (ParameterIn::Path, "domain") => ObjectBuilder::new()
+                .schema_type(Type::String)
+                .pattern(Some(crate::model::politeness::DOMAIN_PATTERN))
+                .max_length(Some(253))
+                .build(),
             (ParameterIn::Header, "if-match") => ObjectBuilder::new()
                 .schema_type(Type::String)
                 .pattern(Some(IF_MATCH))

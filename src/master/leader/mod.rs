@@ -10,10 +10,12 @@
 //! resources that need a worker are handed out in fenced txns of at most [`BATCH`] operations.
 
 mod assignment_keys;
+pub mod budgets;
 pub mod checkpoints;
 pub mod commit;
 mod history;
 mod operators;
+pub mod politeness;
 mod reassign;
 mod recurring;
 mod requests;

@@ -8,9 +8,16 @@
 //!
 //! A run starts with its task's last checkpoint in its work dir (`CRAWLER_CHECKPOINT_FILE`),
 //! whichever worker wrote it.
+//!
+//! Before each fetch a run asks for a slot of the site's politeness budget ([`pacer`]); the
+//! worker's shares of the fleet's budgets are renewed in the background ([`shares`]).
 
+mod acquire;
 pub mod checkpoints;
+pub mod pacer;
+mod refusal;
 mod serve;
+pub mod shares;
 
 pub use serve::AgentApi;
 
@@ -22,6 +29,7 @@ use std::time::Duration;
 use etcd_client::Client;
 use rand::RngExt;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::runner::TaskSpec;
@@ -30,8 +38,10 @@ use crate::etcd::cache::Store;
 use crate::etcd::timed;
 use crate::keys::KeyLayout;
 use crate::model::checkpoint::Checkpoint;
+use crate::model::politeness::Budget;
 use crate::model::resource::Resource;
 use checkpoints::Slots;
+use pacer::Pacer;
 
 /// The file in a task's working directory that holds its last checkpoint at start.
 pub const CHECKPOINT_FILE: &str = "checkpoint";
@@ -61,6 +71,23 @@ struct Inner {
     /// Secret → the live run it belongs to.
     runs: Mutex<HashMap<String, Ticket>>,
     slots: Slots,
+    pacer: Arc<Pacer>,
+}
+
+/// What the agent serves from.
+pub struct AgentParts<'a> {
+    /// The worker's etcd client.
+    pub client: &'a Client,
+    /// The worker's configuration.
+    pub config: &'a Config,
+    /// This worker's node id.
+    pub node_id: &'a str,
+    /// This worker's assignments.
+    pub resources: Store<Resource>,
+    /// The budgets set through the API.
+    pub budgets: Store<Budget>,
+    /// The worker's registration lease, which its demand lives on.
+    pub lease: watch::Receiver<Option<i64>>,
 }
 
 /// The agent's OpenAPI document as pretty JSON (`openapi/agent.json`).
@@ -107,20 +134,28 @@ impl Run {
 impl Drop for Run {
     fn drop(&mut self) {
         self.agent.runs().remove(&self.token);
+        self.agent.inner.pacer.release_run(&self.token);
     }
 }
 
 impl Agent {
-    /// Serves the agent on `listener` (loopback) until `cancel` fires.
+    /// Serves the agent on `listener` (loopback), and keeps the worker's shares renewed, until
+    /// `cancel` fires.
     pub fn spawn(
         listener: TcpListener,
-        client: &Client,
-        config: &Config,
-        node_id: &str,
-        resources: Store<Resource>,
+        parts: AgentParts<'_>,
         cancel: CancellationToken,
     ) -> std::io::Result<(Self, tokio::task::JoinHandle<()>)> {
+        let AgentParts {
+            client,
+            config,
+            node_id,
+            resources,
+            budgets,
+            lease,
+        } = parts;
         let address = listener.local_addr()?;
+        let pacer = Arc::new(Pacer::new(config.politeness.clone(), budgets));
         let agent = Self {
             inner: Arc::new(Inner {
                 url: format!("http://{address}{BASE_PATH}"),
@@ -133,15 +168,31 @@ impl Agent {
                 resources,
                 runs: Mutex::default(),
                 slots: Slots::default(),
+                pacer: Arc::clone(&pacer),
             }),
         };
+        let renewed = tokio::spawn(shares::run(
+            pacer,
+            client.clone(),
+            shares::Keys::of(&config.keys, node_id),
+            lease,
+            config.politeness.renew_interval,
+            config.etcd.request_timeout(),
+            cancel.clone(),
+        ));
         let app = serve::routes(agent.clone());
         let handle = tokio::spawn(async move {
             let _ = axum::serve(listener, app)
                 .with_graceful_shutdown(cancel.cancelled_owned())
                 .await;
+            let _ = renewed.await;
         });
         Ok((agent, handle))
+    }
+
+    /// The worker's shares of politeness budgets.
+    pub fn pacer(&self) -> &Pacer {
+        &self.inner.pacer
     }
 
     fn runs(&self) -> std::sync::MutexGuard<'_, HashMap<String, Ticket>> {

@@ -1,133 +1,36 @@
-//! The agent's routes: `PUT /agent/v1/checkpoint` and `GET /agent/v1/run`. Every request
-//! carries its run's secret as a bearer token: none is 401, one no live run holds is 403, and
-//! one whose run no longer holds the task's current assignment here is 409.
+//! The agent's routes: `PUT /agent/v1/checkpoint`, `GET /agent/v1/run`, and the politeness
+//! routes ([`super::acquire`]). Every request carries its run's secret as a bearer token
+//! ([`super::refusal`]).
 
 use axum::extract::{Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
-use axum::routing::{get, put};
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use serde::Serialize;
-use serde_json::json;
 use utoipa::ToSchema;
 
 use super::checkpoints::Outcome;
-use super::{Agent, BASE_PATH, Ticket};
+use super::refusal::{Refusal, authorized};
+use super::{Agent, BASE_PATH};
 use crate::body::{Read, drain, read_up_to};
 
 pub(super) fn routes(agent: Agent) -> Router {
     Router::new()
         .route(&format!("{BASE_PATH}/checkpoint"), put(put_checkpoint))
         .route(&format!("{BASE_PATH}/run"), get(get_run))
+        .route(
+            &format!("{BASE_PATH}/acquire"),
+            post(super::acquire::acquire),
+        )
+        .route(
+            &format!("{BASE_PATH}/release"),
+            post(super::acquire::release),
+        )
+        .route(
+            &format!("{BASE_PATH}/feedback"),
+            post(super::acquire::feedback),
+        )
         .fallback(|| async { Refusal::NoRoute })
         .with_state(agent)
-}
-
-/// Why the agent refused a request; each is one problem+json answer (RFC 9457).
-#[derive(Debug)]
-enum Refusal {
-    /// No such route.
-    NoRoute,
-    /// No bearer token.
-    NoToken,
-    /// A token no live run here holds.
-    NotARun,
-    /// The run no longer holds its task's current assignment here.
-    Stale { name: String, epoch: i64 },
-    /// Over `worker.checkpoint_bytes`; `drained` when the rest of the body was read.
-    TooLarge { limit: usize, drained: bool },
-    /// The body could not be read.
-    Unreadable(String),
-    /// etcd refused the write: the assignment is gone.
-    Moved,
-    /// etcd did not answer.
-    Unavailable(String),
-}
-
-impl IntoResponse for Refusal {
-    fn into_response(self) -> Response {
-        let (status, detail) = match &self {
-            Self::NoRoute => (StatusCode::NOT_FOUND, "no such route".to_owned()),
-            Self::NoToken => (
-                StatusCode::UNAUTHORIZED,
-                "send this run's CRAWLER_AGENT_TOKEN as 'Authorization: Bearer <token>'".to_owned(),
-            ),
-            Self::NotARun => (
-                StatusCode::FORBIDDEN,
-                "this token belongs to no live run on this worker (the run ended, or it is another's)"
-                    .to_owned(),
-            ),
-            Self::Stale { name, epoch } => (
-                StatusCode::CONFLICT,
-                format!(
-                    "task {name:?} at epoch {epoch} no longer runs here: it moved, was restarted or deleted; stop"
-                ),
-            ),
-            Self::TooLarge { limit, .. } => (
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!("a checkpoint holds at most {limit} bytes (worker.checkpoint_bytes)"),
-            ),
-            Self::Unreadable(error) => (
-                StatusCode::BAD_REQUEST,
-                format!("the body could not be read: {error}"),
-            ),
-            Self::Moved => (
-                StatusCode::CONFLICT,
-                "refused: this task's assignment to this worker is gone (it moved or was deleted); \
-                 the new run's checkpoint stands; stop"
-                    .to_owned(),
-            ),
-            Self::Unavailable(error) => (
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!("etcd did not answer, nothing was written: {error}"),
-            ),
-        };
-        let body = json!({
-            "type": "about:blank",
-            "title": status.canonical_reason().unwrap_or("error"),
-            "status": status.as_u16(),
-            "detail": detail,
-        });
-        let mut response = (status, body.to_string()).into_response();
-        let headers = response.headers_mut();
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/problem+json"),
-        );
-        match self {
-            Self::NoToken => {
-                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-            }
-            Self::TooLarge { drained: false, .. } => {
-                headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
-            }
-            Self::Unavailable(_) => {
-                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-            }
-            _ => {}
-        }
-        response
-    }
-}
-
-/// The live run the request's secret names, still holding its task here.
-fn authorized(agent: &Agent, req: &Request) -> Result<Ticket, Refusal> {
-    let token = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim)
-        .filter(|t| !t.is_empty())
-        .ok_or(Refusal::NoToken)?;
-    match agent.ticket(token) {
-        None => Err(Refusal::NotARun),
-        Some(Err(ticket)) => Err(Refusal::Stale {
-            name: ticket.name,
-            epoch: ticket.epoch,
-        }),
-        Some(Ok(ticket)) => Ok(ticket),
-    }
 }
 
 /// What a run is.
@@ -218,8 +121,9 @@ async fn put_checkpoint(
 #[derive(utoipa::OpenApi)]
 #[openapi(
     info(title = "crawler task agent", description = "What a worker serves its own task processes on loopback, at CRAWLER_AGENT_URL, with CRAWLER_AGENT_TOKEN as the bearer token."),
-    paths(get_run, put_checkpoint),
-    components(schemas(RunView, StoredView)),
+    paths(get_run, put_checkpoint, super::acquire::acquire, super::acquire::release, super::acquire::feedback),
+    components(schemas(RunView, StoredView, super::acquire::AcquireRequest, super::acquire::AcquireView,
+        super::acquire::ReleaseRequest, super::acquire::FeedbackRequest)),
     modifiers(&RunToken)
 )]
 /// The agent's OpenAPI document (`openapi/agent.json`).
