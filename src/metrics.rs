@@ -49,6 +49,13 @@ pub struct WorkerLabels {
     pub worker: String,
 }
 
+/// Labels naming a politeness domain (the busiest ones, then `other`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DomainLabels {
+    /// The domain, or `other`.
+    pub domain: String,
+}
+
 /// Labels naming a task state.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StateLabels {
@@ -123,6 +130,12 @@ pub struct Metrics {
     pub workers: Gauge,
     /// Resources assigned per worker.
     pub worker_load: Family<WorkerLabels, Gauge>,
+    /// Requests/s granted to the busiest domains' shares, and to the rest as `other`.
+    pub domain_granted: Family<DomainLabels, Gauge<f64, AtomicU64>>,
+    /// Requests/s tasks used, likewise.
+    pub domain_used: Family<DomainLabels, Gauge<f64, AtomicU64>>,
+    /// Requests waiting for a slot, likewise.
+    pub domain_waiting: Family<DomainLabels, Gauge>,
     /// Tasks by the state their workers report (`unknown`: no report).
     pub tasks: Family<StateLabels, Gauge>,
     /// Restarts of the tasks now reported, summed.
@@ -186,6 +199,9 @@ impl Metrics {
         let compacted_revision = Gauge::default();
         let workers = Gauge::default();
         let worker_load = Family::<WorkerLabels, Gauge>::default();
+        let domain_granted = Family::<DomainLabels, Gauge<f64, AtomicU64>>::default();
+        let domain_used = Family::<DomainLabels, Gauge<f64, AtomicU64>>::default();
+        let domain_waiting = Family::<DomainLabels, Gauge>::default();
         let tasks = Family::<StateLabels, Gauge>::default();
         let task_restarts = Gauge::default();
         let task_start = Histogram::new(exponential_buckets(0.005, 2.0, 14));
@@ -339,6 +355,21 @@ impl Metrics {
             worker_load.clone(),
         );
         registry.register(
+            "domain_granted_rate",
+            "Requests/s of politeness shares granted, for the busiest domains and the rest (other)",
+            domain_granted.clone(),
+        );
+        registry.register(
+            "domain_used_rate",
+            "Requests/s tasks took, for the busiest domains and the rest (other)",
+            domain_used.clone(),
+        );
+        registry.register(
+            "domain_waiting",
+            "Requests waiting for a politeness slot, for the busiest domains and the rest (other)",
+            domain_waiting.clone(),
+        );
+        registry.register(
             "tasks",
             "Tasks by the state their workers report",
             tasks.clone(),
@@ -379,6 +410,9 @@ impl Metrics {
             compacted_revision,
             workers,
             worker_load,
+            domain_granted,
+            domain_used,
+            domain_waiting,
             tasks,
             task_restarts,
             task_start,

@@ -236,6 +236,25 @@ async fn create_in_the_dashboard_then_watch_a_dead_workers_resource_move() {
     )
     .await;
 
+    // A budget set through the API shows in the domains panel.
+    let resp = http()
+        .put(format!("{}/api/v1/domains/site.test", master.url))
+        .json(&serde_json::json!({"rate": 20, "concurrency": 8}))
+        .send()
+        .await
+        .expect("put");
+    assert_eq!(resp.status(), 200);
+    eventually(
+        "the domains panel shows the budget",
+        Duration::from_secs(20),
+        || async {
+            let text = driver.text("#domains").await?;
+            (text.contains("site.test") && text.contains("20/s") && text.contains("(api)"))
+                .then_some(())
+        },
+    )
+    .await;
+
     // Create through the UI.
     driver.type_into("#name", "from-the-ui").await;
     driver.click("#create-button").await;

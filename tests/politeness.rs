@@ -268,6 +268,11 @@ async fn twelve_tasks_on_three_workers_keep_one_budget_through_a_leader_kill_and
         .and_then(|d| d.iter().find(|v| v["domain"] == "site.test").cloned())
         .expect("site.test listed");
     println!("measured: /api/v1/domains shows {shown}");
+    let metrics = metrics_text(&follower).await;
+    assert!(
+        metrics.contains("crawler_domain_granted_rate{domain=\"site.test\"}"),
+        "the follower's metrics show the domain's grants"
+    );
     assert_eq!(shown["budget"]["rate"], RATE);
     assert_eq!(shown["source"], "api");
     assert!(shown["granted"]["rate"].as_f64().unwrap_or(0.0) <= RATE * 1.0001);
@@ -357,6 +362,9 @@ async fn twelve_tasks_on_three_workers_keep_one_budget_through_a_leader_kill_and
     workers.clear();
 }
 
+/// A request to the agent: route, token, body; the status and problem field it must get.
+type Case<'a> = (&'a str, Option<&'a str>, String, u16, Option<&'a str>);
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_requests_to_the_agent_get_clear_answers_naming_the_field() {
     let etcd = Etcd::start().await;
@@ -393,7 +401,7 @@ async fn bad_requests_to_the_agent_get_clear_answers_naming_the_field() {
         }
         request.send()
     };
-    let cases: Vec<(&str, Option<&str>, String, u16, Option<&str>)> = vec![
+    let cases: Vec<Case> = vec![
         (
             "/acquire",
             None,

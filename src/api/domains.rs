@@ -103,7 +103,7 @@ impl Politeness {
     }
 
     /// Views of every domain known, or of `only`.
-    fn views(&self, only: Option<&str>) -> Vec<DomainView> {
+    pub(super) fn views(&self, only: Option<&str>) -> Vec<DomainView> {
         let demands = self.demand.snapshot().objects;
         let shares = self.shares.snapshot().objects;
         let mut names: BTreeSet<String> = self.config.domains.keys().cloned().collect();

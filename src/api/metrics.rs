@@ -101,6 +101,7 @@ pub async fn render(State(state): State<AppState>) -> impl axum::response::IntoR
                 .set(count);
         }
         m.task_restarts.set(restarts);
+        domains(&state, m);
         let waiting = state.leader.waiting();
         for wait in crate::model::waiting::Wait::ALL {
             let n = waiting.get(&wait).copied().unwrap_or(0);
@@ -118,4 +119,44 @@ pub async fn render(State(state): State<AppState>) -> impl axum::response::IntoR
         )],
         text,
     )
+}
+
+/// Domains shown by name in the metrics; the rest are summed as `other`.
+const TOP_DOMAINS: usize = 20;
+
+/// The busiest domains' figures, then the rest as `other`: a bounded number of series however
+/// many domains the fleet crawls.
+fn domains(state: &AppState, m: &Metrics) {
+    m.domain_granted.clear();
+    m.domain_used.clear();
+    m.domain_waiting.clear();
+    let views = state.politeness.views(None);
+    let mut other = (0.0, 0.0, 0i64, false);
+    for (i, v) in views.iter().enumerate() {
+        if i < TOP_DOMAINS {
+            let labels = crate::metrics::DomainLabels {
+                domain: v.domain.clone(),
+            };
+            m.domain_granted.get_or_create(&labels).set(v.granted.rate);
+            m.domain_used.get_or_create(&labels).set(v.used);
+            m.domain_waiting
+                .get_or_create(&labels)
+                .set(i64::from(v.waiting));
+        } else {
+            other = (
+                other.0 + v.granted.rate,
+                other.1 + v.used,
+                other.2 + i64::from(v.waiting),
+                true,
+            );
+        }
+    }
+    if other.3 {
+        let labels = crate::metrics::DomainLabels {
+            domain: "other".to_owned(),
+        };
+        m.domain_granted.get_or_create(&labels).set(other.0);
+        m.domain_used.get_or_create(&labels).set(other.1);
+        m.domain_waiting.get_or_create(&labels).set(other.2);
+    }
 }

@@ -8,7 +8,7 @@
 //!
 //! One file per scenario (`reads.rs`, `creates.rs`, `follower.rs`, `propagation.rs`, `failover.rs`,
 //! `scale.rs`, `ids.rs`, `scheduling.rs`, `fanout.rs`, `workers.rs`, `real_load.rs`, `soak/`,
-//! `recurring.rs`, `placement.rs`), over a
+//! `recurring.rs`, `placement.rs`, `politeness.rs`), over a
 //! shared `harness.rs` and `report.rs`; this file runs them in order.
 
 mod creates;
@@ -19,6 +19,7 @@ mod harness;
 mod ids;
 pub mod load;
 mod placement;
+mod politeness;
 mod propagation;
 mod reads;
 mod real_load;
@@ -43,6 +44,7 @@ use follower::through_follower;
 use harness::{http_client, is_ready, is_ready_leader, wait_until};
 use ids::ids;
 use placement::placement;
+use politeness::politeness;
 use propagation::propagation;
 use reads::cached_read;
 use real_load::real_load;
@@ -155,6 +157,9 @@ pub async fn run(options: BenchOptions) -> Result<(), ToolError> {
     }
     if options.runs(14) {
         placement(&mut report, q).await?;
+    }
+    if options.runs(15) {
+        politeness(&mut report, q).await?;
     }
 
     let total = started.elapsed();
