@@ -15,7 +15,7 @@ use std::time::Instant;
 
 use etcd_client::TxnOp;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use super::{BATCH, Leader, WriteError};
 use crate::config::PolitenessConfig;
@@ -103,14 +103,11 @@ impl Leader {
         }
     }
 
-    async fn serve_politeness(
+    /// The shares in force, read from etcd: worker → grants and the key's mod revision.
+    async fn read_shares(
         &self,
-        fence: &Fence,
-        caches: &PolitenessCaches,
-        config: &PolitenessConfig,
-    ) -> Result<(), WriteError> {
-        let keys = &self.inner.config.keys;
-        let prefix = keys.shares_prefix();
+    ) -> Result<HashMap<String, (BTreeMap<String, Grant>, i64)>, WriteError> {
+        let prefix = self.inner.config.keys.shares_prefix();
         let mut written = HashMap::new();
         crate::etcd::client::list_prefix(
             &self.inner.client,
@@ -128,6 +125,16 @@ impl Leader {
             },
         )
         .await?;
+        Ok(written)
+    }
+
+    async fn serve_politeness(
+        &self,
+        fence: &Fence,
+        caches: &PolitenessCaches,
+        config: &PolitenessConfig,
+    ) -> Result<(), WriteError> {
+        let written = self.read_shares().await?;
         let mut state = TermState {
             started: Instant::now(),
             learning: true,
@@ -149,8 +156,19 @@ impl Leader {
                     while demand_changes.try_recv().is_some() {}
                 }
             }
-            self.politeness_round(fence, caches, config, &mut state)
-                .await?;
+            match self
+                .politeness_round(fence, caches, config, &mut state)
+                .await
+            {
+                Ok(()) => {}
+                Err(e @ (WriteError::Deposed | WriteError::NotLeader)) => return Err(e),
+                Err(error) => {
+                    // A write whose outcome is unknown may have applied: what is in force is
+                    // read again before the next split (cuts stay held meanwhile).
+                    warn!(%error, "politeness: shares not written; reading them again");
+                    state.written = self.read_shares().await?;
+                }
+            }
         }
     }
 
@@ -270,7 +288,7 @@ impl Leader {
                 changed.push((worker.clone(), None));
             }
         }
-        for chunk in changed.chunks(BATCH) {
+        for chunk in chunks(&changed, |(_, g)| g.as_ref().map_or(0, |g| g.len() * 64)) {
             let ops: Vec<TxnOp> = chunk
                 .iter()
                 .map(|(worker, grants)| {
@@ -318,6 +336,27 @@ impl Leader {
     }
 }
 
+/// Most bytes (estimated) of shares in one txn: well under etcd's 1.5 MiB request limit.
+const TXN_BYTES: usize = 512 * 1024;
+
+/// `items` in runs of at most [`BATCH`] and about [`TXN_BYTES`] (one item alone may be more).
+fn chunks<T>(items: &[T], size: impl Fn(&T) -> usize) -> Vec<&[T]> {
+    let mut runs = Vec::new();
+    let (mut start, mut bytes) = (0, 0);
+    for (i, item) in items.iter().enumerate() {
+        let n = size(item);
+        if i > start && (i - start == BATCH || bytes + n > TXN_BYTES) {
+            runs.push(&items[start..i]);
+            (start, bytes) = (i, 0);
+        }
+        bytes += n;
+    }
+    if start < items.len() {
+        runs.push(&items[start..]);
+    }
+    runs
+}
+
 /// Whether grants differ by more than 2 % of a rate, or by any slot or domain.
 fn differ(old: &BTreeMap<String, Grant>, new: &BTreeMap<String, Grant>) -> bool {
     old.len() != new.len()
@@ -326,4 +365,25 @@ fn differ(old: &BTreeMap<String, Grant>, new: &BTreeMap<String, Grant>) -> bool 
                 || a.concurrency != b.concurrency
                 || (a.rate - b.rate).abs() > a.rate.max(b.rate) * 0.02
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shares_go_in_txns_bounded_by_count_and_bytes() {
+        let small = vec![1usize; 300];
+        let runs = chunks(&small, |_| 10);
+        assert_eq!(
+            runs.iter().map(|r| r.len()).collect::<Vec<_>>(),
+            [BATCH, BATCH, 46]
+        );
+        let large = vec![200 * 1024usize; 5];
+        let runs = chunks(&large, |n| *n);
+        assert_eq!(runs.iter().map(|r| r.len()).collect::<Vec<_>>(), [2, 2, 1]);
+        let huge = vec![2 * 1024 * 1024usize; 2];
+        assert_eq!(chunks(&huge, |n| *n).len(), 2, "one item alone may be more");
+        assert!(chunks(&Vec::<usize>::new(), |n| *n).is_empty());
+    }
 }
