@@ -8,7 +8,7 @@ use etcd_client::{Client, PutOptions, Txn, TxnOp};
 use futures_util::StreamExt;
 use serde_json::json;
 
-use crate::tools::procs::ToolError;
+use crate::tools::procs::{self, Proc, ToolError};
 
 pub(super) fn http_client(concurrency: usize) -> Result<reqwest::Client, ToolError> {
     Ok(reqwest::Client::builder()
@@ -203,4 +203,11 @@ pub(super) async fn worker_tasks<T>(
             None => return Some(acc),
         }
     }
+}
+
+/// CPU seconds `p` has used (its own, not its children's).
+pub(super) fn cpu(p: &Proc) -> f64 {
+    p.pid()
+        .and_then(procs::cpu_seconds)
+        .map_or(0.0, |(own, _)| own)
 }

@@ -12,12 +12,12 @@ use std::time::{Duration, Instant};
 
 use etcd_client::{Client, EventType, GetOptions, PutOptions, WatchOptions};
 
-use super::harness::{http_client, is_ready, is_ready_leader, wait_until};
+use super::harness::{cpu, http_client, is_ready, is_ready_leader, wait_until};
 use super::report::{Report, ms};
 use crate::keys::KeyLayout;
 use crate::model::politeness::{Demand, Shares, Want};
 use crate::object::Object;
-use crate::tools::procs::{self, MOVE_AT_ONCE, Proc, Scratch, ToolError};
+use crate::tools::procs::{self, MOVE_AT_ONCE, Scratch, ToolError};
 
 const WAIT: Duration = Duration::from_secs(120);
 
@@ -32,12 +32,6 @@ fn config(dir: &Path) -> Result<PathBuf, ToolError> {
         ),
     )?;
     Ok(path)
-}
-
-fn cpu(p: &Proc) -> f64 {
-    p.pid()
-        .and_then(procs::cpu_seconds)
-        .map_or(0.0, |(own, _)| own)
 }
 
 fn domain(d: usize) -> String {

@@ -12,7 +12,7 @@ use etcd_client::Client;
 use serde_json::json;
 
 use super::harness::{
-    bulk_put, get_json, go_worker, http_client, is_ready, is_ready_leader, wait_until,
+    bulk_put, cpu, get_json, go_worker, http_client, is_ready, is_ready_leader, wait_until,
 };
 use super::load::percentile;
 use super::report::{Report, ms};
@@ -53,12 +53,6 @@ fn at_rest(i: usize, now_ms: i64, keys: &KeyLayout) -> [(String, String); 2] {
         (keys.resource_key(&name), value.clone()),
         (keys.assignment_key(&node, &name), value),
     ]
-}
-
-fn cpu(p: &Proc) -> f64 {
-    p.pid()
-        .and_then(procs::cpu_seconds)
-        .map_or(0.0, |(own, _)| own)
 }
 
 /// CPU seconds per second of `a` and `b` over `window`.
