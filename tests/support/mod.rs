@@ -264,18 +264,27 @@ pub async fn wait_ready(master: &str) {
     .await;
 }
 
-/// Waits until one of `masters` says it is the leader and is ready; returns its index.
+/// Waits until one of `masters` says it is the leader and is ready, and every other one of
+/// them knows it (so a write sent to any of them is forwarded, not refused for want of a
+/// leader); returns its index.
 pub async fn ready_leader(masters: &[&str], timeout: Duration) -> usize {
-    eventually("a ready leader", timeout, || async {
+    eventually("a ready leader, known to every master", timeout, || async {
         for (i, m) in masters.iter().enumerate() {
             let Some(c) = cluster(m).await else { continue };
             if c["self"]["role"] != "leader" {
                 continue;
             }
             let ready = http().get(format!("{m}/readyz")).send().await.ok()?;
-            if ready.status() == 200 {
-                return Some(i);
+            if ready.status() != 200 {
+                continue;
             }
+            let url = c["leader"]["url"].as_str()?.to_owned();
+            for other in masters {
+                if cluster(other).await?["leader"]["url"].as_str() != Some(url.as_str()) {
+                    return None;
+                }
+            }
+            return Some(i);
         }
         None
     })
