@@ -27,7 +27,7 @@ use crate::model::politeness::{Budget, Demand, Grant, Shares, budget_for};
 use crate::object::Object;
 
 /// Least time between two rounds.
-const ROUND_GAP: std::time::Duration = std::time::Duration::from_millis(50);
+const ROUND_GAP: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// The caches the duty reads.
 #[derive(Clone)]
@@ -146,16 +146,19 @@ impl Leader {
         let mut demand_changes = caches.demand.subscribe();
         let mut tick = tokio::time::interval(config.renew_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last = Instant::now();
         loop {
             // A round per renewal, and one soon after a worker's demand changes (a new domain
-            // is granted within a round trip), never more often than every ROUND_GAP.
+            // is granted within a round trip), never more often than every ROUND_GAP: changes
+            // that come faster are split together.
             tokio::select! {
                 _ = tick.tick() => {}
                 Some(_) = demand_changes.recv() => {
-                    tokio::time::sleep(ROUND_GAP).await;
+                    tokio::time::sleep_until((last + ROUND_GAP).into()).await;
                     while demand_changes.try_recv().is_some() {}
                 }
             }
+            last = Instant::now();
             match self
                 .politeness_round(fence, caches, config, &mut state)
                 .await
