@@ -193,9 +193,18 @@ impl Throttle {
         if let Some(ms) = want.crawl_delay_ms.filter(|ms| *ms > 0) {
             self.crawl_delay = Some((ms, now));
         }
-        let before = self.counts.insert(worker.to_owned(), want.throttled);
         // A worker seen for the first time brings its whole count; a restarted one starts at 0.
-        matches!(before, Some(b) if want.throttled > b)
+        match self.counts.get_mut(worker) {
+            Some(count) => {
+                let grew = want.throttled > *count;
+                *count = want.throttled;
+                grew
+            }
+            None => {
+                self.counts.insert(worker.to_owned(), want.throttled);
+                false
+            }
+        }
     }
 
     /// One round: cut if `throttled` and no cut within `lease`, else recover a tenth of the

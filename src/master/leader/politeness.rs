@@ -128,13 +128,30 @@ impl Leader {
         Ok(written)
     }
 
+    /// The shares in force, read again every renewal until etcd answers: the duty splits
+    /// nothing meanwhile (shares already written stay in force), and the term's end stops it.
+    async fn read_shares_until_read(
+        &self,
+        config: &PolitenessConfig,
+    ) -> HashMap<String, (BTreeMap<String, Grant>, i64)> {
+        loop {
+            match self.read_shares().await {
+                Ok(written) => return written,
+                Err(error) => {
+                    warn!(%error, "politeness: shares in force not read; trying again");
+                    tokio::time::sleep(config.renew_interval).await;
+                }
+            }
+        }
+    }
+
     async fn serve_politeness(
         &self,
         fence: &Fence,
         caches: &PolitenessCaches,
         config: &PolitenessConfig,
     ) -> Result<(), WriteError> {
-        let written = self.read_shares().await?;
+        let written = self.read_shares_until_read(config).await;
         let mut state = TermState {
             started: Instant::now(),
             learning: true,
@@ -169,7 +186,7 @@ impl Leader {
                     // A write whose outcome is unknown may have applied: what is in force is
                     // read again before the next split (cuts stay held meanwhile).
                     warn!(%error, "politeness: shares not written; reading them again");
-                    state.written = self.read_shares().await?;
+                    state.written = self.read_shares_until_read(config).await;
                 }
             }
         }
