@@ -293,7 +293,8 @@ async fn go_gateway_routes_swagger_and_cors() {
     })
     .await;
     let _worker = start_worker(test_config(std::slice::from_ref(&c.etcd.url)), 5, 100).await;
-    wait_workers(c.url(0), 1).await;
+    // The leader places the create, so it must have seen the worker, not only master 0.
+    wait_workers(c.url(c.leader), 1).await;
     let f = c.followers()[0];
     let (status, _, node) = send(
         reqwest::Method::POST,
