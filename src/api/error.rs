@@ -26,6 +26,9 @@ pub struct Problem {
     /// The offending input field, where there is one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
+    /// The role the request needs, when the caller's is too low (403).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
     /// URL of the current leader, when the request needs the leader.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub leader: Option<String>,
@@ -87,6 +90,14 @@ pub enum ApiError {
     #[error("{detail}")]
     Unauthorized {
         /// What is wrong.
+        detail: String,
+    },
+    /// The token is valid but its role does not allow the request.
+    #[error("{detail}")]
+    Forbidden {
+        /// The role the request needs.
+        needed: crate::model::role::Role,
+        /// What was refused, and why.
         detail: String,
     },
     /// The route exists but not with this method.
@@ -154,6 +165,7 @@ impl ApiError {
                 "Precondition failed",
             ),
             Self::Unauthorized { .. } => (StatusCode::UNAUTHORIZED, "unauthorized", "Unauthorized"),
+            Self::Forbidden { .. } => (StatusCode::FORBIDDEN, "forbidden", "Forbidden"),
             Self::MethodNotAllowed => (
                 StatusCode::METHOD_NOT_ALLOWED,
                 "method-not-allowed",
@@ -209,12 +221,17 @@ impl ApiError {
             }
             other => other.to_string(),
         };
+        let role = match self {
+            Self::Forbidden { needed, .. } => Some(needed.as_str().to_owned()),
+            _ => None,
+        };
         Problem {
             kind: format!("urn:crawler:problem:{slug}"),
             title: title.to_owned(),
             status: status.as_u16(),
             detail,
             field,
+            role,
             leader,
         }
     }

@@ -26,6 +26,7 @@ pub mod proxy;
 pub mod rendered;
 pub mod resource_view;
 pub mod resources;
+pub mod roles;
 pub mod schedules;
 pub mod status_view;
 pub mod tasks;

@@ -5,7 +5,7 @@
 //! 3. the deadline (`http.request_timeout_ms`, then 503);
 //! 4. `min_revision` on reads, and the visibility headers on every answer below this point;
 //! 5. the whole body, read before anything may answer ([`body`](super::body));
-//! 6. the token ([`auth`](super::auth));
+//! 6. the token and the caller's role ([`auth`](super::auth), [`roles`](super::roles));
 //! 7. a follower's forwarding of writes to the leader ([`proxy`](super::proxy)).
 //!
 //! One layer rather than one per stage: each axum `from_fn` layer boxes the request's future
@@ -37,7 +37,7 @@ pub async fn pipeline(State(state): State<AppState>, mut req: Request, next: Nex
         .unwrap_or_else(|| format!("{:016x}", rand::random::<u64>()));
     let value = HeaderValue::from_str(&id).unwrap_or_else(|_| HeaderValue::from_static("invalid"));
     req.headers_mut().insert(REQUEST_ID, value.clone());
-    let span = tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.uri().path());
+    let span = tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.uri().path(), caller = tracing::field::Empty);
     let mut response = counted(&state, req, next).instrument(span).await;
     // A forwarded write's response already carries the id as the leader saw it.
     if !response.headers().contains_key(REQUEST_ID) {
@@ -87,7 +87,9 @@ async fn admitted(state: &AppState, req: Request) -> Result<Request, Response> {
     consistency::wait_if_asked(state, req.method(), req.uri())
         .await
         .map_err(IntoResponse::into_response)?;
-    let req = body::read_whole(state, req).await?;
-    auth::check(state, &req).map_err(IntoResponse::into_response)?;
+    let mut req = body::read_whole(state, req).await?;
+    let caller = auth::check(state, &req).map_err(IntoResponse::into_response)?;
+    tracing::Span::current().record("caller", &*caller.name);
+    req.extensions_mut().insert(caller);
     proxy::forward_writes(state, req).await
 }

@@ -12,6 +12,7 @@ use axum::response::IntoResponse;
 use serde::Deserialize;
 use utoipa::ToSchema;
 
+use super::auth::Caller;
 use super::constraints;
 use super::extract::{ApiJson, ApiPath};
 use super::labels::{MAX_LABELS, check_all, check_labels, set_labels};
@@ -23,6 +24,7 @@ use crate::master::leader::{Init, WriteError, Written};
 use crate::model::name;
 use crate::model::recurrence::Recurrence;
 use crate::model::resource::Resource;
+use crate::model::role::Role;
 
 /// Body of a create.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -319,6 +321,18 @@ pub async fn replace(
     updated(&state, written)
 }
 
+/// True when a patch only suspends or resumes a schedule: what an operator may do.
+fn suspends_only(body: &PatchResource) -> bool {
+    body.labels.as_ref().is_none_or(|l| l.is_empty())
+        && body.assigned_node.is_none()
+        && body.placement.is_none()
+        && body
+            .schedule
+            .as_ref()
+            .and_then(|s| s.as_object())
+            .is_some_and(|s| s.len() == 1 && s.get("suspend").is_some_and(|v| v.is_boolean()))
+}
+
 /// Changes some of what users may change (JSON merge patch).
 #[utoipa::path(patch, path = "/api/v1/resources/{name}", tag = "resources", operation_id = "patch_resource",
     params(("name" = String, Path, description = "Resource name"),
@@ -331,9 +345,16 @@ pub async fn replace(
 pub async fn patch(
     State(state): State<AppState>,
     ApiPath(raw): ApiPath<String>,
+    caller: Caller,
     headers: HeaderMap,
     ApiJson(body): ApiJson<PatchResource>,
 ) -> Result<impl IntoResponse, ApiError> {
+    if !suspends_only(&body) {
+        caller.require(
+            Role::Admin,
+            "a PATCH that changes more than `schedule.suspend`",
+        )?;
+    }
     let name = checked_name(&raw)?;
     let wanted = if_match(&headers)?;
     let changes = body.labels.unwrap_or_default();

@@ -11,9 +11,11 @@ use serde::Deserialize;
 
 use crate::keys::KeyLayout;
 
+mod auth;
 mod politeness;
 mod runners;
 mod scheduling;
+pub use auth::{AuthConfig, ClientConfig, parse_digest};
 pub use politeness::PolitenessConfig;
 pub use runners::{Missing, RunnerRule, Runners};
 pub use scheduling::SchedulingConfig;
@@ -234,27 +236,6 @@ pub struct HttpConfig {
     pub drain_timeout_ms: u64,
 }
 
-/// Who may use the API.
-#[derive(Clone, Deserialize, Default)]
-#[serde(default, deny_unknown_fields)]
-pub struct AuthConfig {
-    /// Bearer tokens accepted by the API. The environment variable `CRAWLER_API_TOKENS`
-    /// (comma-separated) adds more. With none, the API is open.
-    pub tokens: Vec<String>,
-    /// Require a token for reads too (writes always need one when tokens are set).
-    pub protect_reads: bool,
-}
-
-impl std::fmt::Debug for AuthConfig {
-    // Tokens are secrets: never printed.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AuthConfig")
-            .field("tokens", &format_args!("[{} redacted]", self.tokens.len()))
-            .field("protect_reads", &self.protect_reads)
-            .finish()
-    }
-}
-
 impl Default for HttpConfig {
     fn default() -> Self {
         Self {
@@ -459,11 +440,7 @@ impl Config {
                 "etcd.tls: cert_file and key_file go together".into(),
             ));
         }
-        if self.auth.tokens.iter().any(|t| t.trim().len() < 16) {
-            return Err(ConfigError::Invalid(
-                "auth.tokens: every token must be at least 16 characters".into(),
-            ));
-        }
+        self.auth.validate()?;
         if self.http.max_body_bytes == 0 {
             return Err(ConfigError::Invalid(
                 "http.max_body_bytes must be positive".into(),

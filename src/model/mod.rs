@@ -4,8 +4,9 @@
 //! report them ([`status`]), and the fleet's scheduling state and assignment histories
 //! ([`schedule`]), each resource's history of assignments and runs ([`history`]), and
 //! recurring crawls' schedules ([`recurrence`]), tasks' checkpoints ([`checkpoint`]), where a
-//! task may run ([`constraints`]), why one waits ([`waiting`]), and politeness budgets, what
-//! workers want of them and the leader's shares ([`politeness`]).
+//! task may run ([`constraints`]), why one waits ([`waiting`]), politeness budgets, what
+//! workers want of them and the leader's shares ([`politeness`]), and the API's roles
+//! ([`role`]).
 //!
 //! Codecs and pure rules only: nothing here does I/O, and nothing here knows which process it
 //! runs in.
@@ -20,6 +21,7 @@ pub mod politeness;
 pub mod recurrence;
 pub mod registry;
 pub mod resource;
+pub mod role;
 pub mod schedule;
 pub mod snowflake;
 pub mod status;

@@ -8,16 +8,18 @@ use super::AppState;
 
 mod placement;
 mod problems;
+pub mod roles;
 mod rules;
 mod schedule;
 
+use roles::Roles;
 use rules::CommonRules;
 
 /// The API description.
 #[derive(OpenApi)]
 #[openapi(
-    modifiers(&CommonRules),
-    info(title = "crawler master", description = "Control plane of a distributed web crawler.\n\nEvery master serves reads from its cache and forwards writes to the leader. Every response carries `X-Served-By` (the master's id), `X-Leader` (the leader's URL, when known) and `X-Etcd-Revision` (reads: the revision the cache reflected; writes: the revision of the write). Any GET accepts `?min_revision=N`: it waits up to 3 s for the cache to reach N, then answers 503 with `Retry-After`. Errors are RFC 9457 problem+json."),
+    modifiers(&Roles, &CommonRules),
+    info(title = "crawler master", description = "Control plane of a distributed web crawler.\n\nEvery master serves reads from its cache and forwards writes to the leader. Every response carries `X-Served-By` (the master's id), `X-Leader` (the leader's URL, when known) and `X-Etcd-Revision` (reads: the revision the cache reflected; writes: the revision of the write). Any GET accepts `?min_revision=N`: it waits up to 3 s for the cache to reach N, then answers 503 with `Retry-After`. Errors are RFC 9457 problem+json. When tokens are configured, each operation needs a role (`viewer`, `operator` or `admin`), named by its `x-crawler-role` and its description; a lower one gets 403 naming it."),
     paths(
         super::health::healthz,
         super::health::readyz,
