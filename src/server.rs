@@ -262,6 +262,7 @@ impl Master {
             trends,
             forwarder,
             auth,
+            quotas: crate::api::quotas::Quotas::new(&config.quotas),
             metrics,
             http: config.http.clone(),
             draining: CancellationToken::new(),

@@ -29,6 +29,8 @@ pub struct Caller {
     pub name: Arc<str>,
     /// What it may do.
     pub role: Role,
+    /// True when a token named it (false: `anonymous`, told apart by address in quotas).
+    pub named: bool,
 }
 
 impl Caller {
@@ -36,6 +38,7 @@ impl Caller {
         Self {
             name: Arc::from("anonymous"),
             role,
+            named: false,
         }
     }
 
@@ -157,6 +160,7 @@ impl Auth {
                 found = Some(Caller {
                     name: client.name.clone(),
                     role: client.role,
+                    named: true,
                 });
             }
         }
@@ -261,6 +265,7 @@ mod tests {
         let caller = Caller {
             name: Arc::from("team"),
             role: Role::Viewer,
+            named: true,
         };
         assert!(caller.require(Role::Viewer, "GET").is_ok());
         match caller.require(Role::Operator, "POST /api/v1/cluster/thaw") {

@@ -100,6 +100,14 @@ pub enum ApiError {
         /// What was refused, and why.
         detail: String,
     },
+    /// The caller used up a quota (its request rate, or its open streams).
+    #[error("{detail}")]
+    TooManyRequests {
+        /// Which quota, and what to do.
+        detail: String,
+        /// Seconds to wait.
+        retry_after: u32,
+    },
     /// The route exists but not with this method.
     #[error("method not allowed on this route")]
     MethodNotAllowed,
@@ -166,6 +174,11 @@ impl ApiError {
             ),
             Self::Unauthorized { .. } => (StatusCode::UNAUTHORIZED, "unauthorized", "Unauthorized"),
             Self::Forbidden { .. } => (StatusCode::FORBIDDEN, "forbidden", "Forbidden"),
+            Self::TooManyRequests { .. } => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "too-many-requests",
+                "Too many requests",
+            ),
             Self::MethodNotAllowed => (
                 StatusCode::METHOD_NOT_ALLOWED,
                 "method-not-allowed",
@@ -257,6 +270,9 @@ impl IntoResponse for ApiError {
             }
             Self::NotLeader { .. } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(1u32));
+            }
+            Self::TooManyRequests { retry_after, .. } => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));
             }
             Self::Unauthorized { .. } => {
                 headers.insert(

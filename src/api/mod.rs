@@ -23,6 +23,7 @@ pub mod openapi;
 pub mod pipeline;
 pub mod placement;
 pub mod proxy;
+pub mod quotas;
 pub mod rendered;
 pub mod resource_view;
 pub mod resources;
@@ -108,6 +109,8 @@ pub struct AppParts {
     pub forwarder: proxy::Forwarder,
     /// Who may use the API.
     pub auth: auth::Auth,
+    /// What one caller may take of this master.
+    pub quotas: quotas::Quotas,
     /// Prometheus metrics.
     pub metrics: Arc<crate::metrics::Metrics>,
     /// HTTP settings.

@@ -6,7 +6,8 @@
 //! 4. `min_revision` on reads, and the visibility headers on every answer below this point;
 //! 5. the whole body, read before anything may answer ([`body`](super::body));
 //! 6. the token and the caller's role ([`auth`](super::auth), [`roles`](super::roles));
-//! 7. a follower's forwarding of writes to the leader ([`proxy`](super::proxy)).
+//! 7. the caller's quotas: its rate, and its open streams ([`quotas`](super::quotas));
+//! 8. a follower's forwarding of writes to the leader ([`proxy`](super::proxy)).
 //!
 //! One layer rather than one per stage: each axum `from_fn` layer boxes the request's future
 //! and the service below it, and on a cached read the seven layers cost more than the handler.
@@ -19,7 +20,8 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use tracing::Instrument;
 
-use super::{ApiError, AppState, auth, body, consistency, proxy};
+use super::quotas::StreamSlot;
+use super::{ApiError, AppState, auth, body, consistency, proxy, roles};
 
 /// Header carrying the request id; kept from the client or a forwarding master, else made here.
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -70,26 +72,75 @@ async fn counted(state: &AppState, req: Request, next: Next) -> Response {
     response
 }
 
-/// Stages 4 to 7 and the handler, the answer stamped with the visibility headers.
+/// Stages 4 to 8 and the handler, the answer stamped with the visibility headers.
 async fn stamped(state: &AppState, req: Request, next: Next) -> Response {
     let workers = consistency::serves_workers(req.uri().path());
     let mut response = match admitted(state, req).await {
-        Ok(req) => next.run(req).await,
+        Ok((req, None)) => next.run(req).await,
+        Ok((req, Some(slot))) => held_open(next.run(req).await, slot),
         Err(refused) => refused,
     };
     consistency::stamp(state, &mut response, workers);
     response
 }
 
-/// The request once every stage let it through to this master's handler, or the answer one
-/// of them gave instead.
-async fn admitted(state: &AppState, req: Request) -> Result<Request, Response> {
+/// The request once every stage let it through to this master's handler (with the slot it
+/// holds when it opens a stream), or the answer one of them gave instead.
+async fn admitted(
+    state: &AppState,
+    req: Request,
+) -> Result<(Request, Option<StreamSlot>), Response> {
     consistency::wait_if_asked(state, req.method(), req.uri())
         .await
         .map_err(IntoResponse::into_response)?;
     let mut req = body::read_whole(state, req).await?;
     let caller = auth::check(state, &req).map_err(IntoResponse::into_response)?;
     tracing::Span::current().record("caller", &*caller.name);
+    let slot = if roles::is_open(req.uri().path()) {
+        None
+    } else {
+        let peer = req
+            .extensions()
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map(|c| c.0.ip());
+        let admitted = state.quotas.admit(&caller, peer).and_then(|()| {
+            is_stream(&req)
+                .then(|| state.quotas.open_stream(&caller, peer))
+                .transpose()
+        });
+        let outcome = if admitted.is_ok() {
+            "admitted"
+        } else {
+            "limited"
+        };
+        state.metrics.caller(&caller.name, outcome);
+        admitted.map_err(IntoResponse::into_response)?
+    };
     req.extensions_mut().insert(caller);
-    proxy::forward_writes(state, req).await
+    Ok((proxy::forward_writes(state, req).await?, slot))
+}
+
+/// True for a request that opens a stream: the event stream, or a task's logs followed.
+fn is_stream(req: &Request) -> bool {
+    let path = req.uri().path();
+    req.method() == axum::http::Method::GET
+        && (path == "/api/v1/events"
+            || (path.starts_with("/api/v1/resources/")
+                && path.ends_with("/logs")
+                && req
+                    .uri()
+                    .query()
+                    .is_some_and(|q| q.split('&').any(|p| p == "follow=true"))))
+}
+
+/// `response` with `slot` held until its body ends or the client goes.
+fn held_open(response: Response, slot: StreamSlot) -> Response {
+    use futures_util::StreamExt;
+    response.map(|body| {
+        let chunks = body.into_data_stream().map(move |chunk| {
+            let _held = &slot;
+            chunk
+        });
+        axum::body::Body::from_stream(chunks)
+    })
 }

@@ -13,10 +13,12 @@ use crate::keys::KeyLayout;
 
 mod auth;
 mod politeness;
+mod quotas;
 mod runners;
 mod scheduling;
 pub use auth::{AuthConfig, ClientConfig, parse_digest};
 pub use politeness::PolitenessConfig;
+pub use quotas::QuotasConfig;
 pub use runners::{Missing, RunnerRule, Runners};
 pub use scheduling::SchedulingConfig;
 
@@ -40,6 +42,8 @@ pub struct Config {
     pub http: HttpConfig,
     /// Who may use the API.
     pub auth: AuthConfig,
+    /// What one caller may take of one master.
+    pub quotas: QuotasConfig,
     /// Seed crawl tasks the leader creates when they are missing.
     pub tasks: Vec<SeedTask>,
     /// Logging.
@@ -367,6 +371,7 @@ impl Config {
             ));
         }
         self.politeness.validate().map_err(ConfigError::Invalid)?;
+        self.quotas.validate().map_err(ConfigError::Invalid)?;
         let s = &self.scheduling;
         if !(s.storm_fraction > 0.0 && s.storm_fraction <= 1.0) {
             return Err(ConfigError::Invalid(

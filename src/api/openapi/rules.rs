@@ -21,7 +21,8 @@ use super::schedule::schedule_schema;
 /// request the schema allows is one the API accepts:
 /// - `?min_revision` (a revision, `>= 0`) on every GET, with its 400, 409 and 503;
 /// - the visibility headers (`X-Served-By`, `X-Leader`, `X-Etcd-Revision`) on every response;
-/// - 400, 413 and 415 on every operation with a body, 401 on every API operation (tokens), 503
+/// - 400, 413 and 415 on every operation with a body, 401 and 429 on every API operation
+///   (tokens, quotas), 503
 ///   on every write (no leader, etcd unavailable);
 /// - the name rule ([`crate::model::name::PATTERN`]) on every name, the label rules on labels,
 ///   and the `If-Match` shape this API hands out.
@@ -316,6 +317,13 @@ impl Modify for CommonRules {
                     ensure(op, "415", || problem("Not JSON", &[]));
                 }
                 if api {
+                    ensure(op, "429", || {
+                        problem(
+                            "The caller used up a quota on this master: its request rate \
+                             (quotas.rate) or its open streams (quotas.streams)",
+                            &[("retry-after", "Seconds to wait")],
+                        )
+                    });
                     ensure(op, "401", || {
                         problem(
                             "A bearer token is required (writes when tokens are configured; \

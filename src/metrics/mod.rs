@@ -8,76 +8,14 @@ use std::sync::Mutex;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
-use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-/// Labels of one HTTP request.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct RequestLabels {
-    /// The matched route, e.g. `/api/v1/resources/{name}`.
-    pub route: String,
-    /// The method.
-    pub method: String,
-    /// The status code.
-    pub status: u16,
-}
-
-/// Labels naming a route and method.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct RouteLabels {
-    /// The matched route.
-    pub route: String,
-    /// The method.
-    pub method: String,
-}
-
-/// Labels naming a cache.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct CacheLabels {
-    /// `workers`, `resources` or `masters`.
-    pub cache: String,
-}
-
-/// Labels naming a worker.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct WorkerLabels {
-    /// Node id.
-    pub worker: String,
-}
-
-/// Labels naming a politeness domain (the busiest ones, then `other`).
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct DomainLabels {
-    /// The domain, or `other`.
-    pub domain: String,
-}
-
-/// Labels naming a task state.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct StateLabels {
-    /// `running`, `failed`, ..., or `unknown`.
-    pub state: String,
-}
-
-/// Labels naming why a resource was assigned.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ReasonLabels {
-    /// A move's reason (`created`, `worker-left`, `drained`, `rebalanced`, `pinned`,
-    /// `restarted`, `constrained`, `preempted`), or why a task waits.
-    pub reason: String,
-}
-
-/// Labels naming an outcome.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct OutcomeLabels {
-    /// `ok` or `error` (forwarded writes); `started`, `skipped`, `missed` or `replaced`
-    /// (schedules' slots).
-    pub outcome: String,
-}
+mod labels;
+pub use labels::*;
 
 /// Every metric of one master.
 pub struct Metrics {
@@ -88,6 +26,8 @@ pub struct Metrics {
     pub latency: Family<RouteLabels, Histogram>,
     /// Writes forwarded to the leader, by outcome.
     pub proxied: Family<OutcomeLabels, Counter>,
+    /// API requests by caller (a token's name) and whether its quotas admitted them.
+    pub callers: Family<CallerLabels, Counter>,
     /// Objects per cache.
     pub cache_objects: Family<CacheLabels, Gauge>,
     /// Revision per cache.
@@ -178,6 +118,7 @@ impl Metrics {
             Histogram::new(exponential_buckets(0.000_1, 2.0, 18))
         });
         let proxied = Family::<OutcomeLabels, Counter>::default();
+        let callers = Family::<CallerLabels, Counter>::default();
         let cache_objects = Family::<CacheLabels, Gauge>::default();
         let cache_revision = Family::<CacheLabels, Gauge>::default();
         let watch_events = Family::<CacheLabels, Counter>::default();
@@ -262,6 +203,11 @@ impl Metrics {
             "proxied_requests",
             "Writes forwarded to the leader",
             proxied.clone(),
+        );
+        registry.register(
+            "caller_requests",
+            "API requests by caller and whether its quotas admitted them",
+            callers.clone(),
         );
         registry.register("cache_objects", "Objects in a cache", cache_objects.clone());
         registry.register(
@@ -389,6 +335,7 @@ impl Metrics {
             requests,
             latency,
             proxied,
+            callers,
             cache_objects,
             cache_revision,
             watch_events,
@@ -444,6 +391,16 @@ impl Metrics {
                 method: method.to_owned(),
             })
             .observe(took.as_secs_f64());
+    }
+
+    /// Counts one API request of `caller`, `admitted` or `limited`.
+    pub fn caller(&self, caller: &str, outcome: &str) {
+        self.callers
+            .get_or_create(&CallerLabels {
+                caller: caller.to_owned(),
+                outcome: outcome.to_owned(),
+            })
+            .inc();
     }
 
     /// Counts `n` assignments written for `reason`.
