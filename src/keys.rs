@@ -41,6 +41,9 @@ pub struct KeyLayout {
     /// worker's demand on its lease (`demand:<node-id>`) and the leader's shares for it
     /// (`shares:<node-id>`).
     pub politeness_prefix: String,
+    /// Prefix of the audit trail: `<audit_prefix><unix ms, 13 digits>-<request id>`, so that
+    /// keys sort by time.
+    pub audit_prefix: String,
 }
 
 impl Default for KeyLayout {
@@ -55,6 +58,7 @@ impl Default for KeyLayout {
             assignments_prefix: "/crawler/assignments/".to_owned(),
             checkpoint_prefix: "/crawler/checkpoints/".to_owned(),
             politeness_prefix: "/crawler/politeness/".to_owned(),
+            audit_prefix: "/crawler/audit/".to_owned(),
         }
     }
 }
@@ -71,6 +75,7 @@ impl KeyLayout {
             ("keys.assignments_prefix", &self.assignments_prefix),
             ("keys.checkpoint_prefix", &self.checkpoint_prefix),
             ("keys.politeness_prefix", &self.politeness_prefix),
+            ("keys.audit_prefix", &self.audit_prefix),
         ];
         for (what, prefix) in prefixes {
             if !prefix.starts_with('/') || !prefix.ends_with('/') || prefix.len() < 3 {
@@ -123,6 +128,16 @@ impl KeyLayout {
     /// Key of one resource's assignment history.
     pub fn history_key(&self, name: &str) -> String {
         format!("{}{name}", self.history_prefix)
+    }
+
+    /// Key of one audit entry: its time, then its request id.
+    pub fn audit_key(&self, at_ms: i64, request_id: &str) -> String {
+        format!("{}{:013}-{request_id}", self.audit_prefix, at_ms.max(0))
+    }
+
+    /// The first audit key at or after `at_ms` (every entry before it sorts lower).
+    pub fn audit_from(&self, at_ms: i64) -> String {
+        format!("{}{:013}", self.audit_prefix, at_ms.max(0))
     }
 
     /// Key of one task's checkpoint.

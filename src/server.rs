@@ -187,6 +187,13 @@ impl Master {
             config.politeness.clone(),
             campaign.clone(),
         ));
+        duties.spawn(leader.clone().run_audit_retention(
+            crate::master::leader::Retention {
+                max_entries: config.audit.max_entries,
+                max_age: config.audit.max_age,
+            },
+            campaign.clone(),
+        ));
         duties.spawn(election::run(
             client.clone(),
             ElectionConfig {

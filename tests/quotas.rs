@@ -43,6 +43,7 @@ async fn a_caller_over_its_rate_or_its_streams_gets_429_and_holds_no_one_else_ba
     config.quotas = QuotasConfig {
         rate: 5,
         burst: 5,
+        max_wait: Duration::ZERO,
         streams: 2,
     };
     let master = start_master(config, 1).await;

@@ -168,6 +168,18 @@ impl Auth {
     }
 }
 
+/// The name of the token `req` presents, when it is one (a refused request's caller, for the
+/// audit trail).
+pub fn named(state: &AppState, req: &Request) -> Option<Arc<str>> {
+    let presented = req
+        .headers()
+        .get(header::AUTHORIZATION)?
+        .as_bytes()
+        .strip_prefix(b"Bearer ")?
+        .trim_ascii();
+    state.auth.identify(presented).map(|c| c.name)
+}
+
 /// The caller of `req`, or the refusal: 401 (with `WWW-Authenticate`) for a request that needs
 /// a token and presents none or a wrong one, 403 naming the role needed for a token whose role
 /// is too low.

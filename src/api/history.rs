@@ -32,6 +32,9 @@ pub struct HistoryItem {
     pub from: Option<String>,
     /// The worker it went to (null: none had room).
     pub to: Option<String>,
+    /// Who asked for it through the API (a token's name); absent for the leader's own moves.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub actor: Option<String>,
 }
 
 /// The last 20 assignments of a resource, with their reasons; they survive leader changes.
@@ -170,5 +173,6 @@ fn item(a: Assignment) -> HistoryItem {
         at: rfc3339(a.at_ms),
         from: a.from,
         to: a.to,
+        actor: a.actor,
     }
 }

@@ -2,6 +2,7 @@
 //!
 //! Reads are served from the local caches. Tests drive it with `router(state).oneshot(..)`.
 
+pub mod audit;
 pub mod auth;
 pub mod body;
 pub mod checkpoints;
@@ -203,6 +204,7 @@ pub fn router(state: AppState) -> Router {
                 .delete(domains::clear),
         )
         .route("/api/v1/cluster", get(cluster::get))
+        .route("/api/v1/audit", get(audit::list))
         .route("/api/v1/summary", get(listing::summary))
         .route("/api/v1/trends", get(trends::trends))
         .route("/metrics", get(metrics::render))

@@ -7,7 +7,9 @@
 //! 5. the whole body, read before anything may answer ([`body`](super::body));
 //! 6. the token and the caller's role ([`auth`](super::auth), [`roles`](super::roles));
 //! 7. the caller's quotas: its rate, and its open streams ([`quotas`](super::quotas));
-//! 8. a follower's forwarding of writes to the leader ([`proxy`](super::proxy)).
+//! 8. a follower's forwarding of writes to the leader ([`proxy`](super::proxy));
+//! 9. on the leader, a write's audit entry, stored by its txn or after its answer
+//!    ([`audit`](super::audit)).
 //!
 //! One layer rather than one per stage: each axum `from_fn` layer boxes the request's future
 //! and the service below it, and on a cached read the seven layers cost more than the handler.
@@ -20,8 +22,8 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use tracing::Instrument;
 
-use super::quotas::StreamSlot;
-use super::{ApiError, AppState, auth, body, consistency, proxy, roles};
+use super::quotas::{Admitted, StreamSlot};
+use super::{ApiError, AppState, audit, auth, body, consistency, proxy, roles};
 
 /// Header carrying the request id; kept from the client or a forwarding master, else made here.
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -75,10 +77,32 @@ async fn counted(state: &AppState, req: Request, next: Next) -> Response {
 /// Stages 4 to 8 and the handler, the answer stamped with the visibility headers.
 async fn stamped(state: &AppState, req: Request, next: Next) -> Response {
     let workers = consistency::serves_workers(req.uri().path());
-    let mut response = match admitted(state, req).await {
-        Ok((req, None)) => next.run(req).await,
-        Ok((req, Some(slot))) => held_open(next.run(req).await, slot),
-        Err(refused) => refused,
+    let request_id = req
+        .headers()
+        .get(&REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("none")
+        .to_owned();
+    let mut draft = audit::Draft::of(state, &req, &request_id);
+    let mut response = match admitted(state, req, draft.as_mut()).await {
+        Ok((req, slot)) => {
+            let handled = async {
+                match slot {
+                    None => next.run(req).await,
+                    Some(slot) => held_open(next.run(req).await, slot),
+                }
+            };
+            match draft {
+                Some(draft) => draft.around(state, handled).await,
+                None => handled.await,
+            }
+        }
+        Err(refused) => {
+            if let Some(draft) = draft {
+                draft.after(state, refused.status().as_u16());
+            }
+            refused
+        }
     };
     consistency::stamp(state, &mut response, workers);
     response
@@ -89,13 +113,25 @@ async fn stamped(state: &AppState, req: Request, next: Next) -> Response {
 async fn admitted(
     state: &AppState,
     req: Request,
+    draft: Option<&mut audit::Draft>,
 ) -> Result<(Request, Option<StreamSlot>), Response> {
     consistency::wait_if_asked(state, req.method(), req.uri())
         .await
         .map_err(IntoResponse::into_response)?;
     let mut req = body::read_whole(state, req).await?;
-    let caller = auth::check(state, &req).map_err(IntoResponse::into_response)?;
+    let caller = match auth::check(state, &req) {
+        Ok(caller) => caller,
+        Err(refused) => {
+            if let (Some(draft), Some(name)) = (draft, auth::named(state, &req)) {
+                draft.caller(&name);
+            }
+            return Err(refused.into_response());
+        }
+    };
     tracing::Span::current().record("caller", &*caller.name);
+    if let Some(draft) = draft {
+        draft.caller(&caller.name);
+    }
     let slot = if roles::is_open(req.uri().path()) {
         None
     } else {
@@ -103,18 +139,20 @@ async fn admitted(
             .extensions()
             .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
             .map(|c| c.0.ip());
-        let admitted = state.quotas.admit(&caller, peer).and_then(|()| {
+        let admitted = state.quotas.admit(&caller, peer).await;
+        let outcome = match admitted {
+            Ok(Admitted::AtOnce) => "admitted",
+            Ok(Admitted::AfterWaiting) => "delayed",
+            Err(_) => "limited",
+        };
+        let slot = admitted.and_then(|_| {
             is_stream(&req)
                 .then(|| state.quotas.open_stream(&caller, peer))
                 .transpose()
         });
-        let outcome = if admitted.is_ok() {
-            "admitted"
-        } else {
-            "limited"
-        };
+        let outcome = if slot.is_err() { "limited" } else { outcome };
         state.metrics.caller(&caller.name, outcome);
-        admitted.map_err(IntoResponse::into_response)?
+        slot.map_err(IntoResponse::into_response)?
     };
     req.extensions_mut().insert(caller);
     Ok((proxy::forward_writes(state, req).await?, slot))

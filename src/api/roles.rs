@@ -1,7 +1,7 @@
 //! Which role each operation needs: one table, read by the check every request passes and by
 //! the OpenAPI document, so that the two cannot disagree.
 //!
-//! Reads need `viewer`. `operator` may also cordon, uncordon and drain workers, thaw a storm
+//! Reads need `viewer`, but for the audit trail, which needs `admin`. `operator` may also cordon, uncordon and drain workers, thaw a storm
 //! freeze, restart a task, preview a placement, and PATCH a task's schedule's `suspend` alone
 //! (the handler asks for `admin` when a patch changes anything else). Every other write needs
 //! `admin`, the Go crawler's routes included. Health, readiness, metrics, the spec, Swagger UI
@@ -23,6 +23,9 @@ pub fn is_open(path: &str) -> bool {
 pub fn required(method: &Method, route: &str) -> Option<Role> {
     if is_open(route) {
         return None;
+    }
+    if route == "/api/v1/audit" {
+        return Some(Role::Admin);
     }
     if !super::proxy::is_write(method) {
         return Some(Role::Viewer);
@@ -77,6 +80,7 @@ mod tests {
             (Method::POST, "/api/v1/resources", Some(Role::Admin)),
             (Method::PUT, "/api/v1/domains/{domain}", Some(Role::Admin)),
             (Method::POST, "/crawler/resource", Some(Role::Admin)),
+            (Method::GET, "/api/v1/audit", Some(Role::Admin)),
             (Method::GET, "/healthz", None),
             (Method::GET, "/metrics", None),
             (Method::GET, "/swagger-ui/index.html", None),

@@ -11,11 +11,13 @@ use serde::Deserialize;
 
 use crate::keys::KeyLayout;
 
+mod audit;
 mod auth;
 mod politeness;
 mod quotas;
 mod runners;
 mod scheduling;
+pub use audit::AuditConfig;
 pub use auth::{AuthConfig, ClientConfig, parse_digest};
 pub use politeness::PolitenessConfig;
 pub use quotas::QuotasConfig;
@@ -44,6 +46,8 @@ pub struct Config {
     pub auth: AuthConfig,
     /// What one caller may take of one master.
     pub quotas: QuotasConfig,
+    /// How much of the audit trail the leader keeps.
+    pub audit: AuditConfig,
     /// Seed crawl tasks the leader creates when they are missing.
     pub tasks: Vec<SeedTask>,
     /// Logging.

@@ -71,6 +71,7 @@ pub struct OutcomeLabels {
 pub struct CallerLabels {
     /// The token's name, or `anonymous`.
     pub caller: String,
-    /// `admitted`, or `limited` (429: its rate or its streams).
+    /// `admitted`, `delayed` (over its rate, served after waiting its turn), or `limited`
+    /// (429: its rate or its streams).
     pub outcome: String,
 }

@@ -329,6 +329,7 @@ mod tests {
                 at_ms: at,
                 from: None,
                 to: None,
+                actor: None,
             });
         }
         assert_eq!(h.assignments.len(), HISTORY_LEN);

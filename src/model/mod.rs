@@ -11,6 +11,7 @@
 //! Codecs and pure rules only: nothing here does I/O, and nothing here knows which process it
 //! runs in.
 
+pub mod audit;
 pub mod checkpoint;
 pub mod constraints;
 pub mod history;

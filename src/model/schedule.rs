@@ -171,6 +171,11 @@ pub struct Assignment {
     /// The worker it went to (node id); null when it waits for one.
     #[serde(default)]
     pub to: Option<String>,
+    /// Who asked for it through the API (a token's name, or `anonymous`); absent for what
+    /// the leader decided itself (a worker left, a rebalance, a drain's moves: the drain's
+    /// caller is in the audit trail).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actor: Option<String>,
 }
 
 /// Entries kept per resource.

@@ -33,6 +33,9 @@ pub struct Write {
     ops: Vec<TxnOp>,
     /// Operations this write needs from its parent's allowance, nested levels included.
     width: usize,
+    /// True for one write whose ops all apply together (not [`Write::each`]): an audit entry
+    /// may join it.
+    single: bool,
 }
 
 impl Write {
@@ -43,6 +46,7 @@ impl Write {
             compares,
             ops,
             width,
+            single: true,
         }
     }
 
@@ -63,6 +67,7 @@ impl Write {
             compares: Vec::new(),
             ops,
             width,
+            single: false,
         }
     }
 
@@ -135,8 +140,26 @@ impl Committer {
         Self { queue, deadline }
     }
 
-    /// Commits `write` fenced by `fence`, alone or with whatever else is queued.
-    pub async fn commit(&self, fence: &Fence, write: Write) -> Answer {
+    /// Commits `write` fenced by `fence`, alone or with whatever else is queued. The audit
+    /// entry of the request it is made for, if not stored yet, joins it.
+    pub async fn commit(&self, fence: &Fence, mut write: Write) -> Answer {
+        let audit = write
+            .single
+            .then(super::audit::take)
+            .flatten()
+            .map(|(pending, put)| {
+                write.ops.push(put);
+                write.width = write.compares.len().max(write.ops.len()) + 1;
+                pending
+            });
+        let answer = self.send(fence, write).await;
+        if let Some(pending) = audit {
+            super::audit::settle(&pending, matches!(&answer, Ok(w) if w.applied));
+        }
+        answer
+    }
+
+    async fn send(&self, fence: &Fence, write: Write) -> Answer {
         let (reply, answer) = oneshot::channel();
         let pending = Pending {
             fence: fence.clone(),

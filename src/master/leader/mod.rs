@@ -10,6 +10,7 @@
 //! resources that need a worker are handed out in fenced txns of at most [`BATCH`] operations.
 
 mod assignment_keys;
+pub mod audit;
 pub mod budgets;
 pub mod checkpoints;
 pub mod commit;
@@ -22,6 +23,8 @@ mod requests;
 mod runs;
 mod scheduling;
 mod takeover;
+mod trail;
+pub use trail::Retention;
 pub mod writes;
 
 use std::sync::{Arc, Mutex, MutexGuard};

@@ -214,6 +214,7 @@ impl Leader {
                 at_ms: now,
                 from: moved.assigned_worker().map(str::to_owned),
                 to: Some(m.to.worker.clone()),
+                actor: None,
             };
             let stored = histories.remove(&m.name).unwrap_or_default();
             let mut history = stored.history;
@@ -247,6 +248,7 @@ impl Leader {
                     at_ms: now,
                     from: evicted.assigned_worker().map(str::to_owned),
                     to: None,
+                    actor: None,
                 };
                 self.record_assignment(&mut history, victim, entry);
                 ops.push(self.history_put(victim, &history)?);

@@ -73,6 +73,7 @@ impl Leader {
             at_ms: now_ms(),
             from: None,
             to: reservation.as_ref().map(|r| r.worker.clone()),
+            actor: super::audit::actor(),
         };
         // A new resource starts a new history, whatever an earlier one of that name left.
         let mut history = History::default();
@@ -287,6 +288,7 @@ impl Leader {
                             at_ms: now_ms(),
                             from: before.assigned_worker().map(str::to_owned),
                             to,
+                            actor: super::audit::actor(),
                         };
                         self.record_assignment(&mut history, name, entry);
                     }
