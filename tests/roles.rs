@@ -152,6 +152,12 @@ async fn every_operation_needs_the_role_the_spec_names_through_either_master() {
                 continue;
             };
             let needed: Role = serde_json::from_value(needed.clone()).expect("a role");
+            // Every write needs more than a viewer: a write left out of the roles' table
+            // would show `viewer` here.
+            assert!(
+                method == "get" || needed > Role::Viewer,
+                "{method} {path} needs only {needed}"
+            );
             operations += 1;
             let method = method.to_uppercase();
             // A PATCH that suspends alone is an operator's; the others send an empty object.

@@ -18,32 +18,43 @@ pub fn is_open(path: &str) -> bool {
         || !(path.starts_with("/api/") || path.starts_with("/crawler/"))
 }
 
+/// Every write the API serves, and the role it needs. A write that is not here (a method a
+/// route does not take, an unknown route) needs only what a read does, so that it gets its
+/// 405 or 404, never a 403 for a role nothing could have. (`tests/roles.rs` checks that every
+/// write in the spec needs more than a viewer.)
+const WRITES: &[(&str, &str, Role)] = &[
+    ("POST", "/api/v1/workers/{id}/cordon", Role::Operator),
+    ("POST", "/api/v1/workers/{id}/uncordon", Role::Operator),
+    ("POST", "/api/v1/workers/{id}/drain", Role::Operator),
+    ("POST", "/api/v1/cluster/thaw", Role::Operator),
+    ("POST", "/api/v1/resources/{name}/restart", Role::Operator),
+    ("POST", "/api/v1/placement/preview", Role::Operator),
+    // Suspending or resuming a schedule alone; the handler asks for admin for anything else.
+    ("PATCH", "/api/v1/resources/{name}", Role::Operator),
+    ("POST", "/api/v1/resources", Role::Admin),
+    ("PUT", "/api/v1/resources/{name}", Role::Admin),
+    ("DELETE", "/api/v1/resources/{name}", Role::Admin),
+    ("DELETE", "/api/v1/resources/{name}/checkpoint", Role::Admin),
+    ("PUT", "/api/v1/domains/{domain}", Role::Admin),
+    ("DELETE", "/api/v1/domains/{domain}", Role::Admin),
+    ("POST", "/crawler/resource", Role::Admin),
+    ("DELETE", "/crawler/resource", Role::Admin),
+];
+
 /// The role `method` on `route` needs (`route` as axum matched it, which is also the spec's
 /// path template), or `None` when the route is open.
 pub fn required(method: &Method, route: &str) -> Option<Role> {
     if is_open(route) {
         return None;
     }
-    if route == "/api/v1/audit" {
+    if route == "/api/v1/audit" && *method == Method::GET {
         return Some(Role::Admin);
     }
-    if !super::proxy::is_write(method) {
-        return Some(Role::Viewer);
-    }
-    let operator = matches!(
-        route,
-        "/api/v1/workers/{id}/cordon"
-            | "/api/v1/workers/{id}/uncordon"
-            | "/api/v1/workers/{id}/drain"
-            | "/api/v1/cluster/thaw"
-            | "/api/v1/resources/{name}/restart"
-            | "/api/v1/placement/preview"
-    ) || (*method == Method::PATCH && route == "/api/v1/resources/{name}");
-    Some(if operator {
-        Role::Operator
-    } else {
-        Role::Admin
-    })
+    let write = WRITES
+        .iter()
+        .find(|(m, r, _)| *m == method.as_str() && *r == route)
+        .map(|(_, _, role)| *role);
+    Some(write.unwrap_or(Role::Viewer))
 }
 
 #[cfg(test)]
@@ -81,6 +92,8 @@ mod tests {
             (Method::PUT, "/api/v1/domains/{domain}", Some(Role::Admin)),
             (Method::POST, "/crawler/resource", Some(Role::Admin)),
             (Method::GET, "/api/v1/audit", Some(Role::Admin)),
+            (Method::POST, "/api/v1/domains/{domain}", Some(Role::Viewer)),
+            (Method::DELETE, "/api/v1/nowhere", Some(Role::Viewer)),
             (Method::GET, "/healthz", None),
             (Method::GET, "/metrics", None),
             (Method::GET, "/swagger-ui/index.html", None),

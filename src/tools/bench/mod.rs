@@ -8,11 +8,12 @@
 //!
 //! One file per scenario (`reads.rs`, `creates.rs`, `follower.rs`, `propagation.rs`, `failover.rs`,
 //! `scale.rs`, `ids.rs`, `scheduling.rs`, `fanout.rs`, `workers.rs`, `real_load.rs`, `soak/`,
-//! `recurring.rs`, `placement.rs`, `politeness.rs`), over a
+//! `recurring.rs`, `placement.rs`, `politeness.rs`, `fair_use.rs`), over a
 //! shared `harness.rs` and `report.rs`; this file runs them in order.
 
 mod creates;
 mod failover;
+mod fair_use;
 mod fanout;
 mod follower;
 mod harness;
@@ -39,6 +40,7 @@ use crate::tools::procs::{self, Scratch, ToolError};
 
 use creates::create_on_leader;
 use failover::failover;
+use fair_use::fair_use;
 use fanout::fanout;
 use follower::through_follower;
 use harness::{http_client, is_ready, is_ready_leader, wait_until};
@@ -160,6 +162,9 @@ pub async fn run(options: BenchOptions) -> Result<(), ToolError> {
     }
     if options.runs(15) {
         politeness(&mut report, q).await?;
+    }
+    if options.runs(16) {
+        fair_use(&mut report, q).await?;
     }
 
     let total = started.elapsed();
