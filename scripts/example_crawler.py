@@ -52,11 +52,14 @@ def main() -> int:
     else:
         state = {"queue": [start], "seen": [start], "fetched": 0, "errors": 0}
     queue, seen = state["queue"], set(state["seen"])
+    # Sites see who fetches: this crawler, its task and its run (the demo site logs it).
+    agent = f"crawler-example/1 ({name}; epoch {os.environ.get('CRAWLER_TASK_EPOCH', '?')})"
     print(f"{name}: crawling {start} (epoch {os.environ.get('CRAWLER_TASK_EPOCH', '?')})", flush=True)
     while queue and state["fetched"] < max_pages:
         url = queue.pop(0)
         try:
-            with slot(url), urllib.request.urlopen(url, timeout=5) as response:
+            request = urllib.request.Request(url, headers={"User-Agent": agent})
+            with slot(url), urllib.request.urlopen(request, timeout=5) as response:
                 body = response.read().decode("utf-8", "replace")
         except Moved as refused:
             print(f"{name}: the task runs elsewhere now ({refused}); stopping", flush=True)

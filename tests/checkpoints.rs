@@ -57,14 +57,17 @@ async fn state_of(master: &str, name: &str) -> Option<String> {
     body["status"]["state"].as_str().map(str::to_owned)
 }
 
-/// The access log's lines: (unix ms, path).
-fn access(log: &Path) -> Vec<(i64, String)> {
+/// The access log's lines: (unix ms, path, the run's epoch from the crawler's user agent).
+fn access(log: &Path) -> Vec<(i64, String, String)> {
     std::fs::read_to_string(log)
         .unwrap_or_default()
         .lines()
         .filter_map(|l| {
-            let (t, path) = l.split_once(' ')?;
-            Some((t.parse().ok()?, path.to_owned()))
+            let mut fields = l.splitn(3, ' ');
+            let t = fields.next()?.parse().ok()?;
+            let path = fields.next()?.to_owned();
+            let epoch = fields.next()?.split("epoch ").nth(1)?.trim_end_matches(')');
+            Some((t, path, epoch.to_owned()))
         })
         .collect()
 }
@@ -151,23 +154,37 @@ async fn a_crawl_whose_worker_dies_resumes_from_its_checkpoint_on_another() {
             })
             .unwrap_or_else(|| panic!("the new run resumed from a checkpoint:\n{text}"));
         let lines = access(&log);
-        // The old run's requests: none can come after its worker died (its guard ends the
-        // process at once), and the new one starts only once the lease has expired.
-        let old = lines.iter().filter(|(t, _)| *t <= killed_ms + 500).count();
-        // From the kill to the new run's first fetch: the lease's expiry, the move and a start.
-        let resumed_after = lines
+        // The old run's requests, told by the epoch its crawler sends in its user agent.
+        let old_epoch = lines.first().map(|l| l.2.clone()).unwrap_or_default();
+        let old = lines.iter().filter(|l| l.2 == old_epoch).count();
+        let last_old = lines
             .iter()
-            .map(|(t, _)| *t)
-            .find(|t| *t > killed_ms + 500)
-            .map_or(0, |t| t - killed_ms);
-        let distinct: HashSet<&str> = lines.iter().map(|(_, p)| p.as_str()).collect();
+            .filter(|l| l.2 == old_epoch)
+            .map(|l| l.0)
+            .max()
+            .unwrap_or(0);
+        // From the kill to the new run's first fetch: the lease's expiry, the move and a start.
+        let first_new = lines
+            .iter()
+            .filter(|l| l.2 != old_epoch)
+            .map(|l| l.0)
+            .min()
+            .unwrap_or(0);
+        let resumed_after = first_new - killed_ms;
+        // At most once: the old run never fetched after the new one began.
+        assert!(
+            last_old < first_new,
+            "the old run fetched at {last_old}, after the new one began at {first_new}"
+        );
+        let old_after_kill = last_old - killed_ms;
+        let distinct: HashSet<&str> = lines.iter().map(|(_, p, _)| p.as_str()).collect();
         let twice = lines.len() - distinct.len();
         let since_checkpoint = old.saturating_sub(resumed);
         println!(
             "trial {trial}: workers registered {registered:?} after their start; {first} killed \
-             after {old} fetches; {second} resumed from {resumed}, fetching again {resumed_after} ms \
-             after the kill (lease TTL 3 s); fetched twice {twice} <= since the checkpoint \
-             {since_checkpoint}; {} requests, {} pages",
+             after {old} fetches (its last {old_after_kill} ms after the kill); {second} resumed \
+             from {resumed}, fetching again {resumed_after} ms after the kill (lease TTL 3 s); \
+             fetched twice {twice} <= since the checkpoint {since_checkpoint}; {} requests, {} pages",
             lines.len(),
             distinct.len()
         );

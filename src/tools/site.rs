@@ -2,8 +2,9 @@
 //! (`scripts/example_crawler.py`) has something to crawl without the internet: a front page and
 //! [`PAGES`] linked pages about made-up topics, each served after a delay, like a real site's.
 //!
-//! With an access log, every request is one line, `<unix ms> <path>`, written before the
-//! answer: the tests count pages fetched twice from the site's own record, not the crawler's.
+//! With an access log, every request is one line, `<unix ms> <path> <user agent>`, written
+//! before the answer: the tests count pages fetched twice, and which run fetched each, from the
+//! site's own record, not the crawler's.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -57,7 +58,17 @@ struct Site {
 
 async fn record(State(site): State<Site>, req: Request, next: Next) -> Response {
     if let Some(log) = &site.log {
-        let line = format!("{} {}\n", crate::model::status::now_ms(), req.uri().path());
+        let agent = req
+            .headers()
+            .get(axum::http::header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("-")
+            .replace(['\n', '\r'], " ");
+        let line = format!(
+            "{} {} {agent}\n",
+            crate::model::status::now_ms(),
+            req.uri().path()
+        );
         let mut file = log.lock().unwrap_or_else(|p| p.into_inner());
         let _ = file.write_all(line.as_bytes());
     }
