@@ -649,7 +649,7 @@ async fn bad_operator_input_gets_a_clear_4xx_and_leaves_no_key() {
     wait_workers(&leader, 1).await;
     wait_workers(&follower, 1).await;
     let snapshot = || async {
-        let (_, all) = etcd.range_at("/", 0).await;
+        let all = etcd.keys_but_audit("/").await;
         let names: Vec<String> = all.iter().map(|(k, _)| k.clone()).collect();
         let (_, schedule) = etcd.range_at("/crawler/schedule/", 0).await;
         let (_, resources) = etcd.range_at("/resources/", 0).await;

@@ -152,6 +152,14 @@ impl Etcd {
         self.wait_healthy().await;
     }
 
+    /// Every key under `prefix` now, with its mod revision, but the audit trail's: the trail
+    /// records refused requests too, by design (`tests/audit.rs` checks it).
+    pub async fn keys_but_audit(&self, prefix: &str) -> Vec<(String, i64)> {
+        let (_, mut keys) = self.range_at(prefix, 0).await;
+        keys.retain(|(k, _)| !k.starts_with("/crawler/audit/"));
+        keys
+    }
+
     /// Keys and mod revisions under `prefix` at `revision` (0: latest), for consistency checks.
     pub async fn range_at(&self, prefix: &str, revision: i64) -> (i64, Vec<(String, i64)>) {
         let mut client = self.client().await;
