@@ -204,6 +204,34 @@ pub(crate) fn whole<'de, D: serde::Deserializer<'de>>(d: D) -> Result<i32, D::Er
 pub use crate::model::invalid::Invalid;
 use crate::model::invalid::invalid;
 
+/// serde takes a struct from an array too (`[]` as an empty selector): a placement's objects
+/// must be objects, as its schema says.
+fn objects_are_objects(placement: &Value) -> Result<(), Invalid> {
+    fn object(v: Option<&Value>, field: &'static str) -> Result<(), Invalid> {
+        match v {
+            None | Some(Value::Null) | Some(Value::Object(_)) => Ok(()),
+            Some(_) => Err(invalid(field, "must be an object")),
+        }
+    }
+    fn selector(s: Option<&Value>, field: &'static str) -> Result<(), Invalid> {
+        object(s, field)?;
+        if let Some(Value::Array(terms)) = s.and_then(|s| s.get("match_expressions"))
+            && terms.iter().any(|t| !t.is_object())
+        {
+            return Err(invalid(field, "each of match_expressions is an object"));
+        }
+        Ok(())
+    }
+    selector(placement.get("selector"), "placement.selector")?;
+    if let Some(Value::Array(preferences)) = placement.get("preferences") {
+        for p in preferences {
+            object(Some(p), "placement.preferences")?;
+            selector(p.get("selector"), "placement.preferences")?;
+        }
+    }
+    object(placement.get("spread"), "placement.spread")
+}
+
 fn check_text(field: &'static str, what: &str, text: &str, empty_ok: bool) -> Result<(), Invalid> {
     let n = text.chars().count();
     if (n == 0 && !empty_ok) || n > MAX_TEXT || text.chars().any(char::is_control) {
@@ -260,6 +288,7 @@ impl Constraints {
         if !value.is_object() {
             return Err(invalid("placement", "a placement is an object"));
         }
+        objects_are_objects(value)?;
         let c: Self = serde_json::from_value(value.clone())
             .map_err(|e| invalid("placement", format!("not a placement: {e}")))?;
         c.check()?;

@@ -134,3 +134,24 @@ fn stored_form_round_trips_and_omits_defaults() {
         Some(json!({}))
     );
 }
+
+#[test]
+fn arrays_are_refused_where_the_schema_has_objects() {
+    for (placement, field) in [
+        (json!({"selector": []}), "placement.selector"),
+        (
+            json!({"selector": {"match_expressions": [[]]}}),
+            "placement.selector",
+        ),
+        (json!({"preferences": [[]]}), "placement.preferences"),
+        (
+            json!({"preferences": [{"weight": 1, "selector": []}]}),
+            "placement.preferences",
+        ),
+        (json!({"spread": []}), "placement.spread"),
+    ] {
+        let refused = Constraints::parse(&placement).expect_err("refused");
+        assert_eq!(refused.field, field, "{placement}");
+    }
+    assert!(Constraints::parse(&json!({"selector": {}})).is_ok());
+}
