@@ -11,6 +11,8 @@
 #   prometheus, promtool (prometheus): the shipped alerts' checks and unit tests, and a real
 #                Prometheus that fires one against a cluster (tests/monitoring.rs); only with
 #                `test`.
+#   curl         (curl): one of the HTTPS clients tests/tls.rs checks the API's TLS with; only
+#                with `test`.
 #   python3 -m venv (python3-venv): the API contract tools (openapi-spec-validator,
 #                schemathesis) and the Kubernetes manifests' validator (kubernetes-validate)
 #                that the test command installs from PyPI into target/contract-venv; only with
@@ -46,6 +48,7 @@ if [ "${1:-}" = "test" ]; then
   command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
   command -v chromedriver >/dev/null 2>&1 || need_apt+=(chromium-driver)
   setup_venv_ok || need_apt+=(python3-venv)
+  command -v curl >/dev/null 2>&1 || need_apt+=(curl)
   { command -v promtool && command -v prometheus; } >/dev/null 2>&1 || need_apt+=(prometheus)
 fi
 if [ ${#need_apt[@]} -gt 0 ]; then
@@ -81,6 +84,7 @@ if [ "${1:-}" = "test" ]; then
   chromium --version >/dev/null 2>&1 || missing+=("chromium --version does not answer: apt-get install chromium")
   chromedriver --version >/dev/null 2>&1 || missing+=("chromedriver --version does not answer: apt-get install chromium-driver")
   setup_venv_ok || missing+=("python3 cannot make a virtualenv: apt-get install python3 python3-venv")
+  curl --version >/dev/null 2>&1 || missing+=("curl --version does not answer: apt-get install curl")
   promtool --version >/dev/null 2>&1 || missing+=("promtool --version does not answer: apt-get install prometheus")
   prometheus --version >/dev/null 2>&1 || missing+=("prometheus --version does not answer: apt-get install prometheus")
   setup_contract_ok || missing+=("schemathesis, openapi-spec-validator or kubernetes-validate does not answer in $CONTRACT_VENV: remove it and run again (needs PyPI)")

@@ -74,6 +74,10 @@ pub struct DevArgs {
     /// Show every process's logs here instead of writing them to files.
     #[arg(long)]
     pub verbose: bool,
+    /// Serve the API over HTTPS, with certificates from a local CA made at start (dev prints
+    /// how to trust it).
+    #[arg(long)]
+    pub tls: bool,
     /// etcd endpoints, comma-separated, over the config file's. When none answers, dev starts
     /// an etcd on the first one's port (a loopback address only).
     #[arg(long, value_delimiter = ',')]
@@ -197,14 +201,15 @@ fn label(text: &str) -> Result<(String, String), String> {
     Ok((key.to_owned(), value.to_owned()))
 }
 
-/// The URL to advertise for a master listening on `http`.
-pub fn advertise_url(http: &str) -> String {
+/// The URL to advertise for a master listening on `http`, over HTTPS when `tls`.
+pub fn advertise_url(http: &str, tls: bool) -> String {
     let http = http.trim();
     let host_port = http
         .strip_prefix("0.0.0.0:")
         .map(|port| format!("127.0.0.1:{port}"))
         .unwrap_or_else(|| http.to_owned());
-    format!("http://{host_port}")
+    let scheme = if tls { "https" } else { "http" };
+    format!("{scheme}://{host_port}")
 }
 
 #[cfg(test)]
@@ -251,7 +256,11 @@ mod tests {
 
     #[test]
     fn advertise_is_derived_from_http() {
-        assert_eq!(advertise_url("0.0.0.0:8080"), "http://127.0.0.1:8080");
-        assert_eq!(advertise_url("10.1.2.3:80"), "http://10.1.2.3:80");
+        assert_eq!(
+            advertise_url("0.0.0.0:8080", false),
+            "http://127.0.0.1:8080"
+        );
+        assert_eq!(advertise_url("10.1.2.3:80", false), "http://10.1.2.3:80");
+        assert_eq!(advertise_url("10.1.2.3:443", true), "https://10.1.2.3:443");
     }
 }

@@ -3,7 +3,8 @@
 //! The parts, bottom up; each imports only parts below it (`tests/layout.rs` checks):
 //! 1. [`object`] (what a stored value is to a cache) and [`keys`] (the etcd key layout);
 //! 2. [`model`]: the stored formats and their rules: resources, worker records, statuses;
-//! 3. [`config`], [`metrics`], [`logging`], [`shutdown`], [`body`]: what every process shares;
+//! 3. [`config`], [`metrics`], [`logging`], [`shutdown`], [`body`], [`tls`]: what every process
+//!    shares;
 //! 4. [`etcd`]: the connection, leases, paged lists and the generic watch-driven cache;
 //! 5. the roles, which never import each other: [`master`] (election, the leader's duties,
 //!    placement) and [`worker`] (the agent that runs tasks);
@@ -26,5 +27,6 @@ pub mod model;
 pub mod object;
 pub mod server;
 pub mod shutdown;
+pub mod tls;
 pub mod tools;
 pub mod worker;

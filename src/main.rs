@@ -77,6 +77,7 @@ async fn run(cli: Cli) -> ExitCode {
                 worker_port: args.worker_port,
                 verbose: args.verbose,
                 etcd: args.etcd,
+                tls: args.tls,
             },
             shutdown::wait_for_signal(),
         )
@@ -140,7 +141,9 @@ async fn run_master(args: crawler::cli::MasterArgs) -> Result<(), BoxError> {
         .map_err(|e| format!("cannot listen on {}: {e}", args.http))?;
     let options = server::MasterOptions {
         id: args.id,
-        advertise: args.advertise.unwrap_or_else(|| advertise_url(&args.http)),
+        advertise: args
+            .advertise
+            .unwrap_or_else(|| advertise_url(&args.http, config.http.tls.is_some())),
     };
     server::run(listener, config, options, shutdown::signal()).await?;
     Ok(())

@@ -34,6 +34,7 @@ use crate::model::registry::Worker;
 use crate::model::resource::Resource;
 use crate::model::snowflake::Generator;
 use crate::model::status::TaskStatus;
+use crate::tls::server::ServerTls;
 
 /// Changes kept for `Last-Event-ID` resumption.
 const FEED_HISTORY: usize = 10_000;
@@ -64,6 +65,9 @@ pub enum MasterError {
     /// The master id does not fit a snowflake node id.
     #[error(transparent)]
     Id(#[from] crate::model::snowflake::SnowflakeError),
+    /// `http.tls` names files that do not make a TLS configuration.
+    #[error("http.tls: {0}")]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 /// A started master: caches, election and the leader's duties are running; [`Master::serve`]
@@ -77,11 +81,15 @@ pub struct Master {
     cancel: CancellationToken,
     tasks: JoinSet<()>,
     drain: Duration,
+    /// HTTPS, when configured.
+    tls: Option<ServerTls>,
 }
 
 impl Master {
     /// Connects to etcd and starts the caches, the election and the leader's duties.
     pub async fn start(config: Config, options: MasterOptions) -> Result<Self, MasterError> {
+        // Unusable TLS files stop the master before it joins the cluster.
+        let tls = config.http.tls.as_ref().map(ServerTls::load).transpose()?;
         let client = crate::etcd::connect(&config.etcd).await?;
         let cancel = CancellationToken::new();
         let mut tasks = JoinSet::new();
@@ -243,8 +251,12 @@ impl Master {
         let forwarder = Forwarder::new(
             Duration::from_millis(config.http.proxy_connect_timeout_ms),
             Duration::from_millis(config.http.proxy_timeout_ms),
+            forwarding_tls(&config, tls.as_ref())?,
         )
         .map_err(|e| MasterError::Http(e.to_string()))?;
+        if let Some(tls) = &tls {
+            tasks.spawn(tls.clone().run_reload(Arc::clone(&metrics), cancel.clone()));
+        }
         let auth = Auth::from_config(&config.auth);
         if auth.is_open() {
             warn!("no API tokens are configured: the API is open to anyone who can reach it");
@@ -281,6 +293,7 @@ impl Master {
             cancel,
             tasks,
             drain: Duration::from_millis(config.http.drain_timeout_ms),
+            tls,
         })
     }
 
@@ -309,15 +322,29 @@ impl Master {
                 info!("shutting down: draining requests");
             }
         };
-        // Small responses and event-stream frames go out at once, not after Nagle's delay.
-        let listener = listener.tap_io(|tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
-        let mut server = tokio::spawn(
-            axum::serve(listener, app)
-                .with_graceful_shutdown(signal)
-                .into_future(),
-        );
+        let mut server = match &self.tls {
+            Some(tls) => {
+                let incoming = tls.listen(listener, Arc::clone(&self.state.metrics));
+                // A no-op tap: axum gives a tapped listener's connections their peer address.
+                let incoming = incoming.tap_io(|_| {});
+                tokio::spawn(
+                    axum::serve(incoming, app)
+                        .with_graceful_shutdown(signal)
+                        .into_future(),
+                )
+            }
+            // Small responses and event-stream frames go out at once, not after Nagle's delay.
+            None => {
+                let listener = listener.tap_io(|tcp| {
+                    let _ = tcp.set_nodelay(true);
+                });
+                tokio::spawn(
+                    axum::serve(listener, app)
+                        .with_graceful_shutdown(signal)
+                        .into_future(),
+                )
+            }
+        };
         let served = tokio::select! {
             r = &mut server => r,
             () = draining.cancelled() => match tokio::time::timeout(self.drain, &mut server).await {
@@ -345,6 +372,23 @@ impl Master {
         while self.tasks.join_next().await.is_some() {}
         info!("master stopped");
     }
+}
+
+/// The client side of forwarding: trusting `http.tls.ca`, and presenting this master's
+/// certificate when the leader asks for one (`http.tls.client_ca`). None: reqwest's defaults
+/// (the system's trust store), or plain HTTP.
+fn forwarding_tls(
+    config: &Config,
+    tls: Option<&ServerTls>,
+) -> Result<Option<rustls::ClientConfig>, MasterError> {
+    let (Some(settings), Some(tls)) = (&config.http.tls, tls) else {
+        return Ok(None);
+    };
+    let Some(ca) = &settings.ca else {
+        return Ok(None);
+    };
+    let identity = settings.client_ca.as_ref().map(|_| tls.client_identity());
+    Ok(Some(crate::tls::client::trusting(ca, identity)?))
 }
 
 /// Runs a master on an already-bound listener until `shutdown` completes.

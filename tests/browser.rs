@@ -58,8 +58,7 @@ impl Driver {
             .spawn()
             .expect("start chromedriver");
         let url = format!("http://127.0.0.1:{port}");
-        let http = reqwest::Client::builder()
-            .no_proxy()
+        let http = crawler::tls::client::builder()
             .timeout(Duration::from_secs(60))
             .build()
             .expect("client");

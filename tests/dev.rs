@@ -27,6 +27,15 @@ fn three_free_ports() -> u16 {
 
 /// `crawler dev` on free ports with three seeds; returns it, the first master's port and etcd's.
 fn spawn_dev(dir: &std::path::Path) -> (std::process::Child, u16, u16) {
+    spawn_dev_with(dir, &[], Stdio::null())
+}
+
+/// `spawn_dev` with more arguments, its stdout going to `stdout`.
+fn spawn_dev_with(
+    dir: &std::path::Path,
+    more: &[&str],
+    stdout: Stdio,
+) -> (std::process::Child, u16, u16) {
     let etcd_port = free_port();
     let config = dir.join("config.yaml");
     std::fs::write(
@@ -45,8 +54,9 @@ fn spawn_dev(dir: &std::path::Path) -> (std::process::Child, u16, u16) {
         .arg(&config)
         .args(["--http-port", &http.to_string()])
         .args(["--worker-port", &workers.to_string()])
+        .args(more)
         .stdin(Stdio::null())
-        .stdout(Stdio::null())
+        .stdout(stdout)
         .stderr(Stdio::null())
         .spawn()
         .expect("crawler dev");
@@ -88,6 +98,83 @@ async fn dev_starts_a_cluster_that_spreads_its_seeds_and_stops_on_ctrl_c() {
     .await;
     assert_eq!(loads, [1, 1, 1], "the seeds are spread");
     // Ctrl-C as soon as the seeds are placed, perhaps before dev has printed that it is ready.
+    ctrl_c_stops_everything(child, &[http, http + 1, http + 2, etcd_port]).await;
+}
+
+#[tokio::test]
+async fn dev_tls_serves_https_that_clients_trust_as_it_says() {
+    let dir = tempfile::tempdir().expect("dir");
+    let (mut child, http, etcd_port) = spawn_dev_with(dir.path(), &["--tls"], Stdio::piped());
+    // What dev prints, up to its last line; the rest is read too, so that its stdout stays
+    // open until it exits.
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        let mut text = String::new();
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            text.push_str(&line);
+            text.push('\n');
+            if line.contains("Ctrl-C stops everything") {
+                let _ = tx.send(text.clone());
+            }
+        }
+        let _ = tx.send(text);
+    });
+    let printed = tokio::task::spawn_blocking(move || rx.recv_timeout(Duration::from_secs(90)))
+        .await
+        .expect("join")
+        .expect("dev prints that it is ready within 90 s");
+    let ca = printed
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("export CRAWLER_CA="))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap_or_else(|| panic!("dev says how to trust its CA:\n{printed}"))
+        .to_owned();
+    let master = format!("https://127.0.0.1:{http}");
+    assert!(
+        printed.contains(&format!("dashboard    {master}/")),
+        "{printed}"
+    );
+    // curl as printed.
+    let (ok, out) = run_tool(Command::new("curl").args([
+        "-sS",
+        "--cacert",
+        &ca,
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        &format!("{master}/api/v1/cluster"),
+    ]));
+    assert!(ok && out == "200", "curl --cacert: {out}");
+    // Python with SSL_CERT_FILE, as printed.
+    let (ok, out) = run_tool(
+        Command::new("python3")
+            .args([
+                "-c",
+                "import sys, urllib.request; print(urllib.request.urlopen(sys.argv[1]).status)",
+                &format!("{master}/api/v1/workers"),
+            ])
+            .env("SSL_CERT_FILE", &ca),
+    );
+    assert!(
+        ok && out.trim() == "200",
+        "python with SSL_CERT_FILE: {out}"
+    );
+    // crawler ctl with CRAWLER_CA, writing through a follower (whichever master does not
+    // lead forwards it over HTTPS, checking the leader's certificate).
+    for port in [http, http + 1, http + 2] {
+        let (ok, out) = run_tool(
+            Command::new(env!("CARGO_BIN_EXE_crawler"))
+                .args(["ctl", "--server", &format!("https://127.0.0.1:{port}")])
+                .args(["create", &format!("over-tls-{port}")])
+                .env("CRAWLER_CA", &ca)
+                .env_remove("CRAWLER_TOKEN"),
+        );
+        assert!(ok, "ctl create through master on {port}: {out}");
+    }
     ctrl_c_stops_everything(child, &[http, http + 1, http + 2, etcd_port]).await;
 }
 

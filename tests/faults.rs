@@ -60,9 +60,8 @@ fn start_load(
     let handle = {
         let load = Arc::clone(&load);
         tokio::spawn(async move {
-            let client = reqwest::Client::builder()
+            let client = crawler::tls::client::builder()
                 .timeout(Duration::from_secs(5))
-                .no_proxy()
                 .build()
                 .expect("client");
             let mut tick = tokio::time::interval(Duration::from_secs(1) / per_second);
@@ -237,9 +236,8 @@ async fn a_paused_leader_is_fenced_off_and_rejoins_as_follower() {
         .map(|i| {
             let url = paused.clone();
             tokio::spawn(async move {
-                let resp = reqwest::Client::builder()
+                let resp = crawler::tls::client::builder()
                     .timeout(Duration::from_secs(30))
-                    .no_proxy()
                     .build()
                     .expect("client")
                     .post(format!("{url}/api/v1/resources"))

@@ -119,7 +119,9 @@ async fn selectors_hold_through_a_dead_region_and_a_worker_with_the_missing_labe
         "no worker matches region=ap (3 workers have region=eu, region=us)"
     );
     // A list says the same, and only of the task that waits.
-    let page: Value = reqwest::get(format!("{}/api/v1/resources?limit=100", master.url))
+    let page: Value = http()
+        .get(format!("{}/api/v1/resources?limit=100", master.url))
+        .send()
         .await
         .expect("list")
         .json()

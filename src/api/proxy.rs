@@ -33,19 +33,26 @@ pub struct Forwarder {
 }
 
 impl Forwarder {
-    /// Clients with the given connect and whole-request timeouts.
-    pub fn new(connect_timeout: Duration, timeout: Duration) -> Result<Self, reqwest::Error> {
-        let client = reqwest::Client::builder()
+    /// Clients with the given connect and whole-request timeouts, and `tls` for the leader's
+    /// HTTPS (None: the system's trust store).
+    pub fn new(
+        connect_timeout: Duration,
+        timeout: Duration,
+        tls: Option<rustls::ClientConfig>,
+    ) -> Result<Self, reqwest::Error> {
+        let mut client = crate::tls::client::builder();
+        if let Some(tls) = tls {
+            client = client.tls_backend_preconfigured(tls);
+        }
+        let client = client
             .connect_timeout(connect_timeout)
             .timeout(timeout)
             .pool_idle_timeout(Duration::from_secs(30))
-            .no_proxy()
             .build()?;
-        let streams = reqwest::Client::builder()
+        let streams = crate::tls::client::builder()
             .connect_timeout(connect_timeout)
             .tcp_keepalive(Duration::from_secs(10))
             .pool_idle_timeout(Duration::from_secs(30))
-            .no_proxy()
             .build()?;
         Ok(Self { client, streams })
     }
@@ -155,7 +162,12 @@ async fn forward(state: &AppState, leader: &str, req: Request) -> Result<Respons
     if let Some(host) = host {
         headers.insert("x-forwarded-host", host);
     }
-    headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+    let proto = if state.http.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    headers.insert("x-forwarded-proto", HeaderValue::from_static(proto));
     headers.insert(FORWARDED_BY, HeaderValue::from(state.me.id));
     // The body was read whole, within the limit, by `body::read_whole`: it goes on with its
     // length, never as an open-ended stream the leader could refuse half-way.
@@ -182,7 +194,8 @@ async fn forward(state: &AppState, leader: &str, req: Request) -> Result<Respons
         })
         .inc();
     let upstream = sent.map_err(|error| {
-        warn!(%leader, %error, "could not forward a write to the leader");
+        let cause = crate::tls::client::cause(&error);
+        warn!(%leader, %error, %cause, "could not forward a write to the leader");
         ApiError::Unavailable {
             detail: "the leader could not be reached; retry shortly".into(),
             retry_after: 1,

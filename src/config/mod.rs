@@ -17,12 +17,14 @@ mod politeness;
 mod quotas;
 mod runners;
 mod scheduling;
+mod tls;
 pub use audit::AuditConfig;
 pub use auth::{AuthConfig, ClientConfig, parse_digest};
 pub use politeness::PolitenessConfig;
 pub use quotas::QuotasConfig;
 pub use runners::{Missing, RunnerRule, Runners};
 pub use scheduling::SchedulingConfig;
+pub use tls::TlsConfig;
 
 /// The whole configuration of a master or a worker.
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -242,6 +244,8 @@ pub struct HttpConfig {
     pub request_timeout_ms: u64,
     /// Longest the master waits for in-flight requests on shutdown, in milliseconds.
     pub drain_timeout_ms: u64,
+    /// HTTPS instead of HTTP.
+    pub tls: Option<TlsConfig>,
 }
 
 impl Default for HttpConfig {
@@ -255,6 +259,7 @@ impl Default for HttpConfig {
             cors_origins: Vec::new(),
             request_timeout_ms: 15_000,
             drain_timeout_ms: 5_000,
+            tls: None,
         }
     }
 }
@@ -376,6 +381,9 @@ impl Config {
         }
         self.politeness.validate().map_err(ConfigError::Invalid)?;
         self.quotas.validate().map_err(ConfigError::Invalid)?;
+        if let Some(tls) = &self.http.tls {
+            tls.validate().map_err(ConfigError::Invalid)?;
+        }
         let s = &self.scheduling;
         if !(s.storm_fraction > 0.0 && s.storm_fraction <= 1.0) {
             return Err(ConfigError::Invalid(

@@ -18,6 +18,15 @@ pub struct CtlArgs {
     /// Bearer token, when the masters require one.
     #[arg(long, env = "CRAWLER_TOKEN", hide_env_values = true, global = true)]
     pub token: Option<String>,
+    /// PEM CA certificates to trust for the masters' HTTPS (default: the system's trust store).
+    #[arg(long, env = "CRAWLER_CA", global = true)]
+    pub ca: Option<std::path::PathBuf>,
+    /// PEM client certificate, for masters that require one (with --key and --ca).
+    #[arg(long, env = "CRAWLER_CERT", global = true, requires_all = ["key", "ca"])]
+    pub cert: Option<std::path::PathBuf>,
+    /// PEM private key of --cert.
+    #[arg(long, env = "CRAWLER_KEY", global = true, requires = "cert")]
+    pub key: Option<std::path::PathBuf>,
     /// What to do.
     #[command(subcommand)]
     pub command: CtlCommand,

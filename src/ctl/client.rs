@@ -36,6 +36,17 @@ impl CtlError {
     }
 }
 
+/// What the client trusts and presents over HTTPS.
+#[derive(Debug, Default, Clone)]
+pub struct Trust {
+    /// PEM CA certificates for the masters' certificates (None: the system's trust store).
+    pub ca: Option<std::path::PathBuf>,
+    /// PEM client certificate and its key, for masters that ask for one.
+    pub cert: Option<std::path::PathBuf>,
+    /// The key of `cert`.
+    pub key: Option<std::path::PathBuf>,
+}
+
 /// How long one request (not a stream) may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -48,8 +59,9 @@ pub struct Client {
 }
 
 impl Client {
-    /// A client of `servers` (`http://host:port`, or just `host:port`).
-    pub fn new(servers: &[String], token: Option<String>) -> Result<Self, CtlError> {
+    /// A client of `servers` (`http://host:port`, `https://host:port`, or just `host:port`),
+    /// trusting the CA in `tls` when it names one.
+    pub fn new(servers: &[String], token: Option<String>, tls: &Trust) -> Result<Self, CtlError> {
         let servers: Vec<String> = servers
             .iter()
             .map(|s| s.trim().trim_end_matches('/'))
@@ -65,8 +77,20 @@ impl Client {
         if servers.is_empty() {
             return Err(CtlError::Usage("--server names no master".into()));
         }
-        let http = reqwest::Client::builder()
-            .no_proxy()
+        let mut http = crate::tls::client::builder();
+        if let Some(ca) = &tls.ca {
+            let identity = match (&tls.cert, &tls.key) {
+                (Some(cert), Some(key)) => Some(
+                    crate::tls::client::identity(cert, key)
+                        .map_err(|e| CtlError::Usage(e.to_string()))?,
+                ),
+                _ => None,
+            };
+            let config = crate::tls::client::trusting(ca, identity)
+                .map_err(|e| CtlError::Usage(e.to_string()))?;
+            http = http.tls_backend_preconfigured(config);
+        }
+        let http = http
             .connect_timeout(Duration::from_secs(2))
             .build()
             .map_err(|e| CtlError::Failed(format!("cannot make an HTTP client: {e}")))?;
@@ -117,7 +141,7 @@ impl Client {
             match request.send().await {
                 Ok(response) => return Ok(response),
                 Err(error) => {
-                    last_error = format!("{base}: {}", cause(&error));
+                    last_error = format!("{base}: {}", crate::tls::client::cause(&error));
                     self.rotate();
                 }
             }
@@ -206,15 +230,6 @@ fn problem_text(status: StatusCode, body: &str) -> String {
     text
 }
 
-/// The innermost cause of a transport error, which says what happened (refused, timed out).
-fn cause(error: &reqwest::Error) -> String {
-    let mut source: &dyn std::error::Error = error;
-    while let Some(next) = source.source() {
-        source = next;
-    }
-    source.to_string()
-}
-
 /// What a path segment keeps as it is: RFC 3986's unreserved characters.
 const UNRESERVED: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
     .remove(b'-')
@@ -253,10 +268,15 @@ mod tests {
     fn names_are_escaped_as_one_segment_and_servers_get_a_scheme() {
         assert_eq!(segment("a.b_c-d"), "a.b_c-d");
         assert_eq!(segment("a/b c"), "a%2Fb%20c");
-        let client = Client::new(&["127.0.0.1:1/".into(), " ".into()], None).expect("client");
+        let client = Client::new(
+            &["127.0.0.1:1/".into(), " ".into()],
+            None,
+            &Trust::default(),
+        )
+        .expect("client");
         assert_eq!(client.server(), "http://127.0.0.1:1");
         assert!(matches!(
-            Client::new(&[String::new()], None),
+            Client::new(&[String::new()], None, &Trust::default()),
             Err(CtlError::Usage(_))
         ));
     }

@@ -33,7 +33,12 @@ pub async fn run(args: CtlArgs) -> u8 {
 }
 
 async fn execute(args: CtlArgs) -> Result<(), CtlError> {
-    let client = Client::new(&args.server, args.token)?;
+    let trust = client::Trust {
+        ca: args.ca.clone(),
+        cert: args.cert.clone(),
+        key: args.key.clone(),
+    };
+    let client = Client::new(&args.server, args.token, &trust)?;
     match args.command {
         CtlCommand::Get(get_args) => get(&client, &get_args).await,
         CtlCommand::Describe {

@@ -62,7 +62,7 @@ pub struct ReasonLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabels {
     /// `ok` or `error` (forwarded writes); `started`, `skipped`, `missed` or `replaced`
-    /// (schedules' slots).
+    /// (schedules' slots); `applied` or `refused` (TLS reloads).
     pub outcome: String,
 }
 

@@ -15,7 +15,9 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 mod labels;
+mod tls;
 pub use labels::*;
+pub use tls::TlsMetrics;
 
 /// Every metric of one master.
 pub struct Metrics {
@@ -28,6 +30,8 @@ pub struct Metrics {
     pub proxied: Family<OutcomeLabels, Counter>,
     /// API requests by caller (a token's name) and whether its quotas admitted them.
     pub callers: Family<CallerLabels, Counter>,
+    /// The API's TLS.
+    pub tls: TlsMetrics,
     /// Objects per cache.
     pub cache_objects: Family<CacheLabels, Gauge>,
     /// Revision per cache.
@@ -119,6 +123,8 @@ impl Metrics {
         });
         let proxied = Family::<OutcomeLabels, Counter>::default();
         let callers = Family::<CallerLabels, Counter>::default();
+        let tls = TlsMetrics::default();
+        tls.register(&mut registry);
         let cache_objects = Family::<CacheLabels, Gauge>::default();
         let cache_revision = Family::<CacheLabels, Gauge>::default();
         let watch_events = Family::<CacheLabels, Counter>::default();
@@ -336,6 +342,7 @@ impl Metrics {
             latency,
             proxied,
             callers,
+            tls,
             cache_objects,
             cache_revision,
             watch_events,

@@ -77,7 +77,7 @@ where
 
 /// A process-like thing running in this test: stops when `stop` is called or on drop.
 pub struct Running {
-    /// Base URL, `http://127.0.0.1:<port>`.
+    /// Base URL, `http://127.0.0.1:<port>` (`https://` for a master with TLS).
     pub url: String,
     /// Bound address.
     pub addr: String,
@@ -126,7 +126,12 @@ fn shutdown_pair() -> (
 pub async fn start_master(config: Config, id: u16) -> Running {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr").to_string();
-    let url = format!("http://{addr}");
+    let scheme = if config.http.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let url = format!("{scheme}://{addr}");
     let options = crawler::server::MasterOptions {
         id,
         advertise: url.clone(),
@@ -172,9 +177,8 @@ pub async fn start_worker(config: Config, id: u32, capacity: u32) -> Running {
 
 /// A plain HTTP client for tests.
 pub fn http() -> reqwest::Client {
-    reqwest::Client::builder()
+    crawler::tls::client::builder()
         .timeout(Duration::from_secs(10))
-        .no_proxy()
         .build()
         .expect("http client")
 }

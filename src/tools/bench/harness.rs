@@ -11,9 +11,8 @@ use serde_json::json;
 use crate::tools::procs::{self, Proc, ToolError};
 
 pub(super) fn http_client(concurrency: usize) -> Result<reqwest::Client, ToolError> {
-    Ok(reqwest::Client::builder()
+    Ok(crate::tls::client::builder()
         .pool_max_idle_per_host(concurrency)
-        .no_proxy()
         .timeout(Duration::from_secs(30))
         .build()?)
 }

@@ -18,6 +18,7 @@ use crate::config::Config;
 use crate::tools::procs::{self, Proc, Scratch, ToolError};
 
 mod checks;
+mod tls;
 
 /// How to run the local cluster.
 #[derive(Debug, Clone)]
@@ -32,6 +33,8 @@ pub struct DevOptions {
     pub verbose: bool,
     /// etcd endpoints, over the config file's (none: the file's).
     pub etcd: Vec<String>,
+    /// Serve the API over HTTPS, from a local CA made at start.
+    pub tls: bool,
 }
 
 fn say(line: &str) {
@@ -205,6 +208,12 @@ async fn start(
             path
         }
     };
+    let tls = if options.tls {
+        Some(tls::prepare(scratch, &config_path)?)
+    } else {
+        None
+    };
+    let config_path = tls.as_ref().map_or(config_path, |t| t.config.clone());
     println!("crawler dev: a local cluster of 3 masters and 3 workers");
     let endpoints = config.etcd.endpoints.clone();
     if etcd_answers(&endpoints).await {
@@ -284,18 +293,19 @@ async fn start(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     for i in 0..3u16 {
-        cluster.masters.push(procs::master_on(
+        let mut master = procs::master_on(
             i + 1,
             options.http_port + i,
             &etcd_arg,
             &config_path,
             output(options.verbose, &logs, &format!("master-{}", i + 1)),
-        )?);
+        )?;
+        if tls.is_some() {
+            master.url = master.url.replacen("http://", "https://", 1);
+        }
+        cluster.masters.push(master);
     }
-    let client = reqwest::Client::builder()
-        .no_proxy()
-        .timeout(Duration::from_secs(2))
-        .build()?;
+    let client = tls::client(tls.as_ref())?;
     let leader = loop {
         cluster.check_alive(child_logs).await?;
         let mut found = None;
@@ -344,6 +354,24 @@ async fn start(
 
     let api = &cluster.masters[0].url;
     let seeds = config.tasks.len();
+    let (curl, trust) = match &tls {
+        Some(tls) => {
+            let ca = tls.ca.display();
+            (
+                format!("curl --cacert {ca}"),
+                format!(
+                    "
+  HTTPS: the masters' certificate comes from a CA made for this run. Trust it with
+    curl --cacert {ca}
+    export CRAWLER_CA={ca}         # crawler ctl
+    export SSL_CERT_FILE={ca}      # Python's ssl, and most other clients
+  or, for a browser, import it as an authority (it is gone when dev stops).
+"
+                ),
+            )
+        }
+        None => ("curl".to_owned(), String::new()),
+    };
     println!(
         "
   ready in {:.1} s{}
@@ -352,12 +380,12 @@ async fn start(
   Swagger UI   {api}/swagger-ui/
   masters      {}
   logs         {}
-
+{trust}
   Try:
-    curl -s {api}/api/v1/cluster
-    curl -s -XPOST {api}/api/v1/resources -H 'content-type: application/json' -d '{{\"name\":\"example.com\"}}'
-    curl -s {api}/api/v1/workers
-    curl -s '{api}/api/v1/resources/example.com/logs?follow=true'   # the task crawling the demo site
+    {curl} -s {api}/api/v1/cluster
+    {curl} -s -XPOST {api}/api/v1/resources -H 'content-type: application/json' -d '{{\"name\":\"example.com\"}}'
+    {curl} -s {api}/api/v1/workers
+    {curl} -s '{api}/api/v1/resources/example.com/logs?follow=true'   # the task crawling the demo site
 
   Ctrl-C stops everything.
 ",
