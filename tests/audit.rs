@@ -62,19 +62,15 @@ async fn send(
     id: &str,
     body: Option<Value>,
 ) -> (u16, String) {
-    let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
-    let mut request = http()
-        .request(method, url)
-        .bearer_auth(token)
-        .header("x-request-id", id);
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    let resp = request.send().await.expect("send");
-    (
-        resp.status().as_u16(),
-        resp.text().await.unwrap_or_default(),
+    let answer = request(
+        method,
+        url,
+        Some(token),
+        &[("x-request-id", id)],
+        body.as_ref(),
     )
+    .await;
+    (answer.status, answer.text)
 }
 
 async fn trail(master: &str, query: &str) -> Vec<Value> {

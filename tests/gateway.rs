@@ -72,19 +72,9 @@ async fn send(
     body: Option<Value>,
     headers: &[(&str, &str)],
 ) -> (u16, HeaderMap, Value) {
-    let mut req = http().request(method, url);
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    if let Some(body) = body {
-        req = req.json(&body);
-    }
-    let resp = req.send().await.expect("request");
-    let status = resp.status().as_u16();
-    let headers = resp.headers().clone();
-    let text = resp.text().await.expect("body");
-    let body = serde_json::from_str(&text).unwrap_or(Value::Null);
-    (status, headers, body)
+    let answer = request(method.as_str(), url, None, headers, body.as_ref()).await;
+    let body = answer.json();
+    (answer.status, answer.headers, body)
 }
 
 #[tokio::test]

@@ -68,24 +68,8 @@ fn auth() -> AuthConfig {
 }
 
 async fn send(method: &str, url: &str, token: Option<&str>, body: Option<&Value>) -> (u16, Value) {
-    let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
-    let mut request = http().request(method, url);
-    if let Some(token) = token {
-        request = request.bearer_auth(token);
-    }
-    if let Some(body) = body {
-        request = request.json(body);
-    }
-    let resp = request.send().await.expect("send");
-    let status = resp.status().as_u16();
-    let is_stream = resp
-        .headers()
-        .get("content-type")
-        .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
-    if is_stream {
-        return (status, Value::Null);
-    }
-    (status, resp.json().await.unwrap_or(Value::Null))
+    let answer = request(method, url, token, &[], body).await;
+    (answer.status, answer.json())
 }
 
 /// The leader's URL as `master` shows it, asked with a token (reads are protected).

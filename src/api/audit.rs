@@ -18,7 +18,7 @@ use axum::response::Response;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::extract::ApiQuery;
+use super::extract::{ApiQuery, page_limit};
 use super::{ApiError, AppState, proxy, roles};
 use crate::master::leader::audit::Pending;
 use crate::model::audit::Entry;
@@ -172,10 +172,7 @@ pub async fn list(
     State(state): State<AppState>,
     ApiQuery(query): ApiQuery<AuditQuery>,
 ) -> Result<Json<AuditPage>, ApiError> {
-    let limit = query.limit.unwrap_or(100);
-    if !(1..=1000).contains(&limit) {
-        return Err(ApiError::bad_field("limit", "limit must be 1 to 1000"));
-    }
+    let limit = page_limit(query.limit, 100, 1000)?;
     if let Some(before) = &query.before
         && (before.is_empty()
             || before.len() > 128

@@ -11,7 +11,7 @@ use axum::response::IntoResponse;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::extract::{ApiJson, ApiPath, ApiQuery};
+use super::extract::{ApiJson, ApiPath, ApiQuery, page_limit};
 use super::{ApiError, AppState, revision_header};
 use crate::config::PolitenessConfig;
 use crate::etcd::cache::Store;
@@ -155,13 +155,7 @@ pub async fn list(
     State(state): State<AppState>,
     ApiQuery(query): ApiQuery<DomainQuery>,
 ) -> Result<Json<DomainList>, ApiError> {
-    let limit = query.limit.unwrap_or(100);
-    if !(1..=1000).contains(&limit) {
-        return Err(ApiError::BadRequest {
-            detail: "limit must be 1 to 1000".into(),
-            field: Some("limit".into()),
-        });
-    }
+    let limit = page_limit(query.limit, 100, 1000)?;
     let p = &state.politeness;
     let mut domains = p.views(None);
     let total = domains.len();

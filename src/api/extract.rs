@@ -275,6 +275,19 @@ pub async fn optional_json<T: serde::de::DeserializeOwned + Default>(
     Ok(value)
 }
 
+/// A page's `?limit=`: `default` when absent, refused with 400 naming the field outside
+/// 1..=`max`.
+pub fn page_limit(limit: Option<usize>, default: usize, max: usize) -> Result<usize, ApiError> {
+    let limit = limit.unwrap_or(default);
+    if !(1..=max).contains(&limit) {
+        return Err(ApiError::bad_field(
+            "limit",
+            format!("limit must be between 1 and {max}"),
+        ));
+    }
+    Ok(limit)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

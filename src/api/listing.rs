@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::constraints::Fleet;
-use super::extract::ApiQuery;
+use super::extract::{ApiQuery, page_limit};
 use super::rendered::Row;
 use super::resources::ResourceList;
 use super::status_view::{StatusView, UNKNOWN, parse_state};
@@ -121,13 +121,7 @@ pub async fn list(
     State(state): State<AppState>,
     ApiQuery(query): ApiQuery<ListQuery>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let limit = query.limit.unwrap_or(DEFAULT_LIMIT);
-    if !(1..=MAX_LIMIT).contains(&limit) {
-        return Err(ApiError::bad_field(
-            "limit",
-            format!("limit must be between 1 and {MAX_LIMIT}"),
-        ));
-    }
+    let limit = page_limit(query.limit, DEFAULT_LIMIT, MAX_LIMIT)?;
     if let Some(token) = &query.continue_token {
         name::validate(token)
             .map_err(|_| ApiError::bad_field("continue", "not a continue token"))?;

@@ -183,6 +183,61 @@ pub fn http() -> reqwest::Client {
         .expect("http client")
 }
 
+/// What [`request`] got back.
+pub struct Answer {
+    /// The status code.
+    pub status: u16,
+    /// The response's headers.
+    pub headers: reqwest::header::HeaderMap,
+    /// The body; empty for an event stream, which is not read.
+    pub text: String,
+}
+
+impl Answer {
+    /// The body as JSON, or null.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.text).unwrap_or(serde_json::Value::Null)
+    }
+}
+
+/// Sends `method url` with a bearer `token`, extra `headers` and a JSON `body`, each when
+/// given.
+pub async fn request(
+    method: &str,
+    url: &str,
+    token: Option<&str>,
+    headers: &[(&str, &str)],
+    body: Option<&serde_json::Value>,
+) -> Answer {
+    let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+    let mut request = http().request(method, url);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    if let Some(body) = body {
+        request = request.json(body);
+    }
+    let resp = request.send().await.expect("send");
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let is_stream = headers
+        .get("content-type")
+        .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
+    let text = if is_stream {
+        String::new()
+    } else {
+        resp.text().await.unwrap_or_default()
+    };
+    Answer {
+        status,
+        headers,
+        text,
+    }
+}
+
 /// GETs `url` and returns status, revision header and JSON body.
 pub async fn get_json(url: &str) -> Option<(u16, Option<i64>, serde_json::Value)> {
     let resp = http().get(url).send().await.ok()?;

@@ -11,7 +11,7 @@ use tracing::{debug, info};
 use super::commit::Write;
 use super::{Leader, WriteError};
 use crate::etcd::timed;
-use crate::master::leadership::Term;
+use crate::master::leadership::{Fence, Term};
 use crate::model::audit::Entry;
 use crate::model::status::now_ms;
 
@@ -70,16 +70,9 @@ impl Leader {
         let oldest = now_ms() - retention.max_age.as_millis() as i64;
         let mut deleted = 0;
         // By age: every key below the first one at or after the oldest time kept.
-        let aged = TxnOp::delete(
-            prefix.clone(),
-            Some(etcd_client::DeleteOptions::new().with_range(keys.audit_from(oldest))),
-        );
-        let written = self
-            .commit(&fence, Write::new(Vec::new(), vec![aged]))
+        deleted += self
+            .delete_range(&fence, &prefix, keys.audit_from(oldest).into_bytes())
             .await?;
-        if let Some(etcd_client::TxnOpResponse::Delete(d)) = written.responses.first() {
-            deleted += d.deleted();
-        }
         // By count: the keys past the newest `max_entries`, oldest first, a page at a time.
         let mut kv = self.inner.client.kv_client();
         let count = timed(
@@ -110,19 +103,30 @@ impl Leader {
             if let Some(last) = page.kvs().last() {
                 let mut end = last.key().to_vec();
                 end.push(0);
-                let over = TxnOp::delete(
-                    prefix,
-                    Some(etcd_client::DeleteOptions::new().with_range(end)),
-                );
-                let written = self
-                    .commit(&fence, Write::new(Vec::new(), vec![over]))
-                    .await?;
-                if let Some(etcd_client::TxnOpResponse::Delete(d)) = written.responses.first() {
-                    deleted += d.deleted();
-                }
+                deleted += self.delete_range(&fence, &prefix, end).await?;
             }
         }
         Ok(deleted)
+    }
+
+    /// Deletes the keys from `from` up to `end` (excluded) in a fenced txn; returns how many.
+    async fn delete_range(
+        &self,
+        fence: &Fence,
+        from: &str,
+        end: Vec<u8>,
+    ) -> Result<i64, WriteError> {
+        let delete = TxnOp::delete(
+            from.to_owned(),
+            Some(etcd_client::DeleteOptions::new().with_range(end)),
+        );
+        let written = self
+            .commit(fence, Write::new(Vec::new(), vec![delete]))
+            .await?;
+        Ok(match written.responses.first() {
+            Some(etcd_client::TxnOpResponse::Delete(d)) => d.deleted(),
+            _ => 0,
+        })
     }
 }
 
