@@ -175,6 +175,31 @@ async fn dev_tls_serves_https_that_clients_trust_as_it_says() {
         );
         assert!(ok, "ctl create through master on {port}: {out}");
     }
+    // The etcd dev started speaks TLS too, and only to a client with a certificate.
+    assert!(printed.contains("over TLS"), "{printed}");
+    for (url, ca) in [
+        (format!("http://127.0.0.1:{etcd_port}/version"), None),
+        (format!("https://127.0.0.1:{etcd_port}/version"), Some(&ca)),
+    ] {
+        let mut curl = Command::new("curl");
+        curl.args([
+            "-sS",
+            "--max-time",
+            "5",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+        ]);
+        if let Some(ca) = ca {
+            curl.args(["--cacert", ca]);
+        }
+        let (ok, out) = run_tool(curl.arg(&url));
+        assert!(
+            !ok || out != "200",
+            "etcd answered {url} without a client certificate: {out}"
+        );
+    }
     ctrl_c_stops_everything(child, &[http, http + 1, http + 2, etcd_port]).await;
 }
 

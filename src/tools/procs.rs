@@ -1,6 +1,6 @@
 //! Child processes, for `crawler bench`, `crawler dev` and the tests (which wrap this file):
-//! an etcd from `PATH` on a temp data dir, masters, workers and a bare HTTP server from the
-//! `crawler` binary, all on loopback, all killed on drop. The one place their command lines
+//! masters, workers and a bare HTTP server from the `crawler` binary (and etcd, from
+//! [`super::member`]), all on loopback, all killed on drop. The one place their command lines
 //! are written.
 
 use std::os::unix::process::CommandExt;
@@ -30,6 +30,7 @@ pub enum ToolError {
     Http(#[from] reqwest::Error),
 }
 
+pub use super::member::{EtcdMember, EtcdServerTls, etcd, etcd_on, etcd_tls_on};
 pub use super::ports::free_port;
 
 /// A child process, killed (SIGKILL) on drop unless it already exited.
@@ -184,92 +185,6 @@ impl Scratch {
 impl Drop for Scratch {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// One etcd member's command line: etcd from `PATH`, on loopback URLs, logging warnings.
-/// Callers add what is theirs (TLS, raft timings, stdio) before spawning it.
-pub struct EtcdMember<'a> {
-    /// Member name, also its key in `initial_cluster`.
-    pub name: &'a str,
-    /// Data directory.
-    pub data_dir: &'a Path,
-    /// Client URL (`http://` or `https://127.0.0.1:<port>`).
-    pub client_url: &'a str,
-    /// Peer URL.
-    pub peer_url: &'a str,
-    /// `--initial-cluster`, `name=peer-url,...`.
-    pub initial_cluster: &'a str,
-    /// A new cluster, or a member (re)joining an existing one.
-    pub new_cluster: bool,
-}
-
-impl EtcdMember<'_> {
-    /// The command that starts this member.
-    pub fn command(&self) -> Command {
-        let mut command = Command::new("etcd");
-        command
-            .arg(format!("--name={}", self.name))
-            .arg(format!("--data-dir={}", self.data_dir.display()))
-            .arg(format!("--listen-client-urls={}", self.client_url))
-            .arg(format!("--advertise-client-urls={}", self.client_url))
-            .arg(format!("--listen-peer-urls={}", self.peer_url))
-            .arg(format!("--initial-advertise-peer-urls={}", self.peer_url))
-            .arg(format!("--initial-cluster={}", self.initial_cluster))
-            .arg(format!(
-                "--initial-cluster-state={}",
-                if self.new_cluster { "new" } else { "existing" }
-            ))
-            .arg("--log-level=warn")
-            .arg("--logger=zap")
-            .stdin(Stdio::null());
-        command
-    }
-}
-
-/// Starts etcd on free ports with its data in `dir`, and waits until it answers.
-pub async fn etcd(dir: &Path) -> Result<Proc, ToolError> {
-    etcd_on(dir, free_port()?, free_port()?, Stdio::null()).await
-}
-
-/// Starts etcd on the given client and peer ports, and waits until it answers.
-pub async fn etcd_on(dir: &Path, client: u16, peer: u16, stdin: Stdio) -> Result<Proc, ToolError> {
-    let url = format!("http://127.0.0.1:{client}");
-    let peer_url = format!("http://127.0.0.1:{peer}");
-    let log = std::fs::File::create(dir.join("etcd.log"))?;
-    let child = EtcdMember {
-        name: "bench",
-        data_dir: &dir.join("etcd"),
-        client_url: &url,
-        peer_url: &peer_url,
-        initial_cluster: &format!("bench={peer_url}"),
-        new_cluster: true,
-    }
-    .command()
-    .arg("--quota-backend-bytes=8589934592")
-    .stdin(stdin)
-    // Its own process group: a Ctrl-C reaches only the parent, which stops it last.
-    .process_group(0)
-    .stdout(log.try_clone()?)
-    .stderr(log)
-    .spawn()
-    .map_err(|e| {
-        ToolError::Setup(format!(
-            "cannot start etcd ({e}); install it with `apt-get install etcd-server`"
-        ))
-    })?;
-    let proc = Proc::new(child, "etcd".into(), url);
-    let started = Instant::now();
-    loop {
-        if let Ok(mut c) = etcd_client::Client::connect([proc.url.as_str()], None).await
-            && c.status().await.is_ok()
-        {
-            return Ok(proc);
-        }
-        if started.elapsed() > Duration::from_secs(20) {
-            return Err(ToolError::Setup("etcd did not start within 20 s".into()));
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 

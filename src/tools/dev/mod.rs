@@ -209,11 +209,10 @@ async fn start(
         }
     };
     let tls = if options.tls {
-        Some(tls::prepare(scratch, &config_path)?)
+        Some(tls::DevTls::prepare(scratch)?)
     } else {
         None
     };
-    let config_path = tls.as_ref().map_or(config_path, |t| t.config.clone());
     println!("crawler dev: a local cluster of 3 masters and 3 workers");
     let endpoints = config.etcd.endpoints.clone();
     if etcd_answers(&endpoints).await {
@@ -223,19 +222,34 @@ async fn start(
         let client_port = port_of(&first).unwrap_or(2379);
         checks::etcd_port_usable(&first, client_port)?;
         let peer_port = procs::free_port()?;
-        cluster.etcd = Some(procs::etcd_on(scratch, client_port, peer_port, Stdio::null()).await?);
+        cluster.etcd = Some(match &tls {
+            Some(tls) => {
+                let server = tls.etcd_server();
+                procs::etcd_tls_on(scratch, client_port, peer_port, Stdio::null(), &server).await?
+            }
+            None => procs::etcd_on(scratch, client_port, peer_port, Stdio::null()).await?,
+        });
         say(&format!(
-            "etcd ready (started on 127.0.0.1:{client_port}, data in {})",
+            "etcd ready (started on 127.0.0.1:{client_port}{}, data in {})",
+            if tls.is_some() { " over TLS" } else { "" },
             scratch.display()
         ));
     }
-    let etcd_arg = if cluster.etcd.is_some() {
-        format!(
-            "http://127.0.0.1:{}",
-            port_of(endpoints.first().map_or("", String::as_str)).unwrap_or(2379)
-        )
-    } else {
-        endpoints.join(",")
+    let etcd_arg = match &cluster.etcd {
+        Some(etcd) => etcd.url.clone(),
+        None => endpoints.join(","),
+    };
+    // With --tls, the processes run with a copy of the config that turns TLS on (for etcd too
+    // when dev started it), and dev reaches etcd as they do.
+    let config_path = match &tls {
+        Some(tls) => {
+            if cluster.etcd.is_some() {
+                config.etcd.endpoints = vec![etcd_arg.clone()];
+                config.etcd.tls = Some(tls.etcd_client());
+            }
+            tls.config_file(scratch, &config_path, cluster.etcd.is_some())?
+        }
+        None => config_path,
     };
 
     // The local site the example runner crawls; the workers' tasks find it in their
