@@ -41,8 +41,8 @@ pub struct KeyLayout {
     /// worker's demand on its lease (`demand:<node-id>`) and the leader's shares for it
     /// (`shares:<node-id>`).
     pub politeness_prefix: String,
-    /// Prefix of the audit trail: `<audit_prefix><unix ms, 13 digits>-<request id>`, so that
-    /// keys sort by time.
+    /// Prefix of the audit trail: `<audit_prefix><unix ms, 13 digits>-<master id>.<count>-
+    /// <request id>`, so that keys sort by time and never collide.
     pub audit_prefix: String,
 }
 
@@ -130,9 +130,14 @@ impl KeyLayout {
         format!("{}{name}", self.history_prefix)
     }
 
-    /// Key of one audit entry: its time, then its request id.
-    pub fn audit_key(&self, at_ms: i64, request_id: &str) -> String {
-        format!("{}{:013}-{request_id}", self.audit_prefix, at_ms.max(0))
+    /// Key of one audit entry: its time, then what makes it unique (`<master id>.<count>`),
+    /// then its request id.
+    pub fn audit_key(&self, at_ms: i64, writer: &str, request_id: &str) -> String {
+        format!(
+            "{}{:013}-{writer}-{request_id}",
+            self.audit_prefix,
+            at_ms.max(0)
+        )
     }
 
     /// The first audit key at or after `at_ms` (every entry before it sorts lower).

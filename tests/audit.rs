@@ -201,6 +201,25 @@ async fn every_write_is_recorded_with_its_caller_and_no_token_leaks() {
     .await;
     assert_eq!(status, 400);
 
+    // Clients choose request ids and may repeat one: 30 creates at once under one id (many
+    // of them in the same millisecond, batched in the same txns) are 30 entries.
+    let create_url = format!("{leader}/api/v1/resources");
+    let creates = (0..30).map(|i| {
+        send(
+            "POST",
+            &create_url,
+            ADMIN,
+            "same-id",
+            Some(json!({"name": format!("dup-{i}")})),
+        )
+    });
+    for (status, text) in futures_util::future::join_all(creates).await {
+        assert_eq!(status, 201, "{text}");
+    }
+    let same = trail(&leader, "limit=1000").await;
+    let same = same.iter().filter(|e| e["request_id"] == "same-id").count();
+    assert_eq!(same, 30, "an entry per write, whatever its request id");
+
     // The applied create's entry went in with the change: the same revision.
     let client = etcd.client().await;
     let keys = crawler::keys::KeyLayout::default();

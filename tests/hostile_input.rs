@@ -362,7 +362,7 @@ fn no_input_gets_a_5xx_or_leaves_a_stray_key() {
             if key.starts_with("/crawler/election/") {
                 continue;
             }
-            // The audit trail records every write, hostile ones too: `<ms>-<request id>`.
+            // The audit trail records every write, hostile ones too: `<ms>-<writer>-<request id>`.
             if let Some(entry) = key.strip_prefix("/crawler/audit/") {
                 let (ms, id) = entry.split_once('-').unwrap_or_default();
                 assert!(

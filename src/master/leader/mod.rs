@@ -94,6 +94,9 @@ struct Inner {
     due: Mutex<recurring::Due>,
     /// Runs that ended and are not recorded yet.
     ends: Mutex<runs::Ends>,
+    /// Audit entries this process has keyed, so that two with the same request id in the same
+    /// millisecond get different keys.
+    audit_seq: std::sync::atomic::AtomicU64,
 }
 
 /// The leader's duties. Cheap to clone; write methods refuse unless this master leads.
@@ -161,6 +164,7 @@ impl Leader {
                 ledger: Mutex::default(),
                 due: Mutex::default(),
                 ends: Mutex::default(),
+                audit_seq: std::sync::atomic::AtomicU64::new(0),
             }),
         }
     }

@@ -28,9 +28,16 @@ pub struct Retention {
 const TRIM_EVERY: Duration = Duration::from_secs(10);
 
 impl Leader {
-    /// The key an entry made at `at_ms` for `request_id` is stored under.
+    /// The key an entry made at `at_ms` for `request_id` is stored under: unique, since it
+    /// names this master and a count of the entries it keyed (clients choose request ids, and
+    /// may repeat one).
     pub fn audit_key(&self, at_ms: i64, request_id: &str) -> String {
-        self.inner.config.keys.audit_key(at_ms, request_id)
+        let seq = self
+            .inner
+            .audit_seq
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let writer = format!("{}.{seq}", self.inner.ids.node());
+        self.inner.config.keys.audit_key(at_ms, &writer, request_id)
     }
 
     /// Stores `entry` under `key` in a fenced txn of its own: a write that stored nothing.
