@@ -498,6 +498,17 @@ async fn a_drain_moves_300_tasks_within_the_deadline_and_the_worker_takes_nothin
     let all = assignments(&etcd).await;
     let entries = histories(&master.url, all.keys().filter(|n| n.starts_with("drain-"))).await;
     assert_eq!(entries.iter().filter(|e| e.1 == "drained").count(), 300);
+    // The moves name who asked for the drain (no token is configured: `anonymous`).
+    let moved = &entries.iter().find(|e| e.1 == "drained").expect("a move").0;
+    let (_, _, history) = get_json(&format!("{}/api/v1/resources/{moved}/history", master.url))
+        .await
+        .expect("history");
+    let drained = history["items"]
+        .as_array()
+        .and_then(|items| items.iter().find(|i| i["reason"] == "drained"))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(drained["actor"], "anonymous", "{history}");
     master.stop().await;
 }
 

@@ -34,6 +34,9 @@ pub struct Drain {
     /// After this, Unix ms, the remaining tasks move regardless of the rate.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deadline_ms: Option<i64>,
+    /// Who asked for it (a token's name): the histories of the tasks it moves name them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
 }
 
 /// When a worker's registration disappeared. Its tasks stay assigned to it for the grace
@@ -196,7 +199,8 @@ mod tests {
                     cordoned_at_ms: 5,
                     drain: Some(Drain {
                         since_ms: 6,
-                        deadline_ms: None
+                        deadline_ms: None,
+                        by: None,
                     })
                 }
             )

@@ -76,6 +76,7 @@ impl Leader {
                 drain: Some(Drain {
                     since_ms: now,
                     deadline_ms,
+                    by: super::audit::actor(),
                 }),
             },
         )

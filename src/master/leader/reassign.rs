@@ -209,12 +209,23 @@ impl Leader {
                 continue;
             };
             let orphan = !moved.assigned_node.is_empty();
+            let from = moved.assigned_worker().map(str::to_owned);
+            // A drain's moves name who asked for the drain.
+            let actor = match (&m.reason, &from) {
+                (Reason::Drained, Some(from)) => self
+                    .scheduling()
+                    .controls
+                    .get(from)
+                    .and_then(|c| c.drain.as_ref())
+                    .and_then(|d| d.by.clone()),
+                _ => None,
+            };
             let entry = crate::model::schedule::Assignment {
                 reason: m.reason,
                 at_ms: now,
-                from: moved.assigned_worker().map(str::to_owned),
+                from,
                 to: Some(m.to.worker.clone()),
-                actor: None,
+                actor,
             };
             let stored = histories.remove(&m.name).unwrap_or_default();
             let mut history = stored.history;
