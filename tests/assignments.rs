@@ -2,13 +2,13 @@
 //! others are repaired, and no assignment is missed across a master failover, an etcd restart
 //! or a compaction that the worker's watch falls behind.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use crate::support::*;
 use etcd_client::GetOptions;
-use support::*;
 
 const WAIT: Duration = Duration::from_secs(30);
 const PREFIX: &str = "/crawler/assignments/";

@@ -4,15 +4,13 @@
 //! change (same revision); histories name the actor; only an admin reads the trail; old
 //! entries are trimmed; and no token appears in etcd, in a log or in an answer.
 
-mod support;
-
 use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
+use crate::support::*;
 use crawler::tools::procs::{self, Launch, MOVE_AT_ONCE, Proc, Role};
 use serde_json::{Value, json};
-use support::*;
 
 const ADMIN: &str = "admin-secret-token-0123456789";
 const OPERATOR: &str = "operator-secret-token-0123456789";

@@ -2,15 +2,13 @@
 //! problem+json, and the client reads that answer before the connection closes (no reset, no
 //! 503 from a follower). Router tests with `oneshot` cannot see any of this.
 
-mod support;
-
 use std::time::Duration;
 
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use support::*;
+use crate::support::*;
 
 const TRIES: usize = 50;
 const BIG: usize = 5_000_000;

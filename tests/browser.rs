@@ -6,15 +6,15 @@
 //! Run alone with `cargo test --test browser` (needs Debian's `chromium` and
 //! `chromium-driver`, which `scripts/setup.sh` installs).
 
-mod support;
+use crate::support;
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::support::*;
 use base64::Engine;
 use serde_json::{Value, json};
-use support::*;
 
 const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 

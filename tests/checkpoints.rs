@@ -3,15 +3,13 @@
 //! resumes. Pages fetched twice are counted from the demo site's own access log. A stale run's
 //! write is refused by etcd after a move, and bad input gets its 4xx. Five trials of each.
 
-mod support;
-
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::support::*;
 use nix::sys::signal::Signal;
 use serde_json::{Value, json};
-use support::*;
 
 const WAIT: Duration = Duration::from_secs(40);
 const TRIALS: usize = 5;

@@ -7,13 +7,13 @@
 //! `scripts/setup.sh test` makes (`target/contract-venv`, or `$CRAWLER_CONTRACT_VENV`).
 //! schemathesis's own settings are in `tests/contract/schemathesis.toml`.
 
-mod support;
+use crate::support;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use support::*;
+use crate::support::*;
 
 fn tool(name: &str) -> PathBuf {
     let venv = std::env::var_os("CRAWLER_CONTRACT_VENV")

@@ -2,15 +2,13 @@
 //! processes): every command, every output format parsed back, the exit codes, and a master's
 //! failover under `logs -f` and `get --watch`.
 
-mod support;
-
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::support::*;
 use serde_json::Value;
-use support::*;
 use tokio::io::AsyncBufReadExt;
 
 const WAIT: Duration = Duration::from_secs(30);

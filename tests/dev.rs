@@ -3,15 +3,13 @@
 //! (a port taken, etcd's port taken by something else, a runner missing), an exit with the
 //! cause and what to change, never "ready".
 
-mod support;
-
 use std::net::TcpListener;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use crate::support::*;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use support::*;
 
 /// A port whose next two are free too.
 fn three_free_ports() -> u16 {

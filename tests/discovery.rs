@@ -1,16 +1,14 @@
 //! Worker discovery against a real etcd: go-micro records, our worker agent, etcd restarts,
 //! compaction while the watch is down, and garbage under the prefix.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
+use crate::support::*;
 use crawler::config::Config;
 use crawler::etcd::cache::Store;
 use crawler::etcd::cache::watcher::WatchConfig;
 use crawler::model::registry::Worker;
 use etcd_client::PutOptions;
-use support::*;
 use tokio_util::sync::CancellationToken;
 
 const GO_RECORD: &str = r#"{"name":"go.micro.server.worker","version":"latest","metadata":null,"endpoints":[],"nodes":[{"id":"go.micro.server.worker-2","address":"192.168.0.107:9089","metadata":{"registry":"etcd","server":"grpc"}}]}"#;

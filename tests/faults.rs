@@ -2,15 +2,15 @@
 //! measured. Conditions are polled, never slept on, except where the fault itself is a span of
 //! time (a pause longer than the TTL).
 
-mod support;
+use crate::support;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::support::*;
 use nix::sys::signal::Signal;
 use serde_json::json;
-use support::*;
 use tokio_util::sync::CancellationToken;
 
 const WAIT: Duration = Duration::from_secs(30);

@@ -5,12 +5,10 @@
 //! cache re-lists: a slow subscriber is coalesced per name, not resynchronised with O(all
 //! objects) work. Real etcd, a real master and real worker processes.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::*;
 use futures_util::StreamExt;
-use support::*;
 
 const WAIT: Duration = Duration::from_secs(90);
 const TASKS: usize = 1_500;

@@ -2,15 +2,13 @@
 //! revisions and honour `min_revision`, versions guard updates, changes stream as SSE, and the
 //! Go gateway's routes and Swagger UI work. Three masters against a real etcd.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
+use crate::support::*;
 use etcd_client::PutOptions;
 use futures_util::StreamExt;
 use reqwest::header::HeaderMap;
 use serde_json::{Value, json};
-use support::*;
 
 const WAIT: Duration = Duration::from_secs(20);
 

@@ -2,19 +2,17 @@
 //! queries, headers), gets a 5xx or panics a task, every error has the one problem+json shape,
 //! and nothing but the resources that were really created reaches etcd.
 
-mod support;
-
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::support::*;
 use axum::body::Body;
 use axum::http::{Method, Request};
 use crawler::server::{Master, MasterOptions};
 use etcd_client::GetOptions;
 use http_body_util::BodyExt;
 use proptest::prelude::*;
-use support::*;
 use tower::ServiceExt;
 
 fn percent(bytes: &[u8]) -> String {

@@ -4,7 +4,7 @@
 //! has expanded it for a pod, follows the CLI contract on the ports its probes and Services
 //! use; the probes hit routes that exist; and every object a budget or Service selects exists.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};

@@ -3,15 +3,13 @@
 //! the Grafana dashboard name is one a real master serves; and a real Prometheus (Debian's)
 //! scrapes a real cluster, sees a staged storm and fires `CrawlerStormFreeze`.
 
-mod support;
-
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use crate::support::*;
 use serde_json::Value;
-use support::*;
 
 const WAIT: Duration = Duration::from_secs(60);
 

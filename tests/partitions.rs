@@ -5,12 +5,10 @@
 //! SIGSTOP for longer than its lease, which cannot stop its tasks itself (its guard must).
 //! Real etcd, a real master and real worker processes.
 
-mod support;
-
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use support::*;
+use crate::support::*;
 
 const WAIT: Duration = Duration::from_secs(30);
 const TRIALS: usize = 10;

@@ -3,14 +3,12 @@
 //! rather than move elsewhere, a worker that comes with the missing label, dedicated workers,
 //! priorities with preemption off and on, and bad placements.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::*;
 use crawler::config::Config;
 use crawler::tools::procs::{Proc, Role};
 use serde_json::{Value, json};
-use support::*;
 
 const WAIT: Duration = Duration::from_secs(30);
 

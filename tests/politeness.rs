@@ -5,17 +5,15 @@
 //! worker cut off from etcd (and healed), no 1 s window may exceed 20 × 1.1 plus the
 //! documented burst (one request per worker holding a share), and steady use must reach 80 %.
 
-mod support;
-
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::support::*;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use serde_json::json;
-use support::*;
 
 const WAIT: Duration = Duration::from_secs(40);
 const RATE: f64 = 20.0;

@@ -2,13 +2,11 @@
 //! with Retry-After and is admitted again once it waits that long; a caller holding its most
 //! open streams gets 429 for another, until one closes; neither holds another caller back.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::*;
 use crawler::config::{AuthConfig, ClientConfig, QuotasConfig};
 use crawler::model::role::Role;
-use support::*;
 
 const A: &str = "caller-a-token-0123456789";
 const B: &str = "caller-b-token-0123456789";

@@ -2,8 +2,6 @@
 //! processes (`sh` scripts) that keep their own records of every run in a file. Every count of
 //! runs is taken from those records, never from the API.
 
-mod support;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -11,7 +9,7 @@ use std::time::Duration;
 use nix::sys::signal::Signal;
 use serde_json::{Value, json};
 
-use support::*;
+use crate::support::*;
 
 const WAIT: Duration = Duration::from_secs(20);
 

@@ -2,20 +2,18 @@
 //! assignment, reassignment after a worker dies, fencing, concurrent creates, and the leader's
 //! compaction of etcd's history.
 
-mod support;
-
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use std::sync::Arc;
 
+use crate::support::*;
 use crawler::master::leader::commit::{Committer, Write};
 use crawler::master::leader::writes::WriteError;
 use crawler::master::leadership::Fence;
 use crawler::metrics::Metrics;
 use crawler::model::resource::Resource;
 use etcd_client::{Compare, CompareOp, TxnOp};
-use support::*;
 
 const WAIT: Duration = Duration::from_secs(20);
 

@@ -4,14 +4,12 @@
 //! never refused for its role. A follower checks, then forwards the caller's token, and the
 //! leader checks it again: a token only the follower knows gains nothing there.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::*;
 use crawler::config::{AuthConfig, ClientConfig};
 use crawler::model::role::Role;
 use serde_json::{Value, json};
-use support::*;
 
 const WAIT: Duration = Duration::from_secs(20);
 const VIEWER: &str = "viewer-token-0123456789";

@@ -2,17 +2,17 @@
 //! guard, the grace period, the reassignment rate, drains, rebalancing, leader changes in the
 //! middle of a drain and of a freeze, and bad operator input.
 
-mod support;
+use crate::support;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use crate::support::*;
 use crawler::config::Config;
 use crawler::model::resource::Resource;
 use etcd_client::{EventType, GetOptions, WatchOptions};
 use serde_json::{Value, json};
-use support::*;
 
 const WAIT: Duration = Duration::from_secs(30);
 

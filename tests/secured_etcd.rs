@@ -1,20 +1,18 @@
 //! A master and a worker against an etcd that requires TLS with client certificates and a
 //! user and password, configured the way the README says.
 
-mod support;
-
 use std::path::{Path, PathBuf};
 use std::process::Child;
 use std::time::Duration;
 
+use crate::support::*;
 use crawler::config::{Config, EtcdTls};
-use crawler::tools::procs::EtcdMember;
+use crawler::tools::member::EtcdMember;
 use etcd_client::{Certificate, Client, ConnectOptions, Identity, TlsOptions};
 use rcgen::{
     BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
     KeyUsagePurpose,
 };
-use support::*;
 
 struct Pki {
     ca: PathBuf,

@@ -2,7 +2,7 @@
 //! processes, report their status on their lease, and every master shows it. Real etcd, real
 //! worker processes, real child processes (`sh` scripts the worker's config names).
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -11,7 +11,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde_json::{Value, json};
 
-use support::*;
+use crate::support::*;
 
 const WAIT: Duration = Duration::from_secs(20);
 

@@ -4,19 +4,17 @@
 //! forward writes with theirs and refuse a leader whose certificate their CA did not issue.
 //! And a certificate renewed under load takes over new handshakes without one request failing.
 
-mod support;
-
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
+use crate::support::*;
 use crawler::config::{Config, TlsConfig};
 use crawler::tls::authority::Authority;
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
 use serde_json::{Value, json};
-use support::*;
 
 /// The cluster's CA, and another that nobody here trusts, with their files in a temp dir.
 struct Pki {

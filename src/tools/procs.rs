@@ -30,7 +30,6 @@ pub enum ToolError {
     Http(#[from] reqwest::Error),
 }
 
-pub use super::member::{EtcdMember, EtcdServerTls, etcd, etcd_on, etcd_tls_on};
 pub use super::ports::free_port;
 
 /// A child process, killed (SIGKILL) on drop unless it already exited.

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::Child;
 use std::time::{Duration, Instant};
 
-use crawler::tools::procs::EtcdMember;
+use crawler::tools::member::EtcdMember;
 use etcd_client::{Client, GetOptions};
 
 use super::free_port;

@@ -15,6 +15,7 @@ use serde_json::json;
 use super::harness::{http_client, is_ready_leader, wait_until};
 use super::load::percentile;
 use super::report::{Report, ms};
+use crate::tools::member;
 use crate::tools::procs::{self, MOVE_AT_ONCE, Scratch, ToolError};
 
 const QUIET: &str = "quiet-token-0123456789";
@@ -121,7 +122,7 @@ async fn measure(
     max_wait: &str,
 ) -> Result<(Vec<Duration>, Vec<Duration>, f64, f64), ToolError> {
     let scratch = Scratch::new("fair-use")?;
-    let etcd = procs::etcd(&scratch.0).await?;
+    let etcd = member::etcd(&scratch.0).await?;
     let config = config(&scratch.0, rate, max_wait)?;
     let master = procs::master(1, &etcd.url, &config)?;
     let client = http_client(80)?;

@@ -25,6 +25,7 @@ use super::harness::{bulk_put, create, go_worker, http_client, is_ready_leader, 
 use super::load;
 use super::report::{Report, ms};
 use crate::keys::KeyLayout;
+use crate::tools::member;
 use crate::tools::procs::{self, Scratch, ToolError};
 
 /// Events received by every agent, and the tasks that count them.
@@ -76,7 +77,7 @@ async fn run_once(
     creates: usize,
 ) -> Result<(f64, Duration, Duration), ToolError> {
     let scratch = Scratch::new("fanout")?;
-    let etcd = procs::etcd(&scratch.0).await?;
+    let etcd = member::etcd(&scratch.0).await?;
     let raw = Client::connect([etcd.url.as_str()], None).await?;
     let lease = raw.clone().lease_grant(3_600, None).await?.id();
     bulk_put(&raw, (0..w).map(go_worker).collect(), Some(lease)).await?;
@@ -117,7 +118,7 @@ async fn run_once(
 /// watching their own prefixes. Returns (etcd's CPU ms per txn, p50, p99).
 async fn raw_once(watching: usize, creates: usize) -> Result<(f64, Duration, Duration), ToolError> {
     let scratch = Scratch::new("fanout-raw")?;
-    let etcd = procs::etcd(&scratch.0).await?;
+    let etcd = member::etcd(&scratch.0).await?;
     let raw = Client::connect([etcd.url.as_str()], None).await?;
     let mut agents = agents(&raw, watching, true).await?;
     // The load has its own connection, as the master has: the agents' streams share another.

@@ -36,6 +36,7 @@ use std::time::{Duration, Instant};
 
 use etcd_client::Client;
 
+use crate::tools::member;
 use crate::tools::procs::{self, Scratch, ToolError};
 
 use creates::create_on_leader;
@@ -91,7 +92,7 @@ pub async fn run(options: BenchOptions) -> Result<(), ToolError> {
     );
     let started = Instant::now();
     let scratch = Scratch::new("main")?;
-    let etcd = procs::etcd(&scratch.0).await?;
+    let etcd = member::etcd(&scratch.0).await?;
     let ttl_secs = 2;
     let config = procs::master_config(&scratch.0, ttl_secs)?;
     let leader = procs::master(1, &etcd.url, &config)?;

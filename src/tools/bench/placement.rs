@@ -19,6 +19,7 @@ use super::harness::{
 use super::report::{Report, ms};
 use crate::keys::KeyLayout;
 use crate::model::constraints::{Constraints, Labels};
+use crate::tools::member;
 use crate::tools::procs::{self, Proc, Scratch, ToolError};
 
 const REGIONS: [&str; 5] = ["eu", "us", "ap", "sa", "af"];
@@ -139,7 +140,7 @@ async fn fleet(
     trials: usize,
 ) -> Result<Measured, ToolError> {
     let scratch = Scratch::new(if constrained { "constrained" } else { "plain" })?;
-    let etcd = procs::etcd(&scratch.0).await?;
+    let etcd = member::etcd(&scratch.0).await?;
     let raw = Client::connect([etcd.url.as_str()], None).await?;
     let lease = raw.clone().lease_grant(3_600, None).await?.id();
     bulk_put(&raw, registrations(workers, constrained), Some(lease)).await?;

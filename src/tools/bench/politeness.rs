@@ -17,6 +17,7 @@ use super::report::{Report, ms};
 use crate::keys::KeyLayout;
 use crate::model::politeness::{Demand, Shares, Want};
 use crate::object::Object;
+use crate::tools::member;
 use crate::tools::procs::{self, MOVE_AT_ONCE, Scratch, ToolError};
 
 const WAIT: Duration = Duration::from_secs(120);
@@ -157,7 +158,7 @@ pub(super) async fn politeness(report: &mut Report, q: bool) -> Result<(), ToolE
         (100, 1_000, Duration::from_secs(20))
     };
     let scratch = Scratch::new("politeness")?;
-    let etcd = procs::etcd(&scratch.0).await?;
+    let etcd = member::etcd(&scratch.0).await?;
     let raw = Client::connect([etcd.url.as_str()], None).await?;
     let config = config(&scratch.0)?;
     let keys = KeyLayout::default();

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use super::harness::{create, http_client, is_ready_leader, metric_sum, wait_until};
 use super::load::{self, percentile};
 use super::report::{Report, ms};
+use crate::tools::member;
 use crate::tools::procs::{self, MOVE_AT_ONCE, Proc, Scratch, ToolError};
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -109,7 +110,7 @@ struct Run {
 /// `n` creates at [`CONCURRENCY`] on a fresh etcd and master, with `workers` worker processes.
 async fn run(q: bool, n: usize, workers: u32) -> Result<Run, ToolError> {
     let scratch = Scratch::new(&format!("real-load-{workers}"))?;
-    let etcd = procs::etcd(&scratch.0).await?;
+    let etcd = member::etcd(&scratch.0).await?;
     let config = config(&scratch.0)?;
     let master = procs::master_on(1, procs::free_port()?, &etcd.url, &config, Stdio::null())?;
     let client = http_client(CONCURRENCY)?;

@@ -17,6 +17,7 @@ use super::harness::{
 use super::load::percentile;
 use super::report::{Report, ms};
 use crate::keys::KeyLayout;
+use crate::tools::member;
 use crate::tools::procs::{self, MOVE_AT_ONCE, Proc, Scratch, ToolError};
 
 const WAIT: Duration = Duration::from_secs(120);
@@ -70,7 +71,7 @@ pub(super) async fn recurring(report: &mut Report, q: bool) -> Result<(), ToolEr
         (100_000, 200, Duration::from_secs(20))
     };
     let scratch = Scratch::new("recurring")?;
-    let etcd = procs::etcd(&scratch.0).await?;
+    let etcd = member::etcd(&scratch.0).await?;
     let raw = Client::connect([etcd.url.as_str()], None).await?;
     let config = config(&scratch.0)?;
     let keys = KeyLayout::default();

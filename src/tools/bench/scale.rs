@@ -15,6 +15,7 @@ use super::load;
 use super::report::{Report, ms};
 use nix::sys::signal::Signal;
 
+use crate::tools::member;
 use crate::tools::procs::{self, Scratch, ToolError};
 
 pub(super) async fn scale(
@@ -28,7 +29,7 @@ pub(super) async fn scale(
         (10_000, scale.unwrap_or(100_000))
     };
     let scratch = Scratch::new("scale")?;
-    let etcd = procs::etcd(&scratch.0).await?;
+    let etcd = member::etcd(&scratch.0).await?;
     let raw = Client::connect([etcd.url.as_str()], None).await?;
     // A session TTL of 10 s: what is timed is a resignation (SIGTERM), not an expiry, and a
     // master loading a million resources on this 2-core machine must not lose its session

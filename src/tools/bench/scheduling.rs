@@ -14,6 +14,7 @@ use super::harness::{create, http_client, is_ready_leader, wait_until};
 use super::report::{Report, ms, rate};
 use nix::sys::signal::Signal;
 
+use crate::tools::member;
 use crate::tools::procs::{self, Proc, Scratch, ToolError};
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -92,7 +93,7 @@ fn median_max(mut v: Vec<Duration>) -> (Duration, Duration) {
 pub(super) async fn scheduling(report: &mut Report, q: bool) -> Result<(), ToolError> {
     let (trials, tasks): (u32, usize) = if q { (1, 60) } else { (5, 500) };
     let scratch = Scratch::new("scheduling")?;
-    let etcd = procs::etcd(&scratch.0).await?;
+    let etcd = member::etcd(&scratch.0).await?;
     let raw = Client::connect([etcd.url.as_str()], None).await?;
     let limit = 50;
     // Rebalancing stays off until its own part, so that it cannot help the drains.

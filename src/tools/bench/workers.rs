@@ -16,6 +16,7 @@ use etcd_client::Client;
 use super::harness::{bulk_put, go_resource, http_client, wait_until, worker_tasks};
 use super::report::Report;
 use crate::keys::KeyLayout;
+use crate::tools::member;
 use crate::tools::procs::{self, Scratch, ToolError, free_port};
 
 /// How many tasks a worker's `/tasks` lists with a status (supervised and reported), if it
@@ -30,7 +31,7 @@ async fn listed(client: &reqwest::Client, addr: &str) -> Option<usize> {
 pub(super) async fn worker_memory(report: &mut Report, q: bool) -> Result<(), ToolError> {
     let n = if q { 3_000 } else { 100_000 };
     let scratch = Scratch::new("workers")?;
-    let etcd = procs::etcd(&scratch.0).await?;
+    let etcd = member::etcd(&scratch.0).await?;
     let raw = Client::connect([etcd.url.as_str()], None).await?;
     let keys = KeyLayout::default();
     let mut kvs = Vec::with_capacity(2 * n);

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::Signal;
 
 use crate::config::Config;
+use crate::tools::member;
 use crate::tools::procs::{self, Proc, Scratch, ToolError};
 
 mod checks;
@@ -225,9 +226,9 @@ async fn start(
         cluster.etcd = Some(match &tls {
             Some(tls) => {
                 let server = tls.etcd_server();
-                procs::etcd_tls_on(scratch, client_port, peer_port, Stdio::null(), &server).await?
+                member::etcd_tls_on(scratch, client_port, peer_port, Stdio::null(), &server).await?
             }
-            None => procs::etcd_on(scratch, client_port, peer_port, Stdio::null()).await?,
+            None => member::etcd_on(scratch, client_port, peer_port, Stdio::null()).await?,
         });
         say(&format!(
             "etcd ready (started on 127.0.0.1:{client_port}{}, data in {})",

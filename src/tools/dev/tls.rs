@@ -9,7 +9,8 @@ use serde_yaml_ng::{Mapping, Value};
 
 use crate::config::EtcdTls;
 use crate::tls::authority::Authority;
-use crate::tools::procs::{EtcdServerTls, ToolError};
+use crate::tools::member::EtcdServerTls;
+use crate::tools::procs::ToolError;
 
 /// The local CA's files.
 pub(super) struct DevTls {

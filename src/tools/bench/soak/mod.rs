@@ -18,6 +18,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::harness::{http_client, is_ready, is_ready_leader, wait_until};
 use super::report::Report;
+use crate::tools::member;
 use crate::tools::procs::{self, MOVE_AT_ONCE, Proc, Scratch, ToolError, free_port};
 use crate::tools::proxy::Proxy;
 use crate::tools::runs::{self, heartbeat_runner};
@@ -240,7 +241,7 @@ pub(super) async fn soak(report: &mut Report, q: bool, secs: Option<u64>) -> Res
     let scratch = Scratch::new("soak")?;
     let log = scratch.0.join("runs.log");
     let config = config(&scratch.0, &log, timeline.length)?;
-    let etcd = procs::etcd(&scratch.0).await?;
+    let etcd = member::etcd(&scratch.0).await?;
     let proxy = Proxy::start(etcd.url.trim_start_matches("http://")).await?;
     let mut cluster = Cluster {
         etcd,
