@@ -1,6 +1,7 @@
 //! The integration tests, as one binary: each file is a module, so the suite links once
 //! instead of once per file, and libtest spreads every file's tests over its threads.
-//! `cargo test --test integration <file>::` runs one file's tests.
+//! `cargo test --test integration <file>::` runs one file's tests. The fault tests, which hold
+//! timings to bounds, run alone in `tests/isolated.rs`.
 
 mod support;
 
@@ -16,7 +17,6 @@ mod ctl;
 mod dev;
 mod discovery;
 mod docs;
-mod faults;
 mod flood;
 mod gateway;
 mod hostile_input;
