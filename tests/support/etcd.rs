@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::Child;
 use std::time::{Duration, Instant};
 
-use crawler::tools::member::EtcdMember;
+use crawler::tools::member::{CLUSTER_RAFT_TIMING, EtcdMember};
 use etcd_client::{Client, GetOptions};
 
 use super::free_port;
@@ -96,19 +96,12 @@ impl Etcd {
         self.child = Some(child);
     }
 
-    /// A cluster's raft runs at loopback timings: heartbeat 25 ms, election timeout 250 ms
-    /// (etcd's tuning guide: a heartbeat about the round trip, which is far below 1 ms here,
-    /// and an election timeout ten times that), so that replacing a killed raft leader takes
-    /// 0.25 to 0.5 s and what the member-loss test measures is the clients' part. With etcd's defaults (100 ms, 1000 ms) the
-    /// members alone need 1 to 2 s to replace a killed raft leader, whatever the clients do.
-    /// A single member never elects, so it keeps the defaults.
-    fn raft_timing(&self) -> Vec<String> {
+    /// A cluster's members use [`CLUSTER_RAFT_TIMING`]; a single member never elects, so it
+    /// keeps etcd's defaults.
+    fn raft_timing(&self) -> &'static [&'static str] {
         match self.member {
-            Some(_) => vec![
-                "--heartbeat-interval=25".into(),
-                "--election-timeout=250".into(),
-            ],
-            None => Vec::new(),
+            Some(_) => &CLUSTER_RAFT_TIMING,
+            None => &[],
         }
     }
 

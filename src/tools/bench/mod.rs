@@ -8,7 +8,7 @@
 //!
 //! One file per scenario (`reads.rs`, `creates.rs`, `follower.rs`, `propagation.rs`, `failover.rs`,
 //! `scale.rs`, `ids.rs`, `scheduling.rs`, `fanout.rs`, `workers.rs`, `real_load.rs`, `soak/`,
-//! `recurring.rs`, `placement.rs`, `politeness.rs`, `fair_use.rs`), over a
+//! `recurring.rs`, `placement.rs`, `politeness.rs`, `fair_use.rs`, `member_loss.rs`), over a
 //! shared `harness.rs` and `report.rs`; this file runs them in order.
 
 mod creates;
@@ -19,6 +19,7 @@ mod follower;
 mod harness;
 mod ids;
 pub mod load;
+mod member_loss;
 mod placement;
 mod politeness;
 mod propagation;
@@ -46,6 +47,7 @@ use fanout::fanout;
 use follower::through_follower;
 use harness::{http_client, is_ready, is_ready_leader, wait_until};
 use ids::ids;
+use member_loss::member_loss;
 use placement::placement;
 use politeness::politeness;
 use propagation::propagation;
@@ -166,6 +168,9 @@ pub async fn run(options: BenchOptions) -> Result<(), ToolError> {
     }
     if options.runs(16) {
         fair_use(&mut report, q).await?;
+    }
+    if options.runs(17) {
+        member_loss(&mut report, q).await?;
     }
 
     let total = started.elapsed();
