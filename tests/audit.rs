@@ -126,7 +126,7 @@ async fn every_write_is_recorded_with_its_caller_and_no_token_leaks() {
         ("DELETE", at.clone(), WRONG, "delete-wrong", 401),
         (
             "PUT",
-            format!("{leader}/api/v1/domains/example.org"),
+            format!("{leader}/api/v1/domains/example.org/budget"),
             ADMIN,
             "budget-1",
             200,

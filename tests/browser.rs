@@ -237,7 +237,7 @@ async fn create_in_the_dashboard_then_watch_a_dead_workers_resource_move() {
 
     // A budget set through the API shows in the domains panel.
     let resp = http()
-        .put(format!("{}/api/v1/domains/site.test", master.url))
+        .put(format!("{}/api/v1/domains/site.test/budget", master.url))
         .json(&serde_json::json!({"rate": 20, "concurrency": 8}))
         .send()
         .await

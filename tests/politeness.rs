@@ -194,7 +194,7 @@ async fn twelve_tasks_on_three_workers_keep_one_budget_through_a_leader_kill_and
         ),
     ] {
         let resp = http()
-            .put(format!("{follower}/api/v1/domains/site.test"))
+            .put(format!("{follower}/api/v1/domains/site.test/budget"))
             .json(&body)
             .send()
             .await
@@ -204,7 +204,7 @@ async fn twelve_tasks_on_three_workers_keep_one_budget_through_a_leader_kill_and
         assert_eq!(problem["field"], field, "{problem}");
     }
     let resp = http()
-        .put(format!("{follower}/api/v1/domains/Not_A..Domain"))
+        .put(format!("{follower}/api/v1/domains/Not_A..Domain/budget"))
         .json(&json!({"rate": 20, "concurrency": 8}))
         .send()
         .await
@@ -212,7 +212,7 @@ async fn twelve_tasks_on_three_workers_keep_one_budget_through_a_leader_kill_and
     assert_eq!(resp.status(), 422);
     // Set through a follower: forwarded to the leader.
     let resp = http()
-        .put(format!("{follower}/api/v1/domains/site.test"))
+        .put(format!("{follower}/api/v1/domains/site.test/budget"))
         .json(&json!({"rate": RATE, "concurrency": 8}))
         .send()
         .await
@@ -528,5 +528,80 @@ async fn bad_requests_to_the_agent_get_clear_answers_naming_the_field() {
             .expect("release")
             .status(),
         404
+    );
+}
+
+/// A domain's budget is a resource of its own, `/api/v1/domains/{domain}/budget`: PUT sets it,
+/// GET reads it, DELETE removes it and a GET after that is a 404, through a follower as
+/// through the leader; the domain itself (its view) is always there, showing where its budget
+/// comes from.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_domain_budget_is_set_read_and_removed_at_its_own_url() {
+    let etcd = Etcd::start().await;
+    let config = test_config(std::slice::from_ref(&etcd.url));
+    let (_masters, leader, follower) = leader_and_follower(&config).await;
+    let budget = |master: &str| format!("{master}/api/v1/domains/example.org/budget");
+    let view = |master: &str| format!("{master}/api/v1/domains/example.org");
+    let body = json!({"rate": 5.0, "concurrency": 2});
+
+    assert_eq!(
+        request("GET", &budget(&follower), None, &[], None)
+            .await
+            .status,
+        404
+    );
+    let set = request("PUT", &budget(&follower), None, &[], Some(&body)).await;
+    assert_eq!(set.status, 200, "{}", set.text);
+    assert_eq!(set.json()["rate"], 5.0, "{}", set.text);
+    let revision = set.headers["x-etcd-revision"].to_str().expect("revision");
+    for master in [&leader, &follower] {
+        let read = format!("{}?min_revision={revision}", budget(master));
+        let got = request("GET", &read, None, &[], None).await;
+        assert_eq!(got.status, 200, "{}", got.text);
+        assert_eq!(
+            got.json(),
+            json!({"rate": 5.0, "concurrency": 2, "scope": "domain"})
+        );
+    }
+    let (status, _, shown) = get_json(&view(&leader)).await.expect("view");
+    assert_eq!((status, &shown["source"]), (200, &json!("api")), "{shown}");
+
+    let cleared = request("DELETE", &budget(&follower), None, &[], None).await;
+    assert_eq!(cleared.status, 204, "{}", cleared.text);
+    for master in [&leader, &follower] {
+        let gone = eventually("the budget is gone", WAIT, || async {
+            let got = request("GET", &budget(master), None, &[], None).await;
+            (got.status != 200).then_some(got)
+        })
+        .await;
+        assert_eq!(gone.status, 404, "{}", gone.text);
+        assert_eq!(
+            gone.headers["content-type"], "application/problem+json",
+            "{}",
+            gone.text
+        );
+    }
+    let (status, _, shown) = get_json(&view(&follower)).await.expect("view");
+    assert_eq!(
+        (status, &shown["source"]),
+        (200, &json!("default")),
+        "{shown}"
+    );
+    assert_eq!(
+        request("DELETE", &budget(&leader), None, &[], None)
+            .await
+            .status,
+        404
+    );
+    // The domain's own URL takes no writes.
+    for method in ["PUT", "DELETE"] {
+        let answer = request(method, &view(&leader), None, &[], Some(&body)).await;
+        assert_eq!(answer.status, 405, "{method}: {}", answer.text);
+    }
+    // Nothing is left in etcd but what the masters keep of themselves.
+    let keys = etcd.keys_but_audit("/").await;
+    assert!(
+        !keys.iter().any(|(k, _)| k.contains("example.org")),
+        "{keys:?}"
     );
 }

@@ -22,9 +22,53 @@ pub const LEADER: HeaderName = HeaderName::from_static("x-leader");
 /// Present (`true`) when the serving cache's watch is down: what it serves may be stale.
 pub const STALE: HeaderName = HeaderName::from_static("x-cache-stale");
 
-/// Which cache serves `path`: the workers' or the resources'.
-pub fn serves_workers(path: &str) -> bool {
-    path.starts_with("/api/v1/workers")
+/// The cache a path's reads come from, whose revision its answers carry and `min_revision`
+/// waits for: a write's revision is reached by the cache that holds the key it wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Serving {
+    /// Workers (`/api/v1/workers...`).
+    Workers,
+    /// Politeness budgets set through the API (`/api/v1/domains...`).
+    Budgets,
+    /// Resources: everything else.
+    Resources,
+}
+
+impl Serving {
+    /// Which cache serves `path`.
+    pub fn of(path: &str) -> Serving {
+        if path.starts_with("/api/v1/workers") {
+            Serving::Workers
+        } else if path.starts_with("/api/v1/domains") {
+            Serving::Budgets
+        } else {
+            Serving::Resources
+        }
+    }
+
+    /// The revision that cache reflects, and whether its watch is live.
+    fn state(self, state: &AppState) -> (i64, bool) {
+        match self {
+            Serving::Workers => (state.workers.revision(), state.workers.is_live()),
+            Serving::Budgets => {
+                let budgets = &state.politeness.budgets;
+                (budgets.revision(), budgets.is_live())
+            }
+            Serving::Resources => (state.resources.revision(), state.resources.is_live()),
+        }
+    }
+
+    /// Waits, at most `wait`, until that cache reflects `wanted`; whether it did.
+    async fn reaches(self, state: &AppState, wanted: i64, wait: Duration) -> bool {
+        match self {
+            Serving::Workers => state.workers.wait_for_revision(wanted, wait).await,
+            Serving::Budgets => {
+                let budgets = &state.politeness.budgets;
+                budgets.wait_for_revision(wanted, wait).await
+            }
+            Serving::Resources => state.resources.wait_for_revision(wanted, wait).await,
+        }
+    }
 }
 
 fn min_revision(query: Option<&str>) -> Result<Option<i64>, ApiError> {
@@ -52,7 +96,7 @@ pub async fn wait_if_asked(state: &AppState, method: &Method, uri: &Uri) -> Resu
     }
     match min_revision(uri.query())? {
         None => Ok(()),
-        Some(wanted) => wait_for(state, serves_workers(uri.path()), wanted).await,
+        Some(wanted) => wait_for(state, Serving::of(uri.path()), wanted).await,
     }
 }
 
@@ -60,15 +104,8 @@ pub async fn wait_if_asked(state: &AppState, method: &Method, uri: &Uri) -> Resu
 /// revision any client was given (a client of another cluster, or of an etcd restored from an
 /// older backup): 409 at once, since the request is well-formed but the cluster's state
 /// conflicts with it. Otherwise the wait is bounded: 503.
-async fn wait_for(state: &AppState, workers: bool, wanted: i64) -> Result<(), ApiError> {
-    let store_revision = || {
-        if workers {
-            state.workers.revision()
-        } else {
-            state.resources.revision()
-        }
-    };
-    if store_revision() >= wanted {
+async fn wait_for(state: &AppState, serving: Serving, wanted: i64) -> Result<(), ApiError> {
+    if serving.state(state).0 >= wanted {
         return Ok(());
     }
     if let Ok(current) = state.leader.current_revision().await
@@ -85,12 +122,7 @@ async fn wait_for(state: &AppState, workers: bool, wanted: i64) -> Result<(), Ap
         });
     }
     let wait = Duration::from_millis(state.http.min_revision_wait_ms);
-    let reached = if workers {
-        state.workers.wait_for_revision(wanted, wait).await
-    } else {
-        state.resources.wait_for_revision(wanted, wait).await
-    };
-    if reached {
+    if serving.reaches(state, wanted, wait).await {
         Ok(())
     } else {
         Err(ApiError::Unavailable {
@@ -100,8 +132,8 @@ async fn wait_for(state: &AppState, workers: bool, wanted: i64) -> Result<(), Ap
     }
 }
 
-/// The visibility headers, on every response; `workers` names the cache that served it.
-pub fn stamp(state: &AppState, response: &mut Response, workers: bool) {
+/// The visibility headers, on every response; `serving` names the cache that served it.
+pub fn stamp(state: &AppState, response: &mut Response, serving: Serving) {
     let headers = response.headers_mut();
     if !headers.contains_key(SERVED_BY) {
         headers.insert(SERVED_BY, HeaderValue::from(state.me.id));
@@ -112,11 +144,7 @@ pub fn stamp(state: &AppState, response: &mut Response, workers: bool) {
     {
         headers.insert(LEADER, value);
     }
-    let (revision, live) = if workers {
-        (state.workers.revision(), state.workers.is_live())
-    } else {
-        (state.resources.revision(), state.resources.is_live())
-    };
+    let (revision, live) = serving.state(state);
     if !headers.contains_key(REVISION_HEADER) {
         headers.insert(REVISION_HEADER, HeaderValue::from(revision));
     }
@@ -128,6 +156,18 @@ pub fn stamp(state: &AppState, response: &mut Response, workers: bool) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_path_is_served_by_the_cache_its_writes_reach() {
+        assert_eq!(Serving::of("/api/v1/workers/w-1"), Serving::Workers);
+        assert_eq!(
+            Serving::of("/api/v1/domains/a.org/budget"),
+            Serving::Budgets
+        );
+        assert_eq!(Serving::of("/api/v1/domains"), Serving::Budgets);
+        assert_eq!(Serving::of("/api/v1/resources/a"), Serving::Resources);
+        assert_eq!(Serving::of("/crawler/resource"), Serving::Resources);
+    }
 
     #[test]
     fn min_revision_is_parsed_or_refused() {

@@ -190,12 +190,31 @@ pub async fn get_one(
     ))
 }
 
+/// The budget set for a domain through the API; 404 when none is (the domain then has the
+/// config's or the default, which `GET /api/v1/domains/{domain}` shows).
+#[utoipa::path(get, path = "/api/v1/domains/{domain}/budget", tag = "domains", operation_id = "get_domain_budget",
+    params(("domain" = String, Path, description = "Domain or host, lowercase")),
+    responses((status = 200, description = "The budget set through the API", body = Budget)))]
+pub async fn get_budget(
+    State(state): State<AppState>,
+    ApiPath(raw): ApiPath<String>,
+) -> Result<Json<Budget>, ApiError> {
+    let domain = domain_of(&raw)?;
+    match state.politeness.budgets.get(&domain) {
+        Some(entry) => Ok(Json(*entry.value)),
+        None => Err(ApiError::NotFound {
+            what: "domain budget",
+            name: domain,
+        }),
+    }
+}
+
 /// Sets a domain's budget: what the whole fleet may send it. It overrides the config's; the
 /// leader splits it among the workers whose tasks ask within a renewal period.
-#[utoipa::path(put, path = "/api/v1/domains/{domain}", tag = "domains", operation_id = "set_domain_budget",
+#[utoipa::path(put, path = "/api/v1/domains/{domain}/budget", tag = "domains", operation_id = "set_domain_budget",
     params(("domain" = String, Path, description = "Domain or host, lowercase")),
     request_body = Budget,
-    responses((status = 200, description = "Set", body = DomainView,
+    responses((status = 200, description = "Set", body = Budget,
         headers(("x-etcd-revision" = i64, description = "Revision of the write")))))]
 pub async fn set(
     State(state): State<AppState>,
@@ -212,17 +231,17 @@ pub async fn set(
         .set_budget(&domain, &budget)
         .await
         .map_err(|e| state.write_error("domain", &domain, e))?;
-    let p = &state.politeness;
-    p.budgets
+    state
+        .politeness
+        .budgets
         .wait_for_revision(revision, std::time::Duration::from_secs(2))
         .await;
-    let Json(view) = get_one(State(state.clone()), ApiPath(domain)).await?;
-    Ok((StatusCode::OK, [revision_header(revision)], Json(view)))
+    Ok((StatusCode::OK, [revision_header(revision)], Json(budget)))
 }
 
 /// Removes the budget set for a domain through the API; the config's or the default applies
 /// again.
-#[utoipa::path(delete, path = "/api/v1/domains/{domain}", tag = "domains", operation_id = "clear_domain_budget",
+#[utoipa::path(delete, path = "/api/v1/domains/{domain}/budget", tag = "domains", operation_id = "clear_domain_budget",
     params(("domain" = String, Path, description = "Domain or host, lowercase")),
     responses((status = 204, description = "Removed",
         headers(("x-etcd-revision" = i64, description = "Revision of the write")))))]

@@ -197,9 +197,10 @@ pub fn router(state: AppState) -> Router {
             axum::routing::post(tasks::restart),
         )
         .route("/api/v1/domains", get(domains::list))
+        .route("/api/v1/domains/{domain}", get(domains::get_one))
         .route(
-            "/api/v1/domains/{domain}",
-            get(domains::get_one)
+            "/api/v1/domains/{domain}/budget",
+            get(domains::get_budget)
                 .put(domains::set)
                 .delete(domains::clear),
         )

@@ -76,7 +76,7 @@ async fn counted(state: &AppState, req: Request, next: Next) -> Response {
 
 /// Stages 4 to 8 and the handler, the answer stamped with the visibility headers.
 async fn stamped(state: &AppState, req: Request, next: Next) -> Response {
-    let workers = consistency::serves_workers(req.uri().path());
+    let serving = consistency::Serving::of(req.uri().path());
     let request_id = req
         .headers()
         .get(&REQUEST_ID)
@@ -104,7 +104,7 @@ async fn stamped(state: &AppState, req: Request, next: Next) -> Response {
             refused
         }
     };
-    consistency::stamp(state, &mut response, workers);
+    consistency::stamp(state, &mut response, serving);
     response
 }
 

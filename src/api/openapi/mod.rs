@@ -48,6 +48,7 @@ use rules::CommonRules;
         super::checkpoints::clear,
         super::domains::list,
         super::domains::get_one,
+        super::domains::get_budget,
         super::domains::set,
         super::domains::clear,
         super::cluster::get,

@@ -70,6 +70,12 @@ const PROBLEMS: &[(&str, &str, &str)] = &[
     ("clear_checkpoint", "422", "Name breaks the rules"),
     ("list_domains", "400", "Bad limit"),
     ("get_domain", "422", "Not a domain (lowercase host name)"),
+    ("get_domain_budget", "404", "No budget set through the API"),
+    (
+        "get_domain_budget",
+        "422",
+        "Not a domain (lowercase host name)",
+    ),
     (
         "set_domain_budget",
         "422",
