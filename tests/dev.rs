@@ -77,7 +77,10 @@ async fn ctrl_c_stops_everything(mut child: std::process::Child, ports: &[u16]) 
 #[tokio::test]
 async fn dev_starts_a_cluster_that_spreads_its_seeds_and_stops_on_ctrl_c() {
     let dir = tempfile::tempdir().expect("dir");
-    let (child, http, etcd_port) = spawn_dev(dir.path());
+    // Its stdout is a pipe no one reads, closed at once (`crawler dev | head -1`): what it
+    // prints later is lost, and the cluster runs and stops all the same.
+    let (mut child, http, etcd_port) = spawn_dev_with(dir.path(), &[], Stdio::piped());
+    drop(child.stdout.take());
     let master = format!("http://127.0.0.1:{http}");
     // The workers registered before the leader took over: one seed each.
     let loads = eventually(

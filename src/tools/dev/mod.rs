@@ -38,8 +38,17 @@ pub struct DevOptions {
     pub tls: bool,
 }
 
+/// Writes `text` and a newline to stdout. A closed stdout (`crawler dev | head`) is not the
+/// cluster's failure: what cannot be written is dropped, and the cluster runs on.
+fn tell(text: std::fmt::Arguments<'_>) {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_fmt(text).and_then(|()| out.write_all(b"\n"));
+    let _ = out.flush();
+}
+
 fn say(line: &str) {
-    println!("  {line}");
+    tell(format_args!("  {line}"));
 }
 
 fn output(verbose: bool, logs: &Path, name: &str) -> Stdio {
@@ -138,9 +147,9 @@ pub async fn run(
         }
     };
     let _ = shutdown.await;
-    println!(
+    tell(format_args!(
         "\n  stopping: workers deregister, masters resign, then etcd (Ctrl-C again: kill all)"
-    );
+    ));
     tokio::select! {
         () = cluster.stop() => say("stopped"),
         () = crate::shutdown::wait_for_signal() => say("killed"),
@@ -214,7 +223,9 @@ async fn start(
     } else {
         None
     };
-    println!("crawler dev: a local cluster of 3 masters and 3 workers");
+    tell(format_args!(
+        "crawler dev: a local cluster of 3 masters and 3 workers"
+    ));
     let endpoints = config.etcd.endpoints.clone();
     if etcd_answers(&endpoints).await {
         say(&format!("etcd ready (using {})", endpoints.join(",")));
@@ -387,7 +398,7 @@ async fn start(
         }
         None => ("curl".to_owned(), String::new()),
     };
-    println!(
+    tell(format_args!(
         "
   ready in {:.1} s{}
 
@@ -421,7 +432,7 @@ async fn start(
         } else {
             logs.display().to_string()
         },
-    );
+    ));
     Ok(site)
 }
 
