@@ -66,6 +66,8 @@ pub struct Metrics {
     pub txn_writes: Histogram,
     /// Batches etcd refused whole and the leader sent again one write per txn.
     pub txn_splits: Counter,
+    /// Batches that waited so long for etcd that the next one was sent beside them.
+    pub txn_stuck: Counter,
     /// Compactions of etcd's history this master made (about one master per interval does).
     pub compactions: Counter,
     /// The revision etcd's history was last compacted to by this master.
@@ -142,6 +144,7 @@ impl Metrics {
         let etcd_errors = Counter::default();
         let txn_writes = Histogram::new(exponential_buckets(1.0, 2.0, 8));
         let txn_splits = Counter::default();
+        let txn_stuck = Counter::default();
         let compactions = Counter::default();
         let compacted_revision = Gauge::default();
         let workers = Gauge::default();
@@ -300,6 +303,12 @@ impl Metrics {
              operations, too large) and the leader sent again one write per txn",
             txn_splits.clone(),
         );
+        registry.register(
+            "leader_txn_stuck",
+            "Batches of leader writes still unanswered after 200 ms, which let the next batch go \
+             beside them (etcd's raft leader lost, with the proposals it held)",
+            txn_stuck.clone(),
+        );
         registry.register("workers", "Registered workers", workers.clone());
         registry.register(
             "worker_load",
@@ -360,6 +369,7 @@ impl Metrics {
             etcd_errors,
             txn_writes,
             txn_splits,
+            txn_stuck,
             compactions,
             compacted_revision,
             workers,

@@ -26,6 +26,14 @@ use crate::metrics::Metrics;
 pub const MAX_OPS: usize = 128;
 /// Batches in etcd at once: while one is in flight, the next one fills.
 const IN_FLIGHT: usize = 2;
+/// A batch in flight this long gives its place to the next one and goes on waiting for its
+/// answer outside the count. When etcd's raft leader dies, the proposals it had taken are lost
+/// and their txns wait for the deadline; without this, the next writes would queue behind them
+/// for the whole deadline (3 s by default) although the surviving members elect and take
+/// writes again within an election timeout.
+const STUCK: Duration = Duration::from_millis(200);
+/// Batches waiting for etcd at most, stuck ones included.
+const OUTSTANDING: usize = 16;
 
 /// One leader write: operations that apply if the compares hold.
 pub struct Write {
@@ -181,9 +189,13 @@ impl Committer {
 
 async fn run(mut queue: mpsc::UnboundedReceiver<Pending>, sender: Arc<Sender>) {
     let slots = Arc::new(Semaphore::new(IN_FLIGHT));
+    let outstanding = Arc::new(Semaphore::new(OUTSTANDING));
     let mut carried: Option<Pending> = None;
     loop {
         let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let Ok(held) = outstanding.clone().acquire_owned().await else {
             return;
         };
         let first = match carried.take() {
@@ -209,8 +221,14 @@ async fn run(mut queue: mpsc::UnboundedReceiver<Pending>, sender: Arc<Sender>) {
         }
         let sender = sender.clone();
         tokio::spawn(async move {
-            sender.send(batch).await;
-            drop(slot);
+            let send = sender.send(batch);
+            tokio::pin!(send);
+            if tokio::time::timeout(STUCK, &mut send).await.is_err() {
+                drop(slot);
+                sender.metrics.txn_stuck.inc();
+                send.await;
+            }
+            drop(held);
         });
     }
 }
