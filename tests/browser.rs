@@ -376,11 +376,25 @@ async fn create_in_the_dashboard_then_watch_a_dead_workers_resource_move() {
     driver
         .click("tr[data-resource=\"recur-1\"] button[data-log]")
         .await;
-    eventually("its runs show", Duration::from_secs(20), || async {
-        let runs = driver.text("#detail-runs").await?;
-        (runs.contains("scheduled") && runs.contains("recrawled")).then_some(())
+    // What the panel and the API showed last, said if the runs never show.
+    let seen = std::sync::Mutex::new(String::new());
+    let shown = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            let runs = driver.text("#detail-runs").await.unwrap_or_default();
+            if runs.contains("scheduled") && runs.contains("recrawled") {
+                return;
+            }
+            let api = get_json(&format!("{}/api/v1/resources/recur-1/runs", master.url)).await;
+            *seen.lock().expect("lock") = format!("panel: {runs:?}; API: {api:?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     })
     .await;
+    assert!(
+        shown.is_ok(),
+        "its runs did not show within 20 s; {}",
+        seen.lock().expect("lock")
+    );
     click_until(
         &driver,
         &format!("{cell} button[data-suspend=\"false\"]"),
