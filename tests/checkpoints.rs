@@ -13,6 +13,8 @@ use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(40);
 const TRIALS: usize = 5;
+/// Pages between two checkpoints of the crawl (its `checkpoint-every` label).
+const EVERY: usize = 5;
 /// Pages each crawl fetches (the front page counts).
 const PAGES: usize = 100;
 
@@ -111,8 +113,7 @@ async fn a_crawl_whose_worker_dies_resumes_from_its_checkpoint_on_another() {
         let registered = spawned.elapsed();
 
         let name = format!("crawl-{trial}");
-        let labels =
-            json!({"max-pages": PAGES.to_string(), "delay-ms": "10", "checkpoint-every": "5"});
+        let labels = json!({"max-pages": PAGES.to_string(), "delay-ms": "10", "checkpoint-every": EVERY.to_string()});
         let (status, _) = create_with(&m, json!({"name": name, "labels": labels}))
             .await
             .expect("create");
@@ -178,19 +179,36 @@ async fn a_crawl_whose_worker_dies_resumes_from_its_checkpoint_on_another() {
         let distinct: HashSet<&str> = lines.iter().map(|(_, p, _)| p.as_str()).collect();
         let twice = lines.len() - distinct.len();
         let since_checkpoint = old.saturating_sub(resumed);
+        // A run's process that is restarted on its worker (its lease not confirmed in time,
+        // under load) resumes too, from the newest checkpoint it made: each such restart may
+        // fetch again up to a checkpoint interval's pages.
+        let restarts = text
+            .lines()
+            .filter(|l| l.contains("resuming from a checkpoint: "))
+            .count()
+            .saturating_sub(1);
+        let allowed = since_checkpoint + EVERY * restarts;
+        for l in text
+            .lines()
+            .filter(|l| l.contains("resuming") || l.contains("[crawler"))
+        {
+            println!("DEBUG {l}");
+        }
         println!(
             "trial {trial}: workers registered {registered:?} after their start; {first} killed \
              after {old} fetches (its last {old_after_kill} ms after the kill); {second} resumed \
              from {resumed}, fetching again {resumed_after} ms after the kill (lease TTL 3 s); \
-             fetched twice {twice} <= since the checkpoint {since_checkpoint}; {} requests, {} pages",
+             fetched twice {twice} <= since the checkpoint {since_checkpoint}, plus {EVERY} for \
+             each of its {restarts} restarts; {} requests, {} pages",
             lines.len(),
             distinct.len()
         );
         assert!(resumed > 0, "resumed, not started over");
         assert_eq!(distinct.len(), PAGES, "the whole crawl, once");
         assert!(
-            twice <= since_checkpoint,
-            "fetched twice {twice} > fetched since the last checkpoint {since_checkpoint}"
+            twice <= allowed,
+            "fetched twice {twice} > fetched since the last checkpoint {since_checkpoint} plus \
+             {EVERY} for each of {restarts} restarts; the task's log on {second}:\n{text}"
         );
         figures.push((twice, since_checkpoint));
         // The dead worker returns before the next trial; it and the other stop now.

@@ -6,6 +6,7 @@ pub mod etcd;
 pub mod process;
 
 use std::future::Future;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crawler::config::Config;
@@ -54,7 +55,33 @@ pub fn test_config(endpoints: &[String]) -> Config {
     config.tasks.clear();
     // Tasks move at once (`tests/scheduling.rs` tests the policy).
     config.scheduling = crawler::tools::procs::move_at_once();
+    // Task directories of this configuration's own (each worker gets `worker-<id>` in it):
+    // the default, `<tmp>/crawler-<node id>`, is shared by every test and every earlier run
+    // on the machine, whose logs then show in this test's.
+    config.worker.data_dir = Some(scratch_dir("config"));
     config
+}
+
+/// A new directory under `<tmp>/crawler-tests/`, named after this test process. Those of test
+/// processes no longer running are removed the first time this is called.
+pub fn scratch_dir(what: &str) -> std::path::PathBuf {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static MADE: AtomicU64 = AtomicU64::new(0);
+    static SWEPT: std::sync::Once = std::sync::Once::new();
+    let root = std::env::temp_dir().join("crawler-tests");
+    SWEPT.call_once(|| {
+        for entry in std::fs::read_dir(&root).into_iter().flatten().flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let pid = name.split('-').next().unwrap_or_default();
+            if !Path::new("/proc").join(pid).exists() {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+    });
+    let n = MADE.fetch_add(1, Ordering::Relaxed);
+    let dir = root.join(format!("{}-{what}-{n}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    dir
 }
 
 /// Polls `check` every 20 ms until it returns `Some`, or panics after `timeout`.
@@ -150,8 +177,16 @@ pub async fn start_master(config: Config, id: u16) -> Running {
     }
 }
 
-/// Starts a worker agent in this process on a free port.
-pub async fn start_worker(config: Config, id: u32, capacity: u32) -> Running {
+/// Starts a worker agent in this process on a free port, its task directories in
+/// `<data_dir>/worker-<id>` (the same when it is started again with the same id).
+pub async fn start_worker(mut config: Config, id: u32, capacity: u32) -> Running {
+    config.worker.data_dir = Some(
+        config
+            .worker
+            .data_dir
+            .unwrap_or_else(|| scratch_dir("worker"))
+            .join(format!("worker-{id}")),
+    );
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr").to_string();
     let options = crawler::worker::WorkerOptions {

@@ -43,6 +43,16 @@ pub fn crawler_process(
     env: &[(&str, &str)],
     args: &[&str],
 ) -> Proc {
+    // A worker whose config names no `data_dir` keeps its tasks in `<tmp>/crawler-<node id>`:
+    // its temp dir is the test's own (beside its config, so the same when it is started again),
+    // not the machine's, which every test and every earlier run shares.
+    let tmp = config.with_file_name(format!("tmp-{id}"));
+    let tmp = tmp.display().to_string();
+    let mut env = env.to_vec();
+    if role == Role::Worker && !env.iter().any(|(k, _)| *k == "TMPDIR") {
+        std::fs::create_dir_all(&tmp).expect("the worker's temp dir");
+        env.push(("TMPDIR", &tmp));
+    }
     procs::launch(Launch {
         binary: Path::new(env!("CARGO_BIN_EXE_crawler")),
         role,
@@ -51,7 +61,7 @@ pub fn crawler_process(
         etcd: &etcd.join(","),
         config,
         output: Stdio::inherit(),
-        env,
+        env: &env,
         args,
     })
     .expect("spawn crawler")
