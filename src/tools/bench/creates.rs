@@ -2,7 +2,9 @@
 
 use etcd_client::{Client, Compare, CompareOp, GetOptions, Txn, TxnOp};
 
-use super::harness::create;
+use std::time::Duration;
+
+use super::harness::{create, metric_sum};
 use super::load;
 use super::report::{Report, ms, rate};
 use crate::tools::procs::{Proc, ToolError};
@@ -70,16 +72,37 @@ fn p50_ratio(a: &load::Stats, b: &load::Stats) -> f64 {
     a.pct(50).as_secs_f64() / b.pct(50).as_secs_f64().max(1e-9)
 }
 
+/// The leader's own clocks, summed: its API requests' time and count, and its etcd writes'.
+async fn leader_clocks(client: &reqwest::Client, leader: &Proc) -> [f64; 4] {
+    let mut sums = [0.0; 4];
+    for (sum, name) in sums.iter_mut().zip([
+        "crawler_http_request_duration_seconds_sum",
+        "crawler_http_request_duration_seconds_count",
+        "crawler_etcd_write_duration_seconds_sum",
+        "crawler_etcd_write_duration_seconds_count",
+    ]) {
+        *sum = metric_sum(client, &leader.url, name).await;
+    }
+    sums
+}
+
+/// The mean of what a clock summed between `before` and `after`, from its sum and count.
+fn mean_between(before: &[f64; 4], after: &[f64; 4], at: usize) -> Duration {
+    let count = after[at + 1] - before[at + 1];
+    Duration::from_secs_f64(((after[at] - before[at]) / count.max(1.0)).max(0.0))
+}
+
 /// At c=1, where ours spends its time beyond the raw txn: the same keys our create wrote,
-/// raw; and a cached GET of the resource over HTTP.
+/// raw; a cached GET of the resource over HTTP; and, by the leader's own clocks, how long it
+/// held each request and how long each of its etcd txns took.
 async fn c1_split(
     report: &mut Report,
     n: usize,
     client: &reqwest::Client,
     leader: &Proc,
-    raw: &Client,
-    fence: &(String, i64),
+    (raw, fence): (&Client, &(String, i64)),
     ours: &load::Stats,
+    clocks: (&[f64; 4], &[f64; 4]),
 ) -> Result<(), ToolError> {
     let keys = written_by(raw, "create-c1-0").await?;
     let same = {
@@ -123,6 +146,25 @@ async fn c1_split(
         "",
         None,
     );
+    let (before, after) = clocks;
+    let txn = mean_between(before, after, 2);
+    report.add(
+        "2 create on leader c=1",
+        "mean: the client's / the leader's request / its etcd txn",
+        format!(
+            "{} / {} / {}",
+            ms(ours.mean()),
+            ms(mean_between(before, after, 0)),
+            ms(txn)
+        ),
+        format!("{} raw, the same keys", ms(same.mean())),
+        format!(
+            "the leader's txn alone {:.2}x raw",
+            txn.as_secs_f64() / same.mean().as_secs_f64().max(1e-9)
+        ),
+        "",
+        None,
+    );
     Ok(())
 }
 
@@ -155,6 +197,7 @@ pub(super) async fn create_on_leader(
         (256, if q { 500 } else { 20_000 }),
     ] {
         let tag = format!("c{concurrency}");
+        let before = leader_clocks(client, leader).await;
         let ours = {
             let client = client.clone();
             let url = leader.url.clone();
@@ -167,6 +210,7 @@ pub(super) async fn create_on_leader(
             })
             .await
         };
+        let after = leader_clocks(client, leader).await;
         let base = {
             let raw = raw.clone();
             let fence = fence.clone();
@@ -193,7 +237,16 @@ pub(super) async fn create_on_leader(
                 "<= 1.3x raw",
                 Some(ours.pct(50) <= limit),
             );
-            c1_split(report, n, client, leader, raw, &fence, &ours).await?;
+            c1_split(
+                report,
+                n,
+                client,
+                leader,
+                (raw, &fence),
+                &ours,
+                (&before, &after),
+            )
+            .await?;
             report.add(
                 "2 create on leader c=1",
                 "p99 (ours / raw)",

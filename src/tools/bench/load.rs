@@ -25,6 +25,12 @@ impl Stats {
         self.ok as f64 / self.wall.as_secs_f64().max(1e-9)
     }
 
+    /// The mean latency of successful operations.
+    pub fn mean(&self) -> Duration {
+        let total: Duration = self.latencies.iter().sum();
+        total / u32::try_from(self.latencies.len().max(1)).unwrap_or(u32::MAX)
+    }
+
     /// The `p`th percentile latency (0..=100).
     pub fn pct(&self, p: usize) -> Duration {
         percentile(&self.latencies, p)
