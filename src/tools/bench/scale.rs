@@ -171,6 +171,31 @@ pub(super) async fn scale(
         "<= 200 B/obj",
         Some(follower_rss > 0 && above(follower_rss) <= 200.0),
     );
+    // The same at rest: what the lists' and the take-over's garbage left is returned, or kept.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    for (metric, master, target, bound) in [
+        (
+            "leader bytes per object, 5 s later at rest",
+            &b,
+            "<= 300 B/obj",
+            300.0,
+        ),
+        (
+            "follower bytes per object, 5 s later at rest",
+            &c,
+            "<= 200 B/obj",
+            200.0,
+        ),
+    ] {
+        let rss = master.rss_bytes().unwrap_or(0) as usize;
+        memory_row(
+            report,
+            metric,
+            rss,
+            target,
+            Some(rss > 0 && above(rss) <= bound),
+        );
+    }
     if std::env::var_os("CRAWLER_HEAPTRACK").is_some() {
         // Masters under heaptrack are killed now, at rest, so that what it reports as leaked
         // is what they hold.
