@@ -94,7 +94,7 @@ pub struct BenchArgs {
     /// target/BENCHMARKS-quick.md with --quick).
     #[arg(long)]
     pub out: Option<PathBuf>,
-    /// Run only these scenarios (numbers 1 to 14, comma-separated), e.g. when profiling one.
+    /// Run only these scenarios (numbers 1 to 17, comma-separated), e.g. when profiling one.
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<u8>,
     /// Resources in the scale scenario (6) and creates in the real-load one (11), e.g. 1000000
