@@ -188,12 +188,6 @@ async fn a_crawl_whose_worker_dies_resumes_from_its_checkpoint_on_another() {
             .count()
             .saturating_sub(1);
         let allowed = since_checkpoint + EVERY * restarts;
-        for l in text
-            .lines()
-            .filter(|l| l.contains("resuming") || l.contains("[crawler"))
-        {
-            println!("DEBUG {l}");
-        }
         println!(
             "trial {trial}: workers registered {registered:?} after their start; {first} killed \
              after {old} fetches (its last {old_after_kill} ms after the kill); {second} resumed \

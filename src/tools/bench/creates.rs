@@ -4,7 +4,7 @@ use etcd_client::{Client, Compare, CompareOp, GetOptions, Txn, TxnOp};
 
 use std::time::Duration;
 
-use super::harness::{create, metric_sum};
+use super::harness::{create, metric_sums};
 use super::load;
 use super::report::{Report, ms, rate};
 use crate::tools::procs::{Proc, ToolError};
@@ -72,24 +72,36 @@ fn p50_ratio(a: &load::Stats, b: &load::Stats) -> f64 {
     a.pct(50).as_secs_f64() / b.pct(50).as_secs_f64().max(1e-9)
 }
 
-/// The leader's own clocks, summed: its API requests' time and count, and its etcd writes'.
-async fn leader_clocks(client: &reqwest::Client, leader: &Proc) -> [f64; 4] {
-    let mut sums = [0.0; 4];
-    for (sum, name) in sums.iter_mut().zip([
-        "crawler_http_request_duration_seconds_sum",
-        "crawler_http_request_duration_seconds_count",
-        "crawler_etcd_write_duration_seconds_sum",
-        "crawler_etcd_write_duration_seconds_count",
-    ]) {
-        *sum = metric_sum(client, &leader.url, name).await;
-    }
-    sums
+/// The leader's own clocks, read from its histograms' sums and counts: its API requests' and
+/// its etcd writes'.
+struct Clocks {
+    requests: (f64, f64),
+    txns: (f64, f64),
 }
 
-/// The mean of what a clock summed between `before` and `after`, from its sum and count.
-fn mean_between(before: &[f64; 4], after: &[f64; 4], at: usize) -> Duration {
-    let count = after[at + 1] - before[at + 1];
-    Duration::from_secs_f64(((after[at] - before[at]) / count.max(1.0)).max(0.0))
+impl Clocks {
+    async fn read(client: &reqwest::Client, leader: &Proc) -> Self {
+        let [rs, rc, ts, tc] = metric_sums(
+            client,
+            &leader.url,
+            [
+                "crawler_http_request_duration_seconds_sum",
+                "crawler_http_request_duration_seconds_count",
+                "crawler_etcd_write_duration_seconds_sum",
+                "crawler_etcd_write_duration_seconds_count",
+            ],
+        )
+        .await;
+        Self {
+            requests: (rs, rc),
+            txns: (ts, tc),
+        }
+    }
+}
+
+/// The mean of what one clock timed between two readings, `before` and `after`.
+fn mean_between((sum0, count0): (f64, f64), (sum1, count1): (f64, f64)) -> Duration {
+    Duration::from_secs_f64(((sum1 - sum0) / (count1 - count0).max(1.0)).max(0.0))
 }
 
 /// At c=1, where ours spends its time beyond the raw txn: the same keys our create wrote,
@@ -102,7 +114,7 @@ async fn c1_split(
     leader: &Proc,
     (raw, fence): (&Client, &(String, i64)),
     ours: &load::Stats,
-    clocks: (&[f64; 4], &[f64; 4]),
+    (before, after): (&Clocks, &Clocks),
 ) -> Result<(), ToolError> {
     let keys = written_by(raw, "create-c1-0").await?;
     let same = {
@@ -146,15 +158,14 @@ async fn c1_split(
         "",
         None,
     );
-    let (before, after) = clocks;
-    let txn = mean_between(before, after, 2);
+    let txn = mean_between(before.txns, after.txns);
     report.add(
         "2 create on leader c=1",
         "mean: the client's / the leader's request / its etcd txn",
         format!(
             "{} / {} / {}",
             ms(ours.mean()),
-            ms(mean_between(before, after, 0)),
+            ms(mean_between(before.requests, after.requests)),
             ms(txn)
         ),
         format!("{} raw, the same keys", ms(same.mean())),
@@ -197,7 +208,7 @@ pub(super) async fn create_on_leader(
         (256, if q { 500 } else { 20_000 }),
     ] {
         let tag = format!("c{concurrency}");
-        let before = leader_clocks(client, leader).await;
+        let before = Clocks::read(client, leader).await;
         let ours = {
             let client = client.clone();
             let url = leader.url.clone();
@@ -210,7 +221,7 @@ pub(super) async fn create_on_leader(
             })
             .await
         };
-        let after = leader_clocks(client, leader).await;
+        let after = Clocks::read(client, leader).await;
         let base = {
             let raw = raw.clone();
             let fence = fence.clone();

@@ -164,14 +164,25 @@ pub(super) async fn bulk_put(
 
 /// A metric's value summed over its labels, from a master's `/metrics`.
 pub(super) async fn metric_sum(client: &reqwest::Client, master: &str, name: &str) -> f64 {
-    let Ok(response) = client.get(format!("{master}/metrics")).send().await else {
-        return 0.0;
+    metric_sums(client, master, [name]).await[0]
+}
+
+/// Each metric's value summed over its labels, from one read of a master's `/metrics`.
+pub(super) async fn metric_sums<const N: usize>(
+    client: &reqwest::Client,
+    master: &str,
+    names: [&str; N],
+) -> [f64; N] {
+    let text = match client.get(format!("{master}/metrics")).send().await {
+        Ok(response) => response.text().await.unwrap_or_default(),
+        Err(_) => String::new(),
     };
-    let text = response.text().await.unwrap_or_default();
-    text.lines()
-        .filter(|l| l.starts_with(name))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+    names.map(|name| {
+        text.lines()
+            .filter(|l| l.starts_with(name))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    })
 }
 
 /// The JSON body of a GET, if it answers with one.

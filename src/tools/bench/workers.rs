@@ -17,7 +17,7 @@ use super::harness::{bulk_put, go_resource, http_client, wait_until, worker_task
 use super::report::Report;
 use crate::keys::KeyLayout;
 use crate::tools::member;
-use crate::tools::procs::{self, Scratch, ToolError, free_port};
+use crate::tools::procs::{self, Proc, Scratch, ToolError, free_port};
 
 /// How many tasks a worker's `/tasks` lists with a status (supervised and reported), if it
 /// answers: the worker is measured at rest, not while it is still starting its tasks.
@@ -26,6 +26,32 @@ async fn listed(client: &reqwest::Client, addr: &str) -> Option<usize> {
         *n += usize::from(!t["status"].is_null())
     })
     .await
+}
+
+/// The busiest of the first three workers' RSS against the fourth's, which holds no task, per
+/// task of `held` above it; met when under `goal`'s bytes, if there is one.
+fn rss_row(
+    report: &mut Report,
+    workers: &[Proc],
+    metric: String,
+    held: usize,
+    goal: Option<(&'static str, u64)>,
+) {
+    let rss: Vec<u64> = workers.iter().map(|w| w.rss_bytes().unwrap_or(0)).collect();
+    let idle = rss[3];
+    let busiest = rss[..3].iter().copied().max().unwrap_or(0);
+    report.add(
+        "10 worker memory",
+        metric,
+        format!("{:.1} MB", busiest as f64 / 1e6),
+        format!("{:.1} MB holding none", idle as f64 / 1e6),
+        format!(
+            "{:.0} B/task above",
+            busiest.saturating_sub(idle) as f64 / held as f64
+        ),
+        goal.map_or("", |(target, _)| target),
+        goal.map(|(_, limit)| busiest > 0 && busiest <= limit),
+    );
 }
 
 pub(super) async fn worker_memory(report: &mut Report, q: bool) -> Result<(), ToolError> {
@@ -85,40 +111,23 @@ pub(super) async fn worker_memory(report: &mut Report, q: bool) -> Result<(), To
     }
     let started_all = spawned.elapsed();
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let rss: Vec<u64> = workers.iter().map(|w| w.rss_bytes().unwrap_or(0)).collect();
-    let idle = rss[3];
-    let busiest = rss[..3].iter().copied().max().unwrap_or(0);
-    report.add(
-        "10 worker memory",
-        format!("worker RSS, {} of {n} tasks (3 workers)", n.div_ceil(3)),
-        format!("{:.1} MB", busiest as f64 / 1e6),
-        format!("{:.1} MB holding none", idle as f64 / 1e6),
-        format!(
-            "{:.0} B/task above",
-            busiest.saturating_sub(idle) as f64 / n.div_ceil(3) as f64
-        ),
-        "",
+    let held = n.div_ceil(3);
+    rss_row(
+        report,
+        &workers,
+        format!("worker RSS, {held} of {n} tasks (3 workers)"),
+        held,
         None,
     );
     // At rest: every status reported and every start's scratch gone, as the goal counts it.
     let rest = if q { 2 } else { 20 };
     tokio::time::sleep(Duration::from_secs(rest)).await;
-    let rss: Vec<u64> = workers.iter().map(|w| w.rss_bytes().unwrap_or(0)).collect();
-    let (idle, busiest) = (rss[3], rss[..3].iter().copied().max().unwrap_or(0));
-    report.add(
-        "10 worker memory",
-        format!(
-            "worker RSS at rest, {rest} s later, {} of {n} tasks",
-            n.div_ceil(3)
-        ),
-        format!("{:.1} MB", busiest as f64 / 1e6),
-        format!("{:.1} MB holding none", idle as f64 / 1e6),
-        format!(
-            "{:.0} B/task above",
-            busiest.saturating_sub(idle) as f64 / n.div_ceil(3) as f64
-        ),
-        "<= 60 MB",
-        Some(busiest > 0 && busiest <= 60_000_000),
+    rss_row(
+        report,
+        &workers,
+        format!("worker RSS at rest, {rest} s later, {held} of {n} tasks"),
+        held,
+        Some(("<= 60 MB", 60_000_000)),
     );
     report.add(
         "10 worker memory",
