@@ -215,7 +215,6 @@ mod tests {
                     name: name.clone(),
                     assigned_node: Name::from(""),
                     creation_time: 0,
-                    schedule: None,
                     extra: Default::default(),
                 };
                 (

@@ -63,7 +63,7 @@ impl ResourceView {
             }),
             creation_time: humantime::format_rfc3339_nanos(created).to_string(),
             labels: r.labels(),
-            schedule: r.schedule.as_deref().map(ScheduleView::of),
+            schedule: r.schedule().map(ScheduleView::of),
             placement: r.constraints().and_then(|c| serde_json::to_value(c).ok()),
             waiting: None,
             status: None,

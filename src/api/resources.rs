@@ -363,7 +363,7 @@ pub async fn patch(
     // against the stored one.
     if let Some(patch) = &body.schedule {
         let cached = state.resources.get(name);
-        let current = cached.as_ref().and_then(|e| e.value.schedule.as_deref());
+        let current = cached.as_ref().and_then(|e| e.value.schedule());
         schedules::merged(current.map(|s| &s.rule), patch).map_err(schedules::unprocessable)?;
     }
     if let Some(patch) = &body.placement {
@@ -391,7 +391,7 @@ pub async fn patch(
                 }
                 set_labels(r, &labels);
                 if let Some(patch) = &body.schedule {
-                    let current = r.schedule.as_deref().map(|s| &s.rule);
+                    let current = r.schedule().map(|s| &s.rule);
                     let rule = schedules::merged(current, patch)
                         .map_err(|e| WriteError::Invalid(e.field, e.detail))?;
                     set_schedule(r, rule);
@@ -414,7 +414,8 @@ pub async fn patch(
 /// Gives `r` the schedule `rule` makes of its current one (none: no schedule).
 fn set_schedule(r: &mut Resource, rule: Option<crate::model::recurrence::Rule>) {
     let now = crate::model::status::now_ms();
-    r.schedule = Recurrence::set(r.schedule.as_deref(), rule, now).map(Box::new);
+    let schedule = Recurrence::set(r.schedule(), rule, now).map(Box::new);
+    r.extra.set_schedule(schedule);
 }
 
 #[cfg(test)]

@@ -130,7 +130,6 @@ mod tests {
             name: "t".into(),
             assigned_node: node.into(),
             creation_time: 0,
-            schedule: None,
             extra: Default::default(),
         }
     }

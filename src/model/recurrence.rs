@@ -21,7 +21,7 @@ use chrono::{DateTime, TimeZone, Utc};
 use chrono_tz::Tz;
 use croner::Cron;
 use croner::parser::{CronParser, Seconds, Year};
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
 
 /// Shortest `every`.
 pub const MIN_EVERY: Duration = Duration::from_secs(1);
@@ -352,13 +352,6 @@ impl Recurrence {
             }
         }
     }
-}
-
-/// Reads a stored schedule leniently: one that does not decode (a foreign writer's) is no
-/// schedule, rather than a resource that does not decode.
-pub fn lenient<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Box<Recurrence>>, D::Error> {
-    let value = serde_json::Value::deserialize(d)?;
-    Ok(serde_json::from_value(value).ok().map(Box::new))
 }
 
 /// The leader's decision about a schedule now.

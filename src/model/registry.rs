@@ -50,9 +50,9 @@ pub struct Node {
 
 /// A worker as the master sees it: one node of the worker service.
 ///
-/// Masters cache thousands of these, so the record is kept compact: the fields the API shows,
-/// metadata as a sorted list rather than a map, and the record exactly as stored (so nothing is
-/// lost) instead of a second, parsed copy.
+/// Masters cache thousands of these, so the record is kept compact: the fields the API shows
+/// and metadata as a sorted list rather than a map. Masters never write a worker's record, so
+/// the record as stored is not kept.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Worker {
     /// Node id, e.g. `go.micro.server.worker-2`.
@@ -63,8 +63,6 @@ pub struct Worker {
     pub metadata: Vec<(String, String)>,
     /// Service version.
     pub version: String,
-    /// The record as stored.
-    pub raw: Box<str>,
 }
 
 /// Metadata key for the most resources a worker takes.
@@ -165,15 +163,11 @@ impl Object for Worker {
         }
         let mut metadata = service.metadata.clone().unwrap_or_default();
         metadata.extend(node.metadata.clone().unwrap_or_default());
-        let raw = std::str::from_utf8(value)
-            .map_err(|_| DecodeError::new("record is not UTF-8"))?
-            .into();
         Ok(Worker {
             id: node.id.clone(),
             address: node.address.clone(),
             metadata: metadata.into_iter().collect(),
             version: service.version.clone(),
-            raw,
         })
     }
 }
@@ -194,7 +188,6 @@ mod tests {
         assert_eq!(w.meta("registry"), Some("etcd"));
         assert_eq!(w.meta("nope"), None);
         assert_eq!(w.capacity(), None);
-        assert_eq!(&*w.raw, GO_RECORD, "the record is kept as stored");
         // Round trip through the codec gives back the same JSON value.
         let service: Service = serde_json::from_str(GO_RECORD).expect("decodes");
         let again = serde_json::to_value(&service).expect("encodes");

@@ -94,7 +94,7 @@ fn spec_of(entry: &cache::Entry<Resource>) -> TaskSpec {
         id: r.id.to_string(),
         epoch: r.epoch(entry.mod_revision),
         labels: r.labels(),
-        scheduled_ms: r.schedule.as_ref().and_then(|s| s.progress.run_slot_ms),
+        scheduled_ms: r.schedule().and_then(|s| s.progress.run_slot_ms),
         assigned_at: entry.create_revision,
     }
 }

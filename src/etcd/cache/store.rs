@@ -337,12 +337,11 @@ impl<T: super::Object> Writer<T> {
     pub(crate) fn replace(&self, objects: Objects<T>, revision: i64) {
         let first = !*self.inner.ready.borrow();
         // The index is built before the lock is taken and swapped in with the data.
-        let mut index = Index::default();
-        for (name, entry) in &objects {
-            if let Some(group) = entry.value.group() {
-                index.add(group, name);
-            }
-        }
+        let index = Index::build(
+            objects
+                .iter()
+                .filter_map(|(name, entry)| Some((entry.value.group()?, name))),
+        );
         let events = {
             let mut state = self.inner.write();
             let events = if first {

@@ -468,7 +468,6 @@ mod tests {
             name: name.into(),
             assigned_node: node.into(),
             creation_time: 0,
-            schedule: None,
             extra: Default::default(),
         }
     }

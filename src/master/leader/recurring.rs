@@ -124,7 +124,7 @@ impl Due {
 
 /// When `r`'s schedule is next due (now or earlier when a slot waits), if ever.
 fn due_at(r: &Resource, now: i64) -> Option<i64> {
-    let schedule = r.schedule.as_deref()?;
+    let schedule = r.schedule()?;
     let rule = schedule.rule.compile(now).ok()?;
     match decide(&rule, &schedule.progress, now, false) {
         Decision::Wait(at) => Some(at),
@@ -143,7 +143,7 @@ impl Leader {
         let now = now_ms();
         let mut due = Due::default();
         for (name, entry) in &resources.objects {
-            if entry.value.schedule.is_some() {
+            if entry.value.schedule().is_some() {
                 due.set(name, due_at(&entry.value, now));
             }
         }
@@ -158,7 +158,7 @@ impl Leader {
         for event in &change.events {
             match event {
                 Event::Added { name, new } | Event::Modified { name, new, .. } => {
-                    if new.value.schedule.is_some() || due.at.contains_key(&**name) {
+                    if new.value.schedule().is_some() || due.at.contains_key(&**name) {
                         due.set(name, due_at(&new.value, now));
                     }
                 }
@@ -211,7 +211,7 @@ impl Leader {
                 let Some(entry) = self.inner.resources.get(&name) else {
                     continue;
                 };
-                let Some(schedule) = entry.value.schedule.as_deref() else {
+                let Some(schedule) = entry.value.schedule() else {
                     continue;
                 };
                 let Ok(rule) = schedule.rule.compile(now) else {
@@ -269,7 +269,7 @@ impl Leader {
             let mut r = resource.clone();
             let stored = histories.remove(&**name).unwrap_or_default();
             let mut history = stored.history;
-            if let Some(s) = r.schedule.as_mut() {
+            if let Some(s) = r.extra.schedule_mut() {
                 s.progress = act.apply(&s.progress);
             }
             let missed = act.missed + u64::from(act.outcome == Outcome::Missed);

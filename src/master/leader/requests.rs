@@ -146,9 +146,11 @@ impl Leader {
                 Resource::assigned_node_value(&r.worker, &r.address)
             }),
             creation_time: now,
-            schedule: Recurrence::set(None, init.schedule.clone(), now_ms()).map(Box::new),
             extra: Default::default(),
         };
+        resource
+            .extra
+            .set_schedule(Recurrence::set(None, init.schedule.clone(), now_ms()).map(Box::new));
         if !init.labels.is_empty() {
             resource
                 .extra
@@ -243,13 +245,13 @@ impl Leader {
             // The task sees everything but its schedule: a change of that alone keeps the run.
             let seen = |r: &Resource| {
                 let mut r = r.clone();
-                r.schedule = None;
+                r.extra.set_schedule(None);
                 r.extra.remove(EPOCH_FIELD);
                 r
             };
             let new_run = reason.is_some() || seen(&resource) != seen(&before);
             if reason == Some(Reason::Restarted)
-                && let Some(s) = resource.schedule.as_mut()
+                && let Some(s) = resource.extra.schedule_mut()
             {
                 s.progress.run_slot_ms = None;
             }

@@ -197,7 +197,6 @@ pub(super) async fn create_on_leader(
         name: "bench-raw-000000".into(),
         assigned_node: "".into(),
         creation_time: 1,
-        schedule: None,
         extra: Default::default(),
     })
     .unwrap_or_default();
