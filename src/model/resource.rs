@@ -140,8 +140,8 @@ pub struct Resource {
 /// The fields of a stored resource that the Go crawler does not write: those this codec does
 /// not know (labels, a restart time, an assignment key's epoch, anything a newer writer added),
 /// kept for the round trip, and its schedule and constraints, read once. A Go resource has
-/// none; boxed, they cost it one pointer, so a cached resource's allocation is 80 bytes (72
-/// with the schedule beside them, in jemalloc's 96-byte class).
+/// none; boxed, they cost it one pointer, and a cached resource in its `Arc` fits jemalloc's
+/// 80-byte size class.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Extra(Option<Box<Fields>>);
 
