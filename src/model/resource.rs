@@ -246,17 +246,10 @@ impl Serialize for Extra {
 impl<'de> Deserialize<'de> for Extra {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let mut other = BTreeMap::<String, Value>::deserialize(d)?;
-        let placement = other.get(PLACEMENT_FIELD).and_then(constraints::stored);
-        if placement.is_some() {
-            other.remove(PLACEMENT_FIELD);
-        }
-        let schedule = other
-            .get(SCHEDULE_FIELD)
-            .and_then(|v| Recurrence::deserialize(v).ok())
-            .map(Box::new);
-        if schedule.is_some() {
-            other.remove(SCHEDULE_FIELD);
-        }
+        let placement = take_read(&mut other, PLACEMENT_FIELD, constraints::stored);
+        let schedule = take_read(&mut other, SCHEDULE_FIELD, |v| {
+            Recurrence::deserialize(v).ok().map(Box::new)
+        });
         let mut extra = Self(Some(Box::new(Fields {
             other,
             schedule,
@@ -265,6 +258,20 @@ impl<'de> Deserialize<'de> for Extra {
         extra.shrink();
         Ok(extra)
     }
+}
+
+/// Field `field` of `other`, taken out when `read` reads it; one it cannot read stays, to be
+/// written back as it was.
+fn take_read<T>(
+    other: &mut BTreeMap<String, Value>,
+    field: &str,
+    read: impl FnOnce(&Value) -> Option<T>,
+) -> Option<T> {
+    let value = other.get(field).and_then(read);
+    if value.is_some() {
+        other.remove(field);
+    }
+    value
 }
 
 /// Where a recurring resource's schedule is kept in the stored JSON (a field the Go crawler
@@ -475,6 +482,20 @@ mod tests {
         // A million of these are cached on every master, each in an `Arc` (16 bytes more):
         // 80 bytes is a jemalloc size class, the next is 96.
         assert!(std::mem::size_of::<Resource>() <= 64);
+    }
+
+    #[test]
+    fn a_schedule_that_cannot_be_read_is_no_schedule_and_is_kept() {
+        let stored =
+            r#"{"ID":"1","Name":"a","AssignedNode":"","CreationTime":0,"Schedule":{"rule":7}}"#;
+        let r = Resource::decode("a", stored.as_bytes())
+            .expect("a resource whose schedule cannot be read still decodes");
+        assert!(r.schedule().is_none());
+        assert_eq!(
+            serde_json::to_string(&r).expect("encodes"),
+            stored,
+            "and its schedule is kept as it was"
+        );
     }
 
     #[test]

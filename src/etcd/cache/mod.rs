@@ -27,18 +27,6 @@ use tokio_util::sync::CancellationToken;
 
 use watcher::WatchConfig;
 
-/// Returns the memory freed after a large list to the OS. glibc keeps freed pages for reuse,
-/// so without this a process's RSS stays at the high-water mark of its largest list (pages of
-/// raw values and their decoding), far above what it holds.
-pub fn release_free_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only returns free memory to the OS; it takes glibc's own locks and
-    // may be called from any thread at any time.
-    unsafe {
-        libc::malloc_trim(0);
-    }
-}
-
 /// Starts a cache of `prefix` whose watcher runs in `tasks` until `cancel` fires.
 pub fn spawn<T: Object>(
     kind: &'static str,

@@ -359,7 +359,6 @@ impl<T: super::Object> Writer<T> {
         self.publish(revision);
         // The differences' old values go now, not when every subscriber has read them.
         drop(events);
-        super::release_free_memory();
         self.inner.ready.send_replace(true);
     }
 

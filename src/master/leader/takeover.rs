@@ -78,7 +78,6 @@ impl Leader {
             .set(i64::from(scheduling.frozen()));
         *self.placement() = placement;
         *self.scheduling() = scheduling;
-        crate::etcd::cache::release_free_memory();
         self.inner.applied.send_replace(revision);
         for seed in &self.inner.config.seeds {
             if present.contains(&seed.name) {

@@ -14,7 +14,8 @@ use nix::sys::signal::Signal;
 use serde_json::{Value, json};
 
 use super::harness::{
-    bulk_put, go_resource, http_client, is_ready, is_ready_leader, metric_sum, wait_until,
+    bulk_put, go_resource, http_client, is_ready, is_ready_leader, metric_sum, metric_sums,
+    wait_until,
 };
 use super::report::{Report, ms};
 use crate::keys::KeyLayout;
@@ -179,10 +180,7 @@ async fn fleet(
     }
     let seconds = "crawler_placement_seconds_total";
     let placed = "crawler_placements_total";
-    let (s0, p0) = (
-        metric_sum(&client, &leader.url, seconds).await,
-        metric_sum(&client, &leader.url, placed).await,
-    );
+    let [s0, p0] = metric_sums(&client, &leader.url, [seconds, placed]).await;
     let (resources, _) = tasks(assigned..assigned + added, None, constrained);
     bulk_put(&raw, resources, None).await?;
     let target = p0 + added as f64;
@@ -195,10 +193,7 @@ async fn fleet(
         },
     )
     .await?;
-    let (s1, p1) = (
-        metric_sum(&client, &leader.url, seconds).await,
-        metric_sum(&client, &leader.url, placed).await,
-    );
+    let [s1, p1] = metric_sums(&client, &leader.url, [seconds, placed]).await;
     Ok(Measured {
         takeovers,
         per_placement_us: (s1 - s0) * 1e6 / (p1 - p0).max(1.0),
