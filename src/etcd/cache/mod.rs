@@ -19,6 +19,8 @@ pub use crate::object::{DecodeError, Name, Object};
 pub use diff::diff;
 pub use event::{Change, Entry, Event, Objects};
 pub use index::Index;
+#[cfg(test)]
+pub(crate) use store::Update;
 pub use store::{Snapshot, Store, StoreStats, Subscription, Writer};
 
 use etcd_client::Client;

@@ -104,6 +104,14 @@ pub struct Store<T> {
     inner: Arc<Inner<T>>,
 }
 
+impl<T> std::fmt::Debug for Store<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("kind", &self.inner.kind)
+            .finish_non_exhaustive()
+    }
+}
+
 impl<T> Clone for Store<T> {
     fn clone(&self) -> Self {
         Self {
@@ -138,6 +146,20 @@ impl<T: super::Object> Subscription<T> {
                 return self.try_recv();
             }
             self.queue.notified().await;
+        }
+    }
+
+    /// A consistent copy of the cache, and nothing pending before it: every later batch is a
+    /// change from this copy, so the old value of each of its events is the copy's (or that of
+    /// an earlier batch). A subscriber that keeps counts from the events' old and new values
+    /// starts from here.
+    pub fn snapshot(&mut self) -> Snapshot<T> {
+        let state = self.inner.read();
+        // Marks happen under the write lock: none can fall between the copy and the take.
+        drop(self.queue.take());
+        Snapshot {
+            revision: state.revision,
+            objects: state.objects.clone(),
         }
     }
 
@@ -488,6 +510,31 @@ mod tests {
             all.sort();
             all
         })
+    }
+
+    #[test]
+    fn a_subscriptions_snapshot_takes_what_was_pending_before_it() {
+        let (store, writer) = Store::<Tagged>::new("test");
+        writer.replace(BTreeMap::new(), 1);
+        let mut sub = store.subscribe();
+        writer.apply(vec![tagged("a", "w1", 2), tagged("b", "w1", 2)], 2);
+        let copy = sub.snapshot();
+        assert_eq!((copy.revision, copy.objects.len()), (2, 2));
+        assert!(
+            sub.try_recv().is_none(),
+            "what the copy holds is not sent again"
+        );
+        // A later change is a change from the copy: its old value is the copy's.
+        writer.apply(vec![tagged("a", "w2", 3)], 3);
+        let change = sub.try_recv().expect("a batch");
+        assert_eq!(change.revision, 3);
+        match &change.events[..] {
+            [Event::Modified { name, old, new }] => {
+                assert_eq!(&**name, "a");
+                assert_eq!((old.value.0, new.value.0), ("w1", "w2"));
+            }
+            other => panic!("one change of a, not {other:?}"),
+        }
     }
 
     #[test]

@@ -146,6 +146,7 @@ impl Leader {
         );
         let commits =
             commit::Committer::start(client.clone(), config.request_timeout, metrics.clone());
+        let placement = Mutex::new(Placement::new(resources.clone()));
         Self {
             inner: Arc::new(Inner {
                 metrics,
@@ -156,7 +157,7 @@ impl Leader {
                 resources,
                 workers,
                 statuses,
-                placement: Mutex::new(Placement::new()),
+                placement,
                 scheduling: Mutex::new(scheduling),
                 ids,
                 applied: watch::channel(0).0,
@@ -213,14 +214,18 @@ impl Leader {
         let mut memo = WantsMemo::default();
         for (name, entry) in &resources.objects {
             let worker = entry.value.assigned_worker();
-            placement.set_resource_shared(
+            placement.set_resource(
                 name,
+                None,
                 Some(worker),
                 memo.of(&entry.value),
                 resources.revision,
             );
             let epoch = entry.value.epoch(entry.mod_revision);
-            placement.set_done(name, self.completed(name, worker, epoch));
+            placement.set_done(
+                name,
+                worker.filter(|w| self.completed(name, Some(w), epoch)),
+            );
         }
         placement.advance(resources.revision);
     }
@@ -359,7 +364,7 @@ impl Leader {
         let mut resource_changes = self.inner.resources.subscribe();
         let mut worker_changes = self.inner.workers.subscribe();
         let mut status_changes = self.inner.statuses.subscribe();
-        let loaded = self.take_over(fence).await?;
+        let loaded = self.take_over(fence, &mut resource_changes).await?;
         let revision = loaded.workers;
         if self.inner.leadership.ready(fence) {
             info!(

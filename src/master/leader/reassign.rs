@@ -30,30 +30,27 @@ impl Leader {
             }
         }
         let mut placement = self.placement();
-        if change.revision > loaded_at || change.relisted {
-            let now = crate::model::status::now_ms();
-            for event in &change.events {
-                match event {
-                    Event::Added { name, new } | Event::Modified { name, new, .. } => {
-                        let worker = new.value.assigned_worker();
-                        // Moves only: a new resource's start is its creation time.
-                        let before = placement.assigned(name);
-                        if worker.is_some() && before.is_some() && before != worker {
-                            self.scheduling().recent.insert(name.to_string(), now);
-                        }
-                        placement.set_resource_shared(
-                            name,
-                            Some(worker),
-                            Wants::of(&new.value),
-                            change.revision,
-                        );
-                        let epoch = new.value.epoch(new.mod_revision);
-                        placement.set_done(name, self.completed(name, worker, epoch));
-                    }
-                    Event::Deleted { name, .. } => {
-                        placement.set_resource_shared(name, None, None, change.revision);
-                    }
+        // Every batch after the take-over's copy is a change from what the placement holds
+        // (the copy took what was pending before it), and is applied once.
+        let now = crate::model::status::now_ms();
+        for event in &change.events {
+            let wants = match event {
+                Event::Added { new, .. } | Event::Modified { new, .. } => Wants::of(&new.value),
+                Event::Deleted { .. } => None,
+            };
+            placement.apply(event, wants, change.revision);
+            if let Event::Added { name, new } | Event::Modified { name, new, .. } = event {
+                let worker = new.value.assigned_worker();
+                // Moves only: a new resource's start is its creation time.
+                if let Event::Modified { old, .. } = event
+                    && let Some(before) = old.value.assigned_worker()
+                    && worker.is_some_and(|w| w != before)
+                {
+                    self.scheduling().recent.insert(name.to_string(), now);
                 }
+                let epoch = new.value.epoch(new.mod_revision);
+                let done = worker.filter(|w| self.completed(name, Some(w), epoch));
+                placement.set_done(name, done);
             }
         }
         placement.advance(change.revision);
@@ -104,10 +101,16 @@ impl Leader {
             let Some(entry) = self.inner.resources.get(name) else {
                 continue;
             };
+            // A resource changed since the placement's last batch is settled when that change
+            // is applied.
+            if entry.mod_revision > placement.applied() {
+                continue;
+            }
+            let worker = entry.value.assigned_worker();
             let epoch = entry.value.epoch(entry.mod_revision);
-            let done = self.completed(name, entry.value.assigned_worker(), epoch);
-            placement.set_done(name, done);
-            freed |= done;
+            let done = worker.filter(|w| self.completed(name, Some(w), epoch));
+            placement.set_done(&entry.value.name, done);
+            freed |= done.is_some();
         }
         if freed && placement.pending() > 0 {
             self.inner.kick.notify_one();

@@ -10,8 +10,8 @@ use tracing::info;
 
 use super::scheduling::Scheduling;
 use super::{Leader, MOVES, WriteError};
-use crate::etcd::cache::Object;
 use crate::etcd::cache::watcher::name_of;
+use crate::etcd::cache::{Object, Subscription};
 use crate::etcd::list_prefix;
 use crate::master::leadership::Fence;
 use crate::master::placement::Placement;
@@ -22,7 +22,11 @@ use crate::model::schedule::Record;
 impl Leader {
     /// Steps 1 to 4 of a take-over. Returns the revisions the resources and the workers were
     /// loaded at: the change batches after them are the term's to apply.
-    pub(super) async fn take_over(&self, fence: &Fence) -> Result<Loaded, WriteError> {
+    pub(super) async fn take_over(
+        &self,
+        fence: &Fence,
+        resource_changes: &mut Subscription<Resource>,
+    ) -> Result<Loaded, WriteError> {
         // The scheduling state and the workers are read from etcd at its current revision; the
         // resources come from this master's own cache, a consistent copy at the cache's
         // revision, whose later batches this term applies (it subscribed before). Nothing this
@@ -35,7 +39,7 @@ impl Leader {
         self.inner.workers.wait_ready().await;
         self.reset_assignments();
         let (mut placement, scheduling, workers, workers_revision) = self.load_scheduling().await?;
-        let snapshot = self.inner.resources.snapshot();
+        let snapshot = resource_changes.snapshot();
         let revision = snapshot.revision;
         let seeds: HashSet<&str> = self
             .inner
@@ -125,7 +129,7 @@ impl Leader {
         let deadline = self.inner.config.request_timeout;
         let keys = &self.inner.config.keys;
         let client = &self.inner.client;
-        let mut placement = Placement::new();
+        let mut placement = Placement::new(self.inner.resources.clone());
         let mut scheduling = Scheduling::new(
             self.inner.config.scheduling.reassign_rate,
             crate::model::status::now_ms(),

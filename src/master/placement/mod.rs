@@ -14,9 +14,10 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use crate::etcd::cache::Name;
+use crate::etcd::cache::{Entry, Event, Name, Store};
 use crate::master::assigner::Assigner;
 use crate::model::constraints::Labels;
+use crate::model::resource::Resource;
 use crate::model::schedule::Reason;
 
 mod plan;
@@ -63,18 +64,29 @@ pub struct Move {
 /// written asks (for its spread group).
 type Held = (String, Option<i64>, Option<Arc<Wants>>);
 
+/// What a worker holds, present or not: resources assigned to it, and how many of those
+/// completed their task there.
+#[derive(Debug, Default, Clone, Copy)]
+struct Count {
+    assigned: u32,
+    done: u32,
+}
+
 /// Loads, assignments and the resources waiting for a worker.
-#[derive(Debug, Default, Clone)]
+///
+/// The placement keeps counts, not copies: which resources a worker holds is read from the
+/// resources cache's index, and each load changes by the old and new values of the changes it
+/// applies. The cache may run ahead of what was applied; a choice read from it is written with
+/// a compare on the resource's revision, and each resource's change, once applied, settles its
+/// counts and whether it waits.
+#[derive(Debug, Clone)]
 pub struct Placement {
     assigner: Assigner,
-    /// Resource → the worker etcd says it is assigned to (`None`: unassigned). Names are the
-    /// caches' own strings and worker ids are shared (see `worker_ids`), so a resource costs
-    /// this map two pointers.
-    resources: HashMap<Name, Option<Name>>,
-    /// Worker → the resources assigned to it (present or not).
-    members: HashMap<Name, HashSet<Name>>,
-    /// One string per worker id, shared by every resource assigned to it.
-    worker_ids: HashSet<Name>,
+    /// The resources cache: each worker's resources, by its index.
+    resources: Store<Resource>,
+    /// Worker → what it holds, as of the changes applied. Its keys are the shared copies of
+    /// the worker ids.
+    held: HashMap<Name, Count>,
     /// Resources with no present worker, by priority and the revision at which that became so.
     needs: queue::Queue,
     /// What the resources with constraints ask (the others ask nothing).
@@ -87,9 +99,9 @@ pub struct Placement {
     next_token: u64,
     /// Highest revision applied from the resources cache.
     applied: i64,
-    /// Resources whose task completed at their current assignment: they stay with their
-    /// worker but no longer count against its capacity.
-    done: HashSet<Name>,
+    /// Resources whose task completed at their current assignment → that worker: they stay
+    /// with it but no longer count against its capacity.
+    done: HashMap<Name, Name>,
     /// Absent workers whose resources may be handed out (their grace period is over).
     released: HashSet<String>,
     /// Cordoned workers: present or not, they take no new resource.
@@ -100,9 +112,23 @@ pub struct Placement {
 }
 
 impl Placement {
-    /// An empty placement.
-    pub fn new() -> Self {
-        Self::default()
+    /// An empty placement of the resources `resources` holds, once their changes are applied.
+    pub fn new(resources: Store<Resource>) -> Self {
+        Self {
+            assigner: Assigner::default(),
+            resources,
+            held: HashMap::new(),
+            needs: queue::Queue::default(),
+            wants: HashMap::new(),
+            spreads: spread::Spreads::default(),
+            reservations: HashMap::new(),
+            next_token: 0,
+            applied: 0,
+            done: HashMap::new(),
+            released: HashSet::new(),
+            cordoned: HashSet::new(),
+            in_flight: HashMap::new(),
+        }
     }
 
     /// The revision of the resources the placement reflects.
@@ -118,10 +144,7 @@ impl Placement {
         capacity: Option<u32>,
         labels: Arc<Labels>,
     ) {
-        let held = self
-            .members
-            .get(id)
-            .map_or(0, |names| names.difference(&self.done).count());
+        let held = self.held.get(id).map_or(0, |c| c.assigned - c.done);
         let reserved = self.reservations.values().filter(|r| r.0 == id).count();
         let old = self.assigner.labels(id).cloned();
         if old.as_deref() != Some(&*labels) {
@@ -129,14 +152,10 @@ impl Placement {
         }
         let shared = self.worker_id(id);
         self.assigner
-            .upsert(shared, address, capacity, (held + reserved) as u32, labels);
+            .upsert(shared, address, capacity, held + reserved as u32, labels);
         self.assigner.set_eligible(id, !self.cordoned.contains(id));
         self.released.remove(id);
-        if let Some(names) = self.members.get(id) {
-            for name in names {
-                self.needs.remove(name);
-            }
-        }
+        self.needs.remove_worker(id);
     }
 
     /// Removes a worker at `revision`: its resources need a new one.
@@ -144,12 +163,23 @@ impl Placement {
         let old = self.assigner.labels(id).cloned();
         self.spreads.relabel(id, old.as_deref(), None);
         self.assigner.remove(id);
-        if let Some(names) = self.members.get(id) {
-            for name in names {
-                let priority = self.priority(name);
-                self.needs.insert(name, revision, priority, true);
-            }
+        let worker = self.worker_id(id);
+        // The cache may hold a change not applied yet; applying it settles that resource again.
+        for name in self.names_on(id) {
+            let priority = self.priority(&name);
+            self.needs
+                .insert(&name, revision, priority, true, Some(&worker));
         }
+    }
+
+    /// The resources the cache shows on worker `id`, sorted.
+    fn names_on(&self, id: &str) -> Vec<Name> {
+        self.resources.with_index(|_, index, _| {
+            index
+                .names(id)
+                .map(|names| names.iter().cloned().collect())
+                .unwrap_or_default()
+        })
     }
 
     /// True when `id` is a present worker.
@@ -188,7 +218,7 @@ impl Placement {
     /// and any the leader has not seen leave.
     pub fn absent_holders(&self) -> HashSet<String> {
         // Per worker, not per resource: this runs after every batch of changes.
-        self.members
+        self.held
             .keys()
             .filter(|w| !self.assigner.contains(w) && !self.released.contains(&***w))
             .map(|w| w.to_string())
@@ -197,45 +227,32 @@ impl Placement {
 
     /// Resources assigned to worker `id`, present or not.
     pub fn held_by(&self, id: &str) -> usize {
-        self.members.get(id).map_or(0, HashSet::len)
-    }
-
-    /// Records what etcd says of resource `name` at `revision`: assigned to `worker`, unassigned
-    /// (`Some(None)`), or deleted (`None`); it asks nothing of its worker.
-    pub fn set_resource(&mut self, name: &str, state: Option<Option<&str>>, revision: i64) {
-        let shared = self
-            .resources
-            .get_key_value(name)
-            .map_or_else(|| Name::from(name), |(k, _)| Name::clone(k));
-        self.set_resource_shared(&shared, state, None, revision);
+        self.held.get(id).map_or(0, |c| c.assigned as usize)
     }
 
     /// The shared string of worker id `id`.
-    fn worker_id(&mut self, id: &str) -> Name {
-        if let Some(w) = self.worker_ids.get(id) {
-            return Name::clone(w);
-        }
-        let w = Name::from(id);
-        self.worker_ids.insert(Name::clone(&w));
-        w
+    fn worker_id(&self, id: &str) -> Name {
+        self.held
+            .get_key_value(id)
+            .map_or_else(|| Name::from(id), |(w, _)| Name::clone(w))
     }
 
-    /// Like [`Placement::set_resource`], keeping `name` (the cache's string) rather than a
-    /// copy, with what it asks of its worker.
-    pub fn set_resource_shared(
+    /// Applies one change of the resources cache, at `revision`: `name` went from `before`'s
+    /// state to `after`'s, each `Some(worker)` when the resource exists (`Some(None)`:
+    /// unassigned) and `None` when it does not; it now asks `wants` of its worker. `before` is
+    /// what the placement applied last for `name` (an event's old value), so every change is
+    /// applied once.
+    pub fn set_resource(
         &mut self,
         name: &Name,
-        state: Option<Option<&str>>,
+        before: Option<Option<&str>>,
+        after: Option<Option<&str>>,
         wants: Option<Arc<Wants>>,
         revision: i64,
     ) {
-        let held_by = self
-            .resources
-            .get(name)
-            .and_then(|w| w.as_deref())
-            .map(Name::from);
-        self.count_group(name, held_by.as_deref(), -1);
-        match wants.filter(|_| state.is_some()) {
+        let (old, new) = (before.flatten(), after.flatten());
+        self.count_group(name, old, -1);
+        match wants.filter(|_| after.is_some()) {
             Some(w) => {
                 self.wants.insert(Name::clone(name), w);
             }
@@ -243,73 +260,84 @@ impl Placement {
                 self.wants.remove(&**name);
             }
         }
-        self.count_group(name, state.flatten(), 1);
-        let before = self.resources.get(name).and_then(|w| w.as_deref());
-        let after = state.flatten();
-        if before != after {
+        self.count_group(name, new, 1);
+        if old != new {
             // Moved or deleted: a completed run at the old assignment says nothing any more.
-            self.set_done(name, false);
+            self.set_done(name, None);
             self.in_flight.remove(&**name);
-        }
-        let before = self.resources.get(name).and_then(|w| w.as_deref());
-        if before != after {
-            if let Some(old) = before.map(str::to_owned) {
-                self.assigner.adjust(&old, -1);
-                if let Some(set) = self.members.get_mut(old.as_str()) {
-                    set.remove(&**name);
-                    if set.is_empty() {
-                        self.members.remove(old.as_str());
+            if let Some(old) = old {
+                self.assigner.adjust(old, -1);
+                if let Some(c) = self.held.get_mut(old) {
+                    c.assigned = c.assigned.saturating_sub(1);
+                    if c.assigned == 0 {
+                        self.held.remove(old);
                     }
                 }
             }
-            if let Some(new) = after {
+            if let Some(new) = new {
                 self.assigner.adjust(new, 1);
                 let id = self.worker_id(new);
-                self.members
-                    .entry(id)
-                    .or_default()
-                    .insert(Name::clone(name));
+                self.held.entry(id).or_default().assigned += 1;
             }
         }
-        match state {
-            None => self.resources.remove(&**name),
-            Some(worker) => {
-                let worker = worker.map(|w| self.worker_id(w));
-                self.resources.insert(Name::clone(name), worker)
-            }
-        };
-        match state {
+        match after {
             None => {
                 self.needs.remove(name);
             }
             Some(Some(worker)) if self.assigner.contains(worker) => {
                 self.needs.remove(name);
             }
-            Some(_) => {
+            Some(worker) => {
                 let priority = self.priority(name);
-                self.needs.insert(name, revision, priority, false);
+                let from = worker.map(|w| self.worker_id(w));
+                self.needs
+                    .insert(name, revision, priority, false, from.as_ref());
             }
         }
     }
 
-    /// Records whether the task of `name` completed at its current assignment; a completed
-    /// task stops counting against its worker's capacity, and counts again when it runs again.
-    pub fn set_done(&mut self, name: &str, done: bool) {
-        let changed = if done {
-            let shared = self
-                .resources
-                .get_key_value(name)
-                .map_or_else(|| Name::from(name), |(k, _)| Name::clone(k));
-            self.done.insert(shared)
-        } else {
-            self.done.remove(name)
+    /// Applies one event of the resources cache at `revision`; the resource now asks `wants`.
+    pub fn apply(&mut self, event: &Event<Resource>, wants: Option<Arc<Wants>>, revision: i64) {
+        fn state(e: &Entry<Resource>) -> Option<Option<&str>> {
+            Some(e.value.assigned_worker())
+        }
+        let (name, before, after) = match event {
+            Event::Added { name, new } => (name, None, state(new)),
+            Event::Modified { name, old, new } => (name, state(old), state(new)),
+            Event::Deleted { name, old } => (name, state(old), None),
         };
-        if !changed {
+        self.set_resource(name, before, after, wants, revision);
+    }
+
+    /// Records whether the task of `name` completed at its current assignment, `at` that
+    /// worker (`None`: it did not, or no longer). A completed task stops counting against its
+    /// worker's capacity, and counts again when it runs again or moves. The caller passes the
+    /// worker of the change it applied last for `name`.
+    pub fn set_done(&mut self, name: &Name, at: Option<&str>) {
+        if self.done.get(&**name).map(|w| &**w) == at {
             return;
         }
-        if let Some(worker) = self.resources.get(name).and_then(|w| w.as_deref()) {
-            self.assigner.adjust(worker, if done { -1 } else { 1 });
+        if let Some(worker) = self.done.remove(&**name) {
+            self.assigner.adjust(&worker, 1);
+            if let Some(c) = self.held.get_mut(&*worker) {
+                c.done = c.done.saturating_sub(1);
+            }
         }
+        let Some(worker) = at else {
+            return;
+        };
+        let Some((worker, c)) = self.held.get_key_value(worker) else {
+            return;
+        };
+        let worker = Name::clone(worker);
+        if c.done >= c.assigned {
+            return;
+        }
+        self.assigner.adjust(&worker, -1);
+        if let Some(c) = self.held.get_mut(&*worker) {
+            c.done += 1;
+        }
+        self.done.insert(Name::clone(name), worker);
     }
 
     /// Marks every resource change up to `revision` as applied, releasing the reservations of
@@ -389,12 +417,18 @@ impl Placement {
         if self.in_flight.remove(&m.name).is_some() {
             return;
         }
-        if let Some((name, worker)) = self.resources.get_key_value(m.name.as_str())
-            && worker.as_deref().is_none_or(|w| !self.assigner.contains(w))
-        {
-            let name = Name::clone(name);
+        // The cache may be ahead of what was applied: then applying its change settles this
+        // resource again.
+        let Some(entry) = self.resources.get(&m.name) else {
+            return;
+        };
+        let worker = entry.value.assigned_worker();
+        if worker.is_none_or(|w| !self.assigner.contains(w)) {
+            let name = Name::clone(&entry.value.name);
             let priority = self.priority(&name);
-            self.needs.insert(&name, m.since, priority, true);
+            let from = worker.map(|w| self.worker_id(w));
+            self.needs
+                .insert(&name, m.since, priority, true, from.as_ref());
         }
     }
 
@@ -413,12 +447,14 @@ impl Placement {
         self.assigner.load(worker)
     }
 
-    /// The worker resource `name` is assigned to, as far as the placement knows.
-    pub fn assigned(&self, name: &str) -> Option<&str> {
-        self.resources.get(name).and_then(|w| w.as_deref())
+    /// The absent worker a waiting resource `name` is assigned to, if any.
+    pub fn waits_on(&self, name: &str) -> Option<&str> {
+        self.needs.from(name).map(|w| &**w)
     }
 }
 
+#[cfg(test)]
+mod fixture;
 #[cfg(test)]
 mod properties;
 #[cfg(test)]

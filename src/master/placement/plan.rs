@@ -32,11 +32,11 @@ impl Placement {
         let mut moves: Vec<Move> = Vec::new();
         let mut full: HashSet<Option<Arc<Wants>>> = HashSet::new();
         let mut no_victim: HashSet<(Option<Arc<Wants>>, i32)> = HashSet::new();
-        for (name, priority, since) in self.needs.iter() {
+        for (name, priority, since, from) in self.needs.iter() {
             if moves.len() >= limit {
                 break;
             }
-            let from = self.resources.get(&**name).and_then(|w| w.as_deref());
+            let from = from.map(|w| &**w);
             if let Some(worker) = from
                 && !(orphans < orphan_limit
                     && since <= workers_revision
@@ -132,19 +132,27 @@ impl Placement {
             if cordoned || !fits {
                 continue;
             }
-            for n in self.members.get(worker).into_iter().flatten() {
-                if self.done.contains(n)
-                    || self.in_flight.contains_key(&**n)
-                    || self.needs.contains(n)
-                {
-                    continue;
-                }
-                let p = self.priority(n);
-                if p < priority && best.as_ref().is_none_or(|b| p < b.0) {
-                    best = Some((p, Name::clone(n), worker.to_owned()));
-                    if p == 0 {
-                        return best.map(|(_, n, w)| (n, w));
-                    }
+            let lowest = self.resources.with_index(|_, index, _| {
+                index
+                    .names(worker)
+                    .into_iter()
+                    .flatten()
+                    .filter(|n| {
+                        !self.done.contains_key(&***n)
+                            && !self.in_flight.contains_key(&***n)
+                            && !self.needs.contains(n)
+                    })
+                    .map(|n| (self.priority(n), n))
+                    .filter(|(p, _)| *p < priority)
+                    .min_by_key(|(p, _)| *p)
+                    .map(|(p, n)| (p, Name::clone(n)))
+            });
+            if let Some((p, n)) = lowest
+                && best.as_ref().is_none_or(|b| p < b.0)
+            {
+                best = Some((p, n, worker.to_owned()));
+                if p == 0 {
+                    break;
                 }
             }
         }
@@ -155,12 +163,9 @@ impl Placement {
     /// drained (and so cordoned). A resource that fits no other worker stays where it is.
     pub fn plan_drain(&mut self, from: &str, limit: usize) -> Vec<Move> {
         let names: Vec<Name> = self
-            .members
-            .get(from)
+            .names_on(from)
             .into_iter()
-            .flatten()
-            .filter(|n| !self.in_flight.contains_key(&***n) && !self.needs.contains(n))
-            .cloned()
+            .filter(|n| !self.in_flight.contains_key(&**n) && !self.needs.contains(n))
             .collect();
         let mut moves = Vec::new();
         let mut full: HashSet<Option<Arc<Wants>>> = HashSet::new();
@@ -270,21 +275,22 @@ impl Placement {
                 break;
             }
             let donor_id = loads[d].0.clone();
-            let mut candidates: Vec<(i64, Name)> = self
-                .members
-                .get(donor_id.as_str())
-                .into_iter()
-                .flatten()
-                .filter(|n| {
-                    !self.in_flight.contains_key(&***n)
-                        && !self.done.contains(&***n)
-                        && !self.needs.contains(n)
-                })
-                .filter_map(|n| movable(n).map(|started| (started, Name::clone(n))))
-                // The youngest among the first candidates found, so a round costs the same
-                // whether the donor holds a hundred tasks or a hundred thousand.
-                .take(REBALANCE_CANDIDATES)
-                .collect();
+            let mut candidates: Vec<(i64, Name)> = self.resources.with_index(|_, index, _| {
+                index
+                    .names(&donor_id)
+                    .into_iter()
+                    .flatten()
+                    .filter(|n| {
+                        !self.in_flight.contains_key(&***n)
+                            && !self.done.contains_key(&***n)
+                            && !self.needs.contains(n)
+                    })
+                    .filter_map(|n| movable(n).map(|started| (started, Name::clone(n))))
+                    // The youngest among the first candidates found, so a round costs the same
+                    // whether the donor holds a hundred tasks or a hundred thousand.
+                    .take(REBALANCE_CANDIDATES)
+                    .collect()
+            });
             candidates.sort_unstable_by(|a, b| b.cmp(a));
             // The youngest that some less loaded worker may take, without breaking its selector
             // or a dedication, and without going to a worker it prefers less.
@@ -348,17 +354,17 @@ impl Placement {
         let mut unplaced: Vec<(String, String)> = p
             .needs
             .iter()
-            .filter(|(n, _, _)| p.assigned(n).is_none_or(|w| p.released.contains(w)))
-            .map(|(n, _, _)| {
+            .filter(|(_, _, _, from)| from.is_none_or(|w| p.released.contains(&**w)))
+            .map(|(n, ..)| {
                 let why = p.why_waiting(n).map(|w| w.1).unwrap_or_default();
                 (n.to_string(), why)
             })
             .collect();
         for id in drain {
-            for n in p.members.get(id.as_str()).into_iter().flatten() {
-                if !p.in_flight.contains_key(&**n) {
+            for n in p.names_on(id) {
+                if !p.in_flight.contains_key(&*n) {
                     let none = crate::model::constraints::Constraints::default();
-                    let c = p.wants.get(&**n).map_or(&none, |w| &w.constraints);
+                    let c = p.wants.get(&*n).map_or(&none, |w| &w.constraints);
                     let why = p.explain(c).1;
                     unplaced.push((n.to_string(), format!("stays on {id}: {why}")));
                 }

@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 use proptest::prelude::*;
 use serde_json::json;
 
+use super::fixture::Fixture;
 use super::*;
 use crate::model::constraints::Constraints;
 
@@ -112,8 +113,8 @@ fn id(i: usize) -> String {
 
 /// The placement of a scenario: workers present, running tasks on their workers (the task's
 /// constraints aside: they may predate them), the rest unassigned.
-fn build(ws: &[W], ts: &[T]) -> Placement {
-    let mut p = Placement::new();
+fn build(ws: &[W], ts: &[T]) -> Fixture {
+    let mut p = Fixture::new();
     for (i, w) in ws.iter().enumerate() {
         p.upsert_worker(
             &id(i),
@@ -126,7 +127,7 @@ fn build(ws: &[W], ts: &[T]) -> Placement {
     for (i, t) in ts.iter().enumerate() {
         let wants = Wants::new(constraints(t), &BTreeMap::new());
         let worker = t.running_on.map(id);
-        p.set_resource_shared(
+        p.set_resource_with(
             &Name::from(format!("t{i}")),
             Some(worker.as_deref()),
             wants,
@@ -198,7 +199,7 @@ proptest! {
             let victim = m.evicts.as_deref().unwrap_or_default();
             prop_assert!(victims.insert(victim.to_owned()), "{victim} evicted twice");
             prop_assert!(priority(&ts, victim) < priority(&ts, &m.name));
-            prop_assert_eq!(p.assigned(victim), Some(m.to.worker.as_str()), "the victim is on the worker taken");
+            prop_assert_eq!(p.assigned(victim), Some(m.to.worker.clone()), "the victim is on the worker taken");
             prop_assert!(admits(&p, &m.name, &m.to.worker));
         }
         let moves = p.plan(usize::MAX, usize::MAX, 0, i64::MAX);
@@ -211,15 +212,15 @@ proptest! {
         let drained: Vec<String> = (drain < ws.len()).then(|| id(drain)).into_iter().collect();
         let preview = p.preview(&drained, &[]);
         // Apply the previewed moves as their writes would: each resource at its new worker.
-        let mut applied = p.clone();
+        let mut applied = p;
         for d in &drained {
             applied.set_cordoned(d, true);
         }
         let mut revision = ts.len() as i64 + 2;
         for m in &preview.moves {
-            prop_assert!(admits(&p, &m.name, &m.to.worker), "{} previewed on {}", m.name, m.to.worker);
+            prop_assert!(admits(&applied, &m.name, &m.to.worker), "{} previewed on {}", m.name, m.to.worker);
             let wants = applied.wants(&m.name).cloned();
-            applied.set_resource_shared(&Name::from(m.name.as_str()), Some(Some(&m.to.worker)), wants, revision);
+            applied.set_resource_with(&Name::from(m.name.as_str()), Some(Some(&m.to.worker)), wants, revision);
             revision += 1;
         }
         applied.advance(revision);

@@ -155,7 +155,8 @@ impl Spreads {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{Placement, Wants, WantsMemo};
+    use super::super::fixture::Fixture;
+    use super::super::{Wants, WantsMemo};
     use super::*;
 
     fn labels(region: &str) -> Labels {
@@ -213,13 +214,13 @@ mod tests {
         );
         // Two workers in eu, one in us: the group's members count per region, and a worker
         // that changes its region takes its members' count along.
-        let mut p = Placement::new();
+        let mut p = Fixture::new();
         let region = |r: &str| Arc::new(Labels::from([("region".to_owned(), r.to_owned())]));
         p.upsert_worker("e1", "h", None, region("eu"));
         p.upsert_worker("e2", "h", None, region("eu"));
         p.upsert_worker("u1", "h", None, region("us"));
         for (i, w) in ["e1", "e2", "e2"].iter().enumerate() {
-            p.set_resource_shared(
+            p.set_resource_with(
                 &Name::from(format!("r{i}")),
                 Some(Some(w)),
                 Some(Arc::clone(&a)),

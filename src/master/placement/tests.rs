@@ -1,9 +1,10 @@
 //! The placement's rules, one scenario each.
 
+use super::fixture::Fixture;
 use super::*;
 
-fn with_workers(ids: &[&str]) -> Placement {
-    let mut p = Placement::new();
+fn with_workers(ids: &[&str]) -> Fixture {
+    let mut p = Fixture::new();
     for id in ids {
         p.upsert_worker(id, &format!("{id}:1"), None, Arc::default());
     }
@@ -23,6 +24,34 @@ fn loads_follow_events_and_are_idempotent() {
     p.set_resource("r1", None, 5);
     assert_eq!(p.load("a"), Some(0));
     assert_eq!(p.pending(), 0);
+}
+
+#[test]
+fn counts_follow_what_was_applied_while_the_cache_runs_ahead() {
+    let mut p = with_workers(&["a", "b"]);
+    p.set_resource("r1", Some(Some("a")), 2);
+    p.advance(2);
+    // Moved to b in the cache; the placement has not applied it.
+    p.write_ahead("r1", "b", 3);
+    assert_eq!((p.load("a"), p.load("b")), (Some(1), Some(0)));
+    // b leaves: what the cache shows on it waits on it.
+    p.remove_worker("b", 3);
+    assert_eq!(p.waits_on("r1"), Some("b"));
+    p.catch_up(None);
+    p.advance(3);
+    assert_eq!(
+        p.load("a"),
+        Some(0),
+        "the move is counted once, from its old value"
+    );
+    assert_eq!((p.held_by("a"), p.held_by("b")), (0, 1));
+    assert_eq!(p.absent_holders(), HashSet::from(["b".to_owned()]));
+    p.upsert_worker("b", "b:1", None, Arc::default());
+    assert_eq!(
+        (p.pending(), p.load("b")),
+        (0, Some(1)),
+        "back: it keeps r1"
+    );
 }
 
 #[test]
@@ -65,7 +94,7 @@ fn confirm_after_the_event_was_applied_releases_at_once() {
 
 #[test]
 fn unassigned_resources_wait_for_a_worker() {
-    let mut p = Placement::new();
+    let mut p = Fixture::new();
     p.set_resource("seed1", Some(None), 2);
     p.set_resource("seed2", Some(None), 2);
     assert_eq!(p.pending(), 2);
@@ -292,7 +321,7 @@ fn a_preview_plans_without_moving_anything() {
 
 #[test]
 fn completed_tasks_free_their_workers_room_until_they_run_again() {
-    let mut p = Placement::new();
+    let mut p = Fixture::new();
     p.upsert_worker("w1", "a1", Some(1), Arc::default());
     p.set_resource("done", Some(Some("w1")), 1);
     p.advance(1);
@@ -324,7 +353,7 @@ fn resources_of_an_unknown_worker_wait_for_the_workers_cache() {
     assert!(p.plan(1, 1, 0, 11).is_empty());
     p.upsert_worker("late", "l:1", None, Arc::default());
     assert_eq!(p.pending(), 0);
-    assert_eq!(p.assigned("r"), Some("late"));
+    assert_eq!(p.assigned("r").as_deref(), Some("late"));
 }
 
 fn labelled(p: &mut Placement, id: &str, pairs: &[(&str, &str)]) {
@@ -346,7 +375,7 @@ fn wants(value: serde_json::Value, labels: &[(&str, &str)]) -> Option<Arc<Wants>
 
 #[test]
 fn preferences_win_over_load_and_spread_shares_a_group_over_a_labels_values() {
-    let mut p = Placement::new();
+    let mut p = Fixture::new();
     labelled(&mut p, "eu-1", &[("region", "eu")]);
     labelled(&mut p, "eu-2", &[("region", "eu")]);
     labelled(&mut p, "us-1", &[("region", "us")]);
@@ -392,7 +421,7 @@ fn preferences_win_over_load_and_spread_shares_a_group_over_a_labels_values() {
 
 #[test]
 fn a_selector_change_on_a_waiting_task_and_a_priority_reorder_the_queue() {
-    let mut p = Placement::new();
+    let mut p = Fixture::new();
     labelled(&mut p, "w", &[("region", "eu")]);
     p.upsert_worker(
         "w",
@@ -401,14 +430,14 @@ fn a_selector_change_on_a_waiting_task_and_a_priority_reorder_the_queue() {
         Arc::new(Labels::from([("region".into(), "eu".into())])),
     );
     let name = |n: &str| Name::from(n);
-    p.set_resource_shared(&name("low"), Some(None), None, 1);
-    p.set_resource_shared(
+    p.set_resource_with(&name("low"), Some(None), None, 1);
+    p.set_resource_with(
         &name("high"),
         Some(None),
         wants(serde_json::json!({"priority": 5}), &[]),
         2,
     );
-    p.set_resource_shared(
+    p.set_resource_with(
         &name("ap"),
         Some(None),
         wants(
@@ -436,7 +465,7 @@ fn a_selector_change_on_a_waiting_task_and_a_priority_reorder_the_queue() {
     let counts = p.waiting();
     assert_eq!(counts.get(&crate::model::waiting::Wait::NoMatch), Some(&1));
     // Its selector changed to one that fits: it is planned (once room frees).
-    p.set_resource_shared(
+    p.set_resource_with(
         &name("ap"),
         Some(None),
         wants(serde_json::json!({"priority": 9}), &[]),

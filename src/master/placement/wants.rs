@@ -143,7 +143,7 @@ impl Placement {
         if !self.needs.contains(name) {
             return None;
         }
-        if let Some(worker) = self.assigned(name)
+        if let Some(worker) = self.waits_on(name)
             && !self.released.contains(worker)
         {
             return Some((
@@ -173,9 +173,9 @@ impl Placement {
     pub fn waiting(&self) -> BTreeMap<Wait, usize> {
         let mut counts = BTreeMap::new();
         let mut judged: HashMap<Option<&Constraints>, Wait> = HashMap::new();
-        for (name, _, _) in self.needs.iter() {
-            let wait = match self.assigned(name) {
-                Some(worker) if !self.released.contains(worker) => Wait::Grace,
+        for (name, _, _, from) in self.needs.iter() {
+            let wait = match from {
+                Some(worker) if !self.released.contains(&**worker) => Wait::Grace,
                 _ => {
                     let c = self.wants.get(&**name).map(|w| &*w.constraints);
                     *judged
