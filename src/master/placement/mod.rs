@@ -144,7 +144,10 @@ impl Placement {
         capacity: Option<u32>,
         labels: Arc<Labels>,
     ) {
-        let held = self.held.get(id).map_or(0, |c| c.assigned - c.done);
+        let held = self
+            .held
+            .get(id)
+            .map_or(0, |c| c.assigned.saturating_sub(c.done));
         let reserved = self.reservations.values().filter(|r| r.0 == id).count();
         let old = self.assigner.labels(id).cloned();
         if old.as_deref() != Some(&*labels) {
