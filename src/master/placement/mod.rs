@@ -1,7 +1,8 @@
-//! The leader's view of who holds what: each resource's worker, each worker's load, and which
-//! resources need a worker.
+//! The leader's view of who holds what: each worker's load, and which resources need a worker.
 //!
-//! Every update states what a resource now *is*, so applying a batch twice is harmless. Writes
+//! It keeps counts, not copies: which resources a worker holds is the resources cache's index,
+//! and each change of the cache is applied once, as the step from its old value to its new one
+//! (the take-over's copy of the cache starts the sequence). Writes
 //! in flight count as *reservations* on their worker until the batch carrying them is applied,
 //! so concurrent creates see each other's choices. An absent worker's resources are handed out
 //! only once the leader releases it (grace over, no storm) and the workers cache has caught up
