@@ -262,6 +262,18 @@ impl Assigner {
         self.slots.get(id).map(|s| s.load)
     }
 
+    /// Sets a present worker's load. Unknown workers are ignored.
+    pub fn set_load(&mut self, id: &str, load: u32) {
+        if self.slots.get(id).is_none_or(|s| s.load == load) {
+            return;
+        }
+        self.unbucket(id);
+        if let Some(slot) = self.slots.get_mut(id) {
+            slot.load = load;
+        }
+        self.bucket(id);
+    }
+
     /// Changes a present worker's load by `delta` (saturating at 0). Unknown workers are
     /// ignored: the load of an absent worker does not matter until it returns.
     pub fn adjust(&mut self, id: &str, delta: i64) {

@@ -209,9 +209,10 @@ impl Leader {
     }
 
     /// Puts every resource of a cache snapshot in `placement`, with whether its task completed
-    /// at its assignment (the take-over and a resynchronisation build from the cache alike).
+    /// at its assignment; each worker's load is handed to the assigner once, at the end.
     fn place(&self, placement: &mut Placement, resources: &Snapshot<Resource>) {
         let mut memo = WantsMemo::default();
+        placement.begin_fill();
         for (name, entry) in &resources.objects {
             let worker = entry.value.assigned_worker();
             placement.set_resource(
@@ -227,6 +228,7 @@ impl Leader {
                 worker.filter(|w| self.completed(name, Some(w), epoch)),
             );
         }
+        placement.end_fill();
         placement.advance(resources.revision);
     }
 

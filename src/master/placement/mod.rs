@@ -107,6 +107,9 @@ pub struct Placement {
     released: HashSet<String>,
     /// Cordoned workers: present or not, they take no new resource.
     cordoned: HashSet<String>,
+    /// True while a take-over fills the placement from a copy of the cache: loads are counted
+    /// per worker only, and handed to the assigner once each (see [`Placement::end_fill`]).
+    filling: bool,
     /// Resources moving off a present worker (drain, rebalance) → that worker, until the move
     /// is applied or fails.
     in_flight: HashMap<String, String>,
@@ -129,6 +132,35 @@ impl Placement {
             released: HashSet::new(),
             cordoned: HashSet::new(),
             in_flight: HashMap::new(),
+            filling: false,
+        }
+    }
+
+    /// Starts filling the placement from a copy of the cache: until [`Placement::end_fill`],
+    /// applying a resource counts it on its worker but leaves the worker where it is among the
+    /// assigner's buckets, instead of moving it one bucket per resource.
+    pub fn begin_fill(&mut self) {
+        self.filling = true;
+    }
+
+    /// Ends the fill: each present worker's load is set once, from what it holds.
+    pub fn end_fill(&mut self) {
+        self.filling = false;
+        let mut reserved: HashMap<&str, u32> = HashMap::new();
+        for (worker, ..) in self.reservations.values() {
+            *reserved.entry(worker.as_str()).or_default() += 1;
+        }
+        for (worker, c) in &self.held {
+            let load =
+                c.assigned.saturating_sub(c.done) + reserved.get(&**worker).copied().unwrap_or(0);
+            self.assigner.set_load(worker, load);
+        }
+    }
+
+    /// Changes worker `id`'s load by `delta`, unless a fill counts it at its end.
+    fn count_load(&mut self, id: &str, delta: i64) {
+        if !self.filling {
+            self.assigner.adjust(id, delta);
         }
     }
 
@@ -270,7 +302,7 @@ impl Placement {
             self.set_done(name, None);
             self.in_flight.remove(&**name);
             if let Some(old) = old {
-                self.assigner.adjust(old, -1);
+                self.count_load(old, -1);
                 if let Some(c) = self.held.get_mut(old) {
                     c.assigned = c.assigned.saturating_sub(1);
                     if c.assigned == 0 {
@@ -279,7 +311,7 @@ impl Placement {
                 }
             }
             if let Some(new) = new {
-                self.assigner.adjust(new, 1);
+                self.count_load(new, 1);
                 let id = self.worker_id(new);
                 self.held.entry(id).or_default().assigned += 1;
             }
@@ -322,7 +354,7 @@ impl Placement {
             return;
         }
         if let Some(worker) = self.done.remove(&**name) {
-            self.assigner.adjust(&worker, 1);
+            self.count_load(&worker, 1);
             if let Some(c) = self.held.get_mut(&*worker) {
                 c.done = c.done.saturating_sub(1);
             }
@@ -337,7 +369,7 @@ impl Placement {
         if c.done >= c.assigned {
             return;
         }
-        self.assigner.adjust(&worker, -1);
+        self.count_load(&worker, -1);
         if let Some(c) = self.held.get_mut(&*worker) {
             c.done += 1;
         }

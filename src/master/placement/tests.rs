@@ -55,6 +55,27 @@ fn counts_follow_what_was_applied_while_the_cache_runs_ahead() {
 }
 
 #[test]
+fn a_fill_hands_each_worker_its_load_once_at_its_end() {
+    let mut p = with_workers(&["a", "b", "c"]);
+    p.begin_fill();
+    for i in 0..5 {
+        p.set_resource(&format!("a{i}"), Some(Some("a")), 2);
+    }
+    p.set_resource("b0", Some(Some("b")), 2);
+    p.set_resource("gone", Some(Some("absent")), 2);
+    p.set_done("a0", true);
+    assert_eq!(p.load("a"), Some(0), "not handed over yet");
+    p.end_fill();
+    assert_eq!((p.load("a"), p.load("b"), p.load("c")), (Some(4), Some(1), Some(0)));
+    assert_eq!(p.held_by("absent"), 1);
+    // After the fill, each change moves its worker at once again.
+    p.set_done("a0", false);
+    assert_eq!(p.load("a"), Some(5));
+    let r = p.reserve(None).expect("room");
+    assert_eq!(r.worker, "c", "the least loaded");
+}
+
+#[test]
 fn reservations_count_until_their_revision_is_applied() {
     let mut p = with_workers(&["a", "b"]);
     p.set_resource("x", Some(Some("a")), 3);
