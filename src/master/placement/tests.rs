@@ -66,7 +66,10 @@ fn a_fill_hands_each_worker_its_load_once_at_its_end() {
     p.set_done("a0", true);
     assert_eq!(p.load("a"), Some(0), "not handed over yet");
     p.end_fill();
-    assert_eq!((p.load("a"), p.load("b"), p.load("c")), (Some(4), Some(1), Some(0)));
+    assert_eq!(
+        (p.load("a"), p.load("b"), p.load("c")),
+        (Some(4), Some(1), Some(0))
+    );
     assert_eq!(p.held_by("absent"), 1);
     // After the fill, each change moves its worker at once again.
     p.set_done("a0", false);
