@@ -81,6 +81,15 @@ impl Fixture {
     }
 }
 
+/// A placement with present workers `ids`, each at `<id>:1` with no capacity and no labels.
+pub(super) fn with_workers(ids: &[&str]) -> Fixture {
+    let mut p = Fixture::new();
+    for id in ids {
+        p.upsert_worker(id, &format!("{id}:1"), None, Arc::default());
+    }
+    p
+}
+
 /// Resource `name` written at `revision`, assigned to `worker` (`None`: unassigned).
 fn put(name: &str, worker: Option<&str>, revision: i64) -> Update<Resource> {
     let node = worker.map_or(String::new(), |w| format!("{w}|{w}:1"));

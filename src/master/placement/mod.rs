@@ -490,6 +490,8 @@ impl Placement {
 }
 
 #[cfg(test)]
+mod counting;
+#[cfg(test)]
 mod fixture;
 #[cfg(test)]
 mod properties;
