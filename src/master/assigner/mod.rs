@@ -277,14 +277,10 @@ impl Assigner {
     /// Changes a present worker's load by `delta` (saturating at 0). Unknown workers are
     /// ignored: the load of an absent worker does not matter until it returns.
     pub fn adjust(&mut self, id: &str, delta: i64) {
-        if !self.slots.contains_key(id) {
-            return;
+        if let Some(slot) = self.slots.get(id) {
+            let load = (i64::from(slot.load) + delta).clamp(0, i64::from(u32::MAX)) as u32;
+            self.set_load(id, load);
         }
-        self.unbucket(id);
-        if let Some(slot) = self.slots.get_mut(id) {
-            slot.load = (i64::from(slot.load) + delta).clamp(0, i64::from(u32::MAX)) as u32;
-        }
-        self.bucket(id);
     }
 
     /// Chooses the least-loaded worker with room (ties at random) and counts one more resource

@@ -132,16 +132,8 @@ impl Placement {
             if cordoned || !fits {
                 continue;
             }
-            let lowest = self.resources.with_index(|_, index, _| {
-                index
-                    .names(worker)
-                    .into_iter()
-                    .flatten()
-                    .filter(|n| {
-                        !self.done.contains_key(&***n)
-                            && !self.in_flight.contains_key(&***n)
-                            && !self.needs.contains(n)
-                    })
+            let lowest = self.with_movable(worker, |names| {
+                names
                     .map(|n| (self.priority(n), n))
                     .filter(|(p, _)| *p < priority)
                     .min_by_key(|(p, _)| *p)
@@ -275,16 +267,8 @@ impl Placement {
                 break;
             }
             let donor_id = loads[d].0.clone();
-            let mut candidates: Vec<(i64, Name)> = self.resources.with_index(|_, index, _| {
-                index
-                    .names(&donor_id)
-                    .into_iter()
-                    .flatten()
-                    .filter(|n| {
-                        !self.in_flight.contains_key(&***n)
-                            && !self.done.contains_key(&***n)
-                            && !self.needs.contains(n)
-                    })
+            let mut candidates: Vec<(i64, Name)> = self.with_movable(&donor_id, |names| {
+                names
                     .filter_map(|n| movable(n).map(|started| (started, Name::clone(n))))
                     // The youngest among the first candidates found, so a round costs the same
                     // whether the donor holds a hundred tasks or a hundred thousand.
@@ -324,6 +308,19 @@ impl Placement {
             moves.push(self.depart(name.to_string(), &donor_id, to, Reason::Rebalanced));
         }
         moves
+    }
+
+    /// Runs `f` over the resources the cache shows on worker `id` that may be chosen to move:
+    /// not completed there, not moving already, not waiting for a worker.
+    fn with_movable<R>(&self, id: &str, f: impl FnOnce(&mut dyn Iterator<Item = &Name>) -> R) -> R {
+        self.resources.with_index(|_, index, _| {
+            let mut names = index.names(id).into_iter().flatten().filter(|n| {
+                !self.done.contains_key(&***n)
+                    && !self.in_flight.contains_key(&***n)
+                    && !self.needs.contains(n)
+            });
+            f(&mut names)
+        })
     }
 
     /// Reserves room on worker `id`, chosen by the caller.
