@@ -223,25 +223,20 @@ impl Leader {
                 resources.revision,
             );
             let epoch = entry.value.epoch(entry.mod_revision);
-            placement.set_done(
-                name,
-                worker.filter(|w| self.completed(name, Some(w), epoch)),
-            );
+            placement.set_done(name, self.completed_at(name, worker, epoch));
         }
         placement.end_fill();
         placement.advance(resources.revision);
     }
 
-    /// True when resource `name` (at `epoch`, assigned to `worker`) has a status saying its
-    /// task completed at exactly this epoch.
-    fn completed(&self, name: &str, worker: Option<&str>, epoch: i64) -> bool {
-        let Some(worker) = worker else {
-            return false;
-        };
-        self.inner.statuses.get(name).is_some_and(|status| {
-            let s = &status.value;
-            s.state == TaskState::Completed && s.epoch == epoch && s.worker == worker
-        })
+    /// `worker` when resource `name` (at `epoch`, assigned to `worker`) has a status saying its
+    /// task completed there at exactly this epoch; `None` otherwise.
+    fn completed_at<'a>(&self, name: &str, worker: Option<&'a str>, epoch: i64) -> Option<&'a str> {
+        let worker = worker?;
+        let status = self.inner.statuses.get(name)?;
+        let s = &status.value;
+        (s.state == TaskState::Completed && s.epoch == epoch && s.worker == worker)
+            .then_some(worker)
     }
 
     fn fence(&self) -> Result<Fence, WriteError> {

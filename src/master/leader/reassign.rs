@@ -49,8 +49,7 @@ impl Leader {
                     self.scheduling().recent.insert(name.to_string(), now);
                 }
                 let epoch = new.value.epoch(new.mod_revision);
-                let done = worker.filter(|w| self.completed(name, Some(w), epoch));
-                placement.set_done(name, done);
+                placement.set_done(name, self.completed_at(name, worker, epoch));
             }
         }
         placement.advance(change.revision);
@@ -108,7 +107,7 @@ impl Leader {
             }
             let worker = entry.value.assigned_worker();
             let epoch = entry.value.epoch(entry.mod_revision);
-            let done = worker.filter(|w| self.completed(name, Some(w), epoch));
+            let done = self.completed_at(name, worker, epoch);
             placement.set_done(&entry.value.name, done);
             freed |= done.is_some();
         }
