@@ -36,9 +36,9 @@ pub fn view(worker: &Worker, load: usize, control: Option<&Control>) -> WorkerVi
     WorkerView {
         control: control_view(control, load),
         id: worker.id.clone(),
-        address: worker.address.clone(),
+        address: worker.address.to_string(),
         metadata: worker.metadata_map(),
-        version: worker.version.clone(),
+        version: worker.version.to_string(),
         capacity: worker.capacity(),
         load,
     }

@@ -17,7 +17,7 @@ use crate::model::intern::{Table, share};
 
 /// Where a resource's constraints are kept in the stored JSON (a field the Go crawler ignores).
 pub const PLACEMENT_FIELD: &str = "Placement";
-static SHARED: LazyLock<Mutex<Table<Constraints>>> = LazyLock::new(Mutex::default);
+static SHARED: LazyLock<Mutex<Table<Arc<Constraints>>>> = LazyLock::new(Mutex::default);
 
 /// The shared copy of `c`: the resources that ask alike hold one.
 pub fn shared(c: Constraints) -> Arc<Constraints> {

@@ -6,19 +6,41 @@
 //! dropped when the table has doubled since the last sweep, so workers that left do not
 //! accumulate.
 
+use std::borrow::Borrow;
 use std::collections::HashSet;
 use std::hash::Hash;
 use std::sync::{Arc, LazyLock, Mutex};
 
+use crate::object::Name;
+
+/// A shared handle a table can hold: cloned for each user, and able to say how many hold it.
+pub trait Shared: Clone + Hash + Eq {
+    /// How many handles to the value exist, the table's own included.
+    fn holders(&self) -> usize;
+}
+
+impl<T: ?Sized + Hash + Eq> Shared for Arc<T> {
+    fn holders(&self) -> usize {
+        Arc::strong_count(self)
+    }
+}
+
+impl Shared for Name {
+    fn holders(&self) -> usize {
+        // A static string (none is interned) is never dropped: count it as used.
+        Name::strong_count(self).unwrap_or(usize::MAX)
+    }
+}
+
 /// Shared values of one type: each held once, by the table and by whoever uses it.
 #[derive(Debug)]
-pub struct Table<T: ?Sized> {
-    values: HashSet<Arc<T>>,
+pub struct Table<S> {
+    values: HashSet<S>,
     /// Size after the last sweep.
     swept: usize,
 }
 
-impl<T: ?Sized> Default for Table<T> {
+impl<S> Default for Table<S> {
     fn default() -> Self {
         Self {
             values: HashSet::new(),
@@ -27,18 +49,22 @@ impl<T: ?Sized> Default for Table<T> {
     }
 }
 
-impl<T: ?Sized + Hash + Eq> Table<T> {
+impl<S: Shared> Table<S> {
     /// The shared copy of `value`, made by `make` when there is none.
-    pub fn share(&mut self, value: &T, make: impl FnOnce() -> Arc<T>) -> Arc<T> {
+    pub fn share<Q>(&mut self, value: &Q, make: impl FnOnce() -> S) -> S
+    where
+        Q: ?Sized + Hash + Eq,
+        S: Borrow<Q>,
+    {
         if let Some(shared) = self.values.get(value) {
-            return Arc::clone(shared);
+            return shared.clone();
         }
         if self.values.len() >= 2 * self.swept.max(1024) {
-            self.values.retain(|v| Arc::strong_count(v) > 1);
+            self.values.retain(|v| v.holders() > 1);
             self.swept = self.values.len();
         }
         let shared = make();
-        self.values.insert(Arc::clone(&shared));
+        self.values.insert(shared.clone());
         shared
     }
 
@@ -55,25 +81,25 @@ impl<T: ?Sized + Hash + Eq> Table<T> {
 
 /// The shared copy of `value` in `table` (whose lock a panic cannot leave half-changed:
 /// inserts and retains are atomic).
-pub fn share<T: ?Sized + Hash + Eq>(
-    table: &Mutex<Table<T>>,
-    value: &T,
-    make: impl FnOnce() -> Arc<T>,
-) -> Arc<T> {
+pub fn share<S, Q>(table: &Mutex<Table<S>>, value: &Q, make: impl FnOnce() -> S) -> S
+where
+    S: Shared + Borrow<Q>,
+    Q: ?Sized + Hash + Eq,
+{
     table
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .share(value, make)
 }
 
-static TABLE: LazyLock<Mutex<Table<str>>> = LazyLock::new(Mutex::default);
+static TABLE: LazyLock<Mutex<Table<Name>>> = LazyLock::new(Mutex::default);
 
 /// The shared copy of `text`.
-pub fn intern(text: &str) -> Arc<str> {
+pub fn intern(text: &str) -> Name {
     if text.is_empty() {
-        return Arc::from("");
+        return Name::new();
     }
-    share(&TABLE, text, || Arc::from(text))
+    share(&TABLE, text, || Name::from(text))
 }
 
 #[cfg(test)]
@@ -84,7 +110,7 @@ mod tests {
     fn equal_texts_share_one_string_and_unused_ones_go() {
         let a = intern("go.micro.server.worker-1|10.0.0.1:9089");
         let b = intern(&String::from("go.micro.server.worker-1|10.0.0.1:9089"));
-        assert!(Arc::ptr_eq(&a, &b));
+        assert!(Name::ptr_eq(&a, &b));
         assert_eq!(&*intern(""), "");
         // Many strings used once and dropped: a sweep keeps the table from growing without
         // bound, and what is still used survives it.
@@ -93,7 +119,7 @@ mod tests {
         }
         let size = TABLE.lock().map(|t| t.len()).unwrap_or(0);
         assert!(size < 5_000, "{size} strings kept");
-        assert!(Arc::ptr_eq(
+        assert!(Name::ptr_eq(
             &a,
             &intern("go.micro.server.worker-1|10.0.0.1:9089")
         ));

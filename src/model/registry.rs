@@ -5,10 +5,12 @@
 //! record written by a newer go-micro survives a round trip through this codec.
 
 use std::collections::BTreeMap;
+use std::sync::{Arc, LazyLock, Mutex};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::intern::{Table, share};
 use crate::object::{DecodeError, Object};
 
 /// go-micro's `registry.Service`.
@@ -50,19 +52,20 @@ pub struct Node {
 
 /// A worker as the master sees it: one node of the worker service.
 ///
-/// Masters cache thousands of these, so the record is kept compact: the fields the API shows
-/// and metadata as a sorted list rather than a map. Masters never write a worker's record, so
+/// Masters cache thousands of these, so the record is kept compact: the fields the API shows,
+/// strings that do not grow, and metadata shared. Masters never write a worker's record, so
 /// the record as stored is not kept.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Worker {
     /// Node id, e.g. `go.micro.server.worker-2`.
     pub id: String,
     /// Address the worker advertises.
-    pub address: String,
-    /// Node metadata merged over service metadata, sorted by key.
-    pub metadata: Vec<(String, String)>,
+    pub address: Box<str>,
+    /// Node metadata merged over service metadata. Workers with the same metadata share one
+    /// copy: a fleet has few label sets, and a copy per worker was half its cached record.
+    pub metadata: Labels,
     /// Service version.
-    pub version: String,
+    pub version: Box<str>,
 }
 
 /// Metadata key for the most resources a worker takes.
@@ -97,27 +100,28 @@ impl Worker {
 
     /// One metadata value.
     pub fn meta(&self, key: &str) -> Option<&str> {
-        self.metadata
-            .binary_search_by(|(k, _)| k.as_str().cmp(key))
-            .ok()
-            .map(|i| self.metadata[i].1.as_str())
+        self.metadata.get(key).map(String::as_str)
     }
 
-    /// Its labels: the metadata, which a go-micro worker of any language publishes. Workers
-    /// with the same labels share one copy (a fleet has few label sets), held by the
-    /// placement's copies.
-    pub fn labels(&self) -> std::sync::Arc<BTreeMap<String, String>> {
-        static LABEL_SETS: std::sync::LazyLock<
-            std::sync::Mutex<super::intern::Table<BTreeMap<String, String>>>,
-        > = std::sync::LazyLock::new(Default::default);
-        let labels = self.metadata_map();
-        super::intern::share(&LABEL_SETS, &labels, || std::sync::Arc::new(labels.clone()))
+    /// Its labels: the metadata, which a go-micro worker of any language publishes, in the
+    /// copy it shares with every worker labelled alike.
+    pub fn labels(&self) -> Labels {
+        Arc::clone(&self.metadata)
     }
 
-    /// The metadata as a map.
+    /// The metadata as a map of its own.
     pub fn metadata_map(&self) -> BTreeMap<String, String> {
-        self.metadata.iter().cloned().collect()
+        (*self.metadata).clone()
     }
+}
+
+/// A worker's metadata, shared by the workers labelled alike.
+pub type Labels = Arc<BTreeMap<String, String>>;
+
+/// The shared copy of `labels`.
+fn shared_labels(labels: BTreeMap<String, String>) -> Labels {
+    static LABEL_SETS: LazyLock<Mutex<Table<Labels>>> = LazyLock::new(Default::default);
+    share(&LABEL_SETS, &labels, || Arc::new(labels.clone()))
 }
 
 /// Node id of worker `id` of `service`: `<service>-<id>`.
@@ -165,9 +169,9 @@ impl Object for Worker {
         metadata.extend(node.metadata.clone().unwrap_or_default());
         Ok(Worker {
             id: node.id.clone(),
-            address: node.address.clone(),
-            metadata: metadata.into_iter().collect(),
-            version: service.version.clone(),
+            address: node.address.as_str().into(),
+            metadata: shared_labels(metadata),
+            version: service.version.as_str().into(),
         })
     }
 }
@@ -182,8 +186,8 @@ mod tests {
     fn reads_a_go_worker_record_without_loss() {
         let w = Worker::decode("go.micro.server.worker-2", GO_RECORD.as_bytes()).expect("decodes");
         assert_eq!(w.id, "go.micro.server.worker-2");
-        assert_eq!(w.address, "192.168.0.107:9089");
-        assert_eq!(w.version, "latest");
+        assert_eq!(&*w.address, "192.168.0.107:9089");
+        assert_eq!(&*w.version, "latest");
         assert_eq!(w.meta("server"), Some("grpc"));
         assert_eq!(w.meta("registry"), Some("etcd"));
         assert_eq!(w.meta("nope"), None);

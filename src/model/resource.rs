@@ -99,15 +99,15 @@ impl<'de> Deserialize<'de> for ResourceId {
     }
 }
 
-fn interned<'de, D: Deserializer<'de>>(d: D) -> Result<Arc<str>, D::Error> {
+fn interned<'de, D: Deserializer<'de>>(d: D) -> Result<Name, D::Error> {
     /// Interned without an owned copy first.
     struct Visitor;
     impl serde::de::Visitor<'_> for Visitor {
-        type Value = Arc<str>;
+        type Value = Name;
         fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
             f.write_str("a string")
         }
-        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Arc<str>, E> {
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Name, E> {
             Ok(intern(v))
         }
     }
@@ -124,10 +124,10 @@ pub struct Resource {
     pub id: ResourceId,
     /// Resource name; equal to the last segment of its key.
     #[serde(rename = "Name")]
-    pub name: Arc<str>,
+    pub name: Name,
     /// `<node-id>|<address>` of the worker it is assigned to, or empty.
     #[serde(rename = "AssignedNode", default, deserialize_with = "interned")]
-    pub assigned_node: Arc<str>,
+    pub assigned_node: Name,
     /// Creation time in Unix nanoseconds.
     #[serde(rename = "CreationTime", default)]
     pub creation_time: i64,
@@ -141,7 +141,7 @@ pub struct Resource {
 /// not know (labels, a restart time, an assignment key's epoch, anything a newer writer added),
 /// kept for the round trip, and its schedule and constraints, read once. A Go resource has
 /// none; boxed, they cost it one pointer, and a cached resource in its `Arc` fits jemalloc's
-/// 80-byte size class.
+/// 64-byte size class.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Extra(Option<Box<Fields>>);
 
@@ -351,7 +351,7 @@ impl Resource {
 
     /// Encodes `node_id` and `address` the way the Go crawler does (one shared string per
     /// worker).
-    pub fn assigned_node_value(node_id: &str, address: &str) -> Arc<str> {
+    pub fn assigned_node_value(node_id: &str, address: &str) -> Name {
         intern(&format!("{node_id}|{address}"))
     }
 }
@@ -374,7 +374,7 @@ impl Object for Resource {
     }
 
     fn key(&self) -> Option<Name> {
-        Some(Arc::clone(&self.name))
+        Some(Name::clone(&self.name))
     }
 }
 
@@ -418,8 +418,8 @@ mod tests {
             Resource::decode("a", text).expect("a"),
             Resource::decode("a", text).expect("b"),
         );
-        assert!(Arc::ptr_eq(&a.assigned_node, &b.assigned_node));
-        assert!(a.key().is_some_and(|k| Arc::ptr_eq(&k, &a.name)));
+        assert!(Name::ptr_eq(&a.assigned_node, &b.assigned_node));
+        assert!(a.key().is_some_and(|k| Name::ptr_eq(&k, &a.name)));
     }
 
     #[test]
@@ -480,8 +480,8 @@ mod tests {
         let plain: Value = serde_json::to_value(&r).expect("encodes");
         assert_eq!(plain.as_object().map(|o| o.len()), Some(4));
         // A million of these are cached on every master, each in an `Arc` (16 bytes more):
-        // 80 bytes is a jemalloc size class, the next is 96.
-        assert!(std::mem::size_of::<Resource>() <= 64);
+        // 64 bytes is a jemalloc size class, the next is 80.
+        assert!(std::mem::size_of::<Resource>() <= 48);
     }
 
     #[test]

@@ -1,7 +1,6 @@
 //! A cache's secondary index: the names of the objects in each group.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::Arc;
 
 use super::event::Name;
 
@@ -20,7 +19,7 @@ impl Index {
     pub(super) fn build<'a>(objects: impl Iterator<Item = (&'a str, &'a Name)>) -> Self {
         let mut sorted: HashMap<&str, Vec<Name>> = HashMap::new();
         for (group, name) in objects {
-            sorted.entry(group).or_default().push(Arc::clone(name));
+            sorted.entry(group).or_default().push(Name::clone(name));
         }
         let groups = sorted
             .into_iter()
@@ -32,11 +31,11 @@ impl Index {
     pub(super) fn add(&mut self, group: &str, name: &Name) {
         match self.groups.get_mut(group) {
             Some(names) => {
-                names.insert(Arc::clone(name));
+                names.insert(Name::clone(name));
             }
             None => {
                 self.groups
-                    .insert(Name::from(group), BTreeSet::from([Arc::clone(name)]));
+                    .insert(Name::from(group), BTreeSet::from([Name::clone(name)]));
             }
         }
     }
@@ -68,7 +67,9 @@ impl Index {
     /// The shared copy of a group's name, so that holders of many references to one worker
     /// keep one string (interning).
     pub fn intern(&self, group: &str) -> Option<Name> {
-        self.groups.get_key_value(group).map(|(g, _)| Arc::clone(g))
+        self.groups
+            .get_key_value(group)
+            .map(|(g, _)| Name::clone(g))
     }
 }
 

@@ -46,7 +46,7 @@ impl<T: super::Object> State<T> {
         if let Some(group) = entry.value.group() {
             self.index.add(group, &name);
         }
-        let old = self.objects.insert(Arc::clone(&name), entry);
+        let old = self.objects.insert(Name::clone(&name), entry);
         if let Some(old_group) = old.as_ref().and_then(|o| o.value.group()) {
             let now = self.objects.get(&name).and_then(|e| e.value.group());
             if now != Some(old_group) {
@@ -403,7 +403,7 @@ impl<T: super::Object> Writer<T> {
                             create_revision,
                             mod_revision,
                         };
-                        match state.insert(Arc::clone(&name), new.clone()) {
+                        match state.insert(Name::clone(&name), new.clone()) {
                             Some(old) => events.push(Event::Modified { name, old, new }),
                             None => events.push(Event::Added { name, new }),
                         }
