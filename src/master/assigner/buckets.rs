@@ -1,7 +1,9 @@
 //! Workers with room, kept by load, so the least loaded is found in O(log W) and a change of
 //! load moves one worker between two buckets, with no re-sorting.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use foldhash::HashMap;
 
 use crate::object::Name;
 

@@ -13,7 +13,7 @@
 
 mod buckets;
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 use std::sync::Arc;
 
 use rand::RngExt;

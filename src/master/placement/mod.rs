@@ -12,7 +12,7 @@
 //! Where a task may run (`wants.rs`) bears on every choice: a move never breaks a selector or a
 //! dedication, waiting tasks are placed by priority, and a task that fits nowhere says why.
 
-use std::collections::{HashMap, HashSet};
+use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use std::sync::Arc;
 
 use crate::etcd::cache::{Entry, Event, Name, Store};

@@ -1,7 +1,7 @@
 //! Planning moves: orphans and unassigned resources, a drain, rebalancing, and a dry run of
 //! them on a clone; all through one way of choosing a worker.
 
-use std::collections::{HashMap, HashSet};
+use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use std::sync::Arc;
 
 use super::{Move, Placement, REBALANCE_CANDIDATES, Reservation, Wants};

@@ -4,7 +4,7 @@
 //! one lookup per label value, not a walk over the group; a worker that changes its labels or
 //! leaves moves its own counts.
 
-use std::collections::{HashMap, HashSet};
+use foldhash::{HashMap, HashSet};
 use std::sync::Arc;
 
 use super::Wants;
@@ -114,7 +114,7 @@ impl Spreads {
                     set.insert(Arc::clone(group));
                 }
                 None => {
-                    let set = HashSet::from([Arc::clone(group)]);
+                    let set = HashSet::from_iter([Arc::clone(group)]);
                     self.by_worker.insert(Name::from(worker), set);
                 }
             }

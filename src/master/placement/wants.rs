@@ -2,7 +2,9 @@
 //! spread group it belongs to. Only resources that ask something are kept, so a fleet without
 //! constraints costs nothing here.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use foldhash::{HashMap, HashMapExt};
 use std::sync::Arc;
 
 use super::Placement;
@@ -98,8 +100,10 @@ impl Placement {
 
     /// Counts `name` (with its current wants) `delta` times on `worker` in its spread group.
     pub(super) fn count_group(&mut self, name: &str, worker: Option<&str>, delta: i32) {
-        let wants = self.wants.get(name).cloned();
-        self.count_spread(wants.as_deref(), worker, delta);
+        if worker.is_some() {
+            let wants = self.wants.get(name).cloned();
+            self.count_spread(wants.as_deref(), worker, delta);
+        }
     }
 
     /// Counts a resource asking `wants` `delta` times on `worker` in its spread group.
