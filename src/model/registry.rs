@@ -10,6 +10,7 @@ use std::sync::{Arc, LazyLock, Mutex};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::constraints::Labels;
 use super::intern::{Table, share};
 use crate::object::{DecodeError, Object};
 
@@ -63,7 +64,7 @@ pub struct Worker {
     pub address: Box<str>,
     /// Node metadata merged over service metadata. Workers with the same metadata share one
     /// copy: a fleet has few label sets, and a copy per worker was half its cached record.
-    pub metadata: Labels,
+    pub metadata: Arc<Labels>,
     /// Service version.
     pub version: Box<str>,
 }
@@ -105,7 +106,7 @@ impl Worker {
 
     /// Its labels: the metadata, which a go-micro worker of any language publishes, in the
     /// copy it shares with every worker labelled alike.
-    pub fn labels(&self) -> Labels {
+    pub fn labels(&self) -> Arc<Labels> {
         Arc::clone(&self.metadata)
     }
 
@@ -115,12 +116,9 @@ impl Worker {
     }
 }
 
-/// A worker's metadata, shared by the workers labelled alike.
-pub type Labels = Arc<BTreeMap<String, String>>;
-
-/// The shared copy of `labels`.
-fn shared_labels(labels: BTreeMap<String, String>) -> Labels {
-    static LABEL_SETS: LazyLock<Mutex<Table<Labels>>> = LazyLock::new(Default::default);
+/// The shared copy of `labels`, one per label set.
+fn shared_labels(labels: Labels) -> Arc<Labels> {
+    static LABEL_SETS: LazyLock<Mutex<Table<Arc<Labels>>>> = LazyLock::new(Default::default);
     share(&LABEL_SETS, &labels, || Arc::new(labels.clone()))
 }
 
