@@ -13,9 +13,9 @@
 
 mod buckets;
 
-use foldhash::HashMap;
 use std::sync::Arc;
 
+use foldhash::HashMap;
 use rand::RngExt;
 
 use crate::model::constraints::{Constraints, DEDICATED_LABEL, Labels};

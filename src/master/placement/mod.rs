@@ -1,19 +1,19 @@
 //! The leader's view of who holds what: each worker's load, and which resources need a worker.
 //!
-//! It keeps counts, not copies: which resources a worker holds is the resources cache's index,
-//! and each change of the cache is applied once, as the step from its old value to its new one
-//! (the take-over's copy of the cache starts the sequence). Writes
-//! in flight count as *reservations* on their worker until the batch carrying them is applied,
-//! so concurrent creates see each other's choices. An absent worker's resources are handed out
-//! only once the leader releases it (grace over, no storm) and the workers cache has caught up
-//! with the revision that orphaned them. One code path plans every move (`plan.rs`): orphans, a
-//! drain, rebalancing, preemption, and a dry run on a clone.
+//! It keeps counts, not copies (see [`Placement`]); the take-over's copy of the cache starts
+//! the sequence of changes it applies, each once. Writes in flight count as *reservations* on
+//! their worker until the batch carrying them is applied, so concurrent creates see each
+//! other's choices. An absent worker's resources are handed out only once the leader releases
+//! it (grace over, no storm) and the workers cache has caught up with the revision that
+//! orphaned them. One code path plans every move (`plan.rs`): orphans, a drain, rebalancing,
+//! preemption, and a dry run on a clone.
 //!
 //! Where a task may run (`wants.rs`) bears on every choice: a move never breaks a selector or a
 //! dedication, waiting tasks are placed by priority, and a task that fits nowhere says why.
 
-use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use std::sync::Arc;
+
+use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 
 use crate::etcd::cache::{Entry, Event, Name, Store};
 use crate::master::assigner::Assigner;
@@ -73,11 +73,17 @@ struct Count {
     done: u32,
 }
 
+impl Count {
+    /// What these resources weigh on their worker: the ones whose task did not complete.
+    fn load(self) -> u32 {
+        self.assigned.saturating_sub(self.done)
+    }
+}
+
 /// Loads, assignments and the resources waiting for a worker.
 ///
-/// The placement keeps counts, not copies: which resources a worker holds is read from the
-/// resources cache's index, and each load changes by the old and new values of the changes it
-/// applies. The cache may run ahead of what was applied; a choice read from it is written with
+/// It keeps counts, not copies: which resources a worker holds is read from the resources
+/// cache's index, and each load changes by the old and new values of the changes it applies. The cache may run ahead of what was applied; a choice read from it is written with
 /// a compare on the resource's revision, and each resource's change, once applied, settles its
 /// counts and whether it waits.
 #[derive(Debug, Clone)]
@@ -151,8 +157,7 @@ impl Placement {
             *reserved.entry(worker.as_str()).or_default() += 1;
         }
         for (worker, c) in &self.held {
-            let load =
-                c.assigned.saturating_sub(c.done) + reserved.get(&**worker).copied().unwrap_or(0);
+            let load = c.load() + reserved.get(&**worker).copied().unwrap_or(0);
             self.assigner.set_load(worker, load);
         }
     }
@@ -177,10 +182,7 @@ impl Placement {
         capacity: Option<u32>,
         labels: Arc<Labels>,
     ) {
-        let held = self
-            .held
-            .get(id)
-            .map_or(0, |c| c.assigned.saturating_sub(c.done));
+        let held = self.held.get(id).map_or(0, |c| c.load());
         let reserved = self.reservations.values().filter(|r| r.0 == id).count();
         let old = self.assigner.labels(id).cloned();
         if old.as_deref() != Some(&*labels) {

@@ -1,8 +1,9 @@
 //! Planning moves: orphans and unassigned resources, a drain, rebalancing, and a dry run of
 //! them on a clone; all through one way of choosing a worker.
 
-use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use std::sync::Arc;
+
+use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 
 use super::{Move, Placement, REBALANCE_CANDIDATES, Reservation, Wants};
 use crate::etcd::cache::Name;

@@ -4,8 +4,9 @@
 //! one lookup per label value, not a walk over the group; a worker that changes its labels or
 //! leaves moves its own counts.
 
-use foldhash::{HashMap, HashSet};
 use std::sync::Arc;
+
+use foldhash::{HashMap, HashSet};
 
 use super::Wants;
 use crate::etcd::cache::Name;

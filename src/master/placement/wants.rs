@@ -3,9 +3,9 @@
 //! constraints costs nothing here.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use foldhash::{HashMap, HashMapExt};
-use std::sync::Arc;
 
 use super::Placement;
 use crate::model::constraints::{Constraints, DEDICATED_LABEL, Labels};
